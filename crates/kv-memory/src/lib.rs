@@ -1,0 +1,165 @@
+//! A deterministic in-memory storage engine for `meridian-kv`.
+//!
+//! It starts no threads and never sleeps, so it can run inside the
+//! deterministic simulation. Its contents are an immutable ordered map
+//! (`imbl::OrdMap`), so a snapshot is an O(1) clone. A [`MemoryEngine`] clone
+//! shares the same contents: the simulation keeps one across a simulated crash
+//! of its host, which therefore loses exactly the commits that had not reached
+//! the engine — the durability contract of the fsync'd engine.
+//!
+//! Faults can be injected ([`Fault`]) to exercise `commit_unknown_result`.
+//!
+//! Must not depend on anything but `meridian-kv` and its data structures.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use imbl::OrdMap;
+use meridian_kv::KvError;
+use meridian_kv::engine::{Engine, EngineMutation, EnginePair, EngineSnapshot};
+
+/// A fault to inject into the next engine writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Apply the batch, then report failure: the commit's result is unknown
+    /// to the caller although it is durable.
+    ApplyThenFail,
+    /// Report failure without applying anything.
+    FailWithoutApplying,
+}
+
+#[derive(Debug)]
+struct InjectedFault(Fault);
+
+impl std::fmt::Display for InjectedFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "injected fault: {:?}", self.0)
+    }
+}
+
+impl std::error::Error for InjectedFault {}
+
+#[derive(Default)]
+struct State {
+    data: OrdMap<Bytes, Bytes>,
+    faults: VecDeque<Fault>,
+    writes: u64,
+}
+
+/// The in-memory engine. Clones share contents.
+#[derive(Clone, Default)]
+pub struct MemoryEngine {
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for MemoryEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryEngine").finish_non_exhaustive()
+    }
+}
+
+impl MemoryEngine {
+    /// An empty engine.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes the next batch writes fail as `fault` says, in order.
+    pub fn inject(&self, fault: Fault) {
+        self.lock().faults.push_back(fault);
+    }
+
+    /// How many batches were written (one per group commit).
+    pub fn batches_written(&self) -> u64 {
+        self.lock().writes
+    }
+
+    /// Number of keys stored (system keys included).
+    pub fn len(&self) -> usize {
+        self.lock().data.len()
+    }
+
+    /// Whether nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+struct MemorySnapshot(OrdMap<Bytes, Bytes>);
+
+impl EngineSnapshot for MemorySnapshot {
+    fn get(&self, key: &[u8]) -> Result<Option<Bytes>, KvError> {
+        Ok(self.0.get(key).cloned())
+    }
+
+    fn range<'a>(
+        &'a self,
+        begin: &[u8],
+        end: &[u8],
+        reverse: bool,
+    ) -> Box<dyn Iterator<Item = Result<EnginePair, KvError>> + 'a> {
+        if begin >= end {
+            return Box::new(std::iter::empty());
+        }
+        let range = self
+            .0
+            .range(Bytes::copy_from_slice(begin)..Bytes::copy_from_slice(end))
+            .map(|(k, v)| Ok((k.clone(), v.clone())));
+        if reverse {
+            Box::new(range.rev())
+        } else {
+            Box::new(range)
+        }
+    }
+}
+
+fn apply(data: &mut OrdMap<Bytes, Bytes>, batch: Vec<EngineMutation>) {
+    for mutation in batch {
+        match mutation {
+            EngineMutation::Set(key, value) => {
+                data.insert(Bytes::from(key), Bytes::from(value));
+            }
+            EngineMutation::Clear(key) => {
+                data.remove(key.as_slice());
+            }
+            EngineMutation::ClearRange(begin, end) => {
+                if begin < end {
+                    let doomed: Vec<Bytes> = data
+                        .range(Bytes::from(begin)..Bytes::from(end))
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for key in doomed {
+                        data.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Engine for MemoryEngine {
+    fn snapshot(&self) -> Box<dyn EngineSnapshot> {
+        Box::new(MemorySnapshot(self.lock().data.clone()))
+    }
+
+    fn write(&self, batch: Vec<EngineMutation>) -> BoxFuture<'static, Result<(), KvError>> {
+        let mut state = self.lock();
+        let fault = state.faults.pop_front();
+        if fault != Some(Fault::FailWithoutApplying) {
+            let mut data = state.data.clone();
+            apply(&mut data, batch);
+            state.data = data;
+            state.writes += 1;
+        }
+        Box::pin(std::future::ready(match fault {
+            None => Ok(()),
+            Some(fault) => Err(KvError::engine(InjectedFault(fault))),
+        }))
+    }
+}

@@ -1,0 +1,571 @@
+//! A transaction: snapshot reads at a read version, buffered writes, read
+//! conflict ranges, committed through the database's resolver.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::KvError;
+use crate::database::{CommitInfo, CommitRequest, Database, PendingMutation};
+use crate::engine::EngineSnapshot;
+use crate::keys::{KeyRange, key_after};
+use crate::limits::{MAX_KEY_BYTES, MAX_TRANSACTION_AGE, MAX_TRANSACTION_BYTES, MAX_VALUE_BYTES};
+
+/// A key-value pair read from a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    /// The key.
+    pub key: Bytes,
+    /// The value.
+    pub value: Bytes,
+}
+
+/// Which keys a range read returns.
+#[derive(Debug, Clone)]
+pub struct RangeOption {
+    /// The range read.
+    pub range: KeyRange,
+    /// At most this many pairs (0: no limit).
+    pub limit: usize,
+    /// Descending order from the end of the range.
+    pub reverse: bool,
+}
+
+impl RangeOption {
+    /// Every key in `range`, ascending.
+    pub fn new(range: KeyRange) -> Self {
+        Self {
+            range,
+            limit: 0,
+            reverse: false,
+        }
+    }
+
+    /// At most `limit` pairs.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Descending order.
+    pub fn reverse(mut self, reverse: bool) -> Self {
+        self.reverse = reverse;
+        self
+    }
+}
+
+/// What the transaction's own writes say about a key.
+#[derive(Debug, Clone)]
+enum Buffered {
+    Value(Vec<u8>),
+    Cleared,
+    /// An atomic add not yet resolved against the committed value.
+    Add(i64),
+}
+
+pub(crate) struct TxState {
+    pub(crate) read_version: u64,
+    snapshot: Arc<dyn EngineSnapshot>,
+    started: Duration,
+    /// Latest buffered state per key, for read-your-writes.
+    buffered: BTreeMap<Vec<u8>, Buffered>,
+    /// Ranges cleared by this transaction (before later sets in `buffered`).
+    cleared: Vec<KeyRange>,
+    /// Every mutation in order, as the resolver will apply them.
+    mutations: Vec<PendingMutation>,
+    read_conflicts: Vec<KeyRange>,
+    write_conflicts: Vec<KeyRange>,
+    watches: Vec<(Vec<u8>, oneshot::Sender<()>)>,
+    size: usize,
+    committed: bool,
+}
+
+/// A FoundationDB-style transaction. Cheap to clone: clones share one state,
+/// which is how [`Database::run`](crate::Database::run) hands it to a closure
+/// by value and still commits it afterwards.
+///
+/// Reads see a consistent snapshot at the read version plus this
+/// transaction's own writes. Non-snapshot reads add read conflict ranges:
+/// if another transaction commits a write into one of them after the read
+/// version, this one fails with [`KvError::NotCommitted`] and is retried.
+#[derive(Clone)]
+pub struct Transaction {
+    state: Arc<Mutex<TxState>>,
+    db: Database,
+}
+
+impl std::fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("read_version", &self.lock().read_version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Resolves when a watched key is written by a later commit.
+///
+/// Dropping it cancels the watch.
+#[derive(Debug)]
+pub struct Watch {
+    receiver: oneshot::Receiver<()>,
+}
+
+impl std::future::Future for Watch {
+    type Output = Result<(), KvError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.receiver)
+            .poll(cx)
+            .map(|fired| fired.map_err(|_| KvError::Closed))
+    }
+}
+
+fn check_key(key: &[u8]) -> Result<(), KvError> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(KvError::KeyTooLarge { size: key.len() });
+    }
+    if key.first() == Some(&0xff) {
+        return Err(KvError::KeyOutsideLegalRange);
+    }
+    Ok(())
+}
+
+fn check_value(value: &[u8]) -> Result<(), KvError> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(KvError::ValueTooLarge { size: value.len() });
+    }
+    Ok(())
+}
+
+/// Splits FoundationDB's versionstamp template (payload followed by a 4-byte
+/// little-endian offset) and checks that 10 bytes fit at the offset.
+pub(crate) fn split_versionstamp_template(template: &[u8]) -> Result<(Vec<u8>, usize), KvError> {
+    if template.len() < 4 {
+        return Err(KvError::InvalidVersionstampOffset { offset: 0, len: 0 });
+    }
+    let (payload, suffix) = template.split_at(template.len() - 4);
+    let offset = u32::from_le_bytes([suffix[0], suffix[1], suffix[2], suffix[3]]) as usize;
+    if offset + 10 > payload.len() {
+        return Err(KvError::InvalidVersionstampOffset {
+            offset,
+            len: payload.len(),
+        });
+    }
+    Ok((payload.to_vec(), offset))
+}
+
+impl Transaction {
+    pub(crate) fn new(
+        db: Database,
+        read_version: u64,
+        snapshot: Arc<dyn EngineSnapshot>,
+        started: Duration,
+    ) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(TxState {
+                read_version,
+                snapshot,
+                started,
+                buffered: BTreeMap::new(),
+                cleared: Vec::new(),
+                mutations: Vec::new(),
+                read_conflicts: Vec::new(),
+                write_conflicts: Vec::new(),
+                watches: Vec::new(),
+                size: 0,
+                committed: false,
+            })),
+            db,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, TxState> {
+        // The state is plain data; a panic elsewhere cannot leave it torn.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check_age(&self, state: &TxState) -> Result<(), KvError> {
+        let age = self.db.clock().monotonic().saturating_sub(state.started);
+        if age > MAX_TRANSACTION_AGE {
+            return Err(KvError::TransactionTooOld);
+        }
+        Ok(())
+    }
+
+    /// The version this transaction reads at.
+    pub fn read_version(&self) -> u64 {
+        self.lock().read_version
+    }
+
+    /// Reads `key`, adding it to the read conflict set.
+    ///
+    /// # Errors
+    /// Engine failures, [`KvError::TransactionTooOld`], or
+    /// [`KvError::AccessedUnreadable`] for a key with a pending atomic add
+    /// whose base cannot be read.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>, KvError> {
+        self.read_key(key, false)
+    }
+
+    /// Reads `key` without adding a read conflict (FoundationDB's snapshot read).
+    ///
+    /// # Errors
+    /// As [`Transaction::get`].
+    pub async fn get_snapshot(&self, key: &[u8]) -> Result<Option<Bytes>, KvError> {
+        self.read_key(key, true)
+    }
+
+    fn read_key(&self, key: &[u8], snapshot: bool) -> Result<Option<Bytes>, KvError> {
+        let mut state = self.lock();
+        self.check_age(&state)?;
+        if !snapshot {
+            let range = KeyRange::single(key);
+            state.size += range.size();
+            state.read_conflicts.push(range);
+        }
+        match state.buffered.get(key) {
+            Some(Buffered::Value(v)) => return Ok(Some(Bytes::copy_from_slice(v))),
+            Some(Buffered::Cleared) => return Ok(None),
+            Some(Buffered::Add(delta)) => {
+                let base = if state.cleared.iter().any(|r| r.contains(key)) {
+                    None
+                } else {
+                    state.snapshot.get(key)?
+                };
+                return Ok(Some(Bytes::from(apply_add(base.as_deref(), *delta))));
+            }
+            None => {}
+        }
+        if state.cleared.iter().any(|r| r.contains(key)) {
+            return Ok(None);
+        }
+        state.snapshot.get(key)
+    }
+
+    /// Reads a range, merging the snapshot with this transaction's writes.
+    /// Adds the part of the range actually read to the read conflict set
+    /// (up to the last key returned when the limit stopped the read).
+    ///
+    /// # Errors
+    /// Engine failures, [`KvError::InvertedRange`], [`KvError::TransactionTooOld`].
+    pub async fn get_range(&self, option: &RangeOption) -> Result<Vec<KeyValue>, KvError> {
+        self.read_range(option, false)
+    }
+
+    /// [`Transaction::get_range`] without a read conflict.
+    ///
+    /// # Errors
+    /// As [`Transaction::get_range`].
+    pub async fn get_range_snapshot(&self, option: &RangeOption) -> Result<Vec<KeyValue>, KvError> {
+        self.read_range(option, true)
+    }
+
+    fn read_range(&self, option: &RangeOption, snapshot: bool) -> Result<Vec<KeyValue>, KvError> {
+        let RangeOption {
+            range,
+            limit,
+            reverse,
+        } = option;
+        if range.begin > range.end {
+            return Err(KvError::InvertedRange);
+        }
+        let mut state = self.lock();
+        self.check_age(&state)?;
+        let limit = if *limit == 0 { usize::MAX } else { *limit };
+        let mut out = Vec::new();
+        {
+            let state = &*state;
+            let engine_iter = state.snapshot.range(&range.begin, &range.end, *reverse);
+            let buffered: Box<dyn Iterator<Item = (&Vec<u8>, &Buffered)>> = if *reverse {
+                Box::new(
+                    state
+                        .buffered
+                        .range(range.begin.clone()..range.end.clone())
+                        .rev(),
+                )
+            } else {
+                Box::new(state.buffered.range(range.begin.clone()..range.end.clone()))
+            };
+            let mut engine_iter = engine_iter.peekable();
+            let mut buffered = buffered.peekable();
+            let before = |a: &[u8], b: &[u8]| if *reverse { a > b } else { a < b };
+            while out.len() < limit {
+                let next_engine = match engine_iter.peek() {
+                    Some(Ok((k, _))) => Some(k.clone()),
+                    Some(Err(e)) => return Err(e.clone()),
+                    None => None,
+                };
+                let next_buffered = buffered.peek().map(|(k, _)| (*k).clone());
+                let take_buffered = match (&next_engine, &next_buffered) {
+                    (None, None) => break,
+                    (Some(_), None) => false,
+                    (None, Some(_)) => true,
+                    (Some(e), Some(b)) => !before(e, b),
+                };
+                if take_buffered {
+                    let Some((key, write)) = buffered.next() else {
+                        break;
+                    };
+                    // The same key in the engine is shadowed by the buffer.
+                    if next_engine.as_deref() == Some(key.as_slice()) {
+                        engine_iter.next();
+                    }
+                    let base = || -> Result<Option<Bytes>, KvError> {
+                        if state.cleared.iter().any(|r| r.contains(key)) {
+                            Ok(None)
+                        } else {
+                            state.snapshot.get(key)
+                        }
+                    };
+                    match write {
+                        Buffered::Value(v) => out.push(KeyValue {
+                            key: Bytes::copy_from_slice(key),
+                            value: Bytes::copy_from_slice(v),
+                        }),
+                        Buffered::Cleared => {}
+                        Buffered::Add(delta) => out.push(KeyValue {
+                            key: Bytes::copy_from_slice(key),
+                            value: Bytes::from(apply_add(base()?.as_deref(), *delta)),
+                        }),
+                    }
+                } else {
+                    let Some(item) = engine_iter.next() else {
+                        break;
+                    };
+                    let (key, value) = item?;
+                    if state.cleared.iter().any(|r| r.contains(&key)) {
+                        continue;
+                    }
+                    out.push(KeyValue { key, value });
+                }
+            }
+        }
+        if !snapshot {
+            let conflict = match (out.len() >= limit, out.last(), reverse) {
+                (true, Some(last), false) => {
+                    KeyRange::new(range.begin.clone(), key_after(&last.key))
+                }
+                (true, Some(last), true) => KeyRange::new(last.key.to_vec(), range.end.clone()),
+                _ => range.clone(),
+            };
+            state.size += conflict.size();
+            state.read_conflicts.push(conflict);
+        }
+        Ok(out)
+    }
+
+    fn mutate(
+        &self,
+        size: usize,
+        conflict: Option<KeyRange>,
+        apply: impl FnOnce(&mut TxState),
+    ) -> Result<(), KvError> {
+        let mut state = self.lock();
+        let conflict_size = conflict.as_ref().map_or(0, KeyRange::size);
+        let new_size = state.size + size + conflict_size;
+        if new_size > MAX_TRANSACTION_BYTES {
+            return Err(KvError::TransactionTooLarge { size: new_size });
+        }
+        state.size = new_size;
+        if let Some(range) = conflict {
+            state.write_conflicts.push(range);
+        }
+        apply(&mut state);
+        Ok(())
+    }
+
+    /// Writes `value` at `key`.
+    ///
+    /// # Errors
+    /// [`KvError::KeyTooLarge`], [`KvError::ValueTooLarge`],
+    /// [`KvError::KeyOutsideLegalRange`], [`KvError::TransactionTooLarge`].
+    pub fn set(&self, key: &[u8], value: &[u8]) -> Result<(), KvError> {
+        check_key(key)?;
+        check_value(value)?;
+        self.mutate(key.len() + value.len(), Some(KeyRange::single(key)), |s| {
+            s.buffered
+                .insert(key.to_vec(), Buffered::Value(value.to_vec()));
+            s.mutations
+                .push(PendingMutation::Set(key.to_vec(), value.to_vec()));
+        })
+    }
+
+    /// Removes `key`.
+    ///
+    /// # Errors
+    /// As [`Transaction::set`].
+    pub fn clear(&self, key: &[u8]) -> Result<(), KvError> {
+        check_key(key)?;
+        self.mutate(key.len(), Some(KeyRange::single(key)), |s| {
+            s.buffered.insert(key.to_vec(), Buffered::Cleared);
+            s.mutations.push(PendingMutation::Clear(key.to_vec()));
+        })
+    }
+
+    /// Removes every key in `range`.
+    ///
+    /// # Errors
+    /// [`KvError::InvertedRange`], [`KvError::TransactionTooLarge`].
+    pub fn clear_range(&self, range: &KeyRange) -> Result<(), KvError> {
+        if range.begin > range.end {
+            return Err(KvError::InvertedRange);
+        }
+        // Clearing up to 0xff (the end of user keys) is allowed; beyond is not.
+        if range.begin.first() == Some(&0xff) || range.end.as_slice() > [0xff].as_slice() {
+            return Err(KvError::KeyOutsideLegalRange);
+        }
+        self.mutate(0, Some(range.clone()), |s| {
+            let inside: Vec<Vec<u8>> = s
+                .buffered
+                .range(range.begin.clone()..range.end.clone())
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in inside {
+                s.buffered.remove(&key);
+            }
+            s.cleared.push(range.clone());
+            s.mutations.push(PendingMutation::ClearRange(
+                range.begin.clone(),
+                range.end.clone(),
+            ));
+        })
+    }
+
+    /// Adds `delta` to the little-endian signed integer at `key` (absent
+    /// counts as zero) at commit time, without a read conflict: concurrent
+    /// adds never conflict with each other.
+    ///
+    /// # Errors
+    /// As [`Transaction::set`].
+    pub fn atomic_add(&self, key: &[u8], delta: i64) -> Result<(), KvError> {
+        check_key(key)?;
+        self.mutate(key.len() + 8, Some(KeyRange::single(key)), |s| {
+            let next = match s.buffered.get(key) {
+                Some(Buffered::Value(v)) => Buffered::Value(apply_add(Some(v), delta)),
+                Some(Buffered::Cleared) => Buffered::Value(apply_add(None, delta)),
+                Some(Buffered::Add(d)) => Buffered::Add(d.wrapping_add(delta)),
+                None => Buffered::Add(delta),
+            };
+            s.buffered.insert(key.to_vec(), next);
+            s.mutations.push(PendingMutation::Add(key.to_vec(), delta));
+        })
+    }
+
+    /// Writes `value` at a key completed at commit: `key_template` is the key
+    /// followed by a 4-byte little-endian offset where the 10-byte commit
+    /// versionstamp goes (the form `tuple::pack_with_versionstamp` produces).
+    /// The key cannot be read back in this transaction.
+    ///
+    /// # Errors
+    /// [`KvError::InvalidVersionstampOffset`] and the limits of [`Transaction::set`].
+    pub fn set_versionstamped_key(&self, key_template: &[u8], value: &[u8]) -> Result<(), KvError> {
+        let (key, offset) = split_versionstamp_template(key_template)?;
+        check_key(&key)?;
+        check_value(value)?;
+        // The final key is unknown and unique to this commit: no conflict range.
+        self.mutate(key.len() + value.len(), None, |s| {
+            s.mutations.push(PendingMutation::VersionstampedKey(
+                key,
+                offset,
+                value.to_vec(),
+            ));
+        })
+    }
+
+    /// Writes at `key` a value completed at commit (`value_template`: payload
+    /// followed by a 4-byte little-endian offset for the 10-byte versionstamp).
+    ///
+    /// # Errors
+    /// As [`Transaction::set_versionstamped_key`].
+    pub fn set_versionstamped_value(
+        &self,
+        key: &[u8],
+        value_template: &[u8],
+    ) -> Result<(), KvError> {
+        let (value, offset) = split_versionstamp_template(value_template)?;
+        check_key(key)?;
+        check_value(&value)?;
+        self.mutate(key.len() + value.len(), Some(KeyRange::single(key)), |s| {
+            // Reading it back before commit is an error in FoundationDB; here
+            // the buffered entry is dropped so reads fall through to the snapshot.
+            s.buffered.remove(key);
+            s.mutations.push(PendingMutation::VersionstampedValue(
+                key.to_vec(),
+                value,
+                offset,
+            ));
+        })
+    }
+
+    /// Adds `key` to the read conflict set without reading it.
+    pub fn add_read_conflict_key(&self, key: &[u8]) {
+        let mut state = self.lock();
+        state.read_conflicts.push(KeyRange::single(key));
+    }
+
+    /// A future that resolves once a transaction committed after this one
+    /// writes `key`. The watch is registered when this transaction commits.
+    pub fn watch(&self, key: &[u8]) -> Watch {
+        let (sender, receiver) = oneshot::channel();
+        self.lock().watches.push((key.to_vec(), sender));
+        Watch { receiver }
+    }
+
+    /// Commits the transaction.
+    ///
+    /// # Errors
+    /// [`KvError::NotCommitted`] on a conflict, [`KvError::TransactionTooOld`],
+    /// [`KvError::CommitUnknownResult`] when the engine failed mid-commit,
+    /// [`KvError::Closed`].
+    pub async fn commit(&self) -> Result<CommitInfo, KvError> {
+        let request = {
+            let mut state = self.lock();
+            if state.committed {
+                return Err(KvError::Closed);
+            }
+            self.check_age(&state)?;
+            state.committed = true;
+            if state.mutations.is_empty() && state.watches.is_empty() {
+                return Ok(CommitInfo {
+                    version: state.read_version,
+                    versionstamp: None,
+                });
+            }
+            let (reply, receiver) = oneshot::channel();
+            let request = CommitRequest {
+                read_version: state.read_version,
+                read_conflicts: std::mem::take(&mut state.read_conflicts),
+                write_conflicts: std::mem::take(&mut state.write_conflicts),
+                mutations: std::mem::take(&mut state.mutations),
+                watches: std::mem::take(&mut state.watches),
+                reply,
+            };
+            (request, receiver)
+        };
+        let (request, receiver) = request;
+        self.db.submit(request).await?;
+        receiver.await.map_err(|_| KvError::CommitUnknownResult {
+            reason: "the committer stopped before answering".into(),
+        })?
+    }
+}
+
+/// Little-endian add as FoundationDB's `ADD` mutation does it: the result has
+/// the width of the stored value (8 bytes when absent or shorter).
+pub(crate) fn apply_add(base: Option<&[u8]>, delta: i64) -> Vec<u8> {
+    let mut current = [0u8; 8];
+    if let Some(base) = base {
+        let n = base.len().min(8);
+        current[..n].copy_from_slice(&base[..n]);
+    }
+    i64::from_le_bytes(current)
+        .wrapping_add(delta)
+        .to_le_bytes()
+        .to_vec()
+}

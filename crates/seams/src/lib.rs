@@ -1,0 +1,20 @@
+//! The seams through which Meridian touches the outside world: wall time,
+//! randomness, ids and the network.
+//!
+//! Every component receives a [`Clock`], an [`Rng`] (and the [`Ids`] made from
+//! both) and a [`net::Network`] as parameters. Production wiring passes the
+//! real implementations defined here; the deterministic simulation passes
+//! simulated ones. Nothing else in the workspace may read the system clock,
+//! draw unseeded randomness, bind a socket or spawn a thread — `clippy.toml`
+//! bans those calls, and this crate is the one place allowed to make them.
+//!
+//! This crate must not depend on any other Meridian crate.
+
+pub mod clock;
+pub mod ids;
+pub mod net;
+pub mod rng;
+
+pub use clock::{Clock, SharedClock, SystemClock};
+pub use ids::Ids;
+pub use rng::Rng;
