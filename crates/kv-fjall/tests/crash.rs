@@ -44,7 +44,10 @@ fn crash_child() {
                 for n in 0.. {
                     let id = n * 8 + writer;
                     db.run(|tx, _| async move {
-                        tx.set(&[b"crash/".as_slice(), &id.to_be_bytes()].concat(), b"acked")?;
+                        tx.set(
+                            &[b"crash/".as_slice(), &id.to_be_bytes()].concat(),
+                            b"acked",
+                        )?;
                         tx.atomic_add(b"count", 1)
                     })
                     .await
@@ -67,7 +70,13 @@ fn crash_child() {
 async fn kill_minus_nine_keeps_acknowledged_commits() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--ignored", "--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--ignored",
+            "--exact",
+            "crash_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(DIR_ENV, dir.path())
         .stdout(Stdio::piped())
         .spawn()
@@ -85,12 +94,18 @@ async fn kill_minus_nine_keeps_acknowledged_commits() {
     }
     child.kill().expect("SIGKILL the child");
     child.wait().expect("reap child");
-    assert!(acknowledged.len() >= 400, "child acknowledged {}", acknowledged.len());
+    assert!(
+        acknowledged.len() >= 400,
+        "child acknowledged {}",
+        acknowledged.len()
+    );
 
     let db = open(dir.path());
     let stored = db
         .run(|tx, _| async move {
-            let pairs = tx.get_range(&RangeOption::new(prefix_range(b"crash/"))).await?;
+            let pairs = tx
+                .get_range(&RangeOption::new(prefix_range(b"crash/")))
+                .await?;
             let count = tx.get(b"count").await?;
             Ok::<_, KvError>((pairs, count))
         })
@@ -106,7 +121,10 @@ async fn kill_minus_nine_keeps_acknowledged_commits() {
         })
         .collect();
     for id in &acknowledged {
-        assert!(present.contains(id), "acknowledged commit {id} lost after kill -9");
+        assert!(
+            present.contains(id),
+            "acknowledged commit {id} lost after kill -9"
+        );
     }
     // The counter moved in the same transactions: it matches the keys exactly.
     let mut raw = [0u8; 8];
