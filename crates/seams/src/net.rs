@@ -234,3 +234,16 @@ pub fn tonic_channel(
     });
     Ok(endpoint.connect_with_connector_lazy(connector))
 }
+
+/// The peer address of a connection accepted through [`AxumListener`], for
+/// axum's `ConnectInfo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, AxumListener>>
+    for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, AxumListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}

@@ -1,0 +1,46 @@
+//! Limits and tunables of a core.
+
+use std::time::Duration;
+
+/// How a core behaves; every limit the protocol documents lives here.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// This region's name; stamped on every message it accepts.
+    pub region: String,
+    /// Largest message payload, bytes.
+    pub max_payload_bytes: usize,
+    /// Largest group, members (creator included).
+    pub max_group_members: usize,
+    /// Longest group name, characters.
+    pub max_name_chars: usize,
+    /// How long undelivered inbox entries and history are kept.
+    pub retention: Duration,
+    /// How often the retention sweep runs (also the versionstamp clock's tick).
+    pub sweep_interval: Duration,
+    /// A remote or client HLC further ahead of local wall time than this is refused.
+    pub max_clock_offset: Duration,
+    /// Inbox entries per delivery frame.
+    pub delivery_batch: usize,
+    /// Deliveries in flight to one device before delivery waits for an ack.
+    pub max_unacked: usize,
+    /// Sends being processed at once on one gateway stream (admission control).
+    pub max_inflight_per_stream: usize,
+}
+
+impl CoreConfig {
+    /// Defaults for `region`.
+    pub fn new(region: impl Into<String>) -> Self {
+        Self {
+            region: region.into(),
+            max_payload_bytes: 64 * 1024,
+            max_group_members: 100,
+            max_name_chars: 128,
+            retention: Duration::from_secs(30 * 24 * 3600),
+            sweep_interval: Duration::from_secs(60),
+            max_clock_offset: Duration::from_millis(500),
+            delivery_batch: 128,
+            max_unacked: 1024,
+            max_inflight_per_stream: 4096,
+        }
+    }
+}

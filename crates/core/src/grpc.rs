@@ -1,0 +1,343 @@
+//! The tonic `Core` service: a thin translation between protobuf and
+//! [`Messaging`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use meridian_proto::core::{self as pb, core_server};
+use meridian_store::{Conversation, ConversationKind, Member, Message, Role};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::Messaging;
+use crate::messaging::{Caller, ConversationDetail};
+
+/// The gRPC face of a core.
+#[derive(Debug, Clone)]
+pub struct CoreService {
+    messaging: Arc<Messaging>,
+}
+
+impl CoreService {
+    /// A service over `messaging`.
+    pub fn new(messaging: Arc<Messaging>) -> Self {
+        Self { messaging }
+    }
+
+    /// The tonic server for this service, with message size limits that fit
+    /// the largest frame (a 64 KiB payload plus envelope) with headroom.
+    pub fn into_server(self) -> core_server::CoreServer<Self> {
+        core_server::CoreServer::new(self)
+            .max_decoding_message_size(1024 * 1024)
+            .max_encoding_message_size(16 * 1024 * 1024)
+    }
+}
+
+pub(crate) fn to_caller(caller: pb::Caller) -> Caller {
+    Caller {
+        user_id: caller.user_id,
+        device_id: caller.device_id,
+    }
+}
+
+fn caller_of(caller: Option<pb::Caller>) -> Result<Caller, Status> {
+    caller
+        .map(to_caller)
+        .ok_or_else(|| meridian_proto::ErrorCode::Unauthenticated.status("no caller"))
+}
+
+pub(crate) fn message_info(message: Message) -> pb::MessageInfo {
+    pb::MessageInfo {
+        msg_id: message.msg_id,
+        conv_id: message.conv_id,
+        sender_user_id: message.sender_user,
+        sender_device_id: message.sender_device,
+        client_msg_id: message.client_msg_id,
+        hlc: message.hlc,
+        origin_region: message.origin_region,
+        payload: message.payload,
+        reply_to: message.reply_to,
+        sent_ms: message.sent_ms,
+    }
+}
+
+fn member_info(member: Member) -> pb::MemberInfo {
+    pb::MemberInfo {
+        user_id: member.user_id,
+        role: match member.role {
+            Role::Admin => "admin",
+            Role::Member => "member",
+        }
+        .to_string(),
+        joined_ms: member.joined_ms,
+    }
+}
+
+fn conversation_info(detail: ConversationDetail) -> pb::ConversationInfo {
+    let Conversation {
+        id,
+        kind,
+        name,
+        version,
+        created_ms,
+        ..
+    } = detail.conversation;
+    pb::ConversationInfo {
+        conv_id: id,
+        kind: match kind {
+            ConversationKind::Direct => "direct",
+            ConversationKind::Group => "group",
+        }
+        .to_string(),
+        name,
+        version,
+        created_ms,
+        members: detail.members.into_iter().map(member_info).collect(),
+    }
+}
+
+type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::SessionDown, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl core_server::Core for CoreService {
+    async fn register_user(
+        &self,
+        request: Request<pb::RegisterUserRequest>,
+    ) -> Result<Response<pb::RegisterUserResponse>, Status> {
+        let request = request.into_inner();
+        let label = if request.device_label.is_empty() {
+            "device"
+        } else {
+            &request.device_label
+        };
+        let (user, credentials) = self
+            .messaging
+            .register_user(&request.display_name, label)
+            .await?;
+        Ok(Response::new(pb::RegisterUserResponse {
+            user: Some(pb::UserInfo {
+                user_id: user.id,
+                display_name: user.display_name,
+                home_region: user.home_region,
+                created_ms: user.created_ms,
+            }),
+            device: Some(pb::DeviceCredentials {
+                device_id: credentials.device_id,
+                token: credentials.token,
+            }),
+        }))
+    }
+
+    async fn authenticate(
+        &self,
+        request: Request<pb::AuthenticateRequest>,
+    ) -> Result<Response<pb::Caller>, Status> {
+        let caller = self
+            .messaging
+            .authenticate(&request.into_inner().token)
+            .await?;
+        Ok(Response::new(pb::Caller {
+            user_id: caller.user_id,
+            device_id: caller.device_id,
+        }))
+    }
+
+    async fn add_device(
+        &self,
+        request: Request<pb::AddDeviceRequest>,
+    ) -> Result<Response<pb::DeviceCredentials>, Status> {
+        let request = request.into_inner();
+        let caller = caller_of(request.caller)?;
+        let credentials = self.messaging.add_device(&caller, &request.label).await?;
+        Ok(Response::new(pb::DeviceCredentials {
+            device_id: credentials.device_id,
+            token: credentials.token,
+        }))
+    }
+
+    async fn list_devices(
+        &self,
+        request: Request<pb::Caller>,
+    ) -> Result<Response<pb::DeviceList>, Status> {
+        let caller = to_caller(request.into_inner());
+        let devices = self.messaging.list_devices(&caller).await?;
+        Ok(Response::new(pb::DeviceList {
+            devices: devices
+                .into_iter()
+                .map(|d| pb::DeviceInfo {
+                    device_id: d.id,
+                    label: d.label,
+                    created_ms: d.created_ms,
+                    revoked: d.revoked_ms.is_some(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn revoke_device(
+        &self,
+        request: Request<pb::RevokeDeviceRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let request = request.into_inner();
+        let caller = caller_of(request.caller)?;
+        self.messaging
+            .revoke_device(&caller, &request.device_id)
+            .await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn get_user(
+        &self,
+        request: Request<pb::GetUserRequest>,
+    ) -> Result<Response<pb::UserInfo>, Status> {
+        let request = request.into_inner();
+        caller_of(request.caller)?;
+        let user = self.messaging.get_user(&request.user_id).await?;
+        Ok(Response::new(pb::UserInfo {
+            user_id: user.id,
+            display_name: user.display_name,
+            home_region: user.home_region,
+            created_ms: user.created_ms,
+        }))
+    }
+
+    async fn get_or_create_direct(
+        &self,
+        request: Request<pb::DirectRequest>,
+    ) -> Result<Response<pb::ConversationInfo>, Status> {
+        let request = request.into_inner();
+        let caller = caller_of(request.caller)?;
+        let detail = self
+            .messaging
+            .get_or_create_direct(&caller, &request.peer_user_id)
+            .await?;
+        Ok(Response::new(conversation_info(detail)))
+    }
+
+    async fn create_group(
+        &self,
+        request: Request<pb::CreateGroupRequest>,
+    ) -> Result<Response<pb::ConversationInfo>, Status> {
+        let request = request.into_inner();
+        let caller = caller_of(request.caller)?;
+        let detail = self
+            .messaging
+            .create_group(&caller, &request.name, &request.member_user_ids)
+            .await?;
+        Ok(Response::new(conversation_info(detail)))
+    }
+
+    async fn get_conversation(
+        &self,
+        request: Request<pb::ConversationRequest>,
+    ) -> Result<Response<pb::ConversationInfo>, Status> {
+        let request = request.into_inner();
+        let caller = caller_of(request.caller)?;
+        let detail = self
+            .messaging
+            .get_conversation(&caller, &request.conv_id)
+            .await?;
+        Ok(Response::new(conversation_info(detail)))
+    }
+
+    async fn list_conversations(
+        &self,
+        request: Request<pb::ListConversationsRequest>,
+    ) -> Result<Response<pb::ConversationList>, Status> {
+        let request = request.into_inner();
+        let caller = caller_of(request.caller)?;
+        let after = (!request.after.is_empty()).then_some(request.after.as_str());
+        let limit = if request.limit == 0 {
+            50
+        } else {
+            request.limit as usize
+        };
+        let (page, next) = self
+            .messaging
+            .list_conversations(&caller, after, limit)
+            .await?;
+        Ok(Response::new(pb::ConversationList {
+            conversations: page.into_iter().map(conversation_info).collect(),
+            next_after: next.unwrap_or_default(),
+        }))
+    }
+
+    async fn rename_group(
+        &self,
+        request: Request<pb::RenameGroupRequest>,
+    ) -> Result<Response<pb::ConversationInfo>, Status> {
+        let request = request.into_inner();
+        let caller = caller_of(request.caller)?;
+        let detail = self
+            .messaging
+            .rename_group(&caller, &request.conv_id, &request.name)
+            .await?;
+        Ok(Response::new(conversation_info(detail)))
+    }
+
+    async fn add_members(
+        &self,
+        request: Request<pb::AddMembersRequest>,
+    ) -> Result<Response<pb::ConversationInfo>, Status> {
+        let request = request.into_inner();
+        let caller = caller_of(request.caller)?;
+        let detail = self
+            .messaging
+            .add_members(&caller, &request.conv_id, &request.user_ids)
+            .await?;
+        Ok(Response::new(conversation_info(detail)))
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::ConversationInfo>, Status> {
+        let request = request.into_inner();
+        let caller = caller_of(request.caller)?;
+        let detail = self
+            .messaging
+            .remove_member(&caller, &request.conv_id, &request.user_id)
+            .await?;
+        Ok(Response::new(conversation_info(detail)))
+    }
+
+    async fn history(
+        &self,
+        request: Request<pb::HistoryRequest>,
+    ) -> Result<Response<pb::HistoryPage>, Status> {
+        let request = request.into_inner();
+        let caller = caller_of(request.caller)?;
+        let from = request
+            .from_hlc
+            .map(|hlc| (hlc, request.from_msg_id.clone()));
+        let limit = if request.limit == 0 {
+            50
+        } else {
+            request.limit as usize
+        };
+        let messages = self
+            .messaging
+            .history(&caller, &request.conv_id, from, request.backward, limit)
+            .await?;
+        Ok(Response::new(pb::HistoryPage {
+            messages: messages.into_iter().map(message_info).collect(),
+        }))
+    }
+
+    type SessionStream = SessionStream;
+
+    async fn session(
+        &self,
+        request: Request<tonic::Streaming<pb::SessionUp>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let inbound = request.into_inner();
+        let (down, receiver) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(crate::session::serve_stream(
+            self.messaging.clone(),
+            inbound,
+            down,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+}

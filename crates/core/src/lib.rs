@@ -1,0 +1,34 @@
+//! The messaging service of one region: registration and devices, 1:1 and
+//! group conversations, the send path, per-device delivery from the inbox,
+//! acks, receipts, history and retention — and the tonic service that
+//! exposes them to gateways.
+//!
+//! # Shape
+//! - [`Messaging`] holds the domain rules; each operation is one
+//!   transaction over `meridian-store` (a send writes the message, every
+//!   member's inbox entry and inbox head, and the idempotency record at once).
+//! - [`grpc::CoreService`] is the tonic `Core` service: unary calls for
+//!   request/response operations, one multiplexed `Session` stream per
+//!   gateway for sends, acks, receipts and deliveries.
+//! - [`retention::Sweeper`] prunes inboxes and history past retention.
+//!
+//! # What it must not touch
+//! No HTTP or WebSocket types (the gateway owns the client edge), no storage
+//! engine (only `meridian-kv`'s interface), no wall clock or randomness except
+//! through `meridian-seams`.
+
+mod config;
+mod error;
+pub mod grpc;
+mod hlc;
+mod messaging;
+pub mod retention;
+mod session;
+mod validate;
+
+pub use config::CoreConfig;
+pub use error::CoreError;
+pub use hlc::{Hlc, HlcError};
+pub use messaging::{
+    Caller, ConversationDetail, Credentials, Messaging, SendInput, direct_conversation_id,
+};

@@ -1,0 +1,901 @@
+//! The domain rules; one transaction per operation.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use meridian_kv::Database;
+use meridian_proto::ErrorCode;
+use meridian_seams::Ids;
+use meridian_store::keys::Stamp;
+use meridian_store::{
+    self as store, Conversation, ConversationKind, Device, InboxEntry, Member, Message,
+    ReceiptKind, Role, SendRecord, User,
+};
+use sha2::{Digest, Sha256};
+
+use crate::validate;
+use crate::{CoreConfig, CoreError, Hlc};
+
+/// Who is acting: established from a device token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The user.
+    pub user_id: String,
+    /// The device.
+    pub device_id: String,
+}
+
+/// A new device's credentials; the token is shown once.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// Device id.
+    pub device_id: String,
+    /// `"{device_id}.{secret}"`.
+    pub token: String,
+}
+
+/// A conversation with its members.
+#[derive(Debug, Clone)]
+pub struct ConversationDetail {
+    /// The record.
+    pub conversation: Conversation,
+    /// Its members.
+    pub members: Vec<Member>,
+}
+
+/// A send request.
+#[derive(Debug, Clone)]
+pub struct SendInput {
+    /// Target.
+    pub conv_id: String,
+    /// Idempotency key.
+    pub client_msg_id: String,
+    /// Opaque content.
+    pub payload: String,
+    /// Answered message.
+    pub reply_to: Option<String>,
+    /// Highest HLC the client has seen.
+    pub last_seen_hlc: u64,
+}
+
+/// The domain service of one region's core.
+pub struct Messaging {
+    db: Database,
+    ids: Ids,
+    hlc: Hlc,
+    config: CoreConfig,
+}
+
+impl std::fmt::Debug for Messaging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Messaging")
+            .field("region", &self.config.region)
+            .finish()
+    }
+}
+
+fn refused(code: ErrorCode, message: impl Into<String>) -> CoreError {
+    CoreError::refused(code, message)
+}
+
+fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Equality that takes the same time wherever the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The id of the direct conversation of two users: the same whichever asks.
+pub fn direct_conversation_id(a: &str, b: &str) -> String {
+    let (low, high) = if a <= b { (a, b) } else { (b, a) };
+    let digest = Sha256::digest(format!("direct\0{low}\0{high}").as_bytes());
+    format!("dm-{}", hex::encode(&digest[..16]))
+}
+
+impl Messaging {
+    /// A service over `db`.
+    pub fn new(db: Database, ids: Ids, config: CoreConfig) -> Arc<Self> {
+        let hlc = Hlc::new(
+            ids.clock().clone(),
+            config.max_clock_offset.as_millis() as u64,
+        );
+        Arc::new(Self {
+            db,
+            ids,
+            hlc,
+            config,
+        })
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// The id source.
+    pub fn ids(&self) -> &Ids {
+        &self.ids
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.ids.clock().wall_millis()
+    }
+
+    fn new_token(&self, device_id: &str) -> (String, String) {
+        let secret =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.ids.random_bytes(32));
+        (format!("{device_id}.{secret}"), hash_secret(&secret))
+    }
+
+    /// Registers a user homed in this region, with a first device.
+    ///
+    /// # Errors
+    /// `invalid_name` for a bad display name or label; store failures.
+    pub async fn register_user(
+        &self,
+        display_name: &str,
+        device_label: &str,
+    ) -> Result<(User, Credentials), CoreError> {
+        validate::name("display_name", display_name, 64)?;
+        validate::name("device_label", device_label, 64)?;
+        let user = User {
+            id: format!("{}@{}", self.ids.uuid_v7(), self.config.region),
+            display_name: display_name.to_string(),
+            home_region: self.config.region.clone(),
+            created_ms: self.now_ms(),
+        };
+        let device_id = self.ids.uuid_v7().to_string();
+        let (token, token_hash) = self.new_token(&device_id);
+        let device = Device {
+            id: device_id.clone(),
+            user_id: user.id.clone(),
+            token_hash,
+            label: device_label.to_string(),
+            created_ms: user.created_ms,
+            revoked_ms: None,
+        };
+        self.db
+            .run(|tx, _| {
+                let (user, device) = (&user, &device);
+                async move {
+                    store::put_user(&tx, user)?;
+                    store::put_device(&tx, device)?;
+                    Ok::<_, CoreError>(())
+                }
+            })
+            .await?;
+        Ok((user, Credentials { device_id, token }))
+    }
+
+    /// Resolves a device token to its caller.
+    ///
+    /// # Errors
+    /// `invalid_token` (malformed, unknown or wrong secret), `token_revoked`.
+    pub async fn authenticate(&self, token: &str) -> Result<Caller, CoreError> {
+        let invalid = || refused(ErrorCode::InvalidToken, "the token is not valid");
+        let (device_id, secret) = token.split_once('.').ok_or_else(invalid)?;
+        if validate::id("device_id", device_id).is_err() || secret.is_empty() || secret.len() > 128
+        {
+            return Err(invalid());
+        }
+        let device = self
+            .db
+            .run(|tx, _| async move {
+                let Some(user_id) = store::device_owner(&tx, device_id).await? else {
+                    return Ok::<_, CoreError>(None);
+                };
+                Ok(store::get_device(&tx, &user_id, device_id).await?)
+            })
+            .await?
+            .ok_or_else(invalid)?;
+        if !constant_time_eq(device.token_hash.as_bytes(), hash_secret(secret).as_bytes()) {
+            return Err(invalid());
+        }
+        if device.revoked_ms.is_some() {
+            return Err(refused(ErrorCode::TokenRevoked, "this device was revoked"));
+        }
+        Ok(Caller {
+            user_id: device.user_id,
+            device_id: device.id,
+        })
+    }
+
+    /// A user's profile.
+    ///
+    /// # Errors
+    /// `not_found`.
+    pub async fn get_user(&self, user_id: &str) -> Result<User, CoreError> {
+        validate::id("user_id", user_id)?;
+        self.db
+            .run(|tx, _| async move { Ok::<_, CoreError>(store::get_user(&tx, user_id).await?) })
+            .await?
+            .ok_or_else(|| refused(ErrorCode::NotFound, format!("no user {user_id}")))
+    }
+
+    /// Adds a device to the caller's account. The new device's cursor starts
+    /// at the current end of the inbox: it receives what arrives from now on
+    /// (older messages come from history).
+    ///
+    /// # Errors
+    /// `invalid_name`; store failures.
+    pub async fn add_device(&self, caller: &Caller, label: &str) -> Result<Credentials, CoreError> {
+        validate::name("label", label, 64)?;
+        let device_id = self.ids.uuid_v7().to_string();
+        let (token, token_hash) = self.new_token(&device_id);
+        let device = Device {
+            id: device_id.clone(),
+            user_id: caller.user_id.clone(),
+            token_hash,
+            label: label.to_string(),
+            created_ms: self.now_ms(),
+            revoked_ms: None,
+        };
+        self.db
+            .run(|tx, _| {
+                let device = &device;
+                async move {
+                    store::put_device(&tx, device)?;
+                    let head = store::last_inbox_stamp(&tx, &device.user_id).await?;
+                    store::set_cursor(&tx, &device.user_id, &device.id, &head)?;
+                    Ok::<_, CoreError>(())
+                }
+            })
+            .await?;
+        Ok(Credentials { device_id, token })
+    }
+
+    /// The caller's devices.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn list_devices(&self, caller: &Caller) -> Result<Vec<Device>, CoreError> {
+        self.db
+            .run(|tx, _| async move {
+                Ok::<_, CoreError>(store::list_devices(&tx, &caller.user_id).await?)
+            })
+            .await
+    }
+
+    /// Revokes one of the caller's devices; its token is refused from now on.
+    ///
+    /// # Errors
+    /// `not_found` when the device is not the caller's.
+    pub async fn revoke_device(&self, caller: &Caller, device_id: &str) -> Result<(), CoreError> {
+        validate::id("device_id", device_id)?;
+        let now = self.now_ms();
+        self.db
+            .run(|tx, _| async move {
+                let mut device = store::get_device(&tx, &caller.user_id, device_id)
+                    .await?
+                    .ok_or_else(|| {
+                        refused(ErrorCode::NotFound, format!("no device {device_id}"))
+                    })?;
+                if device.revoked_ms.is_none() {
+                    device.revoked_ms = Some(now);
+                    store::put_device(&tx, &device)?;
+                }
+                Ok::<_, CoreError>(())
+            })
+            .await
+    }
+
+    async fn require_users_exist(
+        tx: &meridian_kv::Transaction,
+        user_ids: &[String],
+    ) -> Result<(), CoreError> {
+        for user_id in user_ids {
+            if store::get_user(tx, user_id).await?.is_none() {
+                return Err(refused(ErrorCode::NotFound, format!("no user {user_id}")));
+            }
+        }
+        Ok(())
+    }
+
+    async fn require_member(
+        tx: &meridian_kv::Transaction,
+        conv_id: &str,
+        user_id: &str,
+    ) -> Result<Member, CoreError> {
+        if store::get_conversation(tx, conv_id).await?.is_none() {
+            return Err(refused(
+                ErrorCode::NotFound,
+                format!("no conversation {conv_id}"),
+            ));
+        }
+        store::get_member(tx, conv_id, user_id)
+            .await?
+            .ok_or_else(|| refused(ErrorCode::NotMember, format!("not a member of {conv_id}")))
+    }
+
+    fn notify_changed(
+        tx: &meridian_kv::Transaction,
+        conv: &Conversation,
+        users: impl IntoIterator<Item = String>,
+    ) -> Result<(), CoreError> {
+        let entry = InboxEntry::ConversationChanged {
+            conv_id: conv.id.clone(),
+            version: conv.version,
+        };
+        for user in users {
+            store::append_inbox(tx, &user, &entry)?;
+        }
+        Ok(())
+    }
+
+    /// The direct conversation between the caller and `peer`, created on first use.
+    ///
+    /// # Errors
+    /// `not_found` for an unknown peer, `bad_request` for oneself.
+    pub async fn get_or_create_direct(
+        &self,
+        caller: &Caller,
+        peer: &str,
+    ) -> Result<ConversationDetail, CoreError> {
+        validate::id("peer_user_id", peer)?;
+        if peer == caller.user_id {
+            return Err(refused(
+                ErrorCode::BadRequest,
+                "a direct conversation needs another user",
+            ));
+        }
+        let conv_id = direct_conversation_id(&caller.user_id, peer);
+        let now = self.now_ms();
+        self.db
+            .run(|tx, _| {
+                let conv_id = &conv_id;
+                async move {
+                    if let Some(conversation) = store::get_conversation(&tx, conv_id).await? {
+                        let members = store::list_members(&tx, conv_id).await?;
+                        return Ok(ConversationDetail {
+                            conversation,
+                            members,
+                        });
+                    }
+                    Self::require_users_exist(&tx, &[peer.to_string()]).await?;
+                    let conversation = Conversation {
+                        id: conv_id.clone(),
+                        kind: ConversationKind::Direct,
+                        name: String::new(),
+                        member_count: 2,
+                        version: 1,
+                        created_ms: now,
+                    };
+                    store::put_conversation(&tx, &conversation)?;
+                    let mut members = Vec::new();
+                    for user_id in [caller.user_id.as_str(), peer] {
+                        let member = Member {
+                            user_id: user_id.to_string(),
+                            role: Role::Member,
+                            joined_ms: now,
+                        };
+                        store::put_member(&tx, conv_id, &member)?;
+                        members.push(member);
+                    }
+                    members.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+                    Ok::<_, CoreError>(ConversationDetail {
+                        conversation,
+                        members,
+                    })
+                }
+            })
+            .await
+    }
+
+    /// Creates a group with the caller as admin.
+    ///
+    /// # Errors
+    /// `invalid_name`, `group_full` past the member limit, `not_found` for an
+    /// unknown member.
+    pub async fn create_group(
+        &self,
+        caller: &Caller,
+        name: &str,
+        member_ids: &[String],
+    ) -> Result<ConversationDetail, CoreError> {
+        validate::name("name", name, self.config.max_name_chars)?;
+        let mut others: Vec<String> = Vec::new();
+        for id in member_ids {
+            validate::id("member_user_ids", id)?;
+            if *id != caller.user_id && !others.contains(id) {
+                others.push(id.clone());
+            }
+        }
+        if others.len() + 1 > self.config.max_group_members {
+            return Err(refused(
+                ErrorCode::GroupFull,
+                format!(
+                    "a group has at most {} members",
+                    self.config.max_group_members
+                ),
+            ));
+        }
+        let conv_id = self.ids.uuid_v7().to_string();
+        let now = self.now_ms();
+        self.db
+            .run(|tx, _| {
+                let (conv_id, others) = (&conv_id, &others);
+                async move {
+                    Self::require_users_exist(&tx, others).await?;
+                    let conversation = Conversation {
+                        id: conv_id.clone(),
+                        kind: ConversationKind::Group,
+                        name: name.to_string(),
+                        member_count: others.len() as u32 + 1,
+                        version: 1,
+                        created_ms: now,
+                    };
+                    store::put_conversation(&tx, &conversation)?;
+                    let mut members = vec![Member {
+                        user_id: caller.user_id.clone(),
+                        role: Role::Admin,
+                        joined_ms: now,
+                    }];
+                    members.extend(others.iter().map(|user_id| Member {
+                        user_id: user_id.clone(),
+                        role: Role::Member,
+                        joined_ms: now,
+                    }));
+                    for member in &members {
+                        store::put_member(&tx, conv_id, member)?;
+                    }
+                    Self::notify_changed(
+                        &tx,
+                        &conversation,
+                        members.iter().map(|m| m.user_id.clone()),
+                    )?;
+                    members.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+                    Ok::<_, CoreError>(ConversationDetail {
+                        conversation,
+                        members,
+                    })
+                }
+            })
+            .await
+    }
+
+    /// A conversation the caller is a member of.
+    ///
+    /// # Errors
+    /// `not_found`, `not_member`.
+    pub async fn get_conversation(
+        &self,
+        caller: &Caller,
+        conv_id: &str,
+    ) -> Result<ConversationDetail, CoreError> {
+        validate::id("conv_id", conv_id)?;
+        self.db
+            .run(|tx, _| async move {
+                Self::require_member(&tx, conv_id, &caller.user_id).await?;
+                let conversation = store::get_conversation(&tx, conv_id)
+                    .await?
+                    .ok_or_else(|| refused(ErrorCode::NotFound, "conversation vanished"))?;
+                let members = store::list_members(&tx, conv_id).await?;
+                Ok::<_, CoreError>(ConversationDetail {
+                    conversation,
+                    members,
+                })
+            })
+            .await
+    }
+
+    /// A page of the caller's conversations, by id.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn list_conversations(
+        &self,
+        caller: &Caller,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ConversationDetail>, Option<String>), CoreError> {
+        let limit = limit.clamp(1, 100);
+        if let Some(after) = after {
+            validate::id("after", after)?;
+        }
+        self.db
+            .run(|tx, _| async move {
+                let ids =
+                    store::list_user_conversations(&tx, &caller.user_id, after, limit).await?;
+                let mut out = Vec::with_capacity(ids.len());
+                for id in &ids {
+                    if let Some(conversation) = store::get_conversation(&tx, id).await? {
+                        let members = store::list_members(&tx, id).await?;
+                        out.push(ConversationDetail {
+                            conversation,
+                            members,
+                        });
+                    }
+                }
+                let next = (ids.len() == limit).then(|| ids.last().cloned()).flatten();
+                Ok::<_, CoreError>((out, next))
+            })
+            .await
+    }
+
+    async fn require_admin_of_group(
+        tx: &meridian_kv::Transaction,
+        conv_id: &str,
+        caller: &Caller,
+    ) -> Result<Conversation, CoreError> {
+        let member = Self::require_member(tx, conv_id, &caller.user_id).await?;
+        let conversation = store::get_conversation(tx, conv_id)
+            .await?
+            .ok_or_else(|| refused(ErrorCode::NotFound, "conversation vanished"))?;
+        if conversation.kind != ConversationKind::Group {
+            return Err(refused(
+                ErrorCode::Forbidden,
+                "direct conversations cannot be changed",
+            ));
+        }
+        if member.role != Role::Admin {
+            return Err(refused(ErrorCode::Forbidden, "only an admin may do this"));
+        }
+        Ok(conversation)
+    }
+
+    /// Renames a group (admins only).
+    ///
+    /// # Errors
+    /// `invalid_name`, `forbidden`, `not_member`, `not_found`.
+    pub async fn rename_group(
+        &self,
+        caller: &Caller,
+        conv_id: &str,
+        name: &str,
+    ) -> Result<ConversationDetail, CoreError> {
+        validate::id("conv_id", conv_id)?;
+        validate::name("name", name, self.config.max_name_chars)?;
+        self.db
+            .run(|tx, _| async move {
+                let mut conversation = Self::require_admin_of_group(&tx, conv_id, caller).await?;
+                conversation.name = name.to_string();
+                conversation.version += 1;
+                store::put_conversation(&tx, &conversation)?;
+                let members = store::list_members(&tx, conv_id).await?;
+                Self::notify_changed(
+                    &tx,
+                    &conversation,
+                    members.iter().map(|m| m.user_id.clone()),
+                )?;
+                Ok::<_, CoreError>(ConversationDetail {
+                    conversation,
+                    members,
+                })
+            })
+            .await
+    }
+
+    /// Adds members to a group (admins only).
+    ///
+    /// # Errors
+    /// `group_full`, `forbidden`, `not_member`, `not_found`.
+    pub async fn add_members(
+        &self,
+        caller: &Caller,
+        conv_id: &str,
+        user_ids: &[String],
+    ) -> Result<ConversationDetail, CoreError> {
+        validate::id("conv_id", conv_id)?;
+        for id in user_ids {
+            validate::id("user_ids", id)?;
+        }
+        let now = self.now_ms();
+        let max = self.config.max_group_members;
+        self.db
+            .run(|tx, _| async move {
+                let mut conversation = Self::require_admin_of_group(&tx, conv_id, caller).await?;
+                let mut members = store::list_members(&tx, conv_id).await?;
+                let mut added = Vec::new();
+                for id in user_ids {
+                    if !members.iter().any(|m| &m.user_id == id) && !added.contains(id) {
+                        added.push(id.clone());
+                    }
+                }
+                if members.len() + added.len() > max {
+                    return Err(refused(
+                        ErrorCode::GroupFull,
+                        format!(
+                            "a group has at most {max} members; it has {}",
+                            members.len()
+                        ),
+                    ));
+                }
+                if added.is_empty() {
+                    return Ok(ConversationDetail {
+                        conversation,
+                        members,
+                    });
+                }
+                Self::require_users_exist(&tx, &added).await?;
+                for id in &added {
+                    let member = Member {
+                        user_id: id.clone(),
+                        role: Role::Member,
+                        joined_ms: now,
+                    };
+                    store::put_member(&tx, conv_id, &member)?;
+                    members.push(member);
+                }
+                members.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+                conversation.member_count = members.len() as u32;
+                conversation.version += 1;
+                store::put_conversation(&tx, &conversation)?;
+                Self::notify_changed(
+                    &tx,
+                    &conversation,
+                    members.iter().map(|m| m.user_id.clone()),
+                )?;
+                Ok::<_, CoreError>(ConversationDetail {
+                    conversation,
+                    members,
+                })
+            })
+            .await
+    }
+
+    /// Removes a member from a group: any member may remove themself (leave);
+    /// removing someone else takes an admin.
+    ///
+    /// # Errors
+    /// `forbidden`, `not_member`, `not_found`.
+    pub async fn remove_member(
+        &self,
+        caller: &Caller,
+        conv_id: &str,
+        user_id: &str,
+    ) -> Result<ConversationDetail, CoreError> {
+        validate::id("conv_id", conv_id)?;
+        validate::id("user_id", user_id)?;
+        self.db
+            .run(|tx, _| async move {
+                let mut conversation = if user_id == caller.user_id {
+                    Self::require_member(&tx, conv_id, user_id).await?;
+                    let conversation = store::get_conversation(&tx, conv_id)
+                        .await?
+                        .ok_or_else(|| refused(ErrorCode::NotFound, "conversation vanished"))?;
+                    if conversation.kind != ConversationKind::Group {
+                        return Err(refused(
+                            ErrorCode::Forbidden,
+                            "a direct conversation cannot be left",
+                        ));
+                    }
+                    conversation
+                } else {
+                    Self::require_admin_of_group(&tx, conv_id, caller).await?
+                };
+                if store::get_member(&tx, conv_id, user_id).await?.is_none() {
+                    return Err(refused(
+                        ErrorCode::NotFound,
+                        format!("{user_id} is not a member"),
+                    ));
+                }
+                store::remove_member(&tx, conv_id, user_id)?;
+                let members = store::list_members(&tx, conv_id).await?;
+                conversation.member_count = members.len() as u32;
+                conversation.version += 1;
+                store::put_conversation(&tx, &conversation)?;
+                let notified = members
+                    .iter()
+                    .map(|m| m.user_id.clone())
+                    .chain([user_id.to_string()]);
+                Self::notify_changed(&tx, &conversation, notified)?;
+                Ok::<_, CoreError>(ConversationDetail {
+                    conversation,
+                    members,
+                })
+            })
+            .await
+    }
+
+    /// Accepts a message: one transaction writes the message, an inbox entry
+    /// and inbox-head bump for every member (the sender's other devices
+    /// included), and the idempotency record. A retry with the same
+    /// `client_msg_id` from the same device returns the first result.
+    ///
+    /// # Errors
+    /// `payload_empty`, `payload_too_large`, `bad_request`, `not_found`,
+    /// `not_member`; store failures (the send may then be retried safely).
+    pub async fn send(&self, caller: &Caller, input: &SendInput) -> Result<SendRecord, CoreError> {
+        validate::id("conv_id", &input.conv_id)?;
+        validate::client_msg_id(&input.client_msg_id)?;
+        if input.payload.is_empty() {
+            return Err(refused(ErrorCode::PayloadEmpty, "payload is empty"));
+        }
+        if input.payload.len() > self.config.max_payload_bytes {
+            return Err(refused(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "payload of {} bytes exceeds {}",
+                    input.payload.len(),
+                    self.config.max_payload_bytes
+                ),
+            ));
+        }
+        if let Some(parent) = &input.reply_to {
+            validate::id("reply_to", parent)?;
+        }
+        let msg_id = self.ids.uuid_v7().to_string();
+        let now = self.now_ms();
+        self.db
+            .run(|tx, _| {
+                let msg_id = &msg_id;
+                async move {
+                    if let Some(first) =
+                        store::get_send_record(&tx, &caller.device_id, &input.client_msg_id).await?
+                    {
+                        return Ok(first);
+                    }
+                    Self::require_member(&tx, &input.conv_id, &caller.user_id).await?;
+                    let mut observed = input.last_seen_hlc;
+                    if let Some(parent) = &input.reply_to {
+                        let parent_hlc = store::message_hlc(&tx, &input.conv_id, parent)
+                            .await?
+                            .ok_or_else(|| {
+                                refused(
+                                    ErrorCode::NotFound,
+                                    format!("no message {parent} to reply to"),
+                                )
+                            })?;
+                        observed = observed.max(parent_hlc);
+                    }
+                    let hlc = self.hlc.next_after(observed).map_err(|e| {
+                        refused(ErrorCode::BadRequest, format!("last_seen_hlc refused: {e}"))
+                    })?;
+                    let members = store::list_members(&tx, &input.conv_id).await?;
+                    let message = Message {
+                        msg_id: msg_id.clone(),
+                        conv_id: input.conv_id.clone(),
+                        sender_user: caller.user_id.clone(),
+                        sender_device: caller.device_id.clone(),
+                        client_msg_id: input.client_msg_id.clone(),
+                        hlc,
+                        origin_region: self.config.region.clone(),
+                        payload: input.payload.clone(),
+                        reply_to: input.reply_to.clone(),
+                        sent_ms: now,
+                    };
+                    store::put_message(&tx, &message)?;
+                    let entry = InboxEntry::Message {
+                        conv_id: input.conv_id.clone(),
+                        hlc,
+                        msg_id: msg_id.clone(),
+                    };
+                    for member in &members {
+                        store::append_inbox(&tx, &member.user_id, &entry)?;
+                    }
+                    let record = SendRecord {
+                        conv_id: input.conv_id.clone(),
+                        msg_id: msg_id.clone(),
+                        hlc,
+                        sent_ms: now,
+                    };
+                    store::put_send_record(&tx, &caller.device_id, &input.client_msg_id, &record)?;
+                    Ok::<_, CoreError>(record)
+                }
+            })
+            .await
+    }
+
+    /// Moves the caller's device cursor forward to `cursor` (never back).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn ack(&self, caller: &Caller, cursor: &Stamp) -> Result<(), CoreError> {
+        self.db
+            .run(|tx, _| async move {
+                let stored = store::get_cursor(&tx, &caller.user_id, &caller.device_id).await?;
+                if cursor > &stored {
+                    store::set_cursor(&tx, &caller.user_id, &caller.device_id, cursor)?;
+                }
+                Ok::<_, CoreError>(())
+            })
+            .await
+    }
+
+    /// Sends delivered/read receipts for messages of a conversation to their
+    /// senders' inboxes.
+    ///
+    /// # Errors
+    /// `bad_request` (no ids or more than 100), `not_member`, `not_found`.
+    pub async fn receipt(
+        &self,
+        caller: &Caller,
+        conv_id: &str,
+        msg_ids: &[String],
+        kind: ReceiptKind,
+    ) -> Result<(), CoreError> {
+        validate::id("conv_id", conv_id)?;
+        if msg_ids.is_empty() || msg_ids.len() > 100 {
+            return Err(refused(
+                ErrorCode::BadRequest,
+                "a receipt names 1-100 messages",
+            ));
+        }
+        for id in msg_ids {
+            validate::id("msg_ids", id)?;
+        }
+        let now = self.now_ms();
+        self.db
+            .run(|tx, _| async move {
+                Self::require_member(&tx, conv_id, &caller.user_id).await?;
+                for msg_id in msg_ids {
+                    let hlc = store::message_hlc(&tx, conv_id, msg_id)
+                        .await?
+                        .ok_or_else(|| {
+                            refused(ErrorCode::NotFound, format!("no message {msg_id}"))
+                        })?;
+                    let Some(message) = store::get_message(&tx, conv_id, hlc, msg_id).await? else {
+                        continue;
+                    };
+                    if message.sender_user == caller.user_id {
+                        continue;
+                    }
+                    store::append_inbox(
+                        &tx,
+                        &message.sender_user,
+                        &InboxEntry::Receipt {
+                            conv_id: conv_id.to_string(),
+                            msg_id: msg_id.clone(),
+                            from_user: caller.user_id.clone(),
+                            kind,
+                            at_ms: now,
+                        },
+                    )?;
+                }
+                Ok::<_, CoreError>(())
+            })
+            .await
+    }
+
+    /// A page of a conversation's history, for members only.
+    ///
+    /// # Errors
+    /// `not_member`, `not_found`, `bad_request`.
+    pub async fn history(
+        &self,
+        caller: &Caller,
+        conv_id: &str,
+        from: Option<(u64, String)>,
+        backward: bool,
+        limit: usize,
+    ) -> Result<Vec<Message>, CoreError> {
+        validate::id("conv_id", conv_id)?;
+        if let Some((_, msg_id)) = &from {
+            validate::id("from_msg_id", msg_id)?;
+        }
+        let limit = limit.clamp(1, 200);
+        self.db
+            .run(|tx, _| {
+                let from = &from;
+                async move {
+                    Self::require_member(&tx, conv_id, &caller.user_id).await?;
+                    let from = from.as_ref().map(|(hlc, id)| (*hlc, id.as_str()));
+                    Ok::<_, CoreError>(
+                        store::history_page(&tx, conv_id, from, backward, limit).await?,
+                    )
+                }
+            })
+            .await
+    }
+
+    /// The stored cursor of the caller's device.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn cursor(&self, caller: &Caller) -> Result<Stamp, CoreError> {
+        self.db
+            .run(|tx, _| async move {
+                Ok::<_, CoreError>(
+                    store::get_cursor(&tx, &caller.user_id, &caller.device_id).await?,
+                )
+            })
+            .await
+    }
+}

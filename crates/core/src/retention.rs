@@ -1,0 +1,170 @@
+//! The retention sweep: records the versionstamp clock, then prunes inbox
+//! entries every device has passed or that are older than retention (moving
+//! the inbox floor so a lagging device is told `gap`), and history older than
+//! retention.
+
+use std::sync::Arc;
+
+use meridian_kv::{KeyRange, RangeOption, key_after};
+use meridian_store::keys::{self, STAMP_ZERO, Stamp};
+use meridian_store::{self as store};
+
+use crate::hlc::stamp_at;
+use crate::{CoreError, Messaging};
+
+/// Users or conversations handled per transaction: keeps each well under
+/// FoundationDB's advised 1 MB and 5 s.
+const CHUNK: usize = 50;
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Users whose inbox was examined.
+    pub users: usize,
+    /// Users whose floor moved (some device will get `gap`).
+    pub floors_moved: usize,
+    /// Conversations whose history was examined.
+    pub conversations: usize,
+}
+
+/// Runs retention for one core.
+#[derive(Debug, Clone)]
+pub struct Sweeper {
+    messaging: Arc<Messaging>,
+}
+
+impl Sweeper {
+    /// A sweeper over `messaging`'s store and configuration.
+    pub fn new(messaging: Arc<Messaging>) -> Self {
+        Self { messaging }
+    }
+
+    /// Sweeps forever at the configured interval.
+    pub async fn run(self) {
+        let interval = self.messaging.config().sweep_interval;
+        loop {
+            if let Err(error) = self.sweep_once().await {
+                tracing::warn!(%error, "retention sweep failed; retrying next interval");
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    /// One full sweep.
+    ///
+    /// # Errors
+    /// Store failures (the next sweep resumes; every step is idempotent).
+    pub async fn sweep_once(&self) -> Result<SweepReport, CoreError> {
+        let db = self.messaging.db();
+        let now = self.messaging.ids().clock().wall_millis();
+        let retention_ms = self.messaging.config().retention.as_millis() as u64;
+        let cutoff_ms = now.saturating_sub(retention_ms);
+        db.run(|tx, _| async move {
+            store::record_vclock(&tx, now)?;
+            // Keep one retention period of ticks (plus slack) to look up cut-offs.
+            store::prune_vclock(&tx, cutoff_ms.saturating_sub(retention_ms))?;
+            Ok::<_, CoreError>(())
+        })
+        .await?;
+        let cutoff =
+            db.run(|tx, _| async move {
+                Ok::<_, CoreError>(store::vclock_before(&tx, cutoff_ms).await?)
+            })
+            .await?
+            .unwrap_or(STAMP_ZERO);
+        let mut report = SweepReport::default();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let (users, last) = self.next_chunk(keys::all_users(), after.take()).await?;
+            for user in &users {
+                report.users += 1;
+                if self.sweep_inbox(user, &cutoff).await? {
+                    report.floors_moved += 1;
+                }
+            }
+            match last {
+                Some(key) if users.len() == CHUNK => after = Some(key),
+                _ => break,
+            }
+        }
+        let history_cut = stamp_at(cutoff_ms);
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let (convs, last) = self
+                .next_chunk(keys::all_conversations(), after.take())
+                .await?;
+            db.run(|tx, _| {
+                let convs = &convs;
+                async move {
+                    for conv in convs {
+                        store::prune_history(&tx, conv, history_cut)?;
+                    }
+                    Ok::<_, CoreError>(())
+                }
+            })
+            .await?;
+            report.conversations += convs.len();
+            match last {
+                Some(key) if convs.len() == CHUNK => after = Some(key),
+                _ => break,
+            }
+        }
+        Ok(report)
+    }
+
+    /// The next `CHUNK` record ids in `range` after key `after`.
+    async fn next_chunk(
+        &self,
+        range: KeyRange,
+        after: Option<Vec<u8>>,
+    ) -> Result<(Vec<String>, Option<Vec<u8>>), CoreError> {
+        let begin = after.map(|k| key_after(&k)).unwrap_or(range.begin.clone());
+        let option = RangeOption::new(KeyRange::new(begin, range.end.clone())).limit(CHUNK);
+        let pairs = self
+            .messaging
+            .db()
+            .run(|tx, _| {
+                let option = &option;
+                async move { Ok::<_, CoreError>(tx.get_range_snapshot(option).await?) }
+            })
+            .await?;
+        let ids = pairs
+            .iter()
+            .filter_map(|kv| {
+                meridian_kv::tuple::unpack::<(String, String)>(&kv.key)
+                    .ok()
+                    .map(|(_, id)| id)
+            })
+            .collect();
+        Ok((ids, pairs.last().map(|kv| kv.key.to_vec())))
+    }
+
+    /// Prunes one inbox; returns whether its floor moved.
+    async fn sweep_inbox(&self, user: &str, cutoff: &Stamp) -> Result<bool, CoreError> {
+        self.messaging
+            .db()
+            .run(|tx, _| async move {
+                let devices = store::list_devices(&tx, user).await?;
+                let mut slowest: Option<Stamp> = None;
+                for device in devices.iter().filter(|d| d.revoked_ms.is_none()) {
+                    let cursor = store::get_cursor(&tx, user, &device.id).await?;
+                    slowest = Some(slowest.map_or(cursor, |s: Stamp| s.min(cursor)));
+                }
+                let everyone_past = slowest.unwrap_or(*cutoff);
+                let through = everyone_past.max(*cutoff);
+                if through == STAMP_ZERO {
+                    return Ok(false);
+                }
+                store::prune_inbox(&tx, user, &through)?;
+                // Entries a device had not acknowledged were removed: record
+                // the floor so that device is told about the gap.
+                let floor = store::get_inbox_floor(&tx, user).await?;
+                let moved = *cutoff > everyone_past && *cutoff > floor;
+                if moved {
+                    store::set_inbox_floor(&tx, user, cutoff)?;
+                }
+                Ok::<_, CoreError>(moved)
+            })
+            .await
+    }
+}

@@ -1,0 +1,83 @@
+//! One mapping from error code to HTTP status, for every REST handler.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use meridian_proto::ErrorCode;
+use meridian_proto::frames::ErrorBody;
+
+/// A REST error: a stable code and a message, rendered as [`ErrorBody`].
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// Stable code.
+    pub code: ErrorCode,
+    /// Detail.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with `code`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The HTTP status of each code.
+pub fn http_status(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::BadRequest
+        | ErrorCode::InvalidJson
+        | ErrorCode::InvalidUtf8
+        | ErrorCode::UnknownFrame
+        | ErrorCode::UnsupportedVersion
+        | ErrorCode::PayloadEmpty
+        | ErrorCode::InvalidName
+        | ErrorCode::BadCursor => StatusCode::BAD_REQUEST,
+        ErrorCode::FrameTooLarge | ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::GroupFull => StatusCode::CONFLICT,
+        ErrorCode::Unauthenticated | ErrorCode::InvalidToken | ErrorCode::TokenRevoked => {
+            StatusCode::UNAUTHORIZED
+        }
+        ErrorCode::Forbidden | ErrorCode::NotMember => StatusCode::FORBIDDEN,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<tonic::Status> for ApiError {
+    fn from(status: tonic::Status) -> Self {
+        let code = ErrorCode::from_status(&status);
+        let message = if code == ErrorCode::Unavailable && status.message().is_empty() {
+            "the core is unavailable; retry".to_string()
+        } else {
+            status.message().to_string()
+        };
+        Self { code, message }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        metrics::counter!("meridian_gateway_rest_errors_total", "code" => self.code.as_str())
+            .increment(1);
+        let mut response = (
+            http_status(self.code),
+            Json(ErrorBody {
+                code: self.code,
+                message: self.message,
+            }),
+        )
+            .into_response();
+        if self.code == ErrorCode::RateLimited {
+            response
+                .headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

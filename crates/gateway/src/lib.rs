@@ -1,0 +1,137 @@
+//! The client edge of a region: REST under `/v1` (with its OpenAPI document
+//! at `/v1/openapi.json`), the WebSocket session at `/v1/ws`, health, readiness
+//! and Prometheus metrics.
+//!
+//! # What it owns
+//! Authentication of device tokens (by asking the core), per-device rate
+//! limits, frame and body size limits, the JSON frame protocol, detection of
+//! dead sockets (ping/pong, write timeouts), and the one multiplexed gRPC
+//! session stream to the core ([`mux`]).
+//!
+//! # What it must not touch
+//! The store or the KV interface: everything goes to the core over
+//! `meridian-proto`'s gRPC. It holds no state that matters: kill it and
+//! clients reconnect elsewhere and resume from their stored cursor.
+
+mod error;
+mod limits;
+pub mod mux;
+mod openapi;
+mod rest;
+mod ws;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use meridian_proto::core::core_client::CoreClient;
+use meridian_seams::SharedClock;
+use meridian_seams::net::{AxumListener, Listener};
+use tonic::transport::Channel;
+
+pub use error::ApiError;
+pub use openapi::openapi_json;
+
+/// Limits and timings of a gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Region this gateway runs in (reported by `/readyz`).
+    pub region: String,
+    /// Largest WebSocket frame answered with `frame_too_large` rather than
+    /// accepted, bytes.
+    pub max_frame_bytes: usize,
+    /// Hard cap: larger frames close the socket (code 1009).
+    pub hard_max_frame_bytes: usize,
+    /// Largest REST body, bytes.
+    pub max_body_bytes: usize,
+    /// Sends per second per device (sustained).
+    pub sends_per_second: f64,
+    /// Send burst per device.
+    pub send_burst: f64,
+    /// WebSocket connection attempts per minute per device.
+    pub connects_per_minute: f64,
+    /// Registrations per minute, per gateway.
+    pub registrations_per_minute: f64,
+    /// Time allowed for the `auth` frame after connecting.
+    pub auth_timeout: Duration,
+    /// Ping interval on idle sockets.
+    pub ping_interval: Duration,
+    /// A socket silent this long (no frame, no pong) is closed.
+    pub idle_timeout: Duration,
+    /// A write blocked this long closes the socket.
+    pub write_timeout: Duration,
+}
+
+impl GatewayConfig {
+    /// Defaults for `region`.
+    pub fn new(region: impl Into<String>) -> Self {
+        Self {
+            region: region.into(),
+            max_frame_bytes: 128 * 1024,
+            hard_max_frame_bytes: 1024 * 1024,
+            max_body_bytes: 256 * 1024,
+            sends_per_second: 50.0,
+            send_burst: 200.0,
+            connects_per_minute: 30.0,
+            registrations_per_minute: 600.0,
+            auth_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Shared by every handler.
+pub(crate) struct AppState {
+    pub(crate) config: GatewayConfig,
+    pub(crate) core: CoreClient<Channel>,
+    pub(crate) mux: mux::Mux,
+    pub(crate) limits: limits::Limits,
+    pub(crate) metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+/// A gateway's dependencies: the channel to its core, the clock, and the
+/// Prometheus handle if metrics are recorded.
+pub struct GatewayDeps {
+    /// gRPC channel to the core (through the network seam).
+    pub core: Channel,
+    /// The injected clock.
+    pub clock: SharedClock,
+    /// Renders `/metrics`.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+/// Builds the router.
+pub fn router(config: GatewayConfig, deps: GatewayDeps) -> Router {
+    let core = CoreClient::new(deps.core)
+        .max_decoding_message_size(16 * 1024 * 1024)
+        .max_encoding_message_size(1024 * 1024);
+    let state = Arc::new(AppState {
+        limits: limits::Limits::new(&config, deps.clock.clone()),
+        mux: mux::Mux::start(core.clone()),
+        core,
+        config,
+        metrics: deps.metrics,
+    });
+    rest::routes(state.clone()).merge(ws::routes(state))
+}
+
+/// Serves the gateway on `listener` until `shutdown` resolves.
+///
+/// # Errors
+/// When the server fails.
+pub async fn serve(
+    listener: Box<dyn Listener>,
+    config: GatewayConfig,
+    deps: GatewayDeps,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(config, deps);
+    axum::serve(
+        AxumListener::new(listener),
+        app.into_make_service_with_connect_info::<meridian_seams::net::PeerAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

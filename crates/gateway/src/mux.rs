@@ -1,0 +1,189 @@
+//! The one multiplexed session stream from this gateway to its core.
+//!
+//! Every WebSocket session gets a number and a bounded channel; frames from
+//! the core are routed by that number. A session whose channel is full (a
+//! client not reading) is cut off: it reconnects and resumes from its stored
+//! cursor, so nothing is lost and one slow client never stalls the others.
+//! If the stream to the core breaks, every session is closed the same way
+//! and the stream is re-established with backoff.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use meridian_proto::core::core_client::CoreClient;
+use meridian_proto::core::{SessionDown, SessionUp, session_down, session_up};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+/// Frames buffered per session before it counts as too slow.
+const SESSION_BUFFER: usize = 256;
+/// Frames buffered towards the core.
+const UP_BUFFER: usize = 8192;
+
+#[derive(Default)]
+struct Routes {
+    up: Option<mpsc::Sender<SessionUp>>,
+    sessions: HashMap<u64, mpsc::Sender<SessionDown>>,
+}
+
+struct Inner {
+    routes: Mutex<Routes>,
+    next_session: AtomicU64,
+}
+
+impl Inner {
+    fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
+        self.routes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The stream to the core, shared by every WebSocket session of a gateway.
+#[derive(Clone)]
+pub struct Mux {
+    inner: Arc<Inner>,
+}
+
+/// The core is not reachable right now.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the core is not reachable")]
+pub struct Unavailable;
+
+/// One WebSocket session's view of the stream.
+pub struct MuxSession {
+    id: u64,
+    up: mpsc::Sender<SessionUp>,
+    /// Frames from the core for this session; ends when the session is cut off.
+    pub down: mpsc::Receiver<SessionDown>,
+    inner: Arc<Inner>,
+}
+
+fn session_of(frame: &SessionDown) -> Option<u64> {
+    Some(match frame.kind.as_ref()? {
+        session_down::Kind::Ready(f) => f.session,
+        session_down::Kind::Deliver(f) => f.session,
+        session_down::Kind::Sent(f) => f.session,
+        session_down::Kind::Gap(f) => f.session,
+        session_down::Kind::Error(f) => f.session,
+        session_down::Kind::Detached(f) => f.session,
+    })
+}
+
+impl Mux {
+    /// Starts the supervisor that keeps the stream to `core` open.
+    pub fn start(core: CoreClient<Channel>) -> Self {
+        let inner = Arc::new(Inner {
+            routes: Mutex::new(Routes::default()),
+            next_session: AtomicU64::new(1),
+        });
+        tokio::spawn(supervise(core, Arc::downgrade(&inner)));
+        Self { inner }
+    }
+
+    /// Whether the stream to the core is up.
+    pub fn is_connected(&self) -> bool {
+        self.inner.routes().up.is_some()
+    }
+
+    /// Opens a session on the stream.
+    ///
+    /// # Errors
+    /// [`Unavailable`] while the stream to the core is down.
+    pub fn open(&self) -> Result<MuxSession, Unavailable> {
+        let id = self.inner.next_session.fetch_add(1, Ordering::Relaxed);
+        let (sender, down) = mpsc::channel(SESSION_BUFFER);
+        let mut routes = self.inner.routes();
+        let up = routes.up.clone().ok_or(Unavailable)?;
+        routes.sessions.insert(id, sender);
+        metrics::gauge!("meridian_gateway_sessions").set(routes.sessions.len() as f64);
+        Ok(MuxSession {
+            id,
+            up,
+            down,
+            inner: self.inner.clone(),
+        })
+    }
+}
+
+impl MuxSession {
+    /// This session's number on the stream.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Sends a frame towards the core.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the stream is gone.
+    pub async fn send(&self, kind: session_up::Kind) -> Result<(), Unavailable> {
+        self.up
+            .send(SessionUp { kind: Some(kind) })
+            .await
+            .map_err(|_| Unavailable)
+    }
+}
+
+impl Drop for MuxSession {
+    fn drop(&mut self) {
+        let mut routes = self.inner.routes();
+        routes.sessions.remove(&self.id);
+        metrics::gauge!("meridian_gateway_sessions").set(routes.sessions.len() as f64);
+        drop(routes);
+        let _ = self.up.try_send(SessionUp {
+            kind: Some(session_up::Kind::Detach(meridian_proto::core::Detach {
+                session: self.id,
+            })),
+        });
+    }
+}
+
+async fn supervise(mut core: CoreClient<Channel>, inner: std::sync::Weak<Inner>) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        if inner.strong_count() == 0 {
+            return;
+        }
+        let (up, up_rx) = mpsc::channel(UP_BUFFER);
+        match core.session(ReceiverStream::new(up_rx)).await {
+            Ok(response) => {
+                backoff = Duration::from_millis(50);
+                let Some(strong) = inner.upgrade() else {
+                    return;
+                };
+                strong.routes().up = Some(up);
+                drop(strong);
+                let mut inbound = response.into_inner();
+                while let Ok(Some(frame)) = inbound.message().await {
+                    let Some(strong) = inner.upgrade() else {
+                        return;
+                    };
+                    let Some(session) = session_of(&frame) else {
+                        continue;
+                    };
+                    let mut routes = strong.routes();
+                    if let Some(sender) = routes.sessions.get(&session)
+                        && sender.try_send(frame).is_err()
+                    {
+                        // Full or closed: cut the session off; it resumes elsewhere.
+                        routes.sessions.remove(&session);
+                        metrics::counter!("meridian_gateway_slow_sessions_cut_total").increment(1);
+                    }
+                }
+                tracing::warn!("session stream to the core ended; reconnecting");
+                if let Some(strong) = inner.upgrade() {
+                    let mut routes = strong.routes();
+                    routes.up = None;
+                    // Dropping the senders closes every session's socket.
+                    routes.sessions.clear();
+                }
+            }
+            Err(status) => {
+                tracing::warn!(%status, "cannot open the session stream to the core");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,574 @@
+//! The WebSocket session: `auth`, then sends, acks and receipts up and
+//! deliveries down, in versioned JSON frames (`docs/protocol.md`).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::response::Response;
+use axum::routing::get;
+use meridian_proto::core::{self as pb, session_down, session_up};
+use meridian_proto::frames::{
+    CLIENT_FRAME_TYPES, ClientFrame, Delivered, DeliveryItem, ReceiptKind, ServerFrame, WireMessage,
+};
+use meridian_proto::{ErrorCode, PROTOCOL_VERSION};
+
+use crate::AppState;
+use crate::mux::MuxSession;
+
+pub(crate) fn routes(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/ws", get(upgrade))
+        .with_state(state)
+}
+
+async fn upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
+    let hard_max = state.config.hard_max_frame_bytes;
+    // Small buffers: an idle connection should cost a few KiB, not the
+    // 128 KiB tungstenite's defaults would hold per socket.
+    ws.read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(hard_max)
+        .max_frame_size(hard_max)
+        .on_upgrade(move |socket| run(socket, state))
+}
+
+/// A refusal of one client frame.
+struct Refusal {
+    id: Option<u64>,
+    code: ErrorCode,
+    message: String,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            id: None,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn frame(self) -> ServerFrame {
+        ServerFrame::Error {
+            id: self.id,
+            code: self.code,
+            message: self.message,
+        }
+    }
+}
+
+/// Parses a client frame, telling malformed JSON, unknown types, unsupported
+/// versions and bad fields apart.
+fn parse(text: &str) -> Result<ClientFrame, Refusal> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| Refusal::new(ErrorCode::InvalidJson, format!("frame is not JSON: {e}")))?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| Refusal::new(ErrorCode::BadRequest, "a frame is a JSON object"))?;
+    if let Some(version) = object.get("v")
+        && version.as_u64() != Some(u64::from(PROTOCOL_VERSION))
+    {
+        return Err(Refusal::new(
+            ErrorCode::UnsupportedVersion,
+            format!(
+                "protocol version {version} is not supported; this server speaks {PROTOCOL_VERSION}"
+            ),
+        ));
+    }
+    let id = object.get("id").and_then(serde_json::Value::as_u64);
+    let kind = object
+        .get("type")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| Refusal::new(ErrorCode::BadRequest, "a frame needs a string \"type\""))?
+        .to_string();
+    if !CLIENT_FRAME_TYPES.contains(&kind.as_str()) {
+        return Err(Refusal {
+            id,
+            code: ErrorCode::UnknownFrame,
+            message: format!("unknown frame type {kind:?}"),
+        });
+    }
+    serde_json::from_value(value).map_err(|e| Refusal {
+        id,
+        code: ErrorCode::BadRequest,
+        message: format!("malformed {kind} frame: {e}"),
+    })
+}
+
+/// Reads a data frame's text, refusing oversized and non-UTF-8 frames.
+fn frame_text(message: Message, max: usize) -> Result<Option<String>, Refusal> {
+    let bytes = match message {
+        Message::Text(text) => {
+            if text.len() > max {
+                return Err(Refusal::new(
+                    ErrorCode::FrameTooLarge,
+                    format!("frame exceeds {max} bytes"),
+                ));
+            }
+            return Ok(Some(text.to_string()));
+        }
+        Message::Binary(bytes) => bytes,
+        _ => return Ok(None),
+    };
+    if bytes.len() > max {
+        return Err(Refusal::new(
+            ErrorCode::FrameTooLarge,
+            format!("frame exceeds {max} bytes"),
+        ));
+    }
+    String::from_utf8(bytes.to_vec())
+        .map(Some)
+        .map_err(|_| Refusal::new(ErrorCode::InvalidUtf8, "frame is not valid UTF-8"))
+}
+
+struct Connection {
+    socket: WebSocket,
+    state: Arc<AppState>,
+}
+
+impl Connection {
+    async fn write(&mut self, frame: &ServerFrame) -> bool {
+        let Ok(text) = serde_json::to_string(frame) else {
+            return false;
+        };
+        let write = self.socket.send(Message::Text(text.into()));
+        matches!(
+            tokio::time::timeout(self.state.config.write_timeout, write).await,
+            Ok(Ok(()))
+        )
+    }
+
+    async fn close(mut self, code: u16, reason: &str) {
+        let frame = CloseFrame {
+            code,
+            reason: reason.to_string().into(),
+        };
+        let _ = tokio::time::timeout(
+            self.state.config.write_timeout,
+            self.socket.send(Message::Close(Some(frame))),
+        )
+        .await;
+    }
+
+    /// Waits for a valid `auth` frame; answers other frames with errors.
+    async fn authenticate(&mut self) -> Result<pb::Caller, (u16, ErrorCode, String)> {
+        let max = self.state.config.max_frame_bytes;
+        loop {
+            let message = match self.socket.recv().await {
+                Some(Ok(message)) => message,
+                _ => {
+                    return Err((
+                        close_code::NORMAL,
+                        ErrorCode::Unauthenticated,
+                        "closed".into(),
+                    ));
+                }
+            };
+            let text = match frame_text(message, max) {
+                Ok(Some(text)) => text,
+                Ok(None) => continue,
+                Err(refusal) => {
+                    self.write(&refusal.frame()).await;
+                    continue;
+                }
+            };
+            match parse(&text) {
+                Ok(ClientFrame::Auth { token }) => {
+                    let mut core = self.state.core.clone();
+                    return match core.authenticate(pb::AuthenticateRequest { token }).await {
+                        Ok(caller) => Ok(caller.into_inner()),
+                        Err(status) => {
+                            let code = ErrorCode::from_status(&status);
+                            Err((close_code::POLICY, code, status.message().to_string()))
+                        }
+                    };
+                }
+                Ok(ClientFrame::Ping { nonce }) => {
+                    self.write(&ServerFrame::Pong { nonce }).await;
+                }
+                Ok(_) => {
+                    self.write(
+                        &Refusal::new(ErrorCode::Unauthenticated, "send an auth frame first")
+                            .frame(),
+                    )
+                    .await;
+                }
+                Err(refusal) => {
+                    self.write(&refusal.frame()).await;
+                }
+            }
+        }
+    }
+}
+
+async fn run(socket: WebSocket, state: Arc<AppState>) {
+    metrics::counter!("meridian_gateway_ws_connections_total").increment(1);
+    let mut connection = Connection {
+        socket,
+        state: state.clone(),
+    };
+    let caller = match tokio::time::timeout(state.config.auth_timeout, connection.authenticate())
+        .await
+    {
+        Ok(Ok(caller)) => caller,
+        Ok(Err((close, code, message))) => {
+            connection.write(&Refusal::new(code, message).frame()).await;
+            connection.close(close, code.as_str()).await;
+            return;
+        }
+        Err(_) => {
+            connection
+                .write(&Refusal::new(ErrorCode::Unauthenticated, "no auth frame in time").frame())
+                .await;
+            connection.close(close_code::POLICY, "auth timeout").await;
+            return;
+        }
+    };
+    if !state.limits.connects.allow(&caller.device_id) {
+        connection
+            .write(
+                &Refusal::new(
+                    ErrorCode::RateLimited,
+                    "too many connection attempts; back off",
+                )
+                .frame(),
+            )
+            .await;
+        connection.close(close_code::AGAIN, "rate limited").await;
+        return;
+    }
+    let mux = match state.mux.open() {
+        Ok(mux) => mux,
+        Err(_) => {
+            connection
+                .write(
+                    &Refusal::new(ErrorCode::Unavailable, "the core is unavailable; retry").frame(),
+                )
+                .await;
+            connection.close(close_code::AGAIN, "unavailable").await;
+            return;
+        }
+    };
+    let attach = session_up::Kind::Attach(pb::Attach {
+        session: mux.id(),
+        caller: Some(caller.clone()),
+    });
+    if mux.send(attach).await.is_err() {
+        connection.close(close_code::AGAIN, "unavailable").await;
+        return;
+    }
+    let (code, reason) = serve(&mut connection, mux, &caller).await;
+    connection.close(code, reason).await;
+}
+
+/// The attached phase: returns the close code and reason.
+async fn serve(
+    connection: &mut Connection,
+    mut mux: MuxSession,
+    caller: &pb::Caller,
+) -> (u16, &'static str) {
+    let state = connection.state.clone();
+    let max = state.config.max_frame_bytes;
+    let mut ping = tokio::time::interval(state.config.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    let mut silent_ticks = 0u32;
+    let allowed_silent = (state.config.idle_timeout.as_millis()
+        / state.config.ping_interval.as_millis().max(1))
+    .max(1) as u32;
+    loop {
+        tokio::select! {
+            biased;
+            down = mux.down.recv() => {
+                let Some(frame) = down else { return (close_code::RESTART, "reconnect and resume") };
+                let Some((frame, fatal)) = to_client(frame, caller) else { continue };
+                if !connection.write(&frame).await {
+                    return (close_code::AWAY, "write timed out");
+                }
+                if fatal {
+                    return (close_code::POLICY, "session ended");
+                }
+            }
+            incoming = connection.socket.recv() => {
+                let message = match incoming {
+                    Some(Ok(message)) => message,
+                    Some(Err(_)) | None => return (close_code::NORMAL, "closed"),
+                };
+                silent_ticks = 0;
+                if let Message::Close(_) = message {
+                    return (close_code::NORMAL, "bye");
+                }
+                let text = match frame_text(message, max) {
+                    Ok(Some(text)) => text,
+                    Ok(None) => continue,
+                    Err(refusal) => {
+                        if !connection.write(&refusal.frame()).await { return (close_code::AWAY, "write timed out") }
+                        continue;
+                    }
+                };
+                let outcome = match parse(&text) {
+                    Ok(frame) => handle(&state, &mux, caller, frame).await,
+                    Err(refusal) => Err(refusal),
+                };
+                let reply = match outcome {
+                    Ok(Some(reply)) => reply,
+                    Ok(None) => continue,
+                    Err(refusal) => refusal.frame(),
+                };
+                if !connection.write(&reply).await {
+                    return (close_code::AWAY, "write timed out");
+                }
+            }
+            _ = ping.tick() => {
+                silent_ticks += 1;
+                if silent_ticks > allowed_silent {
+                    return (close_code::AWAY, "idle timeout");
+                }
+                let send = connection.socket.send(Message::Ping(Default::default()));
+                if !matches!(tokio::time::timeout(state.config.write_timeout, send).await, Ok(Ok(()))) {
+                    return (close_code::AWAY, "write timed out");
+                }
+            }
+        }
+    }
+}
+
+/// Handles one client frame; `Ok(Some(frame))` is an immediate reply.
+async fn handle(
+    state: &AppState,
+    mux: &MuxSession,
+    caller: &pb::Caller,
+    frame: ClientFrame,
+) -> Result<Option<ServerFrame>, Refusal> {
+    let unavailable = |_| Refusal::new(ErrorCode::Unavailable, "the core is unavailable; retry");
+    match frame {
+        ClientFrame::Auth { .. } => {
+            Err(Refusal::new(ErrorCode::BadRequest, "already authenticated"))
+        }
+        ClientFrame::Ping { nonce } => Ok(Some(ServerFrame::Pong { nonce })),
+        ClientFrame::Send {
+            id,
+            conv_id,
+            client_msg_id,
+            payload,
+            reply_to,
+            last_seen_hlc,
+        } => {
+            let refuse = |code, message: &str| Refusal {
+                id: Some(id),
+                code,
+                message: message.to_string(),
+            };
+            if !state.limits.sends.allow(&caller.device_id) {
+                metrics::counter!("meridian_gateway_rate_limited_total", "what" => "send")
+                    .increment(1);
+                return Err(refuse(
+                    ErrorCode::RateLimited,
+                    "too many sends; slow down and retry",
+                ));
+            }
+            if payload.is_empty() {
+                return Err(refuse(ErrorCode::PayloadEmpty, "payload is empty"));
+            }
+            if payload.len() > 64 * 1024 {
+                return Err(refuse(
+                    ErrorCode::PayloadTooLarge,
+                    "payload exceeds 65536 bytes",
+                ));
+            }
+            metrics::counter!("meridian_gateway_sends_total").increment(1);
+            mux.send(session_up::Kind::Send(pb::SendRequest {
+                session: mux.id(),
+                request: id,
+                conv_id,
+                client_msg_id,
+                payload,
+                reply_to,
+                last_seen_hlc,
+            }))
+            .await
+            .map_err(unavailable)?;
+            Ok(None)
+        }
+        ClientFrame::Ack { cursor, device_id } => {
+            if device_id.is_some_and(|d| d != caller.device_id) {
+                return Err(Refusal::new(
+                    ErrorCode::Forbidden,
+                    "a device can only acknowledge its own deliveries",
+                ));
+            }
+            mux.send(session_up::Kind::Ack(pb::AckRequest {
+                session: mux.id(),
+                cursor,
+            }))
+            .await
+            .map_err(unavailable)?;
+            Ok(None)
+        }
+        ClientFrame::Receipt {
+            id,
+            conv_id,
+            msg_ids,
+            kind,
+        } => {
+            mux.send(session_up::Kind::Receipt(pb::ReceiptRequest {
+                session: mux.id(),
+                request: id,
+                conv_id,
+                msg_ids,
+                kind: kind.as_str().to_string(),
+            }))
+            .await
+            .map_err(unavailable)?;
+            Ok(None)
+        }
+    }
+}
+
+pub(crate) fn wire_message(message: pb::MessageInfo) -> WireMessage {
+    WireMessage {
+        msg_id: message.msg_id,
+        conv_id: message.conv_id,
+        sender_user_id: message.sender_user_id,
+        sender_device_id: message.sender_device_id,
+        client_msg_id: message.client_msg_id,
+        hlc: message.hlc,
+        origin_region: message.origin_region,
+        payload: message.payload,
+        reply_to: message.reply_to,
+        sent_ms: message.sent_ms,
+    }
+}
+
+/// Converts a core frame to a client frame; `true` when the session must end.
+fn to_client(frame: pb::SessionDown, caller: &pb::Caller) -> Option<(ServerFrame, bool)> {
+    Some(match frame.kind? {
+        session_down::Kind::Ready(ready) => (
+            ServerFrame::Ready {
+                v: PROTOCOL_VERSION,
+                user_id: caller.user_id.clone(),
+                device_id: caller.device_id.clone(),
+                cursor: ready.cursor,
+            },
+            false,
+        ),
+        session_down::Kind::Deliver(deliver) => {
+            let items = deliver
+                .items
+                .into_iter()
+                .filter_map(|item| {
+                    use pb::delivery::Item;
+                    let delivered = match item.item? {
+                        Item::Message(message) => Delivered::Message {
+                            message: wire_message(message),
+                        },
+                        Item::Receipt(receipt) => Delivered::Receipt {
+                            conv_id: receipt.conv_id,
+                            msg_id: receipt.msg_id,
+                            from_user_id: receipt.from_user_id,
+                            receipt: if receipt.kind == "read" {
+                                ReceiptKind::Read
+                            } else {
+                                ReceiptKind::Delivered
+                            },
+                            at_ms: receipt.at_ms,
+                        },
+                        Item::Changed(changed) => Delivered::ConversationChanged {
+                            conv_id: changed.conv_id,
+                            version: changed.version,
+                        },
+                    };
+                    Some(DeliveryItem {
+                        cursor: item.cursor,
+                        item: delivered,
+                    })
+                })
+                .collect();
+            (ServerFrame::Deliver { items }, false)
+        }
+        session_down::Kind::Sent(sent) => (
+            ServerFrame::Sent {
+                id: sent.request,
+                conv_id: sent.conv_id,
+                client_msg_id: sent.client_msg_id,
+                msg_id: sent.msg_id,
+                hlc: sent.hlc,
+                sent_ms: sent.sent_ms,
+            },
+            false,
+        ),
+        session_down::Kind::Gap(gap) => (
+            ServerFrame::Gap {
+                lost_through: gap.lost_through,
+            },
+            false,
+        ),
+        session_down::Kind::Error(error) => (
+            ServerFrame::Error {
+                id: (error.request != 0).then_some(error.request),
+                code: ErrorCode::parse(&error.code).unwrap_or(ErrorCode::Internal),
+                message: error.message,
+            },
+            false,
+        ),
+        session_down::Kind::Detached(detached) => (
+            ServerFrame::Error {
+                id: None,
+                code: ErrorCode::parse(&detached.code).unwrap_or(ErrorCode::Unauthenticated),
+                message: detached.message,
+            },
+            true,
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_tells_errors_apart() {
+        assert_eq!(
+            parse("{").err().map(|r| r.code),
+            Some(ErrorCode::InvalidJson)
+        );
+        assert_eq!(
+            parse("[]").err().map(|r| r.code),
+            Some(ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            parse(r#"{"type":"dance","id":4}"#)
+                .err()
+                .map(|r| (r.code, r.id)),
+            Some((ErrorCode::UnknownFrame, Some(4)))
+        );
+        assert_eq!(
+            parse(r#"{"v":2,"type":"ping"}"#).err().map(|r| r.code),
+            Some(ErrorCode::UnsupportedVersion)
+        );
+        assert_eq!(
+            parse(r#"{"type":"send","id":1}"#).err().map(|r| r.code),
+            Some(ErrorCode::BadRequest)
+        );
+        assert!(matches!(
+            parse(r#"{"v":1,"type":"ping","nonce":3}"#),
+            Ok(ClientFrame::Ping { nonce: 3 })
+        ));
+    }
+
+    #[test]
+    fn binary_frames_must_be_utf8() {
+        let bad = Message::Binary(vec![0xff, 0xfe].into());
+        assert_eq!(
+            frame_text(bad, 10).err().map(|r| r.code),
+            Some(ErrorCode::InvalidUtf8)
+        );
+        let big = Message::Text("x".repeat(11).into());
+        assert_eq!(
+            frame_text(big, 10).err().map(|r| r.code),
+            Some(ErrorCode::FrameTooLarge)
+        );
+    }
+}

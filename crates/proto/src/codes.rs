@@ -1,0 +1,162 @@
+//! Stable error codes.
+
+use serde::{Deserialize, Serialize};
+
+/// The gRPC metadata key that carries an [`ErrorCode`] on a failed call.
+pub const ERROR_CODE_METADATA: &str = "x-meridian-code";
+
+/// Every error a client can see, by stable code. The edge maps each to an
+/// HTTP status or puts it in an `error` frame; the text alongside is for humans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// A request or frame is malformed (missing field, wrong type, bad id).
+    BadRequest,
+    /// A frame or body is not valid JSON.
+    InvalidJson,
+    /// A frame is not UTF-8 text.
+    InvalidUtf8,
+    /// A frame's `type` is unknown.
+    UnknownFrame,
+    /// A frame's `v` is not a supported protocol version.
+    UnsupportedVersion,
+    /// A frame exceeds the frame size limit.
+    FrameTooLarge,
+    /// A message payload exceeds 64 KiB.
+    PayloadTooLarge,
+    /// A message payload is empty.
+    PayloadEmpty,
+    /// A name exceeds its length limit or is empty.
+    InvalidName,
+    /// No credentials, or a frame other than `auth` before authentication.
+    Unauthenticated,
+    /// The token is malformed, forged, or unknown.
+    InvalidToken,
+    /// The device was revoked.
+    TokenRevoked,
+    /// The caller may not do this (not an admin, another device's cursor).
+    Forbidden,
+    /// The caller is not a member of the conversation.
+    NotMember,
+    /// No such user, device, conversation or message.
+    NotFound,
+    /// A group would exceed 100 members.
+    GroupFull,
+    /// Too many requests: slow down and retry later.
+    RateLimited,
+    /// A cursor that is malformed or beyond what was delivered.
+    BadCursor,
+    /// The service is temporarily unable to answer; retry.
+    Unavailable,
+    /// An internal failure; nothing was changed that the client was told about.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The wire form (`"not_member"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::InvalidJson => "invalid_json",
+            Self::InvalidUtf8 => "invalid_utf8",
+            Self::UnknownFrame => "unknown_frame",
+            Self::UnsupportedVersion => "unsupported_version",
+            Self::FrameTooLarge => "frame_too_large",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::PayloadEmpty => "payload_empty",
+            Self::InvalidName => "invalid_name",
+            Self::Unauthenticated => "unauthenticated",
+            Self::InvalidToken => "invalid_token",
+            Self::TokenRevoked => "token_revoked",
+            Self::Forbidden => "forbidden",
+            Self::NotMember => "not_member",
+            Self::NotFound => "not_found",
+            Self::GroupFull => "group_full",
+            Self::RateLimited => "rate_limited",
+            Self::BadCursor => "bad_cursor",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// Parses the wire form.
+    pub fn parse(text: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(text.to_string())).ok()
+    }
+
+    /// The gRPC status code that carries this error between gateway and core.
+    pub fn grpc_code(self) -> tonic::Code {
+        match self {
+            Self::BadRequest
+            | Self::InvalidJson
+            | Self::InvalidUtf8
+            | Self::UnknownFrame
+            | Self::UnsupportedVersion
+            | Self::PayloadEmpty
+            | Self::InvalidName
+            | Self::BadCursor => tonic::Code::InvalidArgument,
+            Self::FrameTooLarge | Self::PayloadTooLarge | Self::GroupFull => {
+                tonic::Code::FailedPrecondition
+            }
+            Self::Unauthenticated | Self::InvalidToken | Self::TokenRevoked => {
+                tonic::Code::Unauthenticated
+            }
+            Self::Forbidden | Self::NotMember => tonic::Code::PermissionDenied,
+            Self::NotFound => tonic::Code::NotFound,
+            Self::RateLimited => tonic::Code::ResourceExhausted,
+            Self::Unavailable => tonic::Code::Unavailable,
+            Self::Internal => tonic::Code::Internal,
+        }
+    }
+
+    /// A tonic status carrying this code in its metadata.
+    pub fn status(self, message: impl Into<String>) -> tonic::Status {
+        let mut status = tonic::Status::new(self.grpc_code(), message);
+        if let Ok(value) = self.as_str().parse() {
+            status.metadata_mut().insert(ERROR_CODE_METADATA, value);
+        }
+        status
+    }
+
+    /// The code a tonic status carries (from its metadata, else from its gRPC code).
+    pub fn from_status(status: &tonic::Status) -> Self {
+        status
+            .metadata()
+            .get(ERROR_CODE_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Self::parse)
+            .unwrap_or(match status.code() {
+                tonic::Code::InvalidArgument => Self::BadRequest,
+                tonic::Code::Unauthenticated => Self::Unauthenticated,
+                tonic::Code::PermissionDenied => Self::Forbidden,
+                tonic::Code::NotFound => Self::NotFound,
+                tonic::Code::ResourceExhausted => Self::RateLimited,
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => Self::Unavailable,
+                _ => Self::Internal,
+            })
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_through_status() {
+        for code in [
+            ErrorCode::NotMember,
+            ErrorCode::GroupFull,
+            ErrorCode::TokenRevoked,
+        ] {
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+            assert_eq!(ErrorCode::from_status(&code.status("x")), code);
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! The public client protocol: WebSocket frames (JSON, versioned, typed by
+//! `type`) and REST bodies. `docs/protocol.md` describes each one; the
+//! OpenAPI document is generated from the `ToSchema` derives here.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::ErrorCode;
+
+/// Frame types a client may send; anything else is `unknown_frame`.
+pub const CLIENT_FRAME_TYPES: &[&str] = &["auth", "send", "ack", "receipt", "ping"];
+
+/// A frame from client to server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// First frame on a connection: the device token.
+    Auth {
+        /// `"{device_id}.{secret}"` as issued at registration.
+        token: String,
+    },
+    /// Sends a message. Retrying with the same `client_msg_id` returns the
+    /// first result and never creates a second message.
+    Send {
+        /// Request number chosen by the client, echoed in `sent` or `error`.
+        id: u64,
+        /// Target conversation.
+        conv_id: String,
+        /// The client's idempotency key (1–64 characters).
+        client_msg_id: String,
+        /// Opaque content, 1 byte to 64 KiB.
+        payload: String,
+        /// The message this answers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<String>,
+        /// Highest HLC the client has seen, so the new message orders after it.
+        #[serde(default)]
+        last_seen_hlc: u64,
+    },
+    /// Everything up to and including `cursor` is stored on this device.
+    Ack {
+        /// A cursor from a `deliver` item.
+        cursor: String,
+        /// Optional; if present it must be the authenticated device.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device_id: Option<String>,
+    },
+    /// Delivered/read receipts for messages of one conversation.
+    Receipt {
+        /// Request number, echoed in an `error`.
+        #[serde(default)]
+        id: u64,
+        /// Conversation of the messages.
+        conv_id: String,
+        /// Message ids (1–100).
+        msg_ids: Vec<String>,
+        /// `delivered` or `read`.
+        kind: ReceiptKind,
+    },
+    /// Keep-alive; answered with `pong`.
+    Ping {
+        /// Echoed.
+        #[serde(default)]
+        nonce: u64,
+    },
+}
+
+/// What a receipt says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptKind {
+    /// Reached a device.
+    Delivered,
+    /// Shown to the user.
+    Read,
+}
+
+impl ReceiptKind {
+    /// Wire form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Read => "read",
+        }
+    }
+}
+
+/// A message as clients see it (deliveries and history).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WireMessage {
+    /// Server id (UUIDv7): the dedupe key.
+    pub msg_id: String,
+    /// Conversation.
+    pub conv_id: String,
+    /// Sender.
+    pub sender_user_id: String,
+    /// Sending device.
+    pub sender_device_id: String,
+    /// The sender's idempotency key.
+    pub client_msg_id: String,
+    /// Hybrid logical clock stamp: display order is `(hlc, origin_region, msg_id)`.
+    pub hlc: u64,
+    /// Region whose core accepted the message.
+    pub origin_region: String,
+    /// Opaque content.
+    pub payload: String,
+    /// The message this one answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    /// Acceptance time, unix ms.
+    pub sent_ms: u64,
+}
+
+/// One delivered inbox entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryItem {
+    /// Ack this to move the device's cursor past the item.
+    pub cursor: String,
+    /// What was delivered.
+    #[serde(flatten)]
+    pub item: Delivered,
+}
+
+/// The content of a delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Delivered {
+    /// A message.
+    Message {
+        /// The message.
+        message: WireMessage,
+    },
+    /// A receipt for a message this user sent.
+    Receipt {
+        /// Conversation.
+        conv_id: String,
+        /// Receipted message.
+        msg_id: String,
+        /// Who.
+        from_user_id: String,
+        /// Delivered or read.
+        receipt: ReceiptKind,
+        /// When, unix ms.
+        at_ms: u64,
+    },
+    /// A conversation's members or name changed.
+    ConversationChanged {
+        /// Conversation.
+        conv_id: String,
+        /// New version.
+        version: u64,
+    },
+}
+
+/// A frame from server to client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// Authentication succeeded; deliveries start after `cursor`.
+    Ready {
+        /// Protocol version.
+        v: u32,
+        /// Authenticated user.
+        user_id: String,
+        /// Authenticated device.
+        device_id: String,
+        /// The device's stored cursor (last acknowledged entry).
+        cursor: String,
+    },
+    /// Inbox entries in arrival order.
+    Deliver {
+        /// The entries.
+        items: Vec<DeliveryItem>,
+    },
+    /// A send was accepted (or had been, for a retry).
+    Sent {
+        /// The client's request number.
+        id: u64,
+        /// Conversation.
+        conv_id: String,
+        /// Echo of the idempotency key.
+        client_msg_id: String,
+        /// Server id.
+        msg_id: String,
+        /// Stamp.
+        hlc: u64,
+        /// Acceptance time, unix ms.
+        sent_ms: u64,
+    },
+    /// Entries up to `lost_through` expired (retention) before this device
+    /// received them: fetch history or show a gap.
+    Gap {
+        /// The last lost cursor.
+        lost_through: String,
+    },
+    /// A request or frame was refused; the connection stays open unless the
+    /// code is `unauthenticated`, `invalid_token` or `token_revoked`.
+    Error {
+        /// The request number, when the error answers one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// Stable code.
+        code: ErrorCode,
+        /// Human-readable detail.
+        message: String,
+    },
+    /// Answer to `ping`.
+    Pong {
+        /// Echo.
+        nonce: u64,
+    },
+}
+
+/// `POST /v1/users`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RegisterRequest {
+    /// 1–64 characters.
+    pub display_name: String,
+    /// Label of the first device (default "device").
+    #[serde(default)]
+    pub device_label: Option<String>,
+}
+
+/// A new user and its first device.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RegisterResponse {
+    /// `"{uuid}@{home_region}"`.
+    pub user_id: String,
+    /// Home region, fixed for life.
+    pub home_region: String,
+    /// First device.
+    pub device_id: String,
+    /// Bearer token of that device; shown once.
+    pub token: String,
+}
+
+/// A user's public profile.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UserView {
+    /// Id.
+    pub user_id: String,
+    /// Name.
+    pub display_name: String,
+    /// Home region.
+    pub home_region: String,
+}
+
+/// `POST /v1/devices`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AddDeviceRequest {
+    /// 1–64 characters.
+    pub label: String,
+}
+
+/// A new device's credentials.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeviceCreated {
+    /// Device id.
+    pub device_id: String,
+    /// Bearer token; shown once.
+    pub token: String,
+}
+
+/// One device in a listing.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeviceView {
+    /// Id.
+    pub device_id: String,
+    /// Label.
+    pub label: String,
+    /// Creation time, unix ms.
+    pub created_ms: u64,
+    /// Whether its token is refused.
+    pub revoked: bool,
+}
+
+/// `POST /v1/conversations/direct`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DirectRequest {
+    /// The other user.
+    pub peer_user_id: String,
+}
+
+/// `POST /v1/conversations`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateGroupRequest {
+    /// 1–128 characters.
+    pub name: String,
+    /// Other members (the caller joins as admin); at most 99.
+    #[serde(default)]
+    pub member_user_ids: Vec<String>,
+}
+
+/// `PATCH /v1/conversations/{conv_id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RenameRequest {
+    /// 1–128 characters.
+    pub name: String,
+}
+
+/// `POST /v1/conversations/{conv_id}/members`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AddMembersRequest {
+    /// Users to add.
+    pub user_ids: Vec<String>,
+}
+
+/// A member.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MemberView {
+    /// User.
+    pub user_id: String,
+    /// `admin` or `member`.
+    pub role: String,
+    /// Join time, unix ms.
+    pub joined_ms: u64,
+}
+
+/// A conversation.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConversationView {
+    /// Id.
+    pub conv_id: String,
+    /// `direct` or `group`.
+    pub kind: String,
+    /// Group name.
+    pub name: String,
+    /// Bumped by every change.
+    pub version: u64,
+    /// Creation time, unix ms.
+    pub created_ms: u64,
+    /// Members.
+    pub members: Vec<MemberView>,
+}
+
+/// `GET /v1/conversations`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConversationListView {
+    /// A page of conversations.
+    pub conversations: Vec<ConversationView>,
+    /// Pass as `after` for the next page; absent at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
+}
+
+/// `GET /v1/conversations/{conv_id}/messages`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HistoryView {
+    /// Messages, nearest to the starting point first.
+    pub messages: Vec<WireMessage>,
+}
+
+/// Every REST error body.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable code.
+    pub code: ErrorCode,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_have_the_documented_shape() {
+        let frame: ClientFrame = serde_json::from_str(
+            r#"{"type":"send","id":1,"conv_id":"c","client_msg_id":"m","payload":"hi"}"#,
+        )
+        .expect("parse");
+        assert!(matches!(
+            frame,
+            ClientFrame::Send {
+                last_seen_hlc: 0,
+                ..
+            }
+        ));
+        let out = serde_json::to_value(ServerFrame::Deliver {
+            items: vec![DeliveryItem {
+                cursor: "00".into(),
+                item: Delivered::ConversationChanged {
+                    conv_id: "c".into(),
+                    version: 2,
+                },
+            }],
+        })
+        .expect("serialize");
+        assert_eq!(out["items"][0]["kind"], "conversation_changed");
+        assert_eq!(out["type"], "deliver");
+    }
+}

@@ -1,0 +1,157 @@
+//! The key layout, FoundationDB tuple-encoded under one-letter-free, readable
+//! subspace names. Every key starts with a string naming its kind:
+//!
+//! | key | value |
+//! |---|---|
+//! | `("user", user)` | [`crate::User`] |
+//! | `("device", user, device)` | [`crate::Device`] |
+//! | `("device_owner", device)` | owning user id |
+//! | `("cursor", user, device)` | 10-byte versionstamp: last acknowledged inbox entry |
+//! | `("conv", conv)` | [`crate::Conversation`] |
+//! | `("member", conv, user)` | [`crate::Member`] |
+//! | `("user_conv", user, conv)` | empty: the user's conversation list |
+//! | `("msg", conv, hlc, msg_id)` | [`crate::Message`]: history in display order |
+//! | `("msg_by_id", conv, msg_id)` | hlc: locate a message by id |
+//! | `("inbox", user, versionstamp)` | [`crate::InboxEntry`]: delivery queue in arrival order |
+//! | `("inbox_head", user)` | little-endian counter every inbox write bumps (watched) |
+//! | `("inbox_floor", user)` | versionstamp below which retention removed entries |
+//! | `("idem", device, client_msg_id)` | [`crate::SendRecord`]: first result of a send |
+//! | `("vclock", unix_ms)` | versionstamp committed at that time (retention cut-offs) |
+
+use meridian_kv::tuple::{Subspace, Versionstamp, pack, pack_with_versionstamp};
+use meridian_kv::{KeyRange, prefix_range};
+
+/// A versionstamp as stored in keys and cursors.
+pub type Stamp = [u8; 10];
+
+/// The smallest possible stamp: "before everything".
+pub const STAMP_ZERO: Stamp = [0u8; 10];
+
+fn stamp_of(vs: &Versionstamp) -> Stamp {
+    let mut out = [0u8; 10];
+    out.copy_from_slice(vs.transaction_version());
+    out
+}
+
+/// `("user", user)`.
+pub fn user(user: &str) -> Vec<u8> {
+    pack(&("user", user))
+}
+
+/// Every user record.
+pub fn all_users() -> KeyRange {
+    prefix_range(&pack(&("user",)))
+}
+
+/// `("device", user, device)`.
+pub fn device(user: &str, device: &str) -> Vec<u8> {
+    pack(&("device", user, device))
+}
+
+/// All devices of `user`.
+pub fn devices_of(user: &str) -> KeyRange {
+    prefix_range(&pack(&("device", user)))
+}
+
+/// `("device_owner", device)`.
+pub fn device_owner(device: &str) -> Vec<u8> {
+    pack(&("device_owner", device))
+}
+
+/// `("cursor", user, device)`.
+pub fn cursor(user: &str, device: &str) -> Vec<u8> {
+    pack(&("cursor", user, device))
+}
+
+/// `("conv", conv)`.
+pub fn conversation(conv: &str) -> Vec<u8> {
+    pack(&("conv", conv))
+}
+
+/// Every conversation record.
+pub fn all_conversations() -> KeyRange {
+    prefix_range(&pack(&("conv",)))
+}
+
+/// `("member", conv, user)`.
+pub fn member(conv: &str, user: &str) -> Vec<u8> {
+    pack(&("member", conv, user))
+}
+
+/// All members of `conv`.
+pub fn members_of(conv: &str) -> Subspace {
+    Subspace::from_bytes(pack(&("member", conv)))
+}
+
+/// `("user_conv", user, conv)`.
+pub fn user_conversation(user: &str, conv: &str) -> Vec<u8> {
+    pack(&("user_conv", user, conv))
+}
+
+/// The conversations of `user`.
+pub fn conversations_of(user: &str) -> Subspace {
+    Subspace::from_bytes(pack(&("user_conv", user)))
+}
+
+/// The history of `conv`, ordered by `(hlc, msg_id)`.
+pub fn messages_of(conv: &str) -> Subspace {
+    Subspace::from_bytes(pack(&("msg", conv)))
+}
+
+/// `("msg", conv, hlc, msg_id)`.
+pub fn message(conv: &str, hlc: u64, msg_id: &str) -> Vec<u8> {
+    pack(&("msg", conv, hlc, msg_id))
+}
+
+/// `("msg_by_id", conv, msg_id)`.
+pub fn message_by_id(conv: &str, msg_id: &str) -> Vec<u8> {
+    pack(&("msg_by_id", conv, msg_id))
+}
+
+/// The inbox of `user`.
+pub fn inbox_of(user: &str) -> Subspace {
+    Subspace::from_bytes(pack(&("inbox", user)))
+}
+
+/// The versionstamp template of a new inbox entry for `user`.
+pub fn new_inbox_entry(user: &str) -> Vec<u8> {
+    pack_with_versionstamp(&("inbox", user, Versionstamp::incomplete(0)))
+}
+
+/// The key of the inbox entry of `user` at `stamp`.
+pub fn inbox_entry(user: &str, stamp: &Stamp) -> Vec<u8> {
+    pack(&("inbox", user, Versionstamp::complete(*stamp, 0)))
+}
+
+/// Decodes the stamp of an inbox key of `user`.
+pub fn inbox_stamp(user: &str, key: &[u8]) -> Option<Stamp> {
+    inbox_of(user)
+        .unpack::<(Versionstamp,)>(key)
+        .ok()
+        .map(|(vs,)| stamp_of(&vs))
+}
+
+/// `("inbox_head", user)`.
+pub fn inbox_head(user: &str) -> Vec<u8> {
+    pack(&("inbox_head", user))
+}
+
+/// `("inbox_floor", user)`.
+pub fn inbox_floor(user: &str) -> Vec<u8> {
+    pack(&("inbox_floor", user))
+}
+
+/// `("idem", device, client_msg_id)`.
+pub fn idempotency(device: &str, client_msg_id: &str) -> Vec<u8> {
+    pack(&("idem", device, client_msg_id))
+}
+
+/// The versionstamp clock.
+pub fn vclock() -> Subspace {
+    Subspace::from_bytes(pack(&("vclock",)))
+}
+
+/// `("vclock", unix_ms)`.
+pub fn vclock_at(unix_ms: u64) -> Vec<u8> {
+    pack(&("vclock", unix_ms))
+}

@@ -1,0 +1,48 @@
+//! Meridian's keyspace over `meridian-kv`: users, devices, conversations,
+//! members, messages, inboxes, cursors, idempotency records and the
+//! versionstamp clock, with typed access inside a caller's transaction.
+//!
+//! # What this crate owns
+//! The key layout (see [`keys`]; documented in `docs/architecture.md`) and
+//! the encoding of every stored record ([`model`]). Each function takes a
+//! [`meridian_kv::Transaction`] and reads or writes a few keys; it never
+//! commits, so the core composes them into one transaction per operation
+//! (a send is one transaction: message, inbox entries, inbox heads,
+//! idempotency record).
+//!
+//! # What it must not touch
+//! No tonic, axum, Kafka or S3; no domain decisions (who may do what lives in
+//! `meridian-core`). No engine: only the `meridian-kv` interface.
+
+pub mod keys;
+pub mod model;
+mod ops;
+
+pub use model::*;
+pub use ops::*;
+
+/// Errors from reading or writing Meridian's records.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The transactional store failed (conflicts are retried by the caller's loop).
+    #[error(transparent)]
+    Kv(#[from] meridian_kv::KvError),
+    /// A stored record could not be decoded: corruption or an incompatible writer.
+    #[error("corrupt record at {what}: {reason}")]
+    Corrupt {
+        /// Which record.
+        what: &'static str,
+        /// Why decoding failed.
+        reason: String,
+    },
+}
+
+impl meridian_kv::TxnError for StoreError {
+    fn as_kv(&self) -> Option<&meridian_kv::KvError> {
+        match self {
+            Self::Kv(e) => Some(e),
+            Self::Corrupt { .. } => None,
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The stored records. Encoded as JSON: self-describing and easy to evolve
+//! (new optional fields), small enough next to the 100 kB value limit.
+
+use serde::{Deserialize, Serialize};
+
+/// A registered user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// `"{uuid}@{home_region}"`.
+    pub id: String,
+    /// Shown to other users.
+    pub display_name: String,
+    /// Fixed at registration; also encoded in the id.
+    pub home_region: String,
+    /// Registration time, unix ms.
+    pub created_ms: u64,
+}
+
+/// One of a user's devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// The device id (a UUID).
+    pub id: String,
+    /// Owner.
+    pub user_id: String,
+    /// SHA-256 of the token's secret, hex. The token itself is never stored.
+    pub token_hash: String,
+    /// Free-form label ("phone", "laptop").
+    pub label: String,
+    /// Creation time, unix ms.
+    pub created_ms: u64,
+    /// When the device was revoked; a revoked token is refused.
+    pub revoked_ms: Option<u64>,
+}
+
+/// 1:1 or group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationKind {
+    /// Exactly two members, created by get-or-create for the pair.
+    Direct,
+    /// Up to 100 members with admins.
+    Group,
+}
+
+/// A conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversation {
+    /// The conversation id.
+    pub id: String,
+    /// Direct or group.
+    pub kind: ConversationKind,
+    /// Group name (empty for direct chats).
+    pub name: String,
+    /// Current number of members (kept in the record: membership changes
+    /// already conflict on it, and a send needs it without a range read).
+    pub member_count: u32,
+    /// Bumped by every membership or name change.
+    pub version: u64,
+    /// Creation time, unix ms.
+    pub created_ms: u64,
+}
+
+/// A member's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// May rename and change membership.
+    Admin,
+    /// May send and read.
+    Member,
+}
+
+/// A membership.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The member.
+    pub user_id: String,
+    /// Role in the conversation.
+    pub role: Role,
+    /// When they joined, unix ms.
+    pub joined_ms: u64,
+}
+
+/// A message in a conversation's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Server id (UUIDv7).
+    pub msg_id: String,
+    /// Conversation.
+    pub conv_id: String,
+    /// Sending user.
+    pub sender_user: String,
+    /// Sending device.
+    pub sender_device: String,
+    /// The sender's idempotency key.
+    pub client_msg_id: String,
+    /// Hybrid logical clock stamp given by the accepting core.
+    pub hlc: u64,
+    /// The region whose core accepted it.
+    pub origin_region: String,
+    /// Opaque to the server (often ciphertext, base64).
+    pub payload: String,
+    /// The message this one answers, if any.
+    pub reply_to: Option<String>,
+    /// Acceptance time, unix ms.
+    pub sent_ms: u64,
+}
+
+/// What a receipt says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptKind {
+    /// Reached a device of the recipient.
+    Delivered,
+    /// Shown to the recipient.
+    Read,
+}
+
+/// An entry in a user's delivery queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum InboxEntry {
+    /// A message to deliver (the message record is looked up by conv/hlc/id).
+    Message {
+        /// Conversation.
+        conv_id: String,
+        /// Its stamp.
+        hlc: u64,
+        /// Its id.
+        msg_id: String,
+    },
+    /// A receipt for a message this user sent.
+    Receipt {
+        /// Conversation.
+        conv_id: String,
+        /// The message receipted.
+        msg_id: String,
+        /// Who receipted.
+        from_user: String,
+        /// Delivered or read.
+        kind: ReceiptKind,
+        /// When, unix ms.
+        at_ms: u64,
+    },
+    /// The conversation changed (members, name): clients refresh it.
+    ConversationChanged {
+        /// Conversation.
+        conv_id: String,
+        /// The conversation's new version.
+        version: u64,
+    },
+}
+
+/// The first result of a send, returned again to a retry with the same
+/// `client_msg_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendRecord {
+    /// Conversation the send went to.
+    pub conv_id: String,
+    /// Server id.
+    pub msg_id: String,
+    /// Stamp.
+    pub hlc: u64,
+    /// Acceptance time, unix ms.
+    pub sent_ms: u64,
+}

@@ -1,0 +1,494 @@
+//! Typed reads and writes inside a caller's transaction.
+
+use meridian_kv::tuple::Versionstamp;
+use meridian_kv::{KeyRange, RangeOption, Transaction, key_after};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::StoreError;
+use crate::keys::{self, STAMP_ZERO, Stamp};
+use crate::model::*;
+
+fn decode<T: DeserializeOwned>(what: &'static str, raw: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(raw).map_err(|e| StoreError::Corrupt {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing these plain records cannot fail (no maps with non-string
+    // keys, no custom serializers).
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+async fn get_json<T: DeserializeOwned>(
+    tx: &Transaction,
+    key: &[u8],
+    what: &'static str,
+) -> Result<Option<T>, StoreError> {
+    match tx.get(key).await? {
+        Some(raw) => Ok(Some(decode(what, &raw)?)),
+        None => Ok(None),
+    }
+}
+
+fn stamp_from(raw: &[u8]) -> Option<Stamp> {
+    (raw.len() == 10).then(|| {
+        let mut out = [0u8; 10];
+        out.copy_from_slice(raw);
+        out
+    })
+}
+
+/// The user record.
+///
+/// # Errors
+/// Store failures or a corrupt record.
+pub async fn get_user(tx: &Transaction, user_id: &str) -> Result<Option<User>, StoreError> {
+    get_json(tx, &keys::user(user_id), "user").await
+}
+
+/// Writes the user record.
+///
+/// # Errors
+/// Store limits.
+pub fn put_user(tx: &Transaction, user: &User) -> Result<(), StoreError> {
+    Ok(tx.set(&keys::user(&user.id), &encode(user))?)
+}
+
+/// The device record.
+///
+/// # Errors
+/// Store failures or a corrupt record.
+pub async fn get_device(
+    tx: &Transaction,
+    user_id: &str,
+    device_id: &str,
+) -> Result<Option<Device>, StoreError> {
+    get_json(tx, &keys::device(user_id, device_id), "device").await
+}
+
+/// Writes the device record and its owner index.
+///
+/// # Errors
+/// Store limits.
+pub fn put_device(tx: &Transaction, device: &Device) -> Result<(), StoreError> {
+    tx.set(&keys::device(&device.user_id, &device.id), &encode(device))?;
+    tx.set(&keys::device_owner(&device.id), device.user_id.as_bytes())?;
+    Ok(())
+}
+
+/// The user owning `device_id`.
+///
+/// # Errors
+/// Store failures.
+pub async fn device_owner(tx: &Transaction, device_id: &str) -> Result<Option<String>, StoreError> {
+    Ok(tx
+        .get(&keys::device_owner(device_id))
+        .await?
+        .map(|raw| String::from_utf8_lossy(&raw).into_owned()))
+}
+
+/// Every device of `user_id`, revoked ones included.
+///
+/// # Errors
+/// Store failures or a corrupt record.
+pub async fn list_devices(tx: &Transaction, user_id: &str) -> Result<Vec<Device>, StoreError> {
+    let pairs = tx
+        .get_range(&RangeOption::new(keys::devices_of(user_id)))
+        .await?;
+    pairs.iter().map(|kv| decode("device", &kv.value)).collect()
+}
+
+/// The last inbox entry `device_id` acknowledged ([`STAMP_ZERO`] if none).
+///
+/// # Errors
+/// Store failures.
+pub async fn get_cursor(
+    tx: &Transaction,
+    user_id: &str,
+    device_id: &str,
+) -> Result<Stamp, StoreError> {
+    Ok(tx
+        .get(&keys::cursor(user_id, device_id))
+        .await?
+        .and_then(|raw| stamp_from(&raw))
+        .unwrap_or(STAMP_ZERO))
+}
+
+/// Moves the device's cursor.
+///
+/// # Errors
+/// Store limits.
+pub fn set_cursor(
+    tx: &Transaction,
+    user_id: &str,
+    device_id: &str,
+    stamp: &Stamp,
+) -> Result<(), StoreError> {
+    Ok(tx.set(&keys::cursor(user_id, device_id), stamp)?)
+}
+
+/// The conversation record.
+///
+/// # Errors
+/// Store failures or a corrupt record.
+pub async fn get_conversation(
+    tx: &Transaction,
+    conv_id: &str,
+) -> Result<Option<Conversation>, StoreError> {
+    get_json(tx, &keys::conversation(conv_id), "conversation").await
+}
+
+/// Writes the conversation record.
+///
+/// # Errors
+/// Store limits.
+pub fn put_conversation(tx: &Transaction, conv: &Conversation) -> Result<(), StoreError> {
+    Ok(tx.set(&keys::conversation(&conv.id), &encode(conv))?)
+}
+
+/// A membership, if `user_id` is a member of `conv_id`.
+///
+/// # Errors
+/// Store failures or a corrupt record.
+pub async fn get_member(
+    tx: &Transaction,
+    conv_id: &str,
+    user_id: &str,
+) -> Result<Option<Member>, StoreError> {
+    get_json(tx, &keys::member(conv_id, user_id), "member").await
+}
+
+/// Adds or updates a membership and the user's conversation list.
+///
+/// # Errors
+/// Store limits.
+pub fn put_member(tx: &Transaction, conv_id: &str, member: &Member) -> Result<(), StoreError> {
+    tx.set(&keys::member(conv_id, &member.user_id), &encode(member))?;
+    tx.set(&keys::user_conversation(&member.user_id, conv_id), b"")?;
+    Ok(())
+}
+
+/// Removes a membership.
+///
+/// # Errors
+/// Store limits.
+pub fn remove_member(tx: &Transaction, conv_id: &str, user_id: &str) -> Result<(), StoreError> {
+    tx.clear(&keys::member(conv_id, user_id))?;
+    tx.clear(&keys::user_conversation(user_id, conv_id))?;
+    Ok(())
+}
+
+/// All members of a conversation (at most 100 by the core's rule).
+///
+/// # Errors
+/// Store failures or a corrupt record.
+pub async fn list_members(tx: &Transaction, conv_id: &str) -> Result<Vec<Member>, StoreError> {
+    let (begin, end) = keys::members_of(conv_id).range();
+    let pairs = tx
+        .get_range(&RangeOption::new(KeyRange::new(begin, end)))
+        .await?;
+    pairs.iter().map(|kv| decode("member", &kv.value)).collect()
+}
+
+/// The conversation ids of `user_id`, after `after` (exclusive), at most `limit`.
+///
+/// # Errors
+/// Store failures or a corrupt key.
+pub async fn list_user_conversations(
+    tx: &Transaction,
+    user_id: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let space = keys::conversations_of(user_id);
+    let (mut begin, end) = space.range();
+    if let Some(after) = after {
+        begin = key_after(&space.pack(&(after,)));
+    }
+    let pairs = tx
+        .get_range_snapshot(&RangeOption::new(KeyRange::new(begin, end)).limit(limit))
+        .await?;
+    pairs
+        .iter()
+        .map(|kv| {
+            space
+                .unpack::<(String,)>(&kv.key)
+                .map(|(c,)| c)
+                .map_err(|e| StoreError::Corrupt {
+                    what: "user_conv key",
+                    reason: e.to_string(),
+                })
+        })
+        .collect()
+}
+
+/// Writes a message into the history and its id index.
+///
+/// # Errors
+/// Store limits.
+pub fn put_message(tx: &Transaction, message: &Message) -> Result<(), StoreError> {
+    tx.set(
+        &keys::message(&message.conv_id, message.hlc, &message.msg_id),
+        &encode(message),
+    )?;
+    tx.set(
+        &keys::message_by_id(&message.conv_id, &message.msg_id),
+        &message.hlc.to_be_bytes(),
+    )?;
+    Ok(())
+}
+
+/// A message by its position in the history.
+///
+/// # Errors
+/// Store failures or a corrupt record.
+pub async fn get_message(
+    tx: &Transaction,
+    conv_id: &str,
+    hlc: u64,
+    msg_id: &str,
+) -> Result<Option<Message>, StoreError> {
+    match tx
+        .get_snapshot(&keys::message(conv_id, hlc, msg_id))
+        .await?
+    {
+        Some(raw) => Ok(Some(decode("message", &raw)?)),
+        None => Ok(None),
+    }
+}
+
+/// The HLC of a message by id, if it exists.
+///
+/// # Errors
+/// Store failures.
+pub async fn message_hlc(
+    tx: &Transaction,
+    conv_id: &str,
+    msg_id: &str,
+) -> Result<Option<u64>, StoreError> {
+    Ok(tx
+        .get_snapshot(&keys::message_by_id(conv_id, msg_id))
+        .await?
+        .and_then(|raw| <[u8; 8]>::try_from(raw.as_ref()).ok())
+        .map(u64::from_be_bytes))
+}
+
+/// A page of history: messages strictly after (`backward == false`) or
+/// before (`backward == true`) the position `(hlc, msg_id)`, nearest first.
+///
+/// # Errors
+/// Store failures or a corrupt record.
+pub async fn history_page(
+    tx: &Transaction,
+    conv_id: &str,
+    from: Option<(u64, &str)>,
+    backward: bool,
+    limit: usize,
+) -> Result<Vec<Message>, StoreError> {
+    let space = keys::messages_of(conv_id);
+    let (mut begin, mut end) = space.range();
+    if let Some((hlc, msg_id)) = from {
+        let at = space.pack(&(hlc, msg_id));
+        if backward {
+            end = at;
+        } else {
+            begin = key_after(&at);
+        }
+    }
+    let pairs = tx
+        .get_range_snapshot(
+            &RangeOption::new(KeyRange::new(begin, end))
+                .limit(limit)
+                .reverse(backward),
+        )
+        .await?;
+    pairs
+        .iter()
+        .map(|kv| decode("message", &kv.value))
+        .collect()
+}
+
+/// Appends `entry` to `user_id`'s inbox at this commit's versionstamp and
+/// bumps the inbox head (which wakes anyone watching it).
+///
+/// # Errors
+/// Store limits.
+pub fn append_inbox(tx: &Transaction, user_id: &str, entry: &InboxEntry) -> Result<(), StoreError> {
+    tx.set_versionstamped_key(&keys::new_inbox_entry(user_id), &encode(entry))?;
+    tx.atomic_add(&keys::inbox_head(user_id), 1)?;
+    Ok(())
+}
+
+/// Up to `limit` inbox entries strictly after `after`, in arrival order.
+/// A snapshot read: delivery never conflicts with sends.
+///
+/// # Errors
+/// Store failures or a corrupt record.
+pub async fn read_inbox(
+    tx: &Transaction,
+    user_id: &str,
+    after: &Stamp,
+    limit: usize,
+) -> Result<Vec<(Stamp, InboxEntry)>, StoreError> {
+    let (_, end) = keys::inbox_of(user_id).range();
+    let begin = key_after(&keys::inbox_entry(user_id, after));
+    let pairs = tx
+        .get_range_snapshot(&RangeOption::new(KeyRange::new(begin, end)).limit(limit))
+        .await?;
+    pairs
+        .iter()
+        .map(|kv| {
+            let stamp = keys::inbox_stamp(user_id, &kv.key).ok_or(StoreError::Corrupt {
+                what: "inbox key",
+                reason: "no versionstamp".into(),
+            })?;
+            Ok((stamp, decode("inbox entry", &kv.value)?))
+        })
+        .collect()
+}
+
+/// The stamp of the newest inbox entry ([`STAMP_ZERO`] if empty).
+///
+/// # Errors
+/// Store failures.
+pub async fn last_inbox_stamp(tx: &Transaction, user_id: &str) -> Result<Stamp, StoreError> {
+    let (begin, end) = keys::inbox_of(user_id).range();
+    let last = tx
+        .get_range(
+            &RangeOption::new(KeyRange::new(begin, end))
+                .limit(1)
+                .reverse(true),
+        )
+        .await?;
+    Ok(last
+        .first()
+        .and_then(|kv| keys::inbox_stamp(user_id, &kv.key))
+        .unwrap_or(STAMP_ZERO))
+}
+
+/// Removes inbox entries up to and including `through`.
+///
+/// # Errors
+/// Store limits.
+pub fn prune_inbox(tx: &Transaction, user_id: &str, through: &Stamp) -> Result<(), StoreError> {
+    let (begin, _) = keys::inbox_of(user_id).range();
+    let end = key_after(&keys::inbox_entry(user_id, through));
+    Ok(tx.clear_range(&KeyRange::new(begin, end))?)
+}
+
+/// The stamp below which retention removed entries ([`STAMP_ZERO`] if never).
+///
+/// # Errors
+/// Store failures.
+pub async fn get_inbox_floor(tx: &Transaction, user_id: &str) -> Result<Stamp, StoreError> {
+    Ok(tx
+        .get(&keys::inbox_floor(user_id))
+        .await?
+        .and_then(|raw| stamp_from(&raw))
+        .unwrap_or(STAMP_ZERO))
+}
+
+/// Records the retention floor.
+///
+/// # Errors
+/// Store limits.
+pub fn set_inbox_floor(tx: &Transaction, user_id: &str, stamp: &Stamp) -> Result<(), StoreError> {
+    Ok(tx.set(&keys::inbox_floor(user_id), stamp)?)
+}
+
+/// The first result of an earlier send with this `client_msg_id`.
+///
+/// # Errors
+/// Store failures or a corrupt record.
+pub async fn get_send_record(
+    tx: &Transaction,
+    device_id: &str,
+    client_msg_id: &str,
+) -> Result<Option<SendRecord>, StoreError> {
+    get_json(
+        tx,
+        &keys::idempotency(device_id, client_msg_id),
+        "send record",
+    )
+    .await
+}
+
+/// Records a send's result under its `client_msg_id`.
+///
+/// # Errors
+/// Store limits.
+pub fn put_send_record(
+    tx: &Transaction,
+    device_id: &str,
+    client_msg_id: &str,
+    record: &SendRecord,
+) -> Result<(), StoreError> {
+    Ok(tx.set(
+        &keys::idempotency(device_id, client_msg_id),
+        &encode(record),
+    )?)
+}
+
+/// Records that the commit of this transaction happened at `unix_ms`.
+///
+/// # Errors
+/// Store limits.
+pub fn record_vclock(tx: &Transaction, unix_ms: u64) -> Result<(), StoreError> {
+    let mut template = vec![0u8; 10];
+    template.extend_from_slice(&0u32.to_le_bytes());
+    Ok(tx.set_versionstamped_value(&keys::vclock_at(unix_ms), &template)?)
+}
+
+/// The newest versionstamp recorded at or before `unix_ms`, if any.
+///
+/// # Errors
+/// Store failures or a corrupt key.
+pub async fn vclock_before(tx: &Transaction, unix_ms: u64) -> Result<Option<Stamp>, StoreError> {
+    let space = keys::vclock();
+    let (begin, _) = space.range();
+    let end = key_after(&keys::vclock_at(unix_ms));
+    let last = tx
+        .get_range_snapshot(
+            &RangeOption::new(KeyRange::new(begin, end))
+                .limit(1)
+                .reverse(true),
+        )
+        .await?;
+    Ok(last.first().and_then(|kv| stamp_from(&kv.value)))
+}
+
+/// Removes versionstamp-clock entries older than `unix_ms`.
+///
+/// # Errors
+/// Store limits.
+pub fn prune_vclock(tx: &Transaction, unix_ms: u64) -> Result<(), StoreError> {
+    let (begin, _) = keys::vclock().range();
+    Ok(tx.clear_range(&KeyRange::new(begin, keys::vclock_at(unix_ms)))?)
+}
+
+/// Removes a conversation's history older than `hlc` (exclusive).
+///
+/// # Errors
+/// Store limits.
+pub fn prune_history(tx: &Transaction, conv_id: &str, before_hlc: u64) -> Result<(), StoreError> {
+    let space = keys::messages_of(conv_id);
+    let (begin, _) = space.range();
+    Ok(tx.clear_range(&KeyRange::new(begin, space.pack(&(before_hlc,))))?)
+}
+
+/// Hex form of a stamp for the wire (cursors are opaque strings to clients).
+pub fn stamp_to_hex(stamp: &Stamp) -> String {
+    hex::encode(stamp)
+}
+
+/// Parses a wire cursor.
+pub fn stamp_from_hex(text: &str) -> Option<Stamp> {
+    hex::decode(text).ok().and_then(|raw| stamp_from(&raw))
+}
+
+/// Keeps `Versionstamp` in this crate's public vocabulary for callers
+/// building their own keys.
+pub type TupleVersionstamp = Versionstamp;
