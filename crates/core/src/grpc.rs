@@ -14,15 +14,19 @@ use crate::Messaging;
 use crate::messaging::{Caller, ConversationDetail};
 
 /// The gRPC face of a core.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CoreService {
     messaging: Arc<Messaging>,
+    registry: crate::session::Registry,
 }
 
 impl CoreService {
     /// A service over `messaging`.
     pub fn new(messaging: Arc<Messaging>) -> Self {
-        Self { messaging }
+        Self {
+            messaging,
+            registry: crate::session::Registry::default(),
+        }
     }
 
     /// The tonic server for this service, with message size limits that fit
@@ -184,6 +188,11 @@ impl core_server::Core for CoreService {
         self.messaging
             .revoke_device(&caller, &request.device_id)
             .await?;
+        self.registry.detach_device(
+            &request.device_id,
+            meridian_proto::ErrorCode::TokenRevoked,
+            "this device was revoked",
+        );
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -308,9 +317,7 @@ impl core_server::Core for CoreService {
     ) -> Result<Response<pb::HistoryPage>, Status> {
         let request = request.into_inner();
         let caller = caller_of(request.caller)?;
-        let from = request
-            .from_hlc
-            .map(|hlc| (hlc, request.from_msg_id.clone()));
+        let from = (!request.from_msg_id.is_empty()).then_some(request.from_msg_id.as_str());
         let limit = if request.limit == 0 {
             50
         } else {
@@ -335,6 +342,7 @@ impl core_server::Core for CoreService {
         let (down, receiver) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(crate::session::serve_stream(
             self.messaging.clone(),
+            self.registry.clone(),
             inbound,
             down,
         ));

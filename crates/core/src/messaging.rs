@@ -677,7 +677,18 @@ impl Messaging {
                     ));
                 }
                 store::remove_member(&tx, conv_id, user_id)?;
-                let members = store::list_members(&tx, conv_id).await?;
+                let mut members = store::list_members(&tx, conv_id).await?;
+                // A group is never left without an admin: the longest-standing
+                // member takes over when the last admin goes.
+                let orphaned = !members.iter().any(|m| m.role == Role::Admin);
+                if let Some(heir) = members
+                    .iter_mut()
+                    .filter(|_| orphaned)
+                    .min_by(|a, b| (a.joined_ms, &a.user_id).cmp(&(b.joined_ms, &b.user_id)))
+                {
+                    heir.role = Role::Admin;
+                    store::put_member(&tx, conv_id, heir)?;
+                }
                 conversation.member_count = members.len() as u32;
                 conversation.version += 1;
                 store::put_conversation(&tx, &conversation)?;
@@ -735,7 +746,7 @@ impl Messaging {
                     Self::require_member(&tx, &input.conv_id, &caller.user_id).await?;
                     let mut observed = input.last_seen_hlc;
                     if let Some(parent) = &input.reply_to {
-                        let parent_hlc = store::message_hlc(&tx, &input.conv_id, parent)
+                        let parent_at = store::message_position(&tx, &input.conv_id, parent)
                             .await?
                             .ok_or_else(|| {
                                 refused(
@@ -743,7 +754,7 @@ impl Messaging {
                                     format!("no message {parent} to reply to"),
                                 )
                             })?;
-                        observed = observed.max(parent_hlc);
+                        observed = observed.max(parent_at.hlc);
                     }
                     let hlc = self.hlc.next_after(observed).map_err(|e| {
                         refused(ErrorCode::BadRequest, format!("last_seen_hlc refused: {e}"))
@@ -765,6 +776,7 @@ impl Messaging {
                     let entry = InboxEntry::Message {
                         conv_id: input.conv_id.clone(),
                         hlc,
+                        origin_region: self.config.region.clone(),
                         msg_id: msg_id.clone(),
                     };
                     for member in &members {
@@ -826,12 +838,12 @@ impl Messaging {
             .run(|tx, _| async move {
                 Self::require_member(&tx, conv_id, &caller.user_id).await?;
                 for msg_id in msg_ids {
-                    let hlc = store::message_hlc(&tx, conv_id, msg_id)
+                    let at = store::message_position(&tx, conv_id, msg_id)
                         .await?
                         .ok_or_else(|| {
                             refused(ErrorCode::NotFound, format!("no message {msg_id}"))
                         })?;
-                    let Some(message) = store::get_message(&tx, conv_id, hlc, msg_id).await? else {
+                    let Some(message) = store::get_message(&tx, conv_id, &at).await? else {
                         continue;
                     };
                     if message.sender_user == caller.user_id {
@@ -854,33 +866,40 @@ impl Messaging {
             .await
     }
 
-    /// A page of a conversation's history, for members only.
+    /// A page of a conversation's history, for members only, paging from
+    /// the message `from_msg_id` (exclusive) or from an end.
     ///
     /// # Errors
-    /// `not_member`, `not_found`, `bad_request`.
+    /// `not_member`, `not_found` (also for an unknown `from_msg_id`), `bad_request`.
     pub async fn history(
         &self,
         caller: &Caller,
         conv_id: &str,
-        from: Option<(u64, String)>,
+        from_msg_id: Option<&str>,
         backward: bool,
         limit: usize,
     ) -> Result<Vec<Message>, CoreError> {
         validate::id("conv_id", conv_id)?;
-        if let Some((_, msg_id)) = &from {
+        if let Some(msg_id) = from_msg_id {
             validate::id("from_msg_id", msg_id)?;
         }
         let limit = limit.clamp(1, 200);
         self.db
-            .run(|tx, _| {
-                let from = &from;
-                async move {
-                    Self::require_member(&tx, conv_id, &caller.user_id).await?;
-                    let from = from.as_ref().map(|(hlc, id)| (*hlc, id.as_str()));
-                    Ok::<_, CoreError>(
-                        store::history_page(&tx, conv_id, from, backward, limit).await?,
-                    )
-                }
+            .run(|tx, _| async move {
+                Self::require_member(&tx, conv_id, &caller.user_id).await?;
+                let from = match from_msg_id {
+                    Some(msg_id) => Some(
+                        store::message_position(&tx, conv_id, msg_id)
+                            .await?
+                            .ok_or_else(|| {
+                                refused(ErrorCode::NotFound, format!("no message {msg_id}"))
+                            })?,
+                    ),
+                    None => None,
+                };
+                Ok::<_, CoreError>(
+                    store::history_page(&tx, conv_id, from.as_ref(), backward, limit).await?,
+                )
             })
             .await
     }

@@ -12,8 +12,9 @@ use meridian_store::{self as store};
 use crate::hlc::stamp_at;
 use crate::{CoreError, Messaging};
 
-/// Users or conversations handled per transaction: keeps each well under
-/// FoundationDB's advised 1 MB and 5 s.
+/// Users or conversations listed per page. Each user's inbox is pruned in a
+/// transaction of its own, and each page of conversations in one transaction,
+/// keeping every transaction well under FoundationDB's advised 1 MB and 5 s.
 const CHUNK: usize = 50;
 
 /// What one sweep did.

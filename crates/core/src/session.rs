@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use meridian_proto::ErrorCode;
 use meridian_proto::core::{
@@ -19,6 +20,65 @@ use crate::messaging::{Caller, SendInput};
 use crate::{CoreError, Messaging};
 
 pub(crate) type Down = mpsc::Sender<Result<SessionDown, Status>>;
+
+/// Where each device is attached, across every gateway stream of this core,
+/// so a revocation can end the device's live sessions at once.
+#[derive(Default, Clone)]
+pub(crate) struct Registry {
+    attached: Arc<Mutex<HashMap<String, Vec<Registration>>>>,
+    next_stream: Arc<std::sync::atomic::AtomicU64>,
+}
+
+struct Registration {
+    stream: u64,
+    session: u64,
+    down: Down,
+    delivery: tokio::task::AbortHandle,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Registration>>> {
+        self.attached.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn new_stream(&self) -> u64 {
+        self.next_stream
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn add(&self, device: &str, registration: Registration) {
+        self.lock()
+            .entry(device.to_string())
+            .or_default()
+            .push(registration);
+    }
+
+    fn remove(&self, device: &str, stream: u64, session: u64) {
+        let mut attached = self.lock();
+        if let Some(list) = attached.get_mut(device) {
+            list.retain(|r| !(r.stream == stream && r.session == session));
+            if list.is_empty() {
+                attached.remove(device);
+            }
+        }
+    }
+
+    /// Ends every live session of `device`, telling its gateway why.
+    pub(crate) fn detach_device(&self, device: &str, code: ErrorCode, message: &str) {
+        let registrations = self.lock().remove(device).unwrap_or_default();
+        for registration in registrations {
+            registration.delivery.abort();
+            let frame = SessionDown {
+                kind: Some(session_down::Kind::Detached(pb::Detached {
+                    session: registration.session,
+                    code: code.as_str().to_string(),
+                    message: message.to_string(),
+                })),
+            };
+            let _ = registration.down.try_send(Ok(frame));
+        }
+    }
+}
 
 /// What the delivery task and the ack path share for one device session.
 struct DeliveryState {
@@ -61,9 +121,11 @@ fn refusal(session: u64, request: u64, code: ErrorCode, message: &str) -> Sessio
 /// Serves one gateway's session stream until it ends.
 pub(crate) async fn serve_stream(
     messaging: Arc<Messaging>,
+    registry: Registry,
     mut inbound: tonic::Streaming<SessionUp>,
     down: Down,
 ) {
+    let stream = registry.new_stream();
     let mut sessions: HashMap<u64, Attached> = HashMap::new();
     let inflight = Arc::new(Semaphore::new(messaging.config().max_inflight_per_stream));
     while let Ok(Some(up)) = inbound.message().await {
@@ -83,8 +145,9 @@ pub(crate) async fn serve_stream(
                 };
                 if let Some(old) = sessions.remove(&attach.session) {
                     old.task.abort();
+                    registry.remove(&old.caller.device_id, stream, attach.session);
                 }
-                let (acked, _) = watch::channel([0u8; 10]);
+                let (acked, _) = watch::channel(meridian_store::keys::STAMP_ZERO);
                 let state = Arc::new(DeliveryState {
                     unacked: Mutex::new(VecDeque::new()),
                     acked,
@@ -96,6 +159,15 @@ pub(crate) async fn serve_stream(
                     state.clone(),
                     down.clone(),
                 ));
+                registry.add(
+                    &caller.device_id,
+                    Registration {
+                        stream,
+                        session: attach.session,
+                        down: down.clone(),
+                        delivery: task.abort_handle(),
+                    },
+                );
                 sessions.insert(
                     attach.session,
                     Attached {
@@ -108,6 +180,7 @@ pub(crate) async fn serve_stream(
             session_up::Kind::Detach(detach) => {
                 if let Some(old) = sessions.remove(&detach.session) {
                     old.task.abort();
+                    registry.remove(&old.caller.device_id, stream, detach.session);
                 }
             }
             session_up::Kind::Send(send) => {
@@ -247,14 +320,17 @@ pub(crate) async fn serve_stream(
             }
         }
     }
-    for (_, attached) in sessions {
+    for (session, attached) in sessions {
         attached.task.abort();
+        registry.remove(&attached.caller.device_id, stream, session);
     }
 }
 
 /// Delivers a device's inbox from its stored cursor: read a batch, push it,
 /// and when the inbox is drained, watch the inbox head until something
 /// arrives. Stops pushing while `max_unacked` deliveries await an ack.
+/// Transient store failures are retried with backoff; the session is only
+/// ended (with an error frame) by a failure that retrying cannot fix.
 async fn deliver(
     messaging: Arc<Messaging>,
     session: u64,
@@ -262,22 +338,13 @@ async fn deliver(
     state: Arc<DeliveryState>,
     down: Down,
 ) {
-    let result = deliver_loop(&messaging, session, &caller, &state, &down).await;
-    if let Err(error) = result {
-        tracing::warn!(%error, device = %caller.device_id, "delivery stopped");
-        let _ = down.send(Ok(error_frame(session, 0, &error))).await;
-    }
-}
-
-async fn deliver_loop(
-    messaging: &Messaging,
-    session: u64,
-    caller: &Caller,
-    state: &DeliveryState,
-    down: &Down,
-) -> Result<(), CoreError> {
-    let config = messaging.config();
-    let mut cursor = messaging.cursor(caller).await?;
+    let mut cursor = match messaging.cursor(&caller).await {
+        Ok(cursor) => cursor,
+        Err(error) => {
+            let _ = down.send(Ok(error_frame(session, 0, &error))).await;
+            return;
+        }
+    };
     let ready = SessionDown {
         kind: Some(session_down::Kind::Ready(pb::Ready {
             session,
@@ -285,95 +352,144 @@ async fn deliver_loop(
         })),
     };
     if down.send(Ok(ready)).await.is_err() {
-        return Ok(());
+        return;
     }
     let mut acked = state.acked.subscribe();
+    let mut backoff = Duration::from_millis(5);
     loop {
-        while state.unacked().len() >= config.max_unacked {
+        while state.unacked().len() >= messaging.config().max_unacked {
             if acked.changed().await.is_err() {
-                return Ok(());
+                return;
             }
         }
-        let tx = messaging.db().begin();
-        let floor = store::get_inbox_floor(&tx, &caller.user_id).await?;
-        if floor > cursor {
-            let gap = SessionDown {
-                kind: Some(session_down::Kind::Gap(pb::Gap {
-                    session,
-                    lost_through: store::stamp_to_hex(&floor),
-                })),
-            };
-            if down.send(Ok(gap)).await.is_err() {
-                return Ok(());
+        match deliver_step(&messaging, session, &caller, &state, &down, &mut cursor).await {
+            Ok(Flow::Continue) => backoff = Duration::from_millis(5),
+            Ok(Flow::Stop) => return,
+            Err(error) if error.code() == ErrorCode::Unavailable => {
+                tracing::warn!(%error, device = %caller.device_id, "delivery retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
             }
-            messaging.ack(caller, &floor).await?;
-            cursor = floor;
-            continue;
-        }
-        let entries =
-            store::read_inbox(&tx, &caller.user_id, &cursor, config.delivery_batch).await?;
-        if entries.is_empty() {
-            let wake = tx.watch(&meridian_store::keys::inbox_head(&caller.user_id));
-            tx.commit().await?;
-            tokio::select! {
-                fired = wake => { fired?; }
-                () = down.closed() => return Ok(()),
+            Err(error) => {
+                tracing::warn!(%error, device = %caller.device_id, "delivery stopped");
+                let _ = down.send(Ok(error_frame(session, 0, &error))).await;
+                return;
             }
-            continue;
-        }
-        let mut items = Vec::with_capacity(entries.len());
-        for (stamp, entry) in &entries {
-            let item = match entry {
-                InboxEntry::Message {
-                    conv_id,
-                    hlc,
-                    msg_id,
-                } => {
-                    // None: pruned from history by retention, nothing to show.
-                    store::get_message(&tx, conv_id, *hlc, msg_id)
-                        .await?
-                        .map(|message| delivery::Item::Message(message_info(message)))
-                }
-                InboxEntry::Receipt {
-                    conv_id,
-                    msg_id,
-                    from_user,
-                    kind,
-                    at_ms,
-                } => Some(delivery::Item::Receipt(pb::ReceiptInfo {
-                    conv_id: conv_id.clone(),
-                    msg_id: msg_id.clone(),
-                    from_user_id: from_user.clone(),
-                    kind: match kind {
-                        ReceiptKind::Delivered => "delivered",
-                        ReceiptKind::Read => "read",
-                    }
-                    .to_string(),
-                    at_ms: *at_ms,
-                })),
-                InboxEntry::ConversationChanged { conv_id, version } => {
-                    Some(delivery::Item::Changed(pb::ConversationChanged {
-                        conv_id: conv_id.clone(),
-                        version: *version,
-                    }))
-                }
-            };
-            items.push(Delivery {
-                cursor: store::stamp_to_hex(stamp),
-                item,
-            });
-        }
-        if let Some((last, _)) = entries.last() {
-            cursor = *last;
-        }
-        state
-            .unacked()
-            .extend(entries.iter().map(|(stamp, _)| *stamp));
-        let frame = SessionDown {
-            kind: Some(session_down::Kind::Deliver(pb::Deliver { session, items })),
-        };
-        if down.send(Ok(frame)).await.is_err() {
-            return Ok(());
         }
     }
+}
+
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// One round of delivery: a gap, a batch, or a wait for the inbox head.
+async fn deliver_step(
+    messaging: &Messaging,
+    session: u64,
+    caller: &Caller,
+    state: &DeliveryState,
+    down: &Down,
+    cursor: &mut Stamp,
+) -> Result<Flow, CoreError> {
+    let tx = messaging.db().begin();
+    let floor = store::get_inbox_floor(&tx, &caller.user_id).await?;
+    if floor > *cursor {
+        let gap = SessionDown {
+            kind: Some(session_down::Kind::Gap(pb::Gap {
+                session,
+                lost_through: store::stamp_to_hex(&floor),
+            })),
+        };
+        if down.send(Ok(gap)).await.is_err() {
+            return Ok(Flow::Stop);
+        }
+        // The device has been told: move its cursor so it is told once.
+        messaging.ack(caller, &floor).await?;
+        *cursor = floor;
+        return Ok(Flow::Continue);
+    }
+    let batch = messaging.config().delivery_batch;
+    let entries = store::read_inbox(&tx, &caller.user_id, cursor, batch).await?;
+    let Some((last, _)) = entries.last() else {
+        // Only snapshot reads so far: this commit registers the watch and
+        // cannot conflict; anything appended after the read fires it at once.
+        let wake = tx.watch(&meridian_store::keys::inbox_head(&caller.user_id));
+        tx.commit().await?;
+        tokio::select! {
+            fired = wake => fired?,
+            () = down.closed() => return Ok(Flow::Stop),
+        }
+        return Ok(Flow::Continue);
+    };
+    let last = *last;
+    let mut items = Vec::with_capacity(entries.len());
+    for (stamp, entry) in &entries {
+        // None: the message was pruned from history by retention; skip it.
+        if let Some(item) = delivery_item(&tx, entry).await? {
+            items.push(Delivery {
+                cursor: store::stamp_to_hex(stamp),
+                item: Some(item),
+            });
+            state.unacked().push_back(*stamp);
+        }
+    }
+    *cursor = last;
+    if items.is_empty() {
+        return Ok(Flow::Continue);
+    }
+    let frame = SessionDown {
+        kind: Some(session_down::Kind::Deliver(pb::Deliver { session, items })),
+    };
+    if down.send(Ok(frame)).await.is_err() {
+        return Ok(Flow::Stop);
+    }
+    Ok(Flow::Continue)
+}
+
+async fn delivery_item(
+    tx: &meridian_kv::Transaction,
+    entry: &InboxEntry,
+) -> Result<Option<delivery::Item>, CoreError> {
+    Ok(match entry {
+        InboxEntry::Message {
+            conv_id,
+            hlc,
+            origin_region,
+            msg_id,
+        } => {
+            let at = store::Position {
+                hlc: *hlc,
+                origin_region: origin_region.clone(),
+                msg_id: msg_id.clone(),
+            };
+            store::get_message(tx, conv_id, &at)
+                .await?
+                .map(|message| delivery::Item::Message(message_info(message)))
+        }
+        InboxEntry::Receipt {
+            conv_id,
+            msg_id,
+            from_user,
+            kind,
+            at_ms,
+        } => Some(delivery::Item::Receipt(pb::ReceiptInfo {
+            conv_id: conv_id.clone(),
+            msg_id: msg_id.clone(),
+            from_user_id: from_user.clone(),
+            kind: match kind {
+                ReceiptKind::Delivered => "delivered",
+                ReceiptKind::Read => "read",
+            }
+            .to_string(),
+            at_ms: *at_ms,
+        })),
+        InboxEntry::ConversationChanged { conv_id, version } => {
+            Some(delivery::Item::Changed(pb::ConversationChanged {
+                conv_id: conv_id.clone(),
+                version: *version,
+            }))
+        }
+    })
 }

@@ -42,6 +42,9 @@ pub struct GatewayConfig {
     pub max_frame_bytes: usize,
     /// Hard cap: larger frames close the socket (code 1009).
     pub hard_max_frame_bytes: usize,
+    /// Largest message payload, bytes (checked here before the core checks
+    /// it again, so an oversized send never crosses to the core).
+    pub max_payload_bytes: usize,
     /// Largest REST body, bytes.
     pub max_body_bytes: usize,
     /// Sends per second per device (sustained).
@@ -50,7 +53,7 @@ pub struct GatewayConfig {
     pub send_burst: f64,
     /// WebSocket connection attempts per minute per device.
     pub connects_per_minute: f64,
-    /// Registrations per minute, per gateway.
+    /// Registrations per minute, per client IP address.
     pub registrations_per_minute: f64,
     /// Time allowed for the `auth` frame after connecting.
     pub auth_timeout: Duration,
@@ -69,6 +72,7 @@ impl GatewayConfig {
             region: region.into(),
             max_frame_bytes: 128 * 1024,
             hard_max_frame_bytes: 1024 * 1024,
+            max_payload_bytes: 64 * 1024,
             max_body_bytes: 256 * 1024,
             sends_per_second: 50.0,
             send_burst: 200.0,

@@ -479,19 +479,16 @@ async fn remove_member(
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 struct HistoryQuery {
-    /// Page older messages than (`before_hlc`, `before_id`), newest first.
-    before_hlc: Option<u64>,
-    /// Id of the message at `before_hlc`.
-    before_id: Option<String>,
-    /// Page newer messages than (`after_hlc`, `after_id`), oldest first.
-    after_hlc: Option<u64>,
-    /// Id of the message at `after_hlc`.
-    after_id: Option<String>,
+    /// Page messages older than this message id, newest first.
+    before: Option<String>,
+    /// Page messages newer than this message id, oldest first.
+    after: Option<String>,
     /// 1–200 (default 50).
     limit: Option<u32>,
 }
 
-/// A page of history (members only). Without a position: the newest messages.
+/// A page of history (members only), in display order `(hlc, origin_region,
+/// msg_id)`. Without `before`/`after`: the newest messages, newest first.
 #[utoipa::path(get, path = "/v1/conversations/{conv_id}/messages", params(("conv_id" = String, Path), HistoryQuery),
     responses((status = 200, body = HistoryView), (status = 403, body = meridian_proto::frames::ErrorBody)), security(("bearer" = [])))]
 async fn history(
@@ -500,23 +497,22 @@ async fn history(
     Path(conv_id): Path<String>,
     Query(query): Query<HistoryQuery>,
 ) -> Result<Json<HistoryView>, ApiError> {
-    let (from_hlc, from_msg_id, backward) = match (query.before_hlc, query.after_hlc) {
+    let (from_msg_id, backward) = match (query.before, query.after) {
         (Some(_), Some(_)) => {
             return Err(ApiError::new(
                 ErrorCode::BadRequest,
-                "give before_* or after_*, not both",
+                "give before or after, not both",
             ));
         }
-        (Some(hlc), None) => (Some(hlc), query.before_id.unwrap_or_default(), true),
-        (None, Some(hlc)) => (Some(hlc), query.after_id.unwrap_or_default(), false),
-        (None, None) => (None, String::new(), true),
+        (Some(id), None) => (id, true),
+        (None, Some(id)) => (id, false),
+        (None, None) => (String::new(), true),
     };
     let mut core = state.core.clone();
     let page = core
         .history(pb::HistoryRequest {
             caller: Some(caller),
             conv_id,
-            from_hlc,
             from_msg_id,
             backward,
             limit: query.limit.unwrap_or(50),

@@ -294,7 +294,8 @@ async fn serve(
             incoming = connection.socket.recv() => {
                 let message = match incoming {
                     Some(Ok(message)) => message,
-                    Some(Err(_)) | None => return (close_code::NORMAL, "closed"),
+                    Some(Err(error)) => return close_for(error),
+                    None => return (close_code::NORMAL, "closed"),
                 };
                 silent_ticks = 0;
                 if let Message::Close(_) = message {
@@ -335,6 +336,19 @@ async fn serve(
     }
 }
 
+/// The close code for a failed read: 1009 for a frame over the hard cap
+/// (tungstenite refuses it before we see it), 1002 for protocol violations
+/// such as invalid UTF-8 in a text frame, 1000 otherwise.
+fn close_for(error: axum::Error) -> (u16, &'static str) {
+    use tokio_tungstenite::tungstenite::Error;
+    match error.into_inner().downcast_ref::<Error>() {
+        Some(Error::Capacity(_)) => (close_code::SIZE, "frame too large"),
+        Some(Error::Protocol(_)) => (close_code::PROTOCOL, "protocol violation"),
+        Some(Error::Utf8(_)) => (close_code::INVALID, "invalid UTF-8"),
+        _ => (close_code::NORMAL, "closed"),
+    }
+}
+
 /// Handles one client frame; `Ok(Some(frame))` is an immediate reply.
 async fn handle(
     state: &AppState,
@@ -372,11 +386,9 @@ async fn handle(
             if payload.is_empty() {
                 return Err(refuse(ErrorCode::PayloadEmpty, "payload is empty"));
             }
-            if payload.len() > 64 * 1024 {
-                return Err(refuse(
-                    ErrorCode::PayloadTooLarge,
-                    "payload exceeds 65536 bytes",
-                ));
+            if payload.len() > state.config.max_payload_bytes {
+                let message = format!("payload exceeds {} bytes", state.config.max_payload_bytes);
+                return Err(refuse(ErrorCode::PayloadTooLarge, &message));
             }
             metrics::counter!("meridian_gateway_sends_total").increment(1);
             mux.send(session_up::Kind::Send(pb::SendRequest {

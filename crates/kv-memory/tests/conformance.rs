@@ -70,3 +70,25 @@ async fn concurrent_commits_share_batches() {
         engine.batches_written()
     );
 }
+
+#[tokio::test]
+async fn a_watch_only_commit_writes_nothing() {
+    let engine = MemoryEngine::new();
+    let db = meridian_kv_conformance::open(&Memory(engine.clone()));
+    db.run(|tx, _| async move { tx.set(b"head", b"0") })
+        .await
+        .unwrap();
+    let before = engine.batches_written();
+    let tx = db.begin();
+    let watch = tx.watch(b"head");
+    tx.commit().await.unwrap();
+    assert_eq!(
+        engine.batches_written(),
+        before,
+        "no engine write for a watch"
+    );
+    db.run(|tx, _| async move { tx.set(b"head", b"1") })
+        .await
+        .unwrap();
+    watch.await.expect("the watch still fires");
+}

@@ -326,6 +326,26 @@ impl Committer {
         if accepted.is_empty() {
             return;
         }
+        if engine_batch.is_empty() {
+            // Only watches: nothing to write, no version consumed, no fsync
+            // (a delivery loop waiting on an idle inbox costs nothing).
+            for tx in accepted {
+                for (key, sender) in tx.watches {
+                    if self.resolver.written_since(tx.read_version, &key) {
+                        let _ = sender.send(());
+                    } else {
+                        let waiting = self.watches.entry(key).or_default();
+                        waiting.retain(|s| !s.is_closed());
+                        waiting.push(sender);
+                    }
+                }
+                let _ = tx.reply.send(Ok(CommitInfo {
+                    version: self.version,
+                    versionstamp: None,
+                }));
+            }
+            return;
+        }
         engine_batch.push(EngineMutation::Set(
             VERSION_KEY.to_vec(),
             version.to_be_bytes().to_vec(),

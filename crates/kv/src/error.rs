@@ -68,9 +68,6 @@ pub enum KvError {
     /// A range whose begin is after its end.
     #[error("inverted range")]
     InvertedRange,
-    /// A key written with a versionstamp cannot be read before commit.
-    #[error("an atomic or versionstamped write cannot be read back before commit")]
-    AccessedUnreadable,
     /// The retry loop gave up.
     #[error("gave up after {attempts} attempts: {last}")]
     RetryLimitReached {

@@ -81,6 +81,7 @@ pub(crate) struct TxState {
     watches: Vec<(Vec<u8>, oneshot::Sender<()>)>,
     size: usize,
     committed: bool,
+    next_user_version: u16,
 }
 
 /// A FoundationDB-style transaction. Cheap to clone: clones share one state,
@@ -180,6 +181,7 @@ impl Transaction {
                 watches: Vec::new(),
                 size: 0,
                 committed: false,
+                next_user_version: 0,
             })),
             db,
         }
@@ -206,9 +208,7 @@ impl Transaction {
     /// Reads `key`, adding it to the read conflict set.
     ///
     /// # Errors
-    /// Engine failures, [`KvError::TransactionTooOld`], or
-    /// [`KvError::AccessedUnreadable`] for a key with a pending atomic add
-    /// whose base cannot be read.
+    /// Engine failures or [`KvError::TransactionTooOld`].
     pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>, KvError> {
         self.read_key(key, false)
     }
@@ -503,6 +503,16 @@ impl Transaction {
         })
     }
 
+    /// A number unique within this transaction attempt (0, 1, 2, …), for the
+    /// user version of tuple versionstamps: several versionstamped keys written
+    /// by one transaction then stay distinct and keep their write order.
+    pub fn next_user_version(&self) -> u16 {
+        let mut state = self.lock();
+        let version = state.next_user_version;
+        state.next_user_version = version.wrapping_add(1);
+        version
+    }
+
     /// Adds `key` to the read conflict set without reading it.
     pub fn add_read_conflict_key(&self, key: &[u8]) {
         let mut state = self.lock();
@@ -556,8 +566,8 @@ impl Transaction {
     }
 }
 
-/// Little-endian add as FoundationDB's `ADD` mutation does it: the result has
-/// the width of the stored value (8 bytes when absent or shorter).
+/// Little-endian add of a 64-bit signed delta: the stored value's first 8
+/// bytes (zero-padded when absent or shorter) plus `delta`, as 8 bytes.
 pub(crate) fn apply_add(base: Option<&[u8]>, delta: i64) -> Vec<u8> {
     let mut current = [0u8; 8];
     if let Some(base) = base {

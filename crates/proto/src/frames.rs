@@ -193,8 +193,10 @@ pub enum ServerFrame {
         /// The last lost cursor.
         lost_through: String,
     },
-    /// A request or frame was refused; the connection stays open unless the
-    /// code is `unauthenticated`, `invalid_token` or `token_revoked`.
+    /// A request or frame was refused. After authentication the connection
+    /// stays open, except when the device is revoked (`token_revoked`, then
+    /// close 1008); a refused `auth` frame closes it (1008, or 1013 when the
+    /// service is `unavailable` or `rate_limited`).
     Error {
         /// The request number, when the error answers one.
         #[serde(default, skip_serializing_if = "Option::is_none")]

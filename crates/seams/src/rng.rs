@@ -26,7 +26,7 @@ impl Rng {
     pub fn from_os() -> Self {
         let mut seed = [0u8; 32];
         // getrandom failing means the OS has no entropy source at all; fall
-        // back to the time-derived seed rather than refusing to start.
+        // back to a process-id seed rather than refusing to start.
         if rand::rngs::OsRng.try_fill_bytes(&mut seed).is_err() {
             seed[..8].copy_from_slice(&std::process::id().to_le_bytes().repeat(2));
         }

@@ -21,16 +21,23 @@
 use meridian_kv::tuple::{Subspace, Versionstamp, pack, pack_with_versionstamp};
 use meridian_kv::{KeyRange, prefix_range};
 
-/// A versionstamp as stored in keys and cursors.
-pub type Stamp = [u8; 10];
+/// A position in an inbox, as stored in keys and cursors: the 12-byte tuple
+/// versionstamp (10-byte commit versionstamp, then the 2-byte user version
+/// that orders several entries written by one transaction).
+pub type Stamp = [u8; 12];
 
 /// The smallest possible stamp: "before everything".
-pub const STAMP_ZERO: Stamp = [0u8; 10];
+pub const STAMP_ZERO: Stamp = [0u8; 12];
+
+/// The first stamp of the commit with versionstamp `commit`.
+pub fn stamp_at_commit(commit: &[u8; 10]) -> Stamp {
+    let mut out = [0u8; 12];
+    out[..10].copy_from_slice(commit);
+    out
+}
 
 fn stamp_of(vs: &Versionstamp) -> Stamp {
-    let mut out = [0u8; 10];
-    out.copy_from_slice(vs.transaction_version());
-    out
+    *vs.as_bytes()
 }
 
 /// `("user", user)`.
@@ -93,14 +100,14 @@ pub fn conversations_of(user: &str) -> Subspace {
     Subspace::from_bytes(pack(&("user_conv", user)))
 }
 
-/// The history of `conv`, ordered by `(hlc, msg_id)`.
+/// The history of `conv`, in display order `(hlc, origin_region, msg_id)`.
 pub fn messages_of(conv: &str) -> Subspace {
     Subspace::from_bytes(pack(&("msg", conv)))
 }
 
-/// `("msg", conv, hlc, msg_id)`.
-pub fn message(conv: &str, hlc: u64, msg_id: &str) -> Vec<u8> {
-    pack(&("msg", conv, hlc, msg_id))
+/// `("msg", conv, hlc, origin_region, msg_id)`.
+pub fn message(conv: &str, hlc: u64, origin_region: &str, msg_id: &str) -> Vec<u8> {
+    pack(&("msg", conv, hlc, origin_region, msg_id))
 }
 
 /// `("msg_by_id", conv, msg_id)`.
@@ -113,14 +120,18 @@ pub fn inbox_of(user: &str) -> Subspace {
     Subspace::from_bytes(pack(&("inbox", user)))
 }
 
-/// The versionstamp template of a new inbox entry for `user`.
-pub fn new_inbox_entry(user: &str) -> Vec<u8> {
-    pack_with_versionstamp(&("inbox", user, Versionstamp::incomplete(0)))
+/// The versionstamp template of a new inbox entry for `user`; `user_version`
+/// distinguishes entries written by the same transaction.
+pub fn new_inbox_entry(user: &str, user_version: u16) -> Vec<u8> {
+    pack_with_versionstamp(&("inbox", user, Versionstamp::incomplete(user_version)))
 }
 
 /// The key of the inbox entry of `user` at `stamp`.
 pub fn inbox_entry(user: &str, stamp: &Stamp) -> Vec<u8> {
-    pack(&("inbox", user, Versionstamp::complete(*stamp, 0)))
+    let mut commit = [0u8; 10];
+    commit.copy_from_slice(&stamp[..10]);
+    let user_version = u16::from_be_bytes([stamp[10], stamp[11]]);
+    pack(&("inbox", user, Versionstamp::complete(commit, user_version)))
 }
 
 /// Decodes the stamp of an inbox key of `user`.

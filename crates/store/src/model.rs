@@ -127,6 +127,8 @@ pub enum InboxEntry {
         conv_id: String,
         /// Its stamp.
         hlc: u64,
+        /// The region that accepted it.
+        origin_region: String,
         /// Its id.
         msg_id: String,
     },

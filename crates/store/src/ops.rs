@@ -1,6 +1,5 @@
 //! Typed reads and writes inside a caller's transaction.
 
-use meridian_kv::tuple::Versionstamp;
 use meridian_kv::{KeyRange, RangeOption, Transaction, key_after};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -34,11 +33,7 @@ async fn get_json<T: DeserializeOwned>(
 }
 
 fn stamp_from(raw: &[u8]) -> Option<Stamp> {
-    (raw.len() == 10).then(|| {
-        let mut out = [0u8; 10];
-        out.copy_from_slice(raw);
-        out
-    })
+    <Stamp>::try_from(raw).ok()
 }
 
 /// The user record.
@@ -225,18 +220,34 @@ pub async fn list_user_conversations(
         .collect()
 }
 
+/// Where a message sits in its conversation's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// Its stamp.
+    pub hlc: u64,
+    /// The region that accepted it.
+    pub origin_region: String,
+    /// Its id.
+    pub msg_id: String,
+}
+
 /// Writes a message into the history and its id index.
 ///
 /// # Errors
 /// Store limits.
 pub fn put_message(tx: &Transaction, message: &Message) -> Result<(), StoreError> {
     tx.set(
-        &keys::message(&message.conv_id, message.hlc, &message.msg_id),
+        &keys::message(
+            &message.conv_id,
+            message.hlc,
+            &message.origin_region,
+            &message.msg_id,
+        ),
         &encode(message),
     )?;
     tx.set(
         &keys::message_by_id(&message.conv_id, &message.msg_id),
-        &message.hlc.to_be_bytes(),
+        &meridian_kv::tuple::pack(&(message.hlc, message.origin_region.as_str())),
     )?;
     Ok(())
 }
@@ -248,11 +259,15 @@ pub fn put_message(tx: &Transaction, message: &Message) -> Result<(), StoreError
 pub async fn get_message(
     tx: &Transaction,
     conv_id: &str,
-    hlc: u64,
-    msg_id: &str,
+    at: &Position,
 ) -> Result<Option<Message>, StoreError> {
     match tx
-        .get_snapshot(&keys::message(conv_id, hlc, msg_id))
+        .get_snapshot(&keys::message(
+            conv_id,
+            at.hlc,
+            &at.origin_region,
+            &at.msg_id,
+        ))
         .await?
     {
         Some(raw) => Ok(Some(decode("message", &raw)?)),
@@ -260,38 +275,50 @@ pub async fn get_message(
     }
 }
 
-/// The HLC of a message by id, if it exists.
+/// The position of a message by id, if it exists.
 ///
 /// # Errors
-/// Store failures.
-pub async fn message_hlc(
+/// Store failures or a corrupt index entry.
+pub async fn message_position(
     tx: &Transaction,
     conv_id: &str,
     msg_id: &str,
-) -> Result<Option<u64>, StoreError> {
-    Ok(tx
+) -> Result<Option<Position>, StoreError> {
+    let Some(raw) = tx
         .get_snapshot(&keys::message_by_id(conv_id, msg_id))
         .await?
-        .and_then(|raw| <[u8; 8]>::try_from(raw.as_ref()).ok())
-        .map(u64::from_be_bytes))
+    else {
+        return Ok(None);
+    };
+    let (hlc, origin_region): (u64, String) =
+        meridian_kv::tuple::unpack(&raw).map_err(|e| StoreError::Corrupt {
+            what: "msg_by_id",
+            reason: e.to_string(),
+        })?;
+    Ok(Some(Position {
+        hlc,
+        origin_region,
+        msg_id: msg_id.to_string(),
+    }))
 }
 
 /// A page of history: messages strictly after (`backward == false`) or
-/// before (`backward == true`) the position `(hlc, msg_id)`, nearest first.
+/// before (`backward == true`) position `from`, nearest first; without
+/// `from`, from the oldest (forward) or the newest (backward).
 ///
 /// # Errors
 /// Store failures or a corrupt record.
 pub async fn history_page(
     tx: &Transaction,
     conv_id: &str,
-    from: Option<(u64, &str)>,
+    from: Option<&Position>,
     backward: bool,
     limit: usize,
 ) -> Result<Vec<Message>, StoreError> {
     let space = keys::messages_of(conv_id);
     let (mut begin, mut end) = space.range();
-    if let Some((hlc, msg_id)) = from {
-        let at = space.pack(&(hlc, msg_id));
+    if let Some(at) = from {
+        let at = space.pack(&(at.hlc, at.origin_region.as_str(), at.msg_id.as_str()));
         if backward {
             end = at;
         } else {
@@ -317,7 +344,11 @@ pub async fn history_page(
 /// # Errors
 /// Store limits.
 pub fn append_inbox(tx: &Transaction, user_id: &str, entry: &InboxEntry) -> Result<(), StoreError> {
-    tx.set_versionstamped_key(&keys::new_inbox_entry(user_id), &encode(entry))?;
+    let user_version = tx.next_user_version();
+    tx.set_versionstamped_key(
+        &keys::new_inbox_entry(user_id, user_version),
+        &encode(entry),
+    )?;
     tx.atomic_add(&keys::inbox_head(user_id), 1)?;
     Ok(())
 }
@@ -379,13 +410,15 @@ pub fn prune_inbox(tx: &Transaction, user_id: &str, through: &Stamp) -> Result<(
     Ok(tx.clear_range(&KeyRange::new(begin, end))?)
 }
 
-/// The stamp below which retention removed entries ([`STAMP_ZERO`] if never).
+/// The stamp through which retention removed entries ([`STAMP_ZERO`] if never).
 ///
 /// # Errors
 /// Store failures.
 pub async fn get_inbox_floor(tx: &Transaction, user_id: &str) -> Result<Stamp, StoreError> {
+    // A snapshot read: only the retention sweep writes the floor, and the
+    // delivery loop must not conflict with it.
     Ok(tx
-        .get(&keys::inbox_floor(user_id))
+        .get_snapshot(&keys::inbox_floor(user_id))
         .await?
         .and_then(|raw| stamp_from(&raw))
         .unwrap_or(STAMP_ZERO))
@@ -457,7 +490,10 @@ pub async fn vclock_before(tx: &Transaction, unix_ms: u64) -> Result<Option<Stam
                 .reverse(true),
         )
         .await?;
-    Ok(last.first().and_then(|kv| stamp_from(&kv.value)))
+    Ok(last
+        .first()
+        .and_then(|kv| <[u8; 10]>::try_from(kv.value.as_ref()).ok())
+        .map(|commit| keys::stamp_at_commit(&commit)))
 }
 
 /// Removes versionstamp-clock entries older than `unix_ms`.
@@ -488,7 +524,3 @@ pub fn stamp_to_hex(stamp: &Stamp) -> String {
 pub fn stamp_from_hex(text: &str) -> Option<Stamp> {
     hex::decode(text).ok().and_then(|raw| stamp_from(&raw))
 }
-
-/// Keeps `Versionstamp` in this crate's public vocabulary for callers
-/// building their own keys.
-pub type TupleVersionstamp = Versionstamp;

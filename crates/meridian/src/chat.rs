@@ -1,0 +1,97 @@
+//! `meridian chat`: a command-line client on the SDK.
+
+use std::time::Duration;
+
+use clap::Subcommand;
+use meridian_sdk::{Client, Rest};
+
+#[derive(clap::Args)]
+pub struct ChatArgs {
+    /// Gateway base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "MERIDIAN_URL")]
+    url: String,
+    /// Device token (from `register`).
+    #[arg(long, env = "MERIDIAN_TOKEN", default_value = "")]
+    token: String,
+    #[command(subcommand)]
+    command: ChatCommand,
+}
+
+#[derive(Subcommand)]
+enum ChatCommand {
+    /// Registers a user; prints its id and device token.
+    Register {
+        /// Display name.
+        #[arg(long)]
+        name: String,
+    },
+    /// Opens (or creates) the direct chat with a user; prints its id.
+    Direct {
+        /// The other user's id.
+        #[arg(long)]
+        peer: String,
+    },
+    /// Creates a group; prints its id.
+    Group {
+        /// Group name.
+        #[arg(long)]
+        name: String,
+        /// Member user ids.
+        #[arg(long, num_args = 0..)]
+        members: Vec<String>,
+    },
+    /// Sends a message.
+    Send {
+        /// Conversation id.
+        #[arg(long)]
+        conv: String,
+        /// Text.
+        #[arg(long)]
+        text: String,
+    },
+    /// Prints messages as they arrive (Ctrl-C to stop).
+    Tail,
+}
+
+pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
+    let rest = Rest::new(&args.url);
+    match args.command {
+        ChatCommand::Register { name } => {
+            let user = rest.register(&name).await?;
+            println!("user_id  {}", user.user_id);
+            println!("device   {}", user.device_id);
+            println!("token    {}", user.token);
+            println!("export MERIDIAN_TOKEN={}", user.token);
+        }
+        ChatCommand::Direct { peer } => {
+            let conv = rest.with_token(&args.token).direct(&peer).await?;
+            println!("{}", conv.conv_id);
+        }
+        ChatCommand::Group { name, members } => {
+            let conv = rest
+                .with_token(&args.token)
+                .create_group(&name, &members)
+                .await?;
+            println!("{}", conv.conv_id);
+        }
+        ChatCommand::Send { conv, text } => {
+            let mut client = Client::new(&rest, &args.token, std::process::id() as u64);
+            let id = client.new_client_msg_id();
+            let sent = client.send(&conv, &id, &text, None).await?;
+            println!("sent {} hlc {}", sent.msg_id, sent.hlc);
+        }
+        ChatCommand::Tail => {
+            let mut client = Client::new(&rest, &args.token, std::process::id() as u64);
+            client.connect(10).await?;
+            loop {
+                for message in client.poll(Duration::from_secs(1)).await? {
+                    println!(
+                        "[{}] {}: {}",
+                        message.conv_id, message.sender_user_id, message.payload
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! The reconnecting, deduplicating, ordering client.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use meridian_proto::frames::{Delivered, DeliveryItem, WireMessage};
+use rand::{RngCore, SeedableRng};
+
+use crate::{Event, Rest, SdkError, SentInfo, Session};
+
+/// One conversation in display order: `(hlc, origin_region, msg_id)`.
+pub type Timeline = BTreeMap<(u64, String, String), WireMessage>;
+
+/// A device's client: reconnects, resumes, retries, dedupes, orders.
+pub struct Client {
+    rest: Rest,
+    token: String,
+    session: Option<Session>,
+    rng: rand_chacha::ChaCha8Rng,
+    seen: HashSet<String>,
+    timelines: BTreeMap<String, Timeline>,
+    other: Vec<Delivered>,
+    gaps: Vec<String>,
+    max_hlc: u64,
+    sends: u64,
+    /// Raw duplicates received (same `msg_id` delivered twice), for reports.
+    pub wire_duplicates: u64,
+    /// The last cursor this client acknowledged.
+    pub last_acked: Option<String>,
+}
+
+impl Client {
+    /// A client for the device holding `token` at the gateway `rest` points to.
+    /// `seed` drives backoff jitter and `client_msg_id`s.
+    pub fn new(rest: &Rest, token: &str, seed: u64) -> Self {
+        Self {
+            rest: rest.with_token(token),
+            token: token.into(),
+            session: None,
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+            seen: HashSet::new(),
+            timelines: BTreeMap::new(),
+            other: Vec::new(),
+            gaps: Vec::new(),
+            max_hlc: 0,
+            sends: 0,
+            wire_duplicates: 0,
+            last_acked: None,
+        }
+    }
+
+    /// The REST client with this device's token.
+    pub fn rest(&self) -> &Rest {
+        &self.rest
+    }
+
+    /// Connects, retrying with jittered exponential backoff (50 ms doubling to 2 s)
+    /// for up to `attempts` tries. Non-transient refusals (a revoked token) end at once.
+    ///
+    /// # Errors
+    /// The last error.
+    pub async fn connect(&mut self, attempts: u32) -> Result<&mut Session, SdkError> {
+        let mut backoff = Duration::from_millis(50);
+        let mut last = SdkError::Closed;
+        for _ in 0..attempts.max(1) {
+            match Session::connect(&self.rest.ws_url(), &self.token).await {
+                Ok(session) => {
+                    self.session = Some(session);
+                    return self.session.as_mut().ok_or(SdkError::Closed);
+                }
+                Err(error) if error.is_transient() => last = error,
+                Err(error) => return Err(error),
+            }
+            let jitter = self.rng.next_u64() % (backoff.as_millis() as u64 + 1);
+            tokio::time::sleep(backoff / 2 + Duration::from_millis(jitter / 2)).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+        Err(last)
+    }
+
+    /// Drops the connection (as a network failure would).
+    pub fn disconnect(&mut self) {
+        self.session = None;
+    }
+
+    /// The current session, if connected.
+    pub fn session(&mut self) -> Option<&mut Session> {
+        self.session.as_mut()
+    }
+
+    /// A fresh idempotency key.
+    pub fn new_client_msg_id(&mut self) -> String {
+        self.sends += 1;
+        format!("{:016x}-{}", self.rng.next_u64(), self.sends)
+    }
+
+    /// Sends under `client_msg_id`, reconnecting and retrying the same key on
+    /// transient failures, so the message exists exactly once.
+    ///
+    /// # Errors
+    /// A non-transient refusal, or the last error after `attempts`.
+    pub async fn send(
+        &mut self,
+        conv_id: &str,
+        client_msg_id: &str,
+        payload: &str,
+        reply_to: Option<&str>,
+    ) -> Result<SentInfo, SdkError> {
+        let mut last = SdkError::Closed;
+        for _ in 0..8 {
+            if self.session.is_none() {
+                self.connect(8).await?;
+            }
+            let max_hlc = self.max_hlc;
+            let Some(session) = self.session.as_ref() else {
+                continue;
+            };
+            match session
+                .send(conv_id, client_msg_id, payload, reply_to, max_hlc)
+                .await
+            {
+                Ok(sent) => {
+                    self.max_hlc = self.max_hlc.max(sent.hlc);
+                    return Ok(sent);
+                }
+                Err(error) if error.is_transient() => {
+                    self.session = None;
+                    last = error;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(last)
+    }
+
+    fn absorb(&mut self, items: Vec<DeliveryItem>) -> Vec<WireMessage> {
+        let mut fresh = Vec::new();
+        for item in items {
+            match item.item {
+                Delivered::Message { message } => {
+                    if !self.seen.insert(message.msg_id.clone()) {
+                        self.wire_duplicates += 1;
+                        continue;
+                    }
+                    self.max_hlc = self.max_hlc.max(message.hlc);
+                    let key = (
+                        message.hlc,
+                        message.origin_region.clone(),
+                        message.msg_id.clone(),
+                    );
+                    self.timelines
+                        .entry(message.conv_id.clone())
+                        .or_default()
+                        .insert(key, message.clone());
+                    fresh.push(message);
+                }
+                other => self.other.push(other),
+            }
+        }
+        fresh
+    }
+
+    /// Waits up to `wait` for deliveries, stores them (dropping duplicates),
+    /// acknowledges them, and returns the new messages. Reconnects when the
+    /// connection dropped.
+    ///
+    /// # Errors
+    /// When reconnecting fails.
+    pub async fn poll(&mut self, wait: Duration) -> Result<Vec<WireMessage>, SdkError> {
+        if self.session.is_none() {
+            self.connect(8).await?;
+        }
+        let Some(session) = self.session.as_mut() else {
+            return Err(SdkError::Closed);
+        };
+        let event = match tokio::time::timeout(wait, session.next_event()).await {
+            Err(_) => return Ok(Vec::new()),
+            Ok(None) => {
+                self.session = None;
+                return Ok(Vec::new());
+            }
+            Ok(Some(event)) => event,
+        };
+        match event {
+            Event::Deliver(items) => {
+                let last = items.last().map(|item| item.cursor.clone());
+                let fresh = self.absorb(items);
+                if let (Some(cursor), Some(session)) = (last, self.session.as_ref()) {
+                    session.ack(&cursor).await?;
+                    self.last_acked = Some(cursor);
+                }
+                Ok(fresh)
+            }
+            Event::Gap(through) => {
+                self.gaps.push(through);
+                Ok(Vec::new())
+            }
+            Event::Error { .. } => Ok(Vec::new()),
+        }
+    }
+
+    /// Polls until `done` says the timeline is complete or `deadline` passes.
+    ///
+    /// # Errors
+    /// As [`Client::poll`].
+    pub async fn poll_until(
+        &mut self,
+        deadline: Duration,
+        mut done: impl FnMut(&Self) -> bool,
+    ) -> Result<bool, SdkError> {
+        let work = async {
+            while !done(self) {
+                self.poll(Duration::from_millis(500)).await?;
+            }
+            Ok::<_, SdkError>(())
+        };
+        match tokio::time::timeout(deadline, work).await {
+            Ok(result) => result.map(|()| true),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// A conversation's messages in display order.
+    pub fn timeline(&self, conv_id: &str) -> Vec<&WireMessage> {
+        self.timelines
+            .get(conv_id)
+            .map(|t| t.values().collect())
+            .unwrap_or_default()
+    }
+
+    /// Number of distinct messages received.
+    pub fn received(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Non-message deliveries (receipts, conversation changes), in arrival order.
+    pub fn other_deliveries(&self) -> &[Delivered] {
+        &self.other
+    }
+
+    /// Gaps reported by the server.
+    pub fn gaps(&self) -> &[String] {
+        &self.gaps
+    }
+}

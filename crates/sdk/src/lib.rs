@@ -1,0 +1,75 @@
+//! The Rust client SDK for Meridian's public protocol (`docs/protocol.md`).
+//!
+//! - [`Rest`]: the `/v1` REST API (registration, devices, conversations, history).
+//! - [`Session`]: one authenticated WebSocket: send (awaiting `sent`), ack,
+//!   receipts, and the stream of deliveries.
+//! - [`Client`]: what an app uses: reconnects with jittered exponential
+//!   backoff, resumes from the device's stored cursor, retries a send under the
+//!   same `client_msg_id`, drops duplicates by `msg_id`, acknowledges what it
+//!   stored, and keeps each conversation in display order
+//!   `(hlc, origin_region, msg_id)`.
+//!
+//! Depends only on the protocol types (`meridian-proto`), never on server crates.
+
+mod client;
+mod rest;
+mod session;
+
+pub use client::{Client, Timeline};
+pub use meridian_proto::ErrorCode;
+pub use meridian_proto::frames;
+pub use rest::Rest;
+pub use session::{Event, SentInfo, Session};
+
+/// What can go wrong talking to Meridian.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SdkError {
+    /// The server refused the request with a typed error.
+    #[error("{code} ({status}): {message}")]
+    Api {
+        /// HTTP status (0 for WebSocket errors).
+        status: u16,
+        /// Stable code.
+        code: ErrorCode,
+        /// Detail.
+        message: String,
+    },
+    /// HTTP transport failure.
+    #[error("http: {0}")]
+    Http(#[from] reqwest::Error),
+    /// WebSocket transport failure.
+    #[error("websocket: {0}")]
+    WebSocket(String),
+    /// The server answered something this SDK does not understand.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The connection closed.
+    #[error("connection closed")]
+    Closed,
+    /// No answer in time.
+    #[error("timed out")]
+    Timeout,
+}
+
+impl SdkError {
+    /// The error code, when the server sent one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Api { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// Whether retrying (after reconnecting) may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Api { code, .. } => matches!(
+                code,
+                ErrorCode::Unavailable | ErrorCode::RateLimited | ErrorCode::Internal
+            ),
+            Self::Http(_) | Self::WebSocket(_) | Self::Closed | Self::Timeout => true,
+            Self::Protocol(_) => false,
+        }
+    }
+}

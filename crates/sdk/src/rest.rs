@@ -1,0 +1,232 @@
+//! The REST API.
+
+use meridian_proto::frames::*;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::SdkError;
+
+/// A REST client for one gateway base URL (`http://host:port`).
+#[derive(Debug, Clone)]
+pub struct Rest {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Rest {
+    /// A client without credentials (enough to register).
+    pub fn new(base: impl Into<String>) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base.into().trim_end_matches('/').to_string(),
+            token: None,
+        }
+    }
+
+    /// The same client acting with a device token.
+    pub fn with_token(&self, token: impl Into<String>) -> Self {
+        Self {
+            token: Some(token.into()),
+            ..self.clone()
+        }
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The WebSocket URL of this gateway.
+    pub fn ws_url(&self) -> String {
+        format!("{}/v1/ws", self.base.replacen("http", "ws", 1))
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T, SdkError> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        if status.is_success() {
+            if status == reqwest::StatusCode::NO_CONTENT {
+                return serde_json::from_value(serde_json::Value::Null)
+                    .map_err(|e| SdkError::Protocol(e.to_string()));
+            }
+            return response.json().await.map_err(SdkError::Http);
+        }
+        let text = response.text().await.unwrap_or_default();
+        match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(body) => Err(SdkError::Api {
+                status: status.as_u16(),
+                code: body.code,
+                message: body.message,
+            }),
+            Err(_) => Err(SdkError::Protocol(format!("{status}: {text}"))),
+        }
+    }
+
+    /// `POST /v1/users`.
+    ///
+    /// # Errors
+    /// Typed API errors and transport failures.
+    pub async fn register(&self, display_name: &str) -> Result<RegisterResponse, SdkError> {
+        let body = RegisterRequest {
+            display_name: display_name.into(),
+            device_label: None,
+        };
+        self.call(reqwest::Method::POST, "/v1/users", Some(&body))
+            .await
+    }
+
+    /// `POST /v1/devices`.
+    ///
+    /// # Errors
+    /// As [`Rest::register`].
+    pub async fn add_device(&self, label: &str) -> Result<DeviceCreated, SdkError> {
+        self.call(
+            reqwest::Method::POST,
+            "/v1/devices",
+            Some(&AddDeviceRequest {
+                label: label.into(),
+            }),
+        )
+        .await
+    }
+
+    /// `DELETE /v1/devices/{id}`.
+    ///
+    /// # Errors
+    /// As [`Rest::register`].
+    pub async fn revoke_device(&self, device_id: &str) -> Result<(), SdkError> {
+        self.call::<()>(
+            reqwest::Method::DELETE,
+            &format!("/v1/devices/{device_id}"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `POST /v1/conversations/direct`.
+    ///
+    /// # Errors
+    /// As [`Rest::register`].
+    pub async fn direct(&self, peer_user_id: &str) -> Result<ConversationView, SdkError> {
+        let body = DirectRequest {
+            peer_user_id: peer_user_id.into(),
+        };
+        self.call(
+            reqwest::Method::POST,
+            "/v1/conversations/direct",
+            Some(&body),
+        )
+        .await
+    }
+
+    /// `POST /v1/conversations`.
+    ///
+    /// # Errors
+    /// As [`Rest::register`].
+    pub async fn create_group(
+        &self,
+        name: &str,
+        member_user_ids: &[String],
+    ) -> Result<ConversationView, SdkError> {
+        let body = CreateGroupRequest {
+            name: name.into(),
+            member_user_ids: member_user_ids.to_vec(),
+        };
+        self.call(reqwest::Method::POST, "/v1/conversations", Some(&body))
+            .await
+    }
+
+    /// `POST /v1/conversations/{id}/members`.
+    ///
+    /// # Errors
+    /// As [`Rest::register`].
+    pub async fn add_members(
+        &self,
+        conv_id: &str,
+        user_ids: &[String],
+    ) -> Result<ConversationView, SdkError> {
+        let body = AddMembersRequest {
+            user_ids: user_ids.to_vec(),
+        };
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/conversations/{conv_id}/members"),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// `DELETE /v1/conversations/{id}/members/{user}`: removes a member (admins) or leaves (oneself).
+    ///
+    /// # Errors
+    /// As [`Rest::register`].
+    pub async fn remove_member(
+        &self,
+        conv_id: &str,
+        user_id: &str,
+    ) -> Result<ConversationView, SdkError> {
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("/v1/conversations/{conv_id}/members/{user_id}"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `PATCH /v1/conversations/{id}`: renames a group (admins only).
+    ///
+    /// # Errors
+    /// As [`Rest::register`].
+    pub async fn rename(&self, conv_id: &str, name: &str) -> Result<ConversationView, SdkError> {
+        self.call(
+            reqwest::Method::PATCH,
+            &format!("/v1/conversations/{conv_id}"),
+            Some(&RenameRequest { name: name.into() }),
+        )
+        .await
+    }
+
+    /// `GET /v1/conversations/{id}/members`.
+    ///
+    /// # Errors
+    /// As [`Rest::register`].
+    pub async fn members(&self, conv_id: &str) -> Result<Vec<MemberView>, SdkError> {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/v1/conversations/{conv_id}/members"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `GET /v1/conversations/{id}/messages`: newest first, older than
+    /// message `before` when given.
+    ///
+    /// # Errors
+    /// As [`Rest::register`].
+    pub async fn history(
+        &self,
+        conv_id: &str,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<HistoryView, SdkError> {
+        let mut path = format!("/v1/conversations/{conv_id}/messages?limit={limit}");
+        if let Some(id) = before {
+            path.push_str(&format!("&before={id}"));
+        }
+        self.call(reqwest::Method::GET, &path, None::<&()>).await
+    }
+}

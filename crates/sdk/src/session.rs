@@ -1,0 +1,279 @@
+//! One authenticated WebSocket session.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use meridian_proto::ErrorCode;
+use meridian_proto::frames::{ClientFrame, DeliveryItem, ReceiptKind, ServerFrame};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::SdkError;
+
+/// How long a request waits for its answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An accepted send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentInfo {
+    /// Conversation.
+    pub conv_id: String,
+    /// Server id.
+    pub msg_id: String,
+    /// Stamp.
+    pub hlc: u64,
+}
+
+/// Something the server pushed.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Inbox entries, in arrival order.
+    Deliver(Vec<DeliveryItem>),
+    /// Entries up to this cursor expired before delivery.
+    Gap(String),
+    /// An error not tied to a pending request.
+    Error {
+        /// Code.
+        code: ErrorCode,
+        /// Detail.
+        message: String,
+    },
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<SentInfo, SdkError>>>>>;
+
+/// An authenticated WebSocket session.
+pub struct Session {
+    outgoing: mpsc::Sender<Message>,
+    events: mpsc::Receiver<Event>,
+    pending: Pending,
+    next_id: AtomicU64,
+    /// User id from `ready`.
+    pub user_id: String,
+    /// Device id from `ready`.
+    pub device_id: String,
+    /// The stored cursor at connection time.
+    pub cursor: String,
+}
+
+fn lock(
+    pending: &Pending,
+) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Result<SentInfo, SdkError>>>> {
+    pending.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Session {
+    /// Connects to `ws_url` and authenticates with `token`.
+    ///
+    /// # Errors
+    /// Transport failures or the server's refusal (`invalid_token`, …).
+    pub async fn connect(ws_url: &str, token: &str) -> Result<Self, SdkError> {
+        let (socket, _) = tokio_tungstenite::connect_async(ws_url)
+            .await
+            .map_err(|e| SdkError::WebSocket(e.to_string()))?;
+        let (mut sink, mut stream) = socket.split();
+        let auth = serde_json::to_string(&ClientFrame::Auth {
+            token: token.into(),
+        })
+        .map_err(|e| SdkError::Protocol(e.to_string()))?;
+        sink.send(Message::Text(auth.into()))
+            .await
+            .map_err(|e| SdkError::WebSocket(e.to_string()))?;
+        let ready = loop {
+            let message = tokio::time::timeout(ANSWER_TIMEOUT, stream.next())
+                .await
+                .map_err(|_| SdkError::Timeout)?
+                .ok_or(SdkError::Closed)?
+                .map_err(|e| SdkError::WebSocket(e.to_string()))?;
+            let Message::Text(text) = message else {
+                continue;
+            };
+            match serde_json::from_str::<ServerFrame>(&text)
+                .map_err(|e| SdkError::Protocol(e.to_string()))?
+            {
+                ServerFrame::Ready {
+                    user_id,
+                    device_id,
+                    cursor,
+                    ..
+                } => break (user_id, device_id, cursor),
+                ServerFrame::Error { code, message, .. } => {
+                    return Err(SdkError::Api {
+                        status: 0,
+                        code,
+                        message,
+                    });
+                }
+                _ => continue,
+            }
+        };
+        let (outgoing, mut outgoing_rx) = mpsc::channel::<Message>(256);
+        let (events_tx, events) = mpsc::channel(1024);
+        let pending: Pending = Arc::default();
+        tokio::spawn(async move {
+            while let Some(message) = outgoing_rx.recv().await {
+                if sink.send(message).await.is_err() {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        });
+        let reader_pending = pending.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(message)) = stream.next().await {
+                let Message::Text(text) = message else {
+                    continue;
+                };
+                let Ok(frame) = serde_json::from_str::<ServerFrame>(&text) else {
+                    continue;
+                };
+                let event = match frame {
+                    ServerFrame::Sent {
+                        id,
+                        conv_id,
+                        msg_id,
+                        hlc,
+                        ..
+                    } => {
+                        if let Some(waiter) = lock(&reader_pending).remove(&id) {
+                            let _ = waiter.send(Ok(SentInfo {
+                                conv_id,
+                                msg_id,
+                                hlc,
+                            }));
+                        }
+                        continue;
+                    }
+                    ServerFrame::Error {
+                        id: Some(id),
+                        code,
+                        message,
+                    } => match lock(&reader_pending).remove(&id) {
+                        Some(waiter) => {
+                            let _ = waiter.send(Err(SdkError::Api {
+                                status: 0,
+                                code,
+                                message,
+                            }));
+                            continue;
+                        }
+                        None => Event::Error { code, message },
+                    },
+                    ServerFrame::Error {
+                        id: None,
+                        code,
+                        message,
+                    } => Event::Error { code, message },
+                    ServerFrame::Deliver { items } => Event::Deliver(items),
+                    ServerFrame::Gap { lost_through } => Event::Gap(lost_through),
+                    ServerFrame::Ready { .. } | ServerFrame::Pong { .. } => continue,
+                };
+                if events_tx.send(event).await.is_err() {
+                    break;
+                }
+            }
+            // Fail every waiter: the connection is gone.
+            for (_, waiter) in lock(&reader_pending).drain() {
+                let _ = waiter.send(Err(SdkError::Closed));
+            }
+        });
+        Ok(Self {
+            outgoing,
+            events,
+            pending,
+            next_id: AtomicU64::new(1),
+            user_id: ready.0,
+            device_id: ready.1,
+            cursor: ready.2,
+        })
+    }
+
+    async fn write(&self, frame: &ClientFrame) -> Result<(), SdkError> {
+        let text = serde_json::to_string(frame).map_err(|e| SdkError::Protocol(e.to_string()))?;
+        self.send_raw(Message::Text(text.into())).await
+    }
+
+    /// Sends any WebSocket message as is (for protocol tests).
+    ///
+    /// # Errors
+    /// [`SdkError::Closed`].
+    pub async fn send_raw(&self, message: Message) -> Result<(), SdkError> {
+        self.outgoing
+            .send(message)
+            .await
+            .map_err(|_| SdkError::Closed)
+    }
+
+    /// Sends a message and waits for `sent` (or the typed refusal).
+    ///
+    /// # Errors
+    /// The server's refusal, [`SdkError::Closed`], [`SdkError::Timeout`].
+    pub async fn send(
+        &self,
+        conv_id: &str,
+        client_msg_id: &str,
+        payload: &str,
+        reply_to: Option<&str>,
+        last_seen_hlc: u64,
+    ) -> Result<SentInfo, SdkError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (waiter, answer) = oneshot::channel();
+        lock(&self.pending).insert(id, waiter);
+        self.write(&ClientFrame::Send {
+            id,
+            conv_id: conv_id.into(),
+            client_msg_id: client_msg_id.into(),
+            payload: payload.into(),
+            reply_to: reply_to.map(Into::into),
+            last_seen_hlc,
+        })
+        .await?;
+        match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(SdkError::Closed),
+            Err(_) => {
+                lock(&self.pending).remove(&id);
+                Err(SdkError::Timeout)
+            }
+        }
+    }
+
+    /// Acknowledges everything up to `cursor`.
+    ///
+    /// # Errors
+    /// [`SdkError::Closed`].
+    pub async fn ack(&self, cursor: &str) -> Result<(), SdkError> {
+        self.write(&ClientFrame::Ack {
+            cursor: cursor.into(),
+            device_id: None,
+        })
+        .await
+    }
+
+    /// Sends receipts.
+    ///
+    /// # Errors
+    /// [`SdkError::Closed`].
+    pub async fn receipt(
+        &self,
+        conv_id: &str,
+        msg_ids: &[String],
+        kind: ReceiptKind,
+    ) -> Result<(), SdkError> {
+        self.write(&ClientFrame::Receipt {
+            id: 0,
+            conv_id: conv_id.into(),
+            msg_ids: msg_ids.to_vec(),
+            kind,
+        })
+        .await
+    }
+
+    /// The next pushed event; `None` once the connection closed.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+}

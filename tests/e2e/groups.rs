@@ -1,0 +1,155 @@
+//! Groups: a send reaches 100 members; the 101st is refused.
+
+use meridian_sdk::ErrorCode;
+
+use crate::support::{Harness, PATIENCE};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_100_receives_one_send_and_refuses_a_101st_member() {
+    let mut h = Harness::start().await;
+    let mut users = Vec::new();
+    for i in 0..101 {
+        users.push(h.user(&format!("user{i}")).await);
+    }
+    let admin = &users[0];
+    let others: Vec<String> = users[1..100].iter().map(|u| u.user_id.clone()).collect();
+    let group = h
+        .rest
+        .with_token(&admin.token)
+        .create_group("hundred", &others)
+        .await
+        .unwrap();
+    assert_eq!(group.members.len(), 100);
+
+    let refused = h
+        .rest
+        .with_token(&admin.token)
+        .add_members(&group.conv_id, &[users[100].user_id.clone()])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::GroupFull));
+    assert!(matches!(
+        refused,
+        meridian_sdk::SdkError::Api { status: 409, .. }
+    ));
+
+    // Creating a group of 101 at once is refused the same way.
+    let too_many: Vec<String> = users[1..].iter().map(|u| u.user_id.clone()).collect();
+    let refused = h
+        .rest
+        .with_token(&admin.token)
+        .create_group("too big", &too_many)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::GroupFull));
+
+    let mut clients = Vec::new();
+    for user in &users[..100] {
+        clients.push(h.client(&user.token).await);
+    }
+    let id = clients[0].new_client_msg_id();
+    let sent = clients[0]
+        .send(&group.conv_id, &id, "hello, all", None)
+        .await
+        .unwrap();
+    for client in &mut clients {
+        let got = client
+            .poll_until(PATIENCE, |c| {
+                c.timeline(&group.conv_id)
+                    .iter()
+                    .any(|m| m.msg_id == sent.msg_id)
+            })
+            .await
+            .unwrap();
+        assert!(got, "every member's device receives the send");
+        assert_eq!(client.timeline(&group.conv_id).len(), 1);
+    }
+    // The 101st user is not a member and received nothing of it.
+    let outsider = h
+        .rest
+        .with_token(&users[100].token)
+        .members(&group.conv_id)
+        .await
+        .unwrap_err();
+    assert_eq!(outsider.code(), Some(ErrorCode::NotMember));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_admins_change_a_group_and_members_may_leave() {
+    let h = Harness::start().await;
+    let admin = h.user("admin").await;
+    let member = h.user("member").await;
+    let newcomer = h.user("newcomer").await;
+    let group = h
+        .rest
+        .with_token(&admin.token)
+        .create_group("club", std::slice::from_ref(&member.user_id))
+        .await
+        .unwrap();
+    let as_member = h.rest.with_token(&member.token);
+    let refused = as_member
+        .add_members(&group.conv_id, std::slice::from_ref(&newcomer.user_id))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::Forbidden));
+    let added = h
+        .rest
+        .with_token(&admin.token)
+        .add_members(&group.conv_id, std::slice::from_ref(&newcomer.user_id))
+        .await
+        .unwrap();
+    assert_eq!(added.members.len(), 3);
+    assert!(added.version > group.version);
+    let refused = as_member
+        .rename(&group.conv_id, "mine now")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::Forbidden));
+    let refused = as_member
+        .remove_member(&group.conv_id, &newcomer.user_id)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::Forbidden));
+    let renamed = h
+        .rest
+        .with_token(&admin.token)
+        .rename(&group.conv_id, "the club")
+        .await
+        .unwrap();
+    assert_eq!(renamed.name, "the club");
+    let left = as_member
+        .remove_member(&group.conv_id, &member.user_id)
+        .await
+        .unwrap();
+    assert_eq!(left.members.len(), 2);
+    assert_eq!(
+        as_member.members(&group.conv_id).await.unwrap_err().code(),
+        Some(ErrorCode::NotMember)
+    );
+    let removed = h
+        .rest
+        .with_token(&admin.token)
+        .remove_member(&group.conv_id, &newcomer.user_id)
+        .await
+        .unwrap();
+    assert_eq!(removed.members.len(), 1);
+    // The last admin leaving hands the group to the longest-standing member.
+    let trio = h
+        .rest
+        .with_token(&admin.token)
+        .create_group("trio", &[member.user_id.clone(), newcomer.user_id.clone()])
+        .await
+        .unwrap();
+    let after = h
+        .rest
+        .with_token(&admin.token)
+        .remove_member(&trio.conv_id, &admin.user_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        after.members.iter().filter(|m| m.role == "admin").count(),
+        1
+    );
+    h.stop().await;
+}

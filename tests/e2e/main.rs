@@ -1,0 +1,14 @@
+//! End-to-end tests: a whole region (fjall store, core, gateway) on loopback
+//! sockets, driven through the public protocol by the SDK and raw clients.
+
+// Test code: a failed expectation should panic with its location.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod authorization;
+mod bad_input;
+mod delivery;
+mod groups;
+mod receipts;
+mod retention;

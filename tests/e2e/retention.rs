@@ -1,0 +1,71 @@
+//! Retention: expired entries are pruned and a lagging device is told `gap`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_core::retention::Sweeper;
+use meridian_sdk::Event;
+use meridian_seams::Clock;
+use meridian_seams::clock::ManualClock;
+
+use crate::support::{Harness, Options, PATIENCE};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_behind_retention_gets_a_gap_and_expired_entries_are_pruned() {
+    let start_ms = meridian_seams::SystemClock::new().wall_millis();
+    let clock = Arc::new(ManualClock::new(start_ms));
+    let mut h = Harness::start_with(Options {
+        clock: Some(clock.clone()),
+        gateway: None,
+    })
+    .await;
+    let (alice, bob, conv) = h.direct_pair().await;
+    let tablet = h.device(&bob.token, "tablet").await;
+    let mut sender = h.client(&alice.token).await;
+    crate::support::send_many(&mut sender, &conv, 5, "old").await;
+    let sweeper = Sweeper::new(h.region().messaging.clone());
+    sweeper.sweep_once().await.unwrap();
+
+    // 31 days pass while the tablet is offline.
+    clock.advance(Duration::from_secs(31 * 24 * 3600));
+    let report = sweeper.sweep_once().await.unwrap();
+    assert!(report.floors_moved >= 1, "{report:?}");
+
+    let mut session = meridian_sdk::Session::connect(&h.rest.ws_url(), &tablet.token)
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(PATIENCE, session.next_event())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(event, Event::Gap(_)),
+        "expected gap, got {event:?}"
+    );
+    // The expired messages are gone from the inbox and from history.
+    let after = tokio::time::timeout(Duration::from_millis(300), session.next_event()).await;
+    assert!(!matches!(after, Ok(Some(Event::Deliver(ref items))) if !items.is_empty()));
+    let history = h
+        .rest
+        .with_token(&bob.token)
+        .history(&conv, None, 50)
+        .await
+        .unwrap();
+    assert!(
+        history.messages.is_empty(),
+        "history past retention is pruned"
+    );
+
+    // New traffic flows normally after the gap.
+    let id = sender.new_client_msg_id();
+    let fresh = sender.send(&conv, &id, "new", None).await.unwrap();
+    let mut tablet_client = h.client(&tablet.token).await;
+    assert!(
+        tablet_client
+            .poll_until(PATIENCE, |c| c.received() >= 1)
+            .await
+            .unwrap()
+    );
+    assert_eq!(tablet_client.timeline(&conv)[0].msg_id, fresh.msg_id);
+    h.stop().await;
+}
