@@ -10,5 +10,6 @@ mod authorization;
 mod bad_input;
 mod delivery;
 mod groups;
+mod limits;
 mod receipts;
 mod retention;

@@ -904,6 +904,25 @@ impl Messaging {
             .await
     }
 
+    /// The stored cursor of the caller's device, refusing a device revoked
+    /// since it authenticated.
+    ///
+    /// # Errors
+    /// `token_revoked`, `not_found`; store failures.
+    pub async fn attach_cursor(&self, caller: &Caller) -> Result<Stamp, CoreError> {
+        self.db
+            .run(|tx, _| async move {
+                let device = store::get_device(&tx, &caller.user_id, &caller.device_id)
+                    .await?
+                    .ok_or_else(|| refused(ErrorCode::NotFound, "no such device"))?;
+                if device.revoked_ms.is_some() {
+                    return Err(refused(ErrorCode::TokenRevoked, "this device was revoked"));
+                }
+                Ok(store::get_cursor(&tx, &caller.user_id, &caller.device_id).await?)
+            })
+            .await
+    }
+
     /// The stored cursor of the caller's device.
     ///
     /// # Errors

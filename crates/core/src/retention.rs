@@ -153,17 +153,24 @@ impl Sweeper {
                 }
                 let everyone_past = slowest.unwrap_or(*cutoff);
                 let through = everyone_past.max(*cutoff);
-                if through == STAMP_ZERO {
+                // Nothing stored at or before `through`: nothing to do, and
+                // no write (most inboxes on most sweeps).
+                let oldest = store::read_inbox(&tx, user, &STAMP_ZERO, 1).await?;
+                if oldest.first().is_none_or(|(stamp, _)| *stamp > through) {
                     return Ok(false);
                 }
-                store::prune_inbox(&tx, user, &through)?;
-                // Entries a device had not acknowledged were removed: record
-                // the floor so that device is told about the gap.
+                // Entries some device has not acknowledged are about to go:
+                // record the floor so that device is told about the gap.
+                let first_unacked = store::read_inbox(&tx, user, &everyone_past, 1).await?;
+                let loses_unacked = first_unacked
+                    .first()
+                    .is_some_and(|(stamp, _)| stamp <= cutoff);
                 let floor = store::get_inbox_floor(&tx, user).await?;
-                let moved = *cutoff > everyone_past && *cutoff > floor;
+                let moved = loses_unacked && *cutoff > floor;
                 if moved {
                     store::set_inbox_floor(&tx, user, cutoff)?;
                 }
+                store::prune_inbox(&tx, user, &through)?;
                 Ok::<_, CoreError>(moved)
             })
             .await

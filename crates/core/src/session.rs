@@ -1,7 +1,7 @@
 //! The multiplexed session stream of one gateway: sends, acks and receipts
 //! in; deliveries, send results and errors out, for many devices at once.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ pub(crate) type Down = mpsc::Sender<Result<SessionDown, Status>>;
 /// so a revocation can end the device's live sessions at once.
 #[derive(Default, Clone)]
 pub(crate) struct Registry {
-    attached: Arc<Mutex<HashMap<String, Vec<Registration>>>>,
+    attached: Arc<Mutex<BTreeMap<String, Vec<Registration>>>>,
     next_stream: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -37,7 +37,7 @@ struct Registration {
 }
 
 impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Registration>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<Registration>>> {
         self.attached.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -63,6 +63,14 @@ impl Registry {
         }
     }
 
+    /// Whether this session of `device` is still attached (revocation removes it).
+    fn is_attached(&self, device: &str, stream: u64, session: u64) -> bool {
+        self.lock().get(device).is_some_and(|list| {
+            list.iter()
+                .any(|r| r.stream == stream && r.session == session)
+        })
+    }
+
     /// Ends every live session of `device`, telling its gateway why.
     pub(crate) fn detach_device(&self, device: &str, code: ErrorCode, message: &str) {
         let registrations = self.lock().remove(device).unwrap_or_default();
@@ -75,7 +83,12 @@ impl Registry {
                     message: message.to_string(),
                 })),
             };
-            let _ = registration.down.try_send(Ok(frame));
+            // From a task: a full stream delays the notice instead of losing
+            // it (the session is refused below in any case).
+            let down = registration.down.clone();
+            tokio::spawn(async move {
+                let _ = down.send(Ok(frame)).await;
+            });
         }
     }
 }
@@ -126,7 +139,7 @@ pub(crate) async fn serve_stream(
     down: Down,
 ) {
     let stream = registry.new_stream();
-    let mut sessions: HashMap<u64, Attached> = HashMap::new();
+    let mut sessions: BTreeMap<u64, Attached> = BTreeMap::new();
     let inflight = Arc::new(Semaphore::new(messaging.config().max_inflight_per_stream));
     while let Ok(Some(up)) = inbound.message().await {
         let Some(kind) = up.kind else { continue };
@@ -184,13 +197,16 @@ pub(crate) async fn serve_stream(
                 }
             }
             session_up::Kind::Send(send) => {
-                let Some(attached) = sessions.get(&send.session) else {
+                let attached = sessions
+                    .get(&send.session)
+                    .filter(|a| registry.is_attached(&a.caller.device_id, stream, send.session));
+                let Some(attached) = attached else {
                     let _ = down
                         .send(Ok(refusal(
                             send.session,
                             send.request,
                             ErrorCode::Unauthenticated,
-                            "unknown session",
+                            "unknown or ended session",
                         )))
                         .await;
                     continue;
@@ -261,7 +277,6 @@ pub(crate) async fn serve_stream(
                         .await;
                     continue;
                 }
-                attached.state.unacked().retain(|s| *s > cursor);
                 let (messaging, caller, state, down) = (
                     messaging.clone(),
                     attached.caller.clone(),
@@ -272,6 +287,8 @@ pub(crate) async fn serve_stream(
                 tokio::spawn(async move {
                     match messaging.ack(&caller, &cursor).await {
                         Ok(()) => {
+                            // Only a durable ack opens the flow-control window.
+                            state.unacked().retain(|s| *s > cursor);
                             state.acked.send_if_modified(|current| {
                                 let newer = cursor > *current;
                                 if newer {
@@ -287,7 +304,10 @@ pub(crate) async fn serve_stream(
                 });
             }
             session_up::Kind::Receipt(receipt) => {
-                let Some(attached) = sessions.get(&receipt.session) else {
+                let attached = sessions
+                    .get(&receipt.session)
+                    .filter(|a| registry.is_attached(&a.caller.device_id, stream, receipt.session));
+                let Some(attached) = attached else {
                     continue;
                 };
                 let kind = match receipt.kind.as_str() {
@@ -338,7 +358,10 @@ async fn deliver(
     state: Arc<DeliveryState>,
     down: Down,
 ) {
-    let mut cursor = match messaging.cursor(&caller).await {
+    // Checked after the registration above: a revocation that commits later
+    // finds the registration and ends this session; one that committed
+    // earlier is seen here.
+    let mut cursor = match messaging.attach_cursor(&caller).await {
         Ok(cursor) => cursor,
         Err(error) => {
             let _ = down.send(Ok(error_frame(session, 0, &error))).await;
@@ -418,6 +441,7 @@ async fn deliver_step(
         let wake = tx.watch(&meridian_store::keys::inbox_head(&caller.user_id));
         tx.commit().await?;
         tokio::select! {
+            biased;
             fired = wake => fired?,
             () = down.closed() => return Ok(Flow::Stop),
         }

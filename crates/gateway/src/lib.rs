@@ -51,6 +51,10 @@ pub struct GatewayConfig {
     pub sends_per_second: f64,
     /// Send burst per device.
     pub send_burst: f64,
+    /// Authenticated REST requests per second per device (sustained).
+    pub requests_per_second: f64,
+    /// REST request burst per device.
+    pub request_burst: f64,
     /// WebSocket connection attempts per minute per device.
     pub connects_per_minute: f64,
     /// Registrations per minute, per client IP address.
@@ -76,6 +80,8 @@ impl GatewayConfig {
             max_body_bytes: 256 * 1024,
             sends_per_second: 50.0,
             send_burst: 200.0,
+            requests_per_second: 20.0,
+            request_burst: 100.0,
             connects_per_minute: 30.0,
             registrations_per_minute: 600.0,
             auth_timeout: Duration::from_secs(10),

@@ -1,6 +1,6 @@
 //! Per-device rate limits: token buckets on the injected clock.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ pub(crate) struct RateLimiter {
     rate: f64,
     burst: f64,
     clock: SharedClock,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    buckets: Mutex<BTreeMap<String, Bucket>>,
 }
 
 impl RateLimiter {
@@ -29,7 +29,7 @@ impl RateLimiter {
             rate: rate_per_second,
             burst: burst.max(1.0),
             clock,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -60,7 +60,10 @@ impl RateLimiter {
 
 /// Every limiter of a gateway.
 pub(crate) struct Limits {
+    /// Sends and receipt frames, per device.
     pub(crate) sends: RateLimiter,
+    /// Authenticated REST requests, per device.
+    pub(crate) requests: RateLimiter,
     pub(crate) connects: RateLimiter,
     pub(crate) registrations: RateLimiter,
 }
@@ -69,6 +72,11 @@ impl Limits {
     pub(crate) fn new(config: &GatewayConfig, clock: SharedClock) -> Self {
         Self {
             sends: RateLimiter::new(config.sends_per_second, config.send_burst, clock.clone()),
+            requests: RateLimiter::new(
+                config.requests_per_second,
+                config.request_burst,
+                clock.clone(),
+            ),
             connects: RateLimiter::new(
                 config.connects_per_minute / 60.0,
                 config.connects_per_minute.max(1.0),

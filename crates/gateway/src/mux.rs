@@ -7,7 +7,7 @@
 //! If the stream to the core breaks, every session is closed the same way
 //! and the stream is re-established with backoff.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,7 +26,7 @@ const UP_BUFFER: usize = 8192;
 #[derive(Default)]
 struct Routes {
     up: Option<mpsc::Sender<SessionUp>>,
-    sessions: HashMap<u64, mpsc::Sender<SessionDown>>,
+    sessions: BTreeMap<u64, mpsc::Sender<SessionDown>>,
 }
 
 struct Inner {
@@ -131,11 +131,19 @@ impl Drop for MuxSession {
         routes.sessions.remove(&self.id);
         metrics::gauge!("meridian_gateway_sessions").set(routes.sessions.len() as f64);
         drop(routes);
-        let _ = self.up.try_send(SessionUp {
+        // Sent from a task so a full queue delays the detach rather than
+        // dropping it (a lost detach would leave the core delivering to no one).
+        let up = self.up.clone();
+        let detach = SessionUp {
             kind: Some(session_up::Kind::Detach(meridian_proto::core::Detach {
                 session: self.id,
             })),
-        });
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = up.send(detach).await;
+            });
+        }
     }
 }
 

@@ -113,6 +113,13 @@ impl FromRequestParts<Arc<AppState>> for Authed {
             })
             .await?
             .into_inner();
+        if !state.limits.requests.allow(&caller.device_id) {
+            metrics::counter!("meridian_gateway_rate_limited_total", "what" => "rest").increment(1);
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                "too many requests; retry later",
+            ));
+        }
         Ok(Self(caller))
     }
 }

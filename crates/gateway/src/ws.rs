@@ -337,8 +337,8 @@ async fn serve(
 }
 
 /// The close code for a failed read: 1009 for a frame over the hard cap
-/// (tungstenite refuses it before we see it), 1002 for protocol violations
-/// such as invalid UTF-8 in a text frame, 1000 otherwise.
+/// (tungstenite refuses it before we see it), 1002 for protocol violations,
+/// 1007 for invalid UTF-8 in a text frame, 1000 otherwise.
 fn close_for(error: axum::Error) -> (u16, &'static str) {
     use tokio_tungstenite::tungstenite::Error;
     match error.into_inner().downcast_ref::<Error>() {
@@ -425,6 +425,13 @@ async fn handle(
             msg_ids,
             kind,
         } => {
+            if !state.limits.sends.allow(&caller.device_id) {
+                return Err(Refusal {
+                    id: Some(id),
+                    code: ErrorCode::RateLimited,
+                    message: "too many receipts; slow down and retry".into(),
+                });
+            }
             mux.send(session_up::Kind::Receipt(pb::ReceiptRequest {
                 session: mux.id(),
                 request: id,

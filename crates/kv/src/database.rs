@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use meridian_seams::{Rng, SharedClock};
 
 use crate::engine::{Engine, EngineMutation, EngineSnapshot};
-use crate::keys::KeyRange;
+use crate::keys::{KeyRange, RangeSet};
 use crate::resolver::{Resolver, Verdict};
 use crate::runner::RetryOptions;
 use crate::transaction::apply_add;
@@ -271,16 +271,17 @@ impl Committer {
         let mut overlay = BatchOverlay::default();
         let mut engine_batch = Vec::new();
         let mut accepted: Vec<Accepted> = Vec::new();
+        // What the transactions accepted so far in this batch wrote: a later
+        // one that read any of it conflicts.
+        let mut batch_writes = RangeSet::default();
         for request in requests {
             let verdict = self
                 .resolver
                 .check(request.read_version, &request.read_conflicts);
-            let conflicts_in_batch = accepted.iter().any(|earlier| {
-                earlier
-                    .writes
-                    .iter()
-                    .any(|w| request.read_conflicts.iter().any(|r| r.intersects(w)))
-            });
+            let conflicts_in_batch = request
+                .read_conflicts
+                .iter()
+                .any(|read| batch_writes.intersects(read));
             let refusal = match verdict {
                 Verdict::TooOld => Some(KvError::TransactionTooOld),
                 Verdict::Conflict => Some(KvError::NotCommitted),
@@ -314,6 +315,9 @@ impl Committer {
                         return;
                     }
                 }
+            }
+            for range in &writes {
+                batch_writes.insert(range);
             }
             accepted.push(Accepted {
                 reply: request.reply,
@@ -355,37 +359,36 @@ impl Committer {
         // never hand it out again, and treat its writes as committed when
         // resolving later transactions.
         self.version = version;
-        let all_writes: Vec<KeyRange> = accepted
-            .iter()
-            .flat_map(|a| a.writes.iter().cloned())
-            .collect();
         {
             let mut current = lock_current(&self.current);
             current.version = version;
             current.snapshot = Arc::from(self.engine.snapshot());
         }
-        self.fire_watches(&all_writes);
+        self.fire_watches(&batch_writes);
         let now = self.clock.monotonic();
         // Watches registered by this batch fire at once if the key changed
         // after the transaction's read version: in an earlier batch, or by
         // another transaction of this one (which commits at the same version
         // but is unordered with respect to the watcher's reads).
-        let written_by: Vec<Vec<KeyRange>> = accepted.iter().map(|a| a.writes.clone()).collect();
-        for (index, tx) in accepted.iter_mut().enumerate() {
-            for (key, sender) in tx.watches.drain(..) {
-                let changed_in_batch = written_by.iter().enumerate().any(|(other, writes)| {
-                    other != index && writes.iter().any(|w| w.contains(&key))
-                });
-                if changed_in_batch || self.resolver.written_since(tx.read_version, &key) {
-                    let _ = sender.send(());
-                } else {
-                    let waiting = self.watches.entry(key).or_default();
-                    waiting.retain(|s| !s.is_closed());
-                    waiting.push(sender);
+        if accepted.iter().any(|tx| !tx.watches.is_empty()) {
+            let written_by: Vec<Vec<KeyRange>> =
+                accepted.iter().map(|a| a.writes.clone()).collect();
+            for (index, tx) in accepted.iter_mut().enumerate() {
+                for (key, sender) in tx.watches.drain(..) {
+                    let changed_in_batch = written_by.iter().enumerate().any(|(other, writes)| {
+                        other != index && writes.iter().any(|w| w.contains(&key))
+                    });
+                    if changed_in_batch || self.resolver.written_since(tx.read_version, &key) {
+                        let _ = sender.send(());
+                    } else {
+                        let waiting = self.watches.entry(key).or_default();
+                        waiting.retain(|s| !s.is_closed());
+                        waiting.push(sender);
+                    }
                 }
             }
         }
-        self.resolver.record(version, now, all_writes);
+        self.resolver.record(version, now, batch_writes);
         for tx in accepted {
             let result = match &outcome {
                 Ok(()) => Ok(CommitInfo {
@@ -440,14 +443,14 @@ impl Committer {
         })
     }
 
-    fn fire_watches(&mut self, writes: &[KeyRange]) {
+    fn fire_watches(&mut self, writes: &RangeSet) {
         if self.watches.is_empty() {
             return;
         }
-        for range in writes {
+        for (begin, end) in writes.iter() {
             let keys: Vec<Vec<u8>> = self
                 .watches
-                .range(range.begin.clone()..range.end.clone())
+                .range(begin.clone()..end.clone())
                 .map(|(k, _)| k.clone())
                 .collect();
             for key in keys {

@@ -92,3 +92,94 @@ mod tests {
         assert!(a.contains(b"a") && !a.contains(b"c"));
     }
 }
+
+/// Disjoint, merged key ranges with logarithmic intersection tests: the
+/// resolver's record of what a batch wrote.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct RangeSet {
+    /// begin → end, non-overlapping and non-touching.
+    ranges: std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl RangeSet {
+    /// Adds `range`, merging it with every range it overlaps or touches.
+    pub(crate) fn insert(&mut self, range: &KeyRange) {
+        use std::ops::Bound::{Included, Unbounded};
+        if range.begin >= range.end {
+            return;
+        }
+        let mut begin = range.begin.clone();
+        let mut end = range.end.clone();
+        if let Some((before_begin, before_end)) = self
+            .ranges
+            .range::<[u8], _>((Unbounded, Included(begin.as_slice())))
+            .next_back()
+            && *before_end >= begin
+        {
+            begin = before_begin.clone();
+            end = end.max(before_end.clone());
+        }
+        let swallowed: Vec<Vec<u8>> = self
+            .ranges
+            .range::<[u8], _>((Included(begin.as_slice()), Included(end.as_slice())))
+            .map(|(b, _)| b.clone())
+            .collect();
+        for key in swallowed {
+            if let Some(other_end) = self.ranges.remove(&key) {
+                end = end.max(other_end);
+            }
+        }
+        self.ranges.insert(begin, end);
+    }
+
+    /// Whether any range shares a key with `range`.
+    pub(crate) fn intersects(&self, range: &KeyRange) -> bool {
+        use std::ops::Bound::{Excluded, Unbounded};
+        if range.begin >= range.end {
+            return false;
+        }
+        self.ranges
+            .range::<[u8], _>((Unbounded, Excluded(range.end.as_slice())))
+            .next_back()
+            .is_some_and(|(_, end)| end.as_slice() > range.begin.as_slice())
+    }
+
+    /// Whether `key` lies in a range.
+    pub(crate) fn contains(&self, key: &[u8]) -> bool {
+        self.intersects(&KeyRange::single(key))
+    }
+
+    /// Number of disjoint ranges.
+    pub(crate) fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// The ranges, ascending.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Vec<u8>, &Vec<u8>)> {
+        self.ranges.iter()
+    }
+}
+
+#[cfg(test)]
+mod range_set_tests {
+    use super::*;
+
+    #[test]
+    fn merges_and_answers_intersections() {
+        let mut set = RangeSet::default();
+        set.insert(&KeyRange::new(b"b".to_vec(), b"d".to_vec()));
+        set.insert(&KeyRange::new(b"f".to_vec(), b"h".to_vec()));
+        assert_eq!(set.len(), 2);
+        assert!(
+            set.contains(b"c") && set.contains(b"f") && !set.contains(b"d") && !set.contains(b"a")
+        );
+        assert!(set.intersects(&KeyRange::new(b"a".to_vec(), b"bb".to_vec())));
+        assert!(!set.intersects(&KeyRange::new(b"d".to_vec(), b"f".to_vec())));
+        set.insert(&KeyRange::new(b"c".to_vec(), b"g".to_vec()));
+        assert_eq!(set.len(), 1);
+        assert!(set.contains(b"e"));
+        set.insert(&KeyRange::new(b"h".to_vec(), b"i".to_vec()));
+        assert_eq!(set.len(), 1, "touching ranges merge");
+        assert!(!set.contains(b"i"));
+    }
+}

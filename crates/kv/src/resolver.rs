@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::keys::KeyRange;
+use crate::keys::{KeyRange, RangeSet};
 use crate::limits::MAX_TRANSACTION_AGE;
 
 /// Ranges remembered before the oldest commits are forgotten early.
@@ -14,7 +14,7 @@ const MAX_REMEMBERED_RANGES: usize = 2_000_000;
 struct CommittedBatch {
     version: u64,
     at: Duration,
-    writes: Vec<KeyRange>,
+    writes: RangeSet,
 }
 
 pub(crate) struct Resolver {
@@ -50,10 +50,7 @@ impl Resolver {
             if batch.version <= read_version {
                 break;
             }
-            if reads
-                .iter()
-                .any(|read| batch.writes.iter().any(|write| write.intersects(read)))
-            {
+            if reads.iter().any(|read| batch.writes.intersects(read)) {
                 return Verdict::Conflict;
             }
         }
@@ -66,11 +63,11 @@ impl Resolver {
             .iter()
             .rev()
             .take_while(|batch| batch.version > read_version)
-            .any(|batch| batch.writes.iter().any(|w| w.contains(key)))
+            .any(|batch| batch.writes.contains(key))
     }
 
     /// Records a committed batch and forgets what no live transaction can need.
-    pub(crate) fn record(&mut self, version: u64, at: Duration, writes: Vec<KeyRange>) {
+    pub(crate) fn record(&mut self, version: u64, at: Duration, writes: RangeSet) {
         self.remembered += writes.len();
         self.history.push_back(CommittedBatch {
             version,
@@ -93,10 +90,16 @@ impl Resolver {
 mod tests {
     use super::*;
 
+    fn set(key: &[u8]) -> RangeSet {
+        let mut set = RangeSet::default();
+        set.insert(&KeyRange::single(key));
+        set
+    }
+
     #[test]
     fn conflict_only_with_later_writes() {
         let mut r = Resolver::new(0);
-        r.record(1, Duration::ZERO, vec![KeyRange::single(b"a")]);
+        r.record(1, Duration::ZERO, set(b"a"));
         assert_eq!(r.check(0, &[KeyRange::single(b"a")]), Verdict::Conflict);
         assert_eq!(r.check(1, &[KeyRange::single(b"a")]), Verdict::Commit);
         assert_eq!(r.check(0, &[KeyRange::single(b"b")]), Verdict::Commit);
@@ -105,8 +108,8 @@ mod tests {
     #[test]
     fn forgets_after_the_age_limit() {
         let mut r = Resolver::new(0);
-        r.record(1, Duration::ZERO, vec![KeyRange::single(b"a")]);
-        r.record(2, Duration::from_secs(6), vec![KeyRange::single(b"b")]);
+        r.record(1, Duration::ZERO, set(b"a"));
+        r.record(2, Duration::from_secs(6), set(b"b"));
         assert_eq!(r.check(0, &[]), Verdict::TooOld);
         assert_eq!(r.check(1, &[KeyRange::single(b"b")]), Verdict::Conflict);
     }

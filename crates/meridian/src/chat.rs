@@ -75,13 +75,13 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
             println!("{}", conv.conv_id);
         }
         ChatCommand::Send { conv, text } => {
-            let mut client = Client::new(&rest, &args.token, std::process::id() as u64);
+            let mut client = Client::new(&rest, &args.token, seed()?);
             let id = client.new_client_msg_id();
             let sent = client.send(&conv, &id, &text, None).await?;
             println!("sent {} hlc {}", sent.msg_id, sent.hlc);
         }
         ChatCommand::Tail => {
-            let mut client = Client::new(&rest, &args.token, std::process::id() as u64);
+            let mut client = Client::new(&rest, &args.token, seed()?);
             client.connect(10).await?;
             loop {
                 for message in client.poll(Duration::from_secs(1)).await? {
@@ -94,4 +94,9 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A seed for `client_msg_id`s: from the OS, so two runs never reuse a key.
+fn seed() -> anyhow::Result<u64> {
+    Ok(meridian_seams::Rng::from_os()?.next_u64())
 }

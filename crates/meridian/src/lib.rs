@@ -150,6 +150,7 @@ pub async fn start_region(options: RegionOptions) -> anyhow::Result<RegionHandle
     let mut stop = shutdown.subscribe();
     tasks.push(tokio::spawn(async move {
         tokio::select! {
+            biased;
             () = sweeper.run() => {}
             _ = stop.wait_for(|s| *s) => {}
         }

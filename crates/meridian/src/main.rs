@@ -12,6 +12,7 @@ use meridian_gateway::GatewayConfig;
 use meridian_seams::net::TokioNetwork;
 use meridian_seams::{Rng, SystemClock};
 
+mod bench;
 mod chat;
 
 #[derive(Parser)]
@@ -27,6 +28,9 @@ enum Command {
     Dev(DevArgs),
     /// A command-line chat client over the SDK.
     Chat(chat::ChatArgs),
+    /// Measures throughput, latency and memory per idle connection against a
+    /// `meridian dev` child process (build with --release for real figures).
+    Bench(bench::BenchArgs),
     /// Prints the OpenAPI document of the REST API.
     Openapi,
 }
@@ -51,6 +55,12 @@ struct DevArgs {
     /// Interval of the retention sweep, seconds.
     #[arg(long, default_value_t = 60)]
     sweep_secs: u64,
+    /// Sends per second allowed per device (sustained).
+    #[arg(long, default_value_t = 50.0)]
+    send_rate: f64,
+    /// Registrations per minute allowed per client IP address.
+    #[arg(long, default_value_t = 600.0)]
+    registrations_per_minute: f64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,6 +79,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Dev(args) => dev(args).await,
             Command::Chat(args) => chat::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
             Command::Openapi => {
                 println!("{}", meridian_gateway::openapi_json());
                 Ok(())
@@ -86,13 +97,19 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     core.sweep_interval = Duration::from_secs(args.sweep_secs.max(1));
     let region = start_region(RegionOptions {
         core,
-        gateway: GatewayConfig::new(args.region.clone()),
+        gateway: {
+            let mut gateway = GatewayConfig::new(args.region.clone());
+            gateway.sends_per_second = args.send_rate;
+            gateway.send_burst = args.send_rate.max(gateway.send_burst);
+            gateway.registrations_per_minute = args.registrations_per_minute;
+            gateway
+        },
         store: StoreChoice::Fjall(args.data_dir.clone()),
         gateway_listen: args.listen,
         core_listen: args.core_listen,
         network: TokioNetwork::shared(),
         clock: SystemClock::shared(),
-        rng: Rng::from_os(),
+        rng: Rng::from_os().context("no entropy from the operating system")?,
         metrics: Some(metrics),
     })
     .await?;

@@ -195,8 +195,8 @@ pub enum ServerFrame {
     },
     /// A request or frame was refused. After authentication the connection
     /// stays open, except when the device is revoked (`token_revoked`, then
-    /// close 1008); a refused `auth` frame closes it (1008, or 1013 when the
-    /// service is `unavailable` or `rate_limited`).
+    /// close 1008); a refused `auth` frame closes it with 1008; `rate_limited`
+    /// or `unavailable` right after authentication closes it with 1013.
     Error {
         /// The request number, when the error answers one.
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -272,6 +272,13 @@ impl Session {
         .await
     }
 
+    /// Takes the stream of pushed events, so another task can consume it
+    /// while this session is shared for sending.
+    pub fn take_events(&mut self) -> mpsc::Receiver<Event> {
+        let (_, closed) = mpsc::channel(1);
+        std::mem::replace(&mut self.events, closed)
+    }
+
     /// The next pushed event; `None` once the connection closed.
     pub async fn next_event(&mut self) -> Option<Event> {
         self.events.recv().await

@@ -23,16 +23,16 @@ impl Rng {
     }
 
     /// A generator seeded from the operating system (production only).
-    pub fn from_os() -> Self {
+    ///
+    /// # Errors
+    /// When the operating system has no entropy to give: tokens made from a
+    /// guessable seed would be guessable, so the caller must not start.
+    pub fn from_os() -> Result<Self, rand::rand_core::OsError> {
         let mut seed = [0u8; 32];
-        // getrandom failing means the OS has no entropy source at all; fall
-        // back to a process-id seed rather than refusing to start.
-        if rand::rngs::OsRng.try_fill_bytes(&mut seed).is_err() {
-            seed[..8].copy_from_slice(&std::process::id().to_le_bytes().repeat(2));
-        }
-        Self {
+        rand::rngs::OsRng.try_fill_bytes(&mut seed)?;
+        Ok(Self {
             inner: Arc::new(Mutex::new(ChaCha12Rng::from_seed(seed))),
-        }
+        })
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut ChaCha12Rng) -> T) -> T {

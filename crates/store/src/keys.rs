@@ -1,20 +1,19 @@
-//! The key layout, FoundationDB tuple-encoded under one-letter-free, readable
-//! subspace names. Every key starts with a string naming its kind:
+//! The key layout, FoundationDB tuple-encoded under readable subspace names. Every key starts with a string naming its kind:
 //!
 //! | key | value |
 //! |---|---|
 //! | `("user", user)` | [`crate::User`] |
 //! | `("device", user, device)` | [`crate::Device`] |
 //! | `("device_owner", device)` | owning user id |
-//! | `("cursor", user, device)` | 10-byte versionstamp: last acknowledged inbox entry |
+//! | `("cursor", user, device)` | 12-byte stamp: last acknowledged inbox entry |
 //! | `("conv", conv)` | [`crate::Conversation`] |
 //! | `("member", conv, user)` | [`crate::Member`] |
 //! | `("user_conv", user, conv)` | empty: the user's conversation list |
-//! | `("msg", conv, hlc, msg_id)` | [`crate::Message`]: history in display order |
-//! | `("msg_by_id", conv, msg_id)` | hlc: locate a message by id |
-//! | `("inbox", user, versionstamp)` | [`crate::InboxEntry`]: delivery queue in arrival order |
+//! | `("msg", conv, hlc, origin_region, msg_id)` | [`crate::Message`]: history in display order |
+//! | `("msg_by_id", conv, msg_id)` | `(hlc, origin_region)`: locate a message by id |
+//! | `("inbox", user, stamp)` | [`crate::InboxEntry`]: delivery queue in arrival order (12-byte tuple versionstamp) |
 //! | `("inbox_head", user)` | little-endian counter every inbox write bumps (watched) |
-//! | `("inbox_floor", user)` | versionstamp below which retention removed entries |
+//! | `("inbox_floor", user)` | stamp through which retention removed unacknowledged entries |
 //! | `("idem", device, client_msg_id)` | [`crate::SendRecord`]: first result of a send |
 //! | `("vclock", unix_ms)` | versionstamp committed at that time (retention cut-offs) |
 

@@ -1,0 +1,370 @@
+//! `meridian bench`: whole-system figures against a real `meridian dev`
+//! child process on loopback — delivered msg/s for 1:1 traffic, send→deliver
+//! latency at a fixed offered rate, and server memory per idle WebSocket.
+//! Figures are printed, never asserted.
+
+// The benchmark measures real elapsed time and spawns the server it measures.
+#![allow(clippy::disallowed_methods)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures::future::join_all;
+use meridian_sdk::frames::Delivered;
+use meridian_sdk::{Event, Rest, Session};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Seconds each measured phase runs.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Sender/receiver pairs (each pair is one 1:1 conversation).
+    #[arg(long, default_value_t = 128)]
+    pairs: usize,
+    /// Sends in flight per sender in the throughput phase.
+    #[arg(long, default_value_t = 8)]
+    pipeline: usize,
+    /// Offered rate for the latency phase, msg/s.
+    #[arg(long, default_value_t = 5000)]
+    rate: u64,
+    /// Idle WebSocket connections for the memory phase (0 skips it).
+    #[arg(long, default_value_t = 10_000)]
+    idle: usize,
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server() -> anyhow::Result<Server> {
+    let dir = tempfile::tempdir()?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .args([
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--core-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--send-rate",
+            "1000000",
+            "--registrations-per-minute",
+            "1000000",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting meridian dev")?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let base = loop {
+        let Some(line) = lines.next() else {
+            bail!("meridian dev exited before printing its URLs")
+        };
+        if let Some(rest) = line?.trim().strip_prefix("REST") {
+            let url = rest.split_whitespace().next().context("url")?;
+            break url.trim_end_matches("/v1").to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Ok(Server {
+        child,
+        base,
+        _dir: dir,
+    })
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("VmRSS")?;
+    Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+struct Pair {
+    sender: Arc<Session>,
+    receiver: Session,
+    conv: String,
+}
+
+/// Connects `token` as a sender: its own echoes of what it sends (the sender
+/// is a member too) are drained and acknowledged by a task of their own.
+async fn sender_session(ws: &str, token: &str) -> anyhow::Result<Arc<Session>> {
+    let mut session = Session::connect(ws, token).await?;
+    let mut events = session.take_events();
+    let session = Arc::new(session);
+    let acker = Arc::downgrade(&session);
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            let (Event::Deliver(items), Some(session)) = (event, acker.upgrade()) else {
+                continue;
+            };
+            if let Some(last) = items.last() {
+                let _ = session.ack(&last.cursor).await;
+            }
+        }
+    });
+    Ok(session)
+}
+
+async fn make_pairs(rest: &Rest, count: usize) -> anyhow::Result<Vec<Pair>> {
+    let mut pairs = Vec::with_capacity(count);
+    for i in 0..count {
+        let a = rest.register(&format!("sender{i}")).await?;
+        let b = rest.register(&format!("receiver{i}")).await?;
+        let conv = rest.with_token(&a.token).direct(&b.user_id).await?.conv_id;
+        let ws = rest.ws_url();
+        pairs.push(Pair {
+            sender: sender_session(&ws, &a.token).await?,
+            receiver: Session::connect(&ws, &b.token).await?,
+            conv,
+        });
+    }
+    Ok(pairs)
+}
+
+/// Receives until `stop`, acking each batch; records latency from payloads
+/// `"t=<nanos since origin>"` and counts deliveries after `warmup`.
+fn spawn_receiver(
+    mut session: Session,
+    origin: Instant,
+    warmup: Instant,
+    stop: Instant,
+    delivered: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<Vec<u64>> {
+    tokio::spawn(async move {
+        let mut latencies = Vec::new();
+        while let Ok(Some(event)) = tokio::time::timeout_at(stop, session.next_event()).await {
+            let Event::Deliver(items) = event else {
+                continue;
+            };
+            let now = Instant::now();
+            if let Some(last) = items.last() {
+                let _ = session.ack(&last.cursor).await;
+            }
+            for item in items {
+                let Delivered::Message { message } = item.item else {
+                    continue;
+                };
+                if now < warmup {
+                    continue;
+                }
+                delivered.fetch_add(1, Ordering::Relaxed);
+                if let Some(sent) = message
+                    .payload
+                    .strip_prefix("t=")
+                    .and_then(|t| t.parse::<u64>().ok())
+                {
+                    let at = now.duration_since(origin).as_nanos() as u64;
+                    latencies.push(at.saturating_sub(sent));
+                }
+            }
+        }
+        latencies
+    })
+}
+
+/// Server memory per idle, authenticated WebSocket, on a fresh server so
+/// nothing earlier already sits in its allocator.
+async fn idle_phase(count: usize) -> anyhow::Result<()> {
+    let server = start_server()?;
+    let rest = Rest::new(&server.base);
+    let pid = server.child.id();
+    let mut users = Vec::new();
+    for i in 0..100 {
+        users.push(rest.register(&format!("idle{i}")).await?);
+    }
+    let per_user = count.div_ceil(users.len());
+    let limit = Arc::new(Semaphore::new(64));
+    let requests = users.iter().flat_map(|user| {
+        let rest = rest.with_token(&user.token);
+        let limit = limit.clone();
+        (0..per_user).map(move |d| {
+            let (rest, limit) = (rest.clone(), limit.clone());
+            async move {
+                let _permit = limit.acquire().await;
+                rest.add_device(&format!("idle{d}")).await.map(|c| c.token)
+            }
+        })
+    });
+    let tokens: Vec<String> = join_all(requests)
+        .await
+        .into_iter()
+        .take(count)
+        .collect::<Result<_, _>>()?;
+    let before = rss_kib(pid)?;
+    let ws = rest.ws_url();
+    let limit = Arc::new(Semaphore::new(128));
+    let sessions: Vec<Session> = join_all(tokens.iter().map(|token| {
+        let (ws, token, limit) = (ws.clone(), token.clone(), limit.clone());
+        async move {
+            let _permit = limit.acquire().await;
+            Session::connect(&ws, &token).await
+        }
+    }))
+    .await
+    .into_iter()
+    .collect::<Result<_, _>>()?;
+    // Let the server finish settling every session (attach, first inbox read,
+    // watch) before reading its memory.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(pid)?;
+    println!(
+        "idle connections: {} open; server RSS {before} KiB -> {after} KiB: {:.1} KiB per idle connection (gateway socket + core session)",
+        sessions.len(),
+        after.saturating_sub(before) as f64 / sessions.len().max(1) as f64
+    );
+    Ok(())
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let _ = rlimit::increase_nofile_limit(1 << 20);
+    let build = if cfg!(debug_assertions) {
+        "debug (use --release for real figures)"
+    } else {
+        "release"
+    };
+    println!("meridian bench ({build} build), each phase against a fresh `meridian dev` child");
+    if args.idle > 0 {
+        idle_phase(args.idle).await?;
+    }
+
+    // Sustained delivered msg/s, 1:1, senders as fast as they can.
+    let server = start_server()?;
+    let rest = Rest::new(&server.base);
+    let pairs = make_pairs(&rest, args.pairs).await?;
+    let origin = Instant::now();
+    let warmup = origin + Duration::from_secs(1);
+    let stop = warmup + Duration::from_secs(args.seconds);
+    let delivered = Arc::new(AtomicU64::new(0));
+    let mut receivers = Vec::new();
+    let mut senders = Vec::new();
+    for pair in pairs {
+        receivers.push(spawn_receiver(
+            pair.receiver,
+            origin,
+            warmup,
+            stop + Duration::from_secs(2),
+            delivered.clone(),
+        ));
+        for lane in 0..args.pipeline {
+            let (sender, conv) = (pair.sender.clone(), pair.conv.clone());
+            senders.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < stop {
+                    let id = format!("t{lane}-{n}");
+                    n += 1;
+                    if sender
+                        .send(&conv, &id, "throughput", None, 0)
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }));
+        }
+    }
+    join_all(senders).await;
+    join_all(receivers).await;
+    let total = delivered.load(Ordering::Relaxed);
+    println!(
+        "throughput: {:.0} delivered msg/s ({} delivered in {} s, {} pairs x {} in flight, fsync per group commit)",
+        total as f64 / args.seconds as f64,
+        total,
+        args.seconds,
+        args.pairs,
+        args.pipeline
+    );
+
+    drop(server);
+
+    // Latency at a fixed offered rate.
+    let server = start_server()?;
+    let rest = Rest::new(&server.base);
+    let pairs = make_pairs(&rest, args.pairs).await?;
+    let origin = Instant::now();
+    let warmup = origin + Duration::from_secs(1);
+    let stop = warmup + Duration::from_secs(args.seconds);
+    let delivered = Arc::new(AtomicU64::new(0));
+    let per_sender = Duration::from_secs_f64(args.pairs as f64 / args.rate.max(1) as f64);
+    let mut receivers = Vec::new();
+    let mut senders = Vec::new();
+    for pair in pairs {
+        receivers.push(spawn_receiver(
+            pair.receiver,
+            origin,
+            warmup,
+            stop + Duration::from_secs(2),
+            delivered.clone(),
+        ));
+        let (sender, conv) = (pair.sender.clone(), pair.conv.clone());
+        senders.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(per_sender);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut n = 0u64;
+            while Instant::now() < stop {
+                tick.tick().await;
+                let sent_at = Instant::now().duration_since(origin).as_nanos();
+                let sender = sender.clone();
+                let conv = conv.clone();
+                n += 1;
+                let id = format!("l{n}");
+                // Do not wait for `sent`: the offered rate stays fixed.
+                tokio::spawn(async move {
+                    let _ = sender
+                        .send(&conv, &id, &format!("t={sent_at}"), None, 0)
+                        .await;
+                });
+            }
+        }));
+    }
+    join_all(senders).await;
+    let mut latencies: Vec<u64> = join_all(receivers)
+        .await
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect();
+    latencies.sort_unstable();
+    let ms = |ns: u64| ns as f64 / 1e6;
+    println!(
+        "latency at {} msg/s offered: send->deliver p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples, {:.0} msg/s delivered)",
+        args.rate,
+        ms(percentile(&latencies, 0.50)),
+        ms(percentile(&latencies, 0.99)),
+        ms(latencies.last().copied().unwrap_or(0)),
+        latencies.len(),
+        delivered.load(Ordering::Relaxed) as f64 / args.seconds as f64
+    );
+
+    Ok(())
+}
