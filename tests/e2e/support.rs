@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian::{RegionHandle, RegionOptions, StoreChoice, start_region};
 use meridian_core::CoreConfig;
 use meridian_gateway::GatewayConfig;
+use meridian_region::{RegionHandle, RegionOptions, StoreChoice, start_region};
 use meridian_sdk::frames::RegisterResponse;
 use meridian_sdk::{Client, Rest};
 use meridian_seams::clock::ManualClock;

@@ -6,14 +6,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use meridian::{RegionOptions, StoreChoice, start_region};
 use meridian_core::CoreConfig;
 use meridian_gateway::GatewayConfig;
+use meridian_region::{RegionOptions, StoreChoice, start_region};
 use meridian_seams::net::TokioNetwork;
 use meridian_seams::{Rng, SystemClock};
 
 mod bench;
 mod chat;
+mod sim;
 
 #[derive(Parser)]
 #[command(name = "meridian", version, about = "Geo-replicated messaging backend")]
@@ -31,6 +32,8 @@ enum Command {
     /// Measures throughput, latency and memory per idle connection against a
     /// `meridian dev` child process (build with --release for real figures).
     Bench(bench::BenchArgs),
+    /// Runs seeds of the deterministic simulation and checks the invariants.
+    Sim(sim::SimArgs),
     /// Prints the OpenAPI document of the REST API.
     Openapi,
 }
@@ -64,14 +67,26 @@ struct DevArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Seeds log a lot at info (turmoil reports every bind and restart): the
+    // simulation stays quiet unless RUST_LOG asks otherwise.
+    let default_level = if matches!(cli.command, Command::Sim(_)) {
+        "error"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    // The simulation builds its own runtimes, one per simulated host.
+    let cli = match cli.command {
+        Command::Sim(args) => return sim::run(args),
+        command => Cli { command },
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -80,6 +95,7 @@ fn main() -> anyhow::Result<()> {
             Command::Dev(args) => dev(args).await,
             Command::Chat(args) => chat::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Sim(_) => Ok(()),
             Command::Openapi => {
                 println!("{}", meridian_gateway::openapi_json());
                 Ok(())

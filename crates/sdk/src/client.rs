@@ -11,6 +11,21 @@ use crate::{Event, Rest, SdkError, SentInfo, Session};
 /// One conversation in display order: `(hlc, origin_region, msg_id)`.
 pub type Timeline = BTreeMap<(u64, String, String), WireMessage>;
 
+/// A byte stream to a gateway.
+pub trait GatewayStream:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static
+{
+}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> GatewayStream for T {}
+
+/// Opens byte streams to the gateway: lets the simulation (or a proxy)
+/// supply the transport instead of the operating system's TCP.
+pub type Connector = std::sync::Arc<
+    dyn Fn() -> futures::future::BoxFuture<'static, std::io::Result<Box<dyn GatewayStream>>>
+        + Send
+        + Sync,
+>;
+
 /// A device's client: reconnects, resumes, retries, dedupes, orders.
 pub struct Client {
     rest: Rest,
@@ -27,6 +42,8 @@ pub struct Client {
     pub wire_duplicates: u64,
     /// The last cursor this client acknowledged.
     pub last_acked: Option<String>,
+    connector: Option<Connector>,
+    keepalive: crate::session::Keepalive,
 }
 
 impl Client {
@@ -46,6 +63,33 @@ impl Client {
             sends: 0,
             wire_duplicates: 0,
             last_acked: None,
+            connector: None,
+            keepalive: crate::session::Keepalive::default(),
+        }
+    }
+
+    /// Uses `keepalive` for every connection this client opens.
+    pub fn with_keepalive(mut self, keepalive: crate::session::Keepalive) -> Self {
+        self.keepalive = keepalive;
+        self
+    }
+
+    /// Opens connections through `connector` instead of the OS's TCP.
+    pub fn with_connector(mut self, connector: Connector) -> Self {
+        self.connector = Some(connector);
+        self
+    }
+
+    async fn open_session(&self) -> Result<Session, SdkError> {
+        match &self.connector {
+            None => Session::connect(&self.rest.ws_url(), &self.token).await,
+            Some(connector) => {
+                let stream = connector()
+                    .await
+                    .map_err(|e| SdkError::WebSocket(e.to_string()))?;
+                Session::connect_over(stream, &self.rest.ws_url(), &self.token, self.keepalive)
+                    .await
+            }
         }
     }
 
@@ -63,7 +107,7 @@ impl Client {
         let mut backoff = Duration::from_millis(50);
         let mut last = SdkError::Closed;
         for _ in 0..attempts.max(1) {
-            match Session::connect(&self.rest.ws_url(), &self.token).await {
+            match self.open_session().await {
                 Ok(session) => {
                     self.session = Some(session);
                     return self.session.as_mut().ok_or(SdkError::Closed);

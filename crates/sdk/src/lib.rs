@@ -15,11 +15,11 @@ mod client;
 mod rest;
 mod session;
 
-pub use client::{Client, Timeline};
+pub use client::{Client, Connector, GatewayStream, Timeline};
 pub use meridian_proto::ErrorCode;
 pub use meridian_proto::frames;
 pub use rest::Rest;
-pub use session::{Event, SentInfo, Session};
+pub use session::{Event, Keepalive, SentInfo, Session};
 
 /// What can go wrong talking to Meridian.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +66,12 @@ impl SdkError {
         match self {
             Self::Api { code, .. } => matches!(
                 code,
-                ErrorCode::Unavailable | ErrorCode::RateLimited | ErrorCode::Internal
+                // `unauthenticated` means no auth frame arrived in time (a
+                // slow or lossy link): connecting again may well succeed.
+                ErrorCode::Unavailable
+                    | ErrorCode::RateLimited
+                    | ErrorCode::Internal
+                    | ErrorCode::Unauthenticated
             ),
             Self::Http(_) | Self::WebSocket(_) | Self::Closed | Self::Timeout => true,
             Self::Protocol(_) => false,

@@ -1,6 +1,6 @@
 //! One authenticated WebSocket session.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,6 +15,27 @@ use crate::SdkError;
 
 /// How long a request waits for its answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Liveness of a session: a `ping` goes out every `interval`, and a
+/// connection that brings nothing (no frame, no pong) for `timeout` is
+/// treated as dead, so a half-open connection (a middlebox that silently
+/// dropped it) ends in a reconnect instead of a silent stall.
+#[derive(Debug, Clone, Copy)]
+pub struct Keepalive {
+    /// Ping period.
+    pub interval: Duration,
+    /// Silence after which the connection counts as dead.
+    pub timeout: Duration,
+}
+
+impl Default for Keepalive {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(15),
+            timeout: Duration::from_secs(45),
+        }
+    }
+}
 
 /// An accepted send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +64,7 @@ pub enum Event {
     },
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<SentInfo, SdkError>>>>>;
+type Pending = Arc<Mutex<BTreeMap<u64, oneshot::Sender<Result<SentInfo, SdkError>>>>>;
 
 /// An authenticated WebSocket session.
 pub struct Session {
@@ -61,7 +82,7 @@ pub struct Session {
 
 fn lock(
     pending: &Pending,
-) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Result<SentInfo, SdkError>>>> {
+) -> std::sync::MutexGuard<'_, BTreeMap<u64, oneshot::Sender<Result<SentInfo, SdkError>>>> {
     pending.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -74,6 +95,37 @@ impl Session {
         let (socket, _) = tokio_tungstenite::connect_async(ws_url)
             .await
             .map_err(|e| SdkError::WebSocket(e.to_string()))?;
+        Self::start(socket, token, Keepalive::default()).await
+    }
+
+    /// Connects over an already open byte stream (a simulated network's, or
+    /// a proxy's) to `ws_url` and authenticates with `token`.
+    ///
+    /// # Errors
+    /// As [`Session::connect`].
+    pub async fn connect_over<S>(
+        stream: S,
+        ws_url: &str,
+        token: &str,
+        keepalive: Keepalive,
+    ) -> Result<Self, SdkError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (socket, _) = tokio_tungstenite::client_async(ws_url, stream)
+            .await
+            .map_err(|e| SdkError::WebSocket(e.to_string()))?;
+        Self::start(socket, token, keepalive).await
+    }
+
+    async fn start<S>(
+        socket: tokio_tungstenite::WebSocketStream<S>,
+        token: &str,
+        keepalive: Keepalive,
+    ) -> Result<Self, SdkError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (mut sink, mut stream) = socket.split();
         let auth = serde_json::to_string(&ClientFrame::Auth {
             token: token.into(),
@@ -114,7 +166,18 @@ impl Session {
         let (events_tx, events) = mpsc::channel(1024);
         let pending: Pending = Arc::default();
         tokio::spawn(async move {
-            while let Some(message) = outgoing_rx.recv().await {
+            let ping = serde_json::to_string(&ClientFrame::Ping { nonce: 0 }).unwrap_or_default();
+            let mut tick = tokio::time::interval(keepalive.interval);
+            tick.tick().await;
+            loop {
+                let message = tokio::select! {
+                    biased;
+                    message = outgoing_rx.recv() => match message {
+                        Some(message) => message,
+                        None => break,
+                    },
+                    _ = tick.tick() => Message::Text(ping.clone().into()),
+                };
                 if sink.send(message).await.is_err() {
                     break;
                 }
@@ -123,7 +186,9 @@ impl Session {
         });
         let reader_pending = pending.clone();
         tokio::spawn(async move {
-            while let Some(Ok(message)) = stream.next().await {
+            while let Ok(Some(Ok(message))) =
+                tokio::time::timeout(keepalive.timeout, stream.next()).await
+            {
                 let Message::Text(text) = message else {
                     continue;
                 };
@@ -176,7 +241,7 @@ impl Session {
                 }
             }
             // Fail every waiter: the connection is gone.
-            for (_, waiter) in lock(&reader_pending).drain() {
+            for (_, waiter) in std::mem::take(&mut *lock(&reader_pending)) {
                 let _ = waiter.send(Err(SdkError::Closed));
             }
         });

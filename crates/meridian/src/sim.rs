@@ -1,0 +1,112 @@
+//! `meridian sim`: runs seeds of the deterministic simulation.
+
+use std::time::Duration;
+
+use meridian_sim::{Faults, run_seed};
+
+#[derive(clap::Args)]
+pub struct SimArgs {
+    /// How many seeds to run.
+    #[arg(long, default_value_t = 200)]
+    seeds: u64,
+    /// The first seed.
+    #[arg(long, default_value_t = 0)]
+    start: u64,
+    /// Faults to inject: all, none, partitions, crashes.
+    #[arg(long, default_value = "all")]
+    faults: String,
+    /// Run every seed twice and require the same trace hash.
+    #[arg(long)]
+    check_determinism: bool,
+}
+
+fn faults(name: &str) -> anyhow::Result<Faults> {
+    Ok(match name {
+        "all" => Faults::ALL,
+        "none" => Faults {
+            partitions: false,
+            crashes: false,
+        },
+        "partitions" => Faults {
+            partitions: true,
+            crashes: false,
+        },
+        "crashes" => Faults {
+            partitions: false,
+            crashes: true,
+        },
+        other => anyhow::bail!("unknown --faults {other:?}: all, none, partitions or crashes"),
+    })
+}
+
+/// Runs the seeds; fails (non-zero exit) if any seed fails.
+// Seeds per second are measured on the real clock, outside the simulation.
+#[allow(clippy::disallowed_methods)]
+pub fn run(args: SimArgs) -> anyhow::Result<()> {
+    let faults = faults(&args.faults)?;
+    let started = std::time::Instant::now();
+    let mut failures = Vec::new();
+    let mut slowest: Option<(u64, Duration)> = None;
+    let (mut messages, mut deliveries, mut duplicates, mut injected) = (0, 0, 0, 0);
+    let mut worst_convergence = Duration::ZERO;
+    for seed in args.start..args.start + args.seeds {
+        let one = std::time::Instant::now();
+        let outcome = run_seed(seed, faults);
+        let outcome = match (outcome, args.check_determinism) {
+            (Ok(first), true) => match run_seed(seed, faults) {
+                Ok(second) if second.trace_hash == first.trace_hash => Ok(first),
+                Ok(second) => Err(format!(
+                    "seed {seed}: not deterministic: trace {:x} then {:x}",
+                    first.trace_hash, second.trace_hash
+                )),
+                Err(error) => Err(format!("seed {seed}: passed once, then failed: {error}")),
+            },
+            (outcome, _) => outcome,
+        };
+        let took = one.elapsed();
+        if slowest.is_none_or(|(_, t)| took > t) {
+            slowest = Some((seed, took));
+        }
+        match outcome {
+            Ok(report) => {
+                messages += report.messages;
+                deliveries += report.deliveries;
+                duplicates += report.wire_duplicates;
+                injected += report.faults;
+                worst_convergence = worst_convergence.max(report.convergence);
+            }
+            Err(error) => {
+                eprintln!("FAIL {error}");
+                eprintln!(
+                    "  replay: RUST_LOG=debug cargo run --release -p meridian -- sim --seeds 1 --start {seed} --faults {}",
+                    args.faults
+                );
+                failures.push(seed);
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "{} seeds in {:.1} s ({:.1} seeds/s); {} failed; faults injected {injected}; messages {messages}, deliveries {deliveries}, raw wire duplicates {duplicates}; worst convergence after heal {:.1} s (simulated)",
+        args.seeds,
+        elapsed.as_secs_f64(),
+        args.seeds as f64 / elapsed.as_secs_f64().max(1e-9),
+        failures.len(),
+        worst_convergence.as_secs_f64()
+    );
+    if let Some((seed, took)) = slowest {
+        println!(
+            "slowest seed: {seed} ({:.0} ms)",
+            took.as_secs_f64() * 1000.0
+        );
+    }
+    println!(
+        "sim: {} passed, {} failed",
+        args.seeds as usize - failures.len(),
+        failures.len()
+    );
+    if !failures.is_empty() {
+        anyhow::bail!("failing seeds: {failures:?}");
+    }
+    Ok(())
+}

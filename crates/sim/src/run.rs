@@ -1,0 +1,636 @@
+//! One seed: build the simulation, drive the workload and faults, check the
+//! invariants, hash the trace.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use meridian_core::CoreConfig;
+use meridian_gateway::GatewayConfig;
+use meridian_kv_memory::MemoryEngine;
+use meridian_proto::core::core_client::CoreClient;
+use meridian_proto::core::{self as pb};
+use meridian_region::{CoreOptions, GatewayOptions, StoreChoice, start_core, start_gateway};
+use meridian_sdk::{Client, Connector, GatewayStream, Rest};
+use meridian_seams::net::{SharedNetwork, tonic_channel};
+use meridian_seams::{Rng, SharedClock};
+
+use crate::workload::{ConvPlan, FaultAction, HEALED_BY, Plan};
+use crate::{SimClock, TurmoilNetwork};
+
+/// Which kinds of fault a run injects.
+#[derive(Debug, Clone, Copy)]
+pub struct Faults {
+    /// Partitions (and heals) between devices and the gateway, and between
+    /// the gateway and the core.
+    pub partitions: bool,
+    /// Crash-and-restart of the core (durable state kept) and the gateway.
+    pub crashes: bool,
+}
+
+impl Faults {
+    /// Every kind.
+    pub const ALL: Self = Self {
+        partitions: true,
+        crashes: true,
+    };
+}
+
+/// What a passing seed measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedReport {
+    /// The seed.
+    pub seed: u64,
+    /// Hash of everything every device observed, in order.
+    pub trace_hash: u64,
+    /// Messages acknowledged to their senders.
+    pub messages: usize,
+    /// Distinct deliveries to devices.
+    pub deliveries: usize,
+    /// Raw duplicates on the wire (dropped by the SDK's dedupe).
+    pub wire_duplicates: u64,
+    /// Faults injected.
+    pub faults: usize,
+    /// Simulated time from the last heal to the last device complete.
+    pub convergence: Duration,
+    /// Simulated time of the whole run.
+    pub sim_time: Duration,
+}
+
+/// How a seed ended.
+pub type SeedOutcome = Result<SeedReport, String>;
+
+const EPOCH_MS: u64 = 1_800_000_000_000;
+const CORE_PORT: u16 = 7070;
+const GATEWAY_PORT: u16 = 8080;
+
+fn any_addr(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)
+}
+
+/// A message acknowledged to its sender.
+#[derive(Debug, Clone)]
+struct Acked {
+    conv: usize,
+    hlc: u64,
+    reply_to: Option<String>,
+}
+
+#[derive(Default)]
+struct DeviceOutcome {
+    /// (msg_id, hlc) in arrival order (after dedupe).
+    arrivals: Vec<(String, u64)>,
+    /// conv index → msg_id → (hlc, origin region).
+    seen: BTreeMap<usize, BTreeMap<String, (u64, String)>>,
+    wire_duplicates: u64,
+    done_at: Option<Duration>,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Device tokens by device index, conversation ids by plan index.
+    tokens: Vec<String>,
+    conv_ids: Vec<String>,
+    setup_done: bool,
+    acked: BTreeMap<String, Acked>,
+    outcomes: BTreeMap<usize, DeviceOutcome>,
+}
+
+type SharedState = Arc<Mutex<Shared>>;
+
+fn lock(shared: &SharedState) -> std::sync::MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+type HostResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Runs one seed to completion and checks the invariants.
+///
+/// # Errors
+/// A description of the violated invariant or of the simulation failure.
+pub fn run_seed(seed: u64, faults: Faults) -> SeedOutcome {
+    align_task_ids();
+    let plan = Plan::generate(seed, faults);
+    let mut sim = turmoil::Builder::new()
+        .epoch(UNIX_EPOCH + Duration::from_millis(EPOCH_MS))
+        .simulation_duration(Duration::from_secs(120))
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_micros(200))
+        .max_message_latency(Duration::from_millis(5))
+        .rng_seed(seed)
+        .build();
+    let network: SharedNetwork = Arc::new(TurmoilNetwork);
+    let clock: SharedClock = Arc::new(SimClock::new(EPOCH_MS, 0));
+    let shared: SharedState = Arc::default();
+
+    // The core: its engine lives outside the host, so a crash keeps what was
+    // committed and loses what was not.
+    let engine = MemoryEngine::new();
+    let boots = Arc::new(AtomicU64::new(0));
+    {
+        let (network, clock, boots) = (network.clone(), clock.clone(), boots.clone());
+        sim.host("core", move || {
+            let (network, clock, engine) = (network.clone(), clock.clone(), engine.clone());
+            let boot = boots.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let mut config = CoreConfig::new("sim");
+                config.sweep_interval = Duration::from_secs(3600);
+                let _core = start_core(CoreOptions {
+                    config,
+                    store: StoreChoice::Memory(engine),
+                    listen: any_addr(CORE_PORT),
+                    network,
+                    clock,
+                    rng: Rng::seeded(seed.wrapping_mul(31).wrapping_add(boot)),
+                    sweep: false,
+                })
+                .await?;
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+    }
+    {
+        let (network, clock) = (network.clone(), clock.clone());
+        sim.host("gateway", move || {
+            let (network, clock) = (network.clone(), clock.clone());
+            async move {
+                let mut config = GatewayConfig::new("sim");
+                config.connects_per_minute = 6_000.0;
+                config.sends_per_second = 1_000.0;
+                config.ping_interval = Duration::from_secs(2);
+                config.idle_timeout = Duration::from_secs(6);
+                let _gateway = start_gateway(GatewayOptions {
+                    config,
+                    listen: any_addr(GATEWAY_PORT),
+                    core: format!("core:{CORE_PORT}"),
+                    network,
+                    clock,
+                    metrics: None,
+                })
+                .await?;
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+    }
+
+    // Setup: users, devices and conversations, through the core's gRPC.
+    {
+        let (network, shared, plan) = (network.clone(), shared.clone(), plan.clone());
+        sim.client("setup", async move { setup(network, shared, plan).await });
+    }
+    loop {
+        if lock(&shared).setup_done {
+            break;
+        }
+        match sim.step() {
+            Ok(_) => {}
+            Err(error) => return Err(format!("seed {seed}: setup failed: {error}")),
+        }
+    }
+
+    let sends_remaining = Arc::new(AtomicUsize::new(plan.devices.len()));
+    for (index, device) in plan.devices.iter().enumerate() {
+        let task = DeviceTask {
+            index,
+            seed,
+            plan: plan.clone(),
+            shared: shared.clone(),
+            network: network.clone(),
+            sends_remaining: sends_remaining.clone(),
+        };
+        sim.client(device.name.as_str(), async move { task.run().await });
+    }
+
+    let mut pending_faults = plan.faults.iter().peekable();
+    let mut applied = 0;
+    loop {
+        while let Some((at, action)) = pending_faults.peek() {
+            if sim.elapsed() < *at {
+                break;
+            }
+            match action {
+                FaultAction::Partition(a, b) => sim.partition(a.as_str(), b.as_str()),
+                FaultAction::Repair(a, b) => sim.repair(a.as_str(), b.as_str()),
+                FaultAction::Bounce(host) => sim.bounce(host.as_str()),
+            }
+            applied += 1;
+            pending_faults.next();
+        }
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(error) => {
+                let state = lock(&shared);
+                let waiting: Vec<String> = plan
+                    .devices
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| state.outcomes.get(i).is_none_or(|o| o.done_at.is_none()))
+                    .map(|(i, d)| {
+                        let missing: Vec<&String> = state
+                            .acked
+                            .iter()
+                            .filter(|(id, a)| {
+                                plan.conversations[a.conv].members().contains(&d.user)
+                                    && state
+                                        .outcomes
+                                        .get(&i)
+                                        .and_then(|o| o.seen.get(&a.conv))
+                                        .is_none_or(|s| !s.contains_key(*id))
+                            })
+                            .map(|(id, _)| id)
+                            .collect();
+                        format!("{} (missing {missing:?})", d.name)
+                    })
+                    .collect();
+                return Err(format!(
+                    "seed {seed}: did not converge: {error}; devices still waiting: {waiting:?}; plan: {plan:?}"
+                ));
+            }
+        }
+    }
+    let sim_time = sim.elapsed();
+    check(seed, &plan, &lock(&shared), applied, sim_time)
+}
+
+/// Brings tokio's process-wide task-id counter to a multiple of 4.
+///
+/// A crashed host's runtime shuts its tasks down shard by shard, and a
+/// current-thread runtime has 4 shards chosen by task id. The shutdown order
+/// decides the order in which the crashed host's sockets close, which other
+/// hosts observe; the ids themselves come from a counter shared by the whole
+/// process. Starting every seed at the same residue makes that order — and
+/// so the trace — depend on the seed alone, not on what ran before it in the
+/// process. (Seeds running concurrently on other threads would still
+/// interleave ids: run seeds one at a time.)
+fn align_task_ids() {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().build() else {
+        return;
+    };
+    for _ in 0..8 {
+        let task = runtime.spawn(async {});
+        let id: u64 = task.id().to_string().parse().unwrap_or(3);
+        let _ = runtime.block_on(task);
+        if id % 4 == 3 {
+            return;
+        }
+    }
+}
+
+async fn setup(network: SharedNetwork, shared: SharedState, plan: Plan) -> HostResult {
+    let channel = tonic_channel(network, &format!("core:{CORE_PORT}"))?;
+    let mut core = CoreClient::new(channel);
+    // The core host may still be starting: retry the first call.
+    let mut user_callers = Vec::new();
+    let mut tokens = vec![String::new(); plan.devices.len()];
+    for user in 0..plan.users {
+        let registered = loop {
+            let request = pb::RegisterUserRequest {
+                display_name: format!("user{user}"),
+                device_label: "first".into(),
+            };
+            match core.register_user(request).await {
+                Ok(response) => break response.into_inner(),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        let user_id = registered.user.map(|u| u.user_id).unwrap_or_default();
+        let first = registered
+            .device
+            .map(|d| (d.device_id, d.token))
+            .unwrap_or_default();
+        let caller = pb::Caller {
+            user_id,
+            device_id: first.0,
+        };
+        let mut first_token = Some(first.1);
+        for (index, device) in plan.devices.iter().enumerate() {
+            if device.user != user {
+                continue;
+            }
+            tokens[index] = match first_token.take() {
+                Some(token) => token,
+                None => {
+                    let request = pb::AddDeviceRequest {
+                        caller: Some(caller.clone()),
+                        label: device.name.clone(),
+                    };
+                    core.add_device(request).await?.into_inner().token
+                }
+            };
+        }
+        user_callers.push(caller);
+    }
+    let mut conv_ids = Vec::new();
+    for conv in &plan.conversations {
+        let info = match conv {
+            ConvPlan::Direct(a, b) => {
+                let request = pb::DirectRequest {
+                    caller: Some(user_callers[*a].clone()),
+                    peer_user_id: user_callers[*b].user_id.clone(),
+                };
+                core.get_or_create_direct(request).await?.into_inner()
+            }
+            ConvPlan::Group(members) => {
+                let request = pb::CreateGroupRequest {
+                    caller: Some(user_callers[members[0]].clone()),
+                    name: "group".into(),
+                    member_user_ids: members[1..]
+                        .iter()
+                        .map(|m| user_callers[*m].user_id.clone())
+                        .collect(),
+                };
+                core.create_group(request).await?.into_inner()
+            }
+        };
+        conv_ids.push(info.conv_id);
+    }
+    let mut state = lock(&shared);
+    state.tokens = tokens;
+    state.conv_ids = conv_ids;
+    state.setup_done = true;
+    Ok(())
+}
+
+struct DeviceTask {
+    index: usize,
+    seed: u64,
+    plan: Plan,
+    shared: SharedState,
+    network: SharedNetwork,
+    sends_remaining: Arc<AtomicUsize>,
+}
+
+impl DeviceTask {
+    fn connector(&self) -> Connector {
+        let network = self.network.clone();
+        Arc::new(move || {
+            let network = network.clone();
+            Box::pin(async move {
+                let io = network.connect(format!("gateway:{GATEWAY_PORT}")).await?;
+                Ok(Box::new(io) as Box<dyn GatewayStream>)
+            })
+        })
+    }
+
+    /// Records what arrived since the last call.
+    fn absorb(&self, client: &Client, conv_of: &BTreeMap<String, usize>) {
+        let mut state = lock(&self.shared);
+        let outcome = state.outcomes.entry(self.index).or_default();
+        outcome.wire_duplicates = client.wire_duplicates;
+        for (conv_id, conv) in conv_of {
+            for message in client.timeline(conv_id) {
+                let seen = outcome.seen.entry(*conv).or_default();
+                if !seen.contains_key(&message.msg_id) {
+                    seen.insert(
+                        message.msg_id.clone(),
+                        (message.hlc, message.origin_region.clone()),
+                    );
+                    outcome.arrivals.push((message.msg_id.clone(), message.hlc));
+                }
+            }
+        }
+    }
+
+    fn complete(&self) -> bool {
+        if self.sends_remaining.load(Ordering::SeqCst) > 0 {
+            return false;
+        }
+        let state = lock(&self.shared);
+        let user = self.plan.devices[self.index].user;
+        let Some(outcome) = state.outcomes.get(&self.index) else {
+            return state
+                .acked
+                .values()
+                .all(|a| !self.plan.conversations[a.conv].members().contains(&user));
+        };
+        state.acked.iter().all(|(msg_id, acked)| {
+            !self.plan.conversations[acked.conv]
+                .members()
+                .contains(&user)
+                || outcome
+                    .seen
+                    .get(&acked.conv)
+                    .is_some_and(|s| s.contains_key(msg_id))
+        })
+    }
+
+    async fn run(self) -> HostResult {
+        let device = self.plan.devices[self.index].clone();
+        let (token, conv_ids) = {
+            let state = lock(&self.shared);
+            (state.tokens[self.index].clone(), state.conv_ids.clone())
+        };
+        let conv_of: BTreeMap<String, usize> = conv_ids
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.plan.conversations[*i].members().contains(&device.user))
+            .map(|(i, id)| (id.clone(), i))
+            .collect();
+        let rest = Rest::new(format!("http://gateway:{GATEWAY_PORT}"));
+        // Short keepalives: simulated partitions drop data silently, and a
+        // device must notice a dead connection quickly to converge.
+        let keepalive = meridian_sdk::Keepalive {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(3),
+        };
+        let mut client = Client::new(&rest, &token, self.seed ^ (self.index as u64) << 32)
+            .with_connector(self.connector())
+            .with_keepalive(keepalive);
+        let started = turmoil::sim_elapsed().unwrap_or_default();
+        let mut offline = device.offline.iter().peekable();
+        for (n, send) in device.sends.iter().enumerate() {
+            tokio::time::sleep(send.delay).await;
+            if let Some((start, length)) = offline.peek()
+                && turmoil::sim_elapsed()
+                    .unwrap_or_default()
+                    .saturating_sub(started)
+                    >= *start
+            {
+                client.disconnect();
+                tokio::time::sleep(*length).await;
+                offline.next();
+            }
+            let conv_id = &conv_ids[send.conv];
+            let reply_to = if send.reply {
+                client.timeline(conv_id).last().map(|m| m.msg_id.clone())
+            } else {
+                None
+            };
+            let client_msg_id = format!("{}-{n}", device.name);
+            let payload = format!("{} #{n}", device.name);
+            let attempts = if send.duplicate { 2 } else { 1 };
+            for _ in 0..attempts {
+                let sent = loop {
+                    match client
+                        .send(conv_id, &client_msg_id, &payload, reply_to.as_deref())
+                        .await
+                    {
+                        Ok(sent) => break sent,
+                        Err(error) if error.is_transient() => {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(error) => {
+                            return Err(format!("{}: send refused: {error}", device.name).into());
+                        }
+                    }
+                };
+                let mut state = lock(&self.shared);
+                let first = state.acked.insert(
+                    sent.msg_id.clone(),
+                    Acked {
+                        conv: send.conv,
+                        hlc: sent.hlc,
+                        reply_to: reply_to.clone(),
+                    },
+                );
+                if let Some(first) = first
+                    && first.hlc != sent.hlc
+                {
+                    return Err(format!(
+                        "{}: a retry of {} returned a different stamp",
+                        device.name, sent.msg_id
+                    )
+                    .into());
+                }
+            }
+            // Drain what arrived meanwhile (errors just mean reconnect later).
+            let _ = client.poll(Duration::from_millis(10)).await;
+            self.absorb(&client, &conv_of);
+        }
+        self.sends_remaining.fetch_sub(1, Ordering::SeqCst);
+        loop {
+            if client.poll(Duration::from_millis(250)).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            self.absorb(&client, &conv_of);
+            let now = turmoil::sim_elapsed().unwrap_or_default();
+            if now >= HEALED_BY && self.complete() {
+                lock(&self.shared)
+                    .outcomes
+                    .entry(self.index)
+                    .or_default()
+                    .done_at = Some(now);
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// A message's place in display order: `(hlc, origin_region, msg_id)`.
+type DisplayKey = (u64, String, String);
+
+/// The invariants of docs/simulation.md.
+fn check(seed: u64, plan: &Plan, state: &Shared, faults: usize, sim_time: Duration) -> SeedOutcome {
+    let fail = |what: String| Err(format!("seed {seed}: {what}"));
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut deliveries = 0;
+    let mut wire_duplicates = 0;
+    let mut last_done = Duration::ZERO;
+    // 1. Every acknowledged send reached every member device.
+    for (index, device) in plan.devices.iter().enumerate() {
+        let Some(outcome) = state.outcomes.get(&index) else {
+            if state
+                .acked
+                .values()
+                .any(|a| plan.conversations[a.conv].members().contains(&device.user))
+            {
+                return fail(format!("{} received nothing", device.name));
+            }
+            continue;
+        };
+        for (msg_id, acked) in &state.acked {
+            if !plan.conversations[acked.conv]
+                .members()
+                .contains(&device.user)
+            {
+                continue;
+            }
+            match outcome.seen.get(&acked.conv).and_then(|s| s.get(msg_id)) {
+                None => {
+                    return fail(format!(
+                        "acknowledged {msg_id} never reached {}",
+                        device.name
+                    ));
+                }
+                // 3. Everyone sees the stamp the sender was given.
+                Some((hlc, _)) if *hlc != acked.hlc => {
+                    return fail(format!(
+                        "{} sees {msg_id} at hlc {hlc}, sender got {}",
+                        device.name, acked.hlc
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        // 2. No duplicate shown: arrivals are distinct after dedupe.
+        let distinct: BTreeSet<&String> = outcome.arrivals.iter().map(|(id, _)| id).collect();
+        if distinct.len() != outcome.arrivals.len() {
+            return fail(format!("{} shows a message twice", device.name));
+        }
+        deliveries += outcome.arrivals.len();
+        wire_duplicates += outcome.wire_duplicates;
+        last_done = last_done.max(outcome.done_at.unwrap_or_default());
+        device.name.hash(&mut hasher);
+        outcome.arrivals.hash(&mut hasher);
+    }
+    // 3. Every member of a conversation sees one order: the same messages
+    // with the same stamps sort identically by (hlc, region, id).
+    for (conv_index, conv) in plan.conversations.iter().enumerate() {
+        let mut views: Vec<(String, Vec<DisplayKey>)> = Vec::new();
+        for (index, device) in plan.devices.iter().enumerate() {
+            if !conv.members().contains(&device.user) {
+                continue;
+            }
+            let Some(seen) = state
+                .outcomes
+                .get(&index)
+                .and_then(|o| o.seen.get(&conv_index))
+            else {
+                continue;
+            };
+            let mut order: Vec<DisplayKey> = seen
+                .iter()
+                .map(|(id, (hlc, region))| (*hlc, region.clone(), id.clone()))
+                .collect();
+            order.sort();
+            views.push((device.name.clone(), order));
+        }
+        if let Some((first_name, first)) = views.first() {
+            for (name, view) in &views[1..] {
+                if view != first {
+                    return fail(format!(
+                        "conversation {conv_index}: {name} and {first_name} disagree on the order"
+                    ));
+                }
+            }
+        }
+    }
+    // 4. No reply precedes its parent.
+    for (msg_id, acked) in &state.acked {
+        if let Some(parent) = acked.reply_to.as_ref().and_then(|p| state.acked.get(p))
+            && acked.hlc <= parent.hlc
+        {
+            return fail(format!(
+                "reply {msg_id} (hlc {}) does not follow its parent (hlc {})",
+                acked.hlc, parent.hlc
+            ));
+        }
+    }
+    state.acked.len().hash(&mut hasher);
+    Ok(SeedReport {
+        seed,
+        trace_hash: hasher.finish(),
+        messages: state.acked.len(),
+        deliveries,
+        wire_duplicates,
+        faults,
+        convergence: last_done.saturating_sub(HEALED_BY),
+        sim_time,
+    })
+}

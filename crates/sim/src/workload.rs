@@ -1,0 +1,159 @@
+//! What a seed asks for: users, devices, conversations, each device's
+//! script, and the fault schedule. Generated up front from the seed so the
+//! plan itself can be printed when a seed fails.
+
+use std::time::Duration;
+
+use rand::{Rng as _, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::run::Faults;
+
+/// A conversation of the plan.
+#[derive(Debug, Clone)]
+pub(crate) enum ConvPlan {
+    Direct(usize, usize),
+    Group(Vec<usize>),
+}
+
+impl ConvPlan {
+    pub(crate) fn members(&self) -> Vec<usize> {
+        match self {
+            Self::Direct(a, b) => vec![*a, *b],
+            Self::Group(members) => members.clone(),
+        }
+    }
+}
+
+/// One send of a device's script.
+#[derive(Debug, Clone)]
+pub(crate) struct SendPlan {
+    /// Pause before it.
+    pub(crate) delay: Duration,
+    /// Index into the plan's conversations.
+    pub(crate) conv: usize,
+    /// Reply to the newest message this device has seen in the conversation.
+    pub(crate) reply: bool,
+    /// Send the same `client_msg_id` twice (a client-side retry).
+    pub(crate) duplicate: bool,
+}
+
+/// A device and its script.
+#[derive(Debug, Clone)]
+pub(crate) struct DevicePlan {
+    pub(crate) user: usize,
+    pub(crate) name: String,
+    pub(crate) sends: Vec<SendPlan>,
+    /// (start, length) of periods this device spends disconnected.
+    pub(crate) offline: Vec<(Duration, Duration)>,
+}
+
+/// A fault to apply at a simulated time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FaultAction {
+    Partition(String, String),
+    Repair(String, String),
+    Bounce(String),
+}
+
+/// The whole plan of one seed.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub(crate) users: usize,
+    pub(crate) devices: Vec<DevicePlan>,
+    pub(crate) conversations: Vec<ConvPlan>,
+    pub(crate) faults: Vec<(Duration, FaultAction)>,
+}
+
+/// Every fault is healed by then.
+pub(crate) const HEALED_BY: Duration = Duration::from_secs(12);
+
+impl Plan {
+    pub(crate) fn generate(seed: u64, faults: Faults) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let users = rng.random_range(2..=5usize);
+        let mut devices = Vec::new();
+        for user in 0..users {
+            for device in 0..rng.random_range(1..=3usize) {
+                devices.push(DevicePlan {
+                    user,
+                    name: format!("dev-{user}-{device}"),
+                    sends: Vec::new(),
+                    offline: Vec::new(),
+                });
+            }
+        }
+        let mut conversations = Vec::new();
+        for a in 0..users {
+            for b in a + 1..users {
+                if rng.random_bool(0.6) {
+                    conversations.push(ConvPlan::Direct(a, b));
+                }
+            }
+        }
+        if users >= 3 || conversations.is_empty() {
+            let mut members: Vec<usize> = (0..users).filter(|_| rng.random_bool(0.8)).collect();
+            if members.len() < 2 {
+                members = (0..users).collect();
+            }
+            conversations.push(ConvPlan::Group(members));
+        }
+        for device in &mut devices {
+            let mine: Vec<usize> = conversations
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.members().contains(&device.user))
+                .map(|(i, _)| i)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            for _ in 0..rng.random_range(0..=6usize) {
+                device.sends.push(SendPlan {
+                    delay: Duration::from_millis(rng.random_range(0..800)),
+                    conv: mine[rng.random_range(0..mine.len())],
+                    reply: rng.random_bool(0.3),
+                    duplicate: rng.random_bool(0.15),
+                });
+            }
+            if rng.random_bool(0.3) {
+                let start = Duration::from_millis(rng.random_range(0..6_000));
+                let length = Duration::from_millis(rng.random_range(100..4_000));
+                device.offline.push((start, length));
+            }
+        }
+        let mut fault_list = Vec::new();
+        if faults.partitions {
+            let mut hosts: Vec<String> = vec!["gateway".into(), "core".into()];
+            hosts.extend(devices.iter().map(|d| d.name.clone()));
+            for _ in 0..rng.random_range(0..=4usize) {
+                // A link that exists in this topology: device–gateway or gateway–core.
+                let (a, b) = if rng.random_bool(0.4) {
+                    ("gateway".to_string(), "core".to_string())
+                } else {
+                    let device = &devices[rng.random_range(0..devices.len())];
+                    (device.name.clone(), "gateway".to_string())
+                };
+                let at = Duration::from_millis(rng.random_range(0..8_000));
+                let heal = at + Duration::from_millis(rng.random_range(50..3_000));
+                fault_list.push((at, FaultAction::Partition(a.clone(), b.clone())));
+                fault_list.push((heal.min(HEALED_BY), FaultAction::Repair(a, b)));
+            }
+        }
+        if faults.crashes {
+            for host in ["core", "gateway"] {
+                if rng.random_bool(0.35) {
+                    let at = Duration::from_millis(rng.random_range(0..10_000));
+                    fault_list.push((at, FaultAction::Bounce(host.to_string())));
+                }
+            }
+        }
+        fault_list.sort_by_key(|(at, _)| *at);
+        Self {
+            users,
+            devices,
+            conversations,
+            faults: fault_list,
+        }
+    }
+}
