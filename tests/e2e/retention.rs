@@ -44,7 +44,7 @@ async fn a_device_behind_retention_gets_a_gap_and_expired_entries_are_pruned() {
     );
     // The expired messages are gone from the inbox and from history.
     let after = tokio::time::timeout(Duration::from_millis(300), session.next_event()).await;
-    assert!(!matches!(after, Ok(Some(Event::Deliver(ref items))) if !items.is_empty()));
+    assert!(!matches!(after, Ok(Some(Event::Deliver { ref items, .. })) if !items.is_empty()));
     let history = h
         .rest
         .with_token(&bob.token)

@@ -28,7 +28,7 @@ mod validate;
 
 pub use config::CoreConfig;
 pub use error::CoreError;
-pub use hlc::{Hlc, HlcError};
+pub use hlc::{Hlc, HlcError, physical_ms, stamp_at};
 pub use messaging::{
     Caller, ConversationDetail, Credentials, Messaging, SendInput, direct_conversation_id,
 };

@@ -448,6 +448,7 @@ async fn deliver_step(
         return Ok(Flow::Continue);
     };
     let last = *last;
+    let after = store::stamp_to_hex(cursor);
     let mut items = Vec::with_capacity(entries.len());
     for (stamp, entry) in &entries {
         // None: the message was pruned from history by retention; skip it.
@@ -460,11 +461,17 @@ async fn deliver_step(
         }
     }
     *cursor = last;
-    if items.is_empty() {
-        return Ok(Flow::Continue);
+    // The chain's end is ackable even when its entry was skipped.
+    if state.unacked().back() != Some(&last) {
+        state.unacked().push_back(last);
     }
     let frame = SessionDown {
-        kind: Some(session_down::Kind::Deliver(pb::Deliver { session, items })),
+        kind: Some(session_down::Kind::Deliver(pb::Deliver {
+            session,
+            items,
+            after,
+            through: store::stamp_to_hex(&last),
+        })),
     };
     if down.send(Ok(frame)).await.is_err() {
         return Ok(Flow::Stop);

@@ -67,6 +67,9 @@ pub struct GatewayConfig {
     pub idle_timeout: Duration,
     /// A write blocked this long closes the socket.
     pub write_timeout: Duration,
+    /// HTTP/2 ping period on the stream to the core: how fast a silently
+    /// dead core connection is noticed and re-opened.
+    pub core_keepalive: Duration,
 }
 
 impl GatewayConfig {
@@ -88,6 +91,7 @@ impl GatewayConfig {
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
+            core_keepalive: Duration::from_secs(10),
         }
     }
 }

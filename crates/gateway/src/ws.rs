@@ -505,7 +505,14 @@ fn to_client(frame: pb::SessionDown, caller: &pb::Caller) -> Option<(ServerFrame
                     })
                 })
                 .collect();
-            (ServerFrame::Deliver { items }, false)
+            (
+                ServerFrame::Deliver {
+                    after: deliver.after,
+                    through: deliver.through,
+                    items,
+                },
+                false,
+            )
         }
         session_down::Kind::Sent(sent) => (
             ServerFrame::Sent {

@@ -124,12 +124,10 @@ async fn sender_session(ws: &str, token: &str) -> anyhow::Result<Arc<Session>> {
     let acker = Arc::downgrade(&session);
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
-            let (Event::Deliver(items), Some(session)) = (event, acker.upgrade()) else {
+            let (Event::Deliver { through, .. }, Some(session)) = (event, acker.upgrade()) else {
                 continue;
             };
-            if let Some(last) = items.last() {
-                let _ = session.ack(&last.cursor).await;
-            }
+            let _ = session.ack(&through).await;
         }
     });
     Ok(session)
@@ -163,13 +161,11 @@ fn spawn_receiver(
     tokio::spawn(async move {
         let mut latencies = Vec::new();
         while let Ok(Some(event)) = tokio::time::timeout_at(stop, session.next_event()).await {
-            let Event::Deliver(items) = event else {
+            let Event::Deliver { through, items, .. } = event else {
                 continue;
             };
             let now = Instant::now();
-            if let Some(last) = items.last() {
-                let _ = session.ack(&last.cursor).await;
-            }
+            let _ = session.ack(&through).await;
             for item in items {
                 let Delivered::Message { message } = item.item else {
                     continue;

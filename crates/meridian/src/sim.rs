@@ -47,7 +47,8 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let mut failures = Vec::new();
     let mut slowest: Option<(u64, Duration)> = None;
-    let (mut messages, mut deliveries, mut duplicates, mut injected) = (0, 0, 0, 0);
+    let (mut messages, mut deliveries, mut duplicates, mut injected, mut refused, mut breaks) =
+        (0, 0, 0, 0, 0, 0);
     let mut worst_convergence = Duration::ZERO;
     for seed in args.start..args.start + args.seeds {
         let one = std::time::Instant::now();
@@ -73,6 +74,8 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
                 deliveries += report.deliveries;
                 duplicates += report.wire_duplicates;
                 injected += report.faults;
+                refused += report.refused_stamps;
+                breaks += report.chain_breaks;
                 worst_convergence = worst_convergence.max(report.convergence);
             }
             Err(error) => {
@@ -87,10 +90,11 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     println!(
-        "{} seeds in {:.1} s ({:.1} seeds/s); {} failed; faults injected {injected}; messages {messages}, deliveries {deliveries}, raw wire duplicates {duplicates}; worst convergence after heal {:.1} s (simulated)",
+        "{} seeds in {:.1} s ({:.1} seeds/s, {:.0} seeds/min); {} failed; faults injected {injected}; messages {messages}, deliveries {deliveries}, raw wire duplicates {duplicates}; lost delivery frames detected {breaks}; stamps beyond the max offset refused {refused}; worst convergence after heal {:.1} s (simulated)",
         args.seeds,
         elapsed.as_secs_f64(),
         args.seeds as f64 / elapsed.as_secs_f64().max(1e-9),
+        args.seeds as f64 * 60.0 / elapsed.as_secs_f64().max(1e-9),
         failures.len(),
         worst_convergence.as_secs_f64()
     );

@@ -167,9 +167,17 @@ pub enum ServerFrame {
         /// The device's stored cursor (last acknowledged entry).
         cursor: String,
     },
-    /// Inbox entries in arrival order.
+    /// Inbox entries in arrival order, covering the cursor range
+    /// `(after, through]`. Frames chain: each `after` is the previous frame's
+    /// `through` (or the `ready` / `gap` cursor). A client that sees a break
+    /// in the chain lost a frame on the way: it must not ack, and should
+    /// reconnect to be served again from its stored cursor. Ack `through`.
     Deliver {
-        /// The entries.
+        /// The cursor this frame continues from.
+        after: String,
+        /// The cursor this frame ends at (ack this one).
+        through: String,
+        /// The entries; may be empty when every entry in the range was skipped.
         items: Vec<DeliveryItem>,
     },
     /// A send was accepted (or had been, for a retry).
@@ -379,6 +387,8 @@ mod tests {
             }
         ));
         let out = serde_json::to_value(ServerFrame::Deliver {
+            after: "00".into(),
+            through: "01".into(),
             items: vec![DeliveryItem {
                 cursor: "00".into(),
                 item: Delivered::ConversationChanged {

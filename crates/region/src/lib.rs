@@ -204,7 +204,11 @@ pub async fn start_gateway(options: GatewayOptions) -> anyhow::Result<GatewayHan
         .with_context(|| format!("binding the gateway on {}", options.listen))?;
     let addr = listener.local_addr()?;
     let deps = GatewayDeps {
-        core: tonic_channel(options.network.clone(), &options.core)?,
+        core: tonic_channel(
+            options.network.clone(),
+            &options.core,
+            options.config.core_keepalive,
+        )?,
         clock: options.clock,
         metrics: options.metrics,
     };

@@ -42,6 +42,11 @@ pub struct Client {
     pub wire_duplicates: u64,
     /// The last cursor this client acknowledged.
     pub last_acked: Option<String>,
+    /// Deliveries that did not continue where the previous one ended (a
+    /// frame lost on the way), each answered by a reconnect.
+    pub chain_breaks: u64,
+    /// The cursor the next delivery must continue from.
+    expected: Option<String>,
     connector: Option<Connector>,
     keepalive: crate::session::Keepalive,
 }
@@ -63,6 +68,8 @@ impl Client {
             sends: 0,
             wire_duplicates: 0,
             last_acked: None,
+            chain_breaks: 0,
+            expected: None,
             connector: None,
             keepalive: crate::session::Keepalive::default(),
         }
@@ -109,6 +116,7 @@ impl Client {
         for _ in 0..attempts.max(1) {
             match self.open_session().await {
                 Ok(session) => {
+                    self.expected = Some(session.cursor.clone());
                     self.session = Some(session);
                     return self.session.as_mut().ok_or(SdkError::Closed);
                 }
@@ -226,17 +234,30 @@ impl Client {
             Ok(Some(event)) => event,
         };
         match event {
-            Event::Deliver(items) => {
-                let last = items.last().map(|item| item.cursor.clone());
-                let fresh = self.absorb(items);
-                if let (Some(cursor), Some(session)) = (last, self.session.as_ref()) {
-                    session.ack(&cursor).await?;
-                    self.last_acked = Some(cursor);
+            Event::Deliver {
+                after,
+                through,
+                items,
+            } => {
+                if self.expected.as_deref() != Some(after.as_str()) {
+                    // A frame went missing on the way: acking past it would
+                    // skip its entries for good. Reconnect and be served
+                    // again from the stored cursor instead.
+                    self.chain_breaks += 1;
+                    self.session = None;
+                    return Ok(Vec::new());
                 }
+                let fresh = self.absorb(items);
+                if let Some(session) = self.session.as_ref() {
+                    session.ack(&through).await?;
+                    self.last_acked = Some(through.clone());
+                }
+                self.expected = Some(through);
                 Ok(fresh)
             }
             Event::Gap(through) => {
-                self.gaps.push(through);
+                self.gaps.push(through.clone());
+                self.expected = Some(through);
                 Ok(Vec::new())
             }
             Event::Error { .. } => Ok(Vec::new()),

@@ -13,9 +13,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::SdkError;
 
-/// How long a request waits for its answer.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Liveness of a session: a `ping` goes out every `interval`, and a
 /// connection that brings nothing (no frame, no pong) for `timeout` is
 /// treated as dead, so a half-open connection (a middlebox that silently
@@ -26,6 +23,9 @@ pub struct Keepalive {
     pub interval: Duration,
     /// Silence after which the connection counts as dead.
     pub timeout: Duration,
+    /// How long a request (a send) waits for its answer before the caller
+    /// may retry it.
+    pub request_timeout: Duration,
 }
 
 impl Default for Keepalive {
@@ -33,6 +33,7 @@ impl Default for Keepalive {
         Self {
             interval: Duration::from_secs(15),
             timeout: Duration::from_secs(45),
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -51,8 +52,15 @@ pub struct SentInfo {
 /// Something the server pushed.
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// Inbox entries, in arrival order.
-    Deliver(Vec<DeliveryItem>),
+    /// Inbox entries, in arrival order, covering cursors `(after, through]`.
+    Deliver {
+        /// Where this batch continues from.
+        after: String,
+        /// Where it ends (the cursor to ack).
+        through: String,
+        /// The entries.
+        items: Vec<DeliveryItem>,
+    },
     /// Entries up to this cursor expired before delivery.
     Gap(String),
     /// An error not tied to a pending request.
@@ -78,6 +86,7 @@ pub struct Session {
     pub device_id: String,
     /// The stored cursor at connection time.
     pub cursor: String,
+    request_timeout: Duration,
 }
 
 fn lock(
@@ -135,7 +144,7 @@ impl Session {
             .await
             .map_err(|e| SdkError::WebSocket(e.to_string()))?;
         let ready = loop {
-            let message = tokio::time::timeout(ANSWER_TIMEOUT, stream.next())
+            let message = tokio::time::timeout(keepalive.request_timeout, stream.next())
                 .await
                 .map_err(|_| SdkError::Timeout)?
                 .ok_or(SdkError::Closed)?
@@ -232,7 +241,15 @@ impl Session {
                         code,
                         message,
                     } => Event::Error { code, message },
-                    ServerFrame::Deliver { items } => Event::Deliver(items),
+                    ServerFrame::Deliver {
+                        after,
+                        through,
+                        items,
+                    } => Event::Deliver {
+                        after,
+                        through,
+                        items,
+                    },
                     ServerFrame::Gap { lost_through } => Event::Gap(lost_through),
                     ServerFrame::Ready { .. } | ServerFrame::Pong { .. } => continue,
                 };
@@ -253,6 +270,7 @@ impl Session {
             user_id: ready.0,
             device_id: ready.1,
             cursor: ready.2,
+            request_timeout: keepalive.request_timeout,
         })
     }
 
@@ -296,7 +314,7 @@ impl Session {
             last_seen_hlc,
         })
         .await?;
-        match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
+        match tokio::time::timeout(self.request_timeout, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(SdkError::Closed),
             Err(_) => {

@@ -211,17 +211,20 @@ pub fn incoming(listener: Box<dyn Listener>) -> impl Stream<Item = io::Result<Io
 /// A tonic channel to `addr` (`host:port`) whose connections go through `network`.
 ///
 /// The channel connects lazily and reconnects on its own after a failure.
+/// HTTP/2 pings every `keepalive` (answer within half of it) detect a
+/// connection that died silently, so streams on it fail and are re-opened.
 ///
 /// # Errors
 /// When `addr` does not form a valid URI.
 pub fn tonic_channel(
     network: SharedNetwork,
     addr: &str,
+    keepalive: std::time::Duration,
 ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(std::time::Duration::from_secs(10))
-        .keep_alive_timeout(std::time::Duration::from_secs(5))
+        .http2_keep_alive_interval(keepalive)
+        .keep_alive_timeout(keepalive / 2)
         .keep_alive_while_idle(true);
     let target = addr.to_string();
     let connector = tower::service_fn(move |_uri: http::Uri| {

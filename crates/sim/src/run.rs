@@ -52,8 +52,13 @@ pub struct SeedReport {
     pub deliveries: usize,
     /// Raw duplicates on the wire (dropped by the SDK's dedupe).
     pub wire_duplicates: u64,
+    /// Delivery frames lost on the way (a broken `after`/`through` chain),
+    /// each answered by the device reconnecting.
+    pub chain_breaks: u64,
     /// Faults injected.
     pub faults: usize,
+    /// Stamps beyond the maximum clock offset that were refused (as they must be).
+    pub refused_stamps: usize,
     /// Simulated time from the last heal to the last device complete.
     pub convergence: Duration,
     /// Simulated time of the whole run.
@@ -86,6 +91,7 @@ struct DeviceOutcome {
     /// conv index → msg_id → (hlc, origin region).
     seen: BTreeMap<usize, BTreeMap<String, (u64, String)>>,
     wire_duplicates: u64,
+    chain_breaks: u64,
     done_at: Option<Duration>,
 }
 
@@ -97,6 +103,8 @@ struct Shared {
     setup_done: bool,
     acked: BTreeMap<String, Acked>,
     outcomes: BTreeMap<usize, DeviceOutcome>,
+    /// Sends whose `last_seen_hlc` was beyond the maximum offset, refused.
+    refused_stamps: usize,
 }
 
 type SharedState = Arc<Mutex<Shared>>;
@@ -124,6 +132,8 @@ pub fn run_seed(seed: u64, faults: Faults) -> SeedOutcome {
         .build();
     let network: SharedNetwork = Arc::new(TurmoilNetwork);
     let clock: SharedClock = Arc::new(SimClock::new(EPOCH_MS, 0));
+    // The core's own clock, which clock-jump faults move.
+    let core_clock = SimClock::new(EPOCH_MS, 0);
     let shared: SharedState = Arc::default();
 
     // The core: its engine lives outside the host, so a crash keeps what was
@@ -131,7 +141,8 @@ pub fn run_seed(seed: u64, faults: Faults) -> SeedOutcome {
     let engine = MemoryEngine::new();
     let boots = Arc::new(AtomicU64::new(0));
     {
-        let (network, clock, boots) = (network.clone(), clock.clone(), boots.clone());
+        let (network, boots) = (network.clone(), boots.clone());
+        let clock: SharedClock = Arc::new(core_clock.clone());
         sim.host("core", move || {
             let (network, clock, engine) = (network.clone(), clock.clone(), engine.clone());
             let boot = boots.fetch_add(1, Ordering::SeqCst);
@@ -161,8 +172,11 @@ pub fn run_seed(seed: u64, faults: Faults) -> SeedOutcome {
                 let mut config = GatewayConfig::new("sim");
                 config.connects_per_minute = 6_000.0;
                 config.sends_per_second = 1_000.0;
-                config.ping_interval = Duration::from_secs(2);
-                config.idle_timeout = Duration::from_secs(6);
+                // Short liveness periods: partitions drop data silently, and
+                // every dead connection must be noticed for a seed to converge.
+                config.ping_interval = Duration::from_millis(500);
+                config.idle_timeout = Duration::from_secs(2);
+                config.core_keepalive = Duration::from_secs(1);
                 let _gateway = start_gateway(GatewayOptions {
                     config,
                     listen: any_addr(GATEWAY_PORT),
@@ -217,6 +231,10 @@ pub fn run_seed(seed: u64, faults: Faults) -> SeedOutcome {
                 FaultAction::Partition(a, b) => sim.partition(a.as_str(), b.as_str()),
                 FaultAction::Repair(a, b) => sim.repair(a.as_str(), b.as_str()),
                 FaultAction::Bounce(host) => sim.bounce(host.as_str()),
+                FaultAction::Latency(a, b, latency) => {
+                    sim.set_link_latency(a.as_str(), b.as_str(), *latency)
+                }
+                FaultAction::ClockJump(skew) => core_clock.set_skew(*skew),
             }
             applied += 1;
             pending_faults.next();
@@ -283,7 +301,11 @@ fn align_task_ids() {
 }
 
 async fn setup(network: SharedNetwork, shared: SharedState, plan: Plan) -> HostResult {
-    let channel = tonic_channel(network, &format!("core:{CORE_PORT}"))?;
+    let channel = tonic_channel(
+        network,
+        &format!("core:{CORE_PORT}"),
+        Duration::from_secs(1),
+    )?;
     let mut core = CoreClient::new(channel);
     // The core host may still be starting: retry the first call.
     let mut user_callers = Vec::new();
@@ -378,11 +400,49 @@ impl DeviceTask {
         })
     }
 
+    /// Sends with a `last_seen_hlc` a minute ahead of the truth: the core
+    /// must refuse it (typed `bad_request`) and store nothing.
+    async fn probe_future_stamp(&self, client: &mut Client, conv_id: &str, n: usize) -> HostResult {
+        let name = &self.plan.devices[self.index].name;
+        let now = EPOCH_MS + turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
+        let far = meridian_core::stamp_at(now + 60_000);
+        loop {
+            if client.session().is_none() && client.connect(8).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            let Some(session) = client.session() else {
+                continue;
+            };
+            match session
+                .send(conv_id, &format!("{name}-probe-{n}"), "probe", None, far)
+                .await
+            {
+                Ok(sent) => {
+                    return Err(format!(
+                        "{name}: a stamp 60 s ahead was accepted as {}",
+                        sent.msg_id
+                    )
+                    .into());
+                }
+                Err(error) if error.code() == Some(meridian_sdk::ErrorCode::BadRequest) => {
+                    lock(&self.shared).refused_stamps += 1;
+                    return Ok(());
+                }
+                Err(_) => {
+                    client.disconnect();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
     /// Records what arrived since the last call.
     fn absorb(&self, client: &Client, conv_of: &BTreeMap<String, usize>) {
         let mut state = lock(&self.shared);
         let outcome = state.outcomes.entry(self.index).or_default();
         outcome.wire_duplicates = client.wire_duplicates;
+        outcome.chain_breaks = client.chain_breaks;
         for (conv_id, conv) in conv_of {
             for message in client.timeline(conv_id) {
                 let seen = outcome.seen.entry(*conv).or_default();
@@ -436,8 +496,9 @@ impl DeviceTask {
         // Short keepalives: simulated partitions drop data silently, and a
         // device must notice a dead connection quickly to converge.
         let keepalive = meridian_sdk::Keepalive {
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(3),
+            interval: Duration::from_millis(500),
+            timeout: Duration::from_millis(1500),
+            request_timeout: Duration::from_secs(2),
         };
         let mut client = Client::new(&rest, &token, self.seed ^ (self.index as u64) << 32)
             .with_connector(self.connector())
@@ -462,6 +523,9 @@ impl DeviceTask {
             } else {
                 None
             };
+            if send.future_probe {
+                self.probe_future_stamp(&mut client, conv_id, n).await?;
+            }
             let client_msg_id = format!("{}-{n}", device.name);
             let payload = format!("{} #{n}", device.name);
             let attempts = if send.duplicate { 2 } else { 1 };
@@ -531,6 +595,7 @@ fn check(seed: u64, plan: &Plan, state: &Shared, faults: usize, sim_time: Durati
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     let mut deliveries = 0;
     let mut wire_duplicates = 0;
+    let mut chain_breaks = 0;
     let mut last_done = Duration::ZERO;
     // 1. Every acknowledged send reached every member device.
     for (index, device) in plan.devices.iter().enumerate() {
@@ -575,6 +640,7 @@ fn check(seed: u64, plan: &Plan, state: &Shared, faults: usize, sim_time: Durati
         }
         deliveries += outcome.arrivals.len();
         wire_duplicates += outcome.wire_duplicates;
+        chain_breaks += outcome.chain_breaks;
         last_done = last_done.max(outcome.done_at.unwrap_or_default());
         device.name.hash(&mut hasher);
         outcome.arrivals.hash(&mut hasher);
@@ -629,7 +695,9 @@ fn check(seed: u64, plan: &Plan, state: &Shared, faults: usize, sim_time: Durati
         messages: state.acked.len(),
         deliveries,
         wire_duplicates,
+        chain_breaks,
         faults,
+        refused_stamps: state.refused_stamps,
         convergence: last_done.saturating_sub(HEALED_BY),
         sim_time,
     })

@@ -36,6 +36,9 @@ pub(crate) struct SendPlan {
     pub(crate) reply: bool,
     /// Send the same `client_msg_id` twice (a client-side retry).
     pub(crate) duplicate: bool,
+    /// Claim a `last_seen_hlc` far beyond the maximum clock offset first:
+    /// it must be refused (and nothing stored).
+    pub(crate) future_probe: bool,
 }
 
 /// A device and its script.
@@ -54,6 +57,11 @@ pub(crate) enum FaultAction {
     Partition(String, String),
     Repair(String, String),
     Bounce(String),
+    /// A latency spike on a link (restored to `Duration::ZERO`, turmoil's
+    /// per-link default, by a later action).
+    Latency(String, String, Duration),
+    /// The core's wall clock jumps to this skew (ms), within the maximum offset.
+    ClockJump(i64),
 }
 
 /// The whole plan of one seed.
@@ -66,7 +74,7 @@ pub(crate) struct Plan {
 }
 
 /// Every fault is healed by then.
-pub(crate) const HEALED_BY: Duration = Duration::from_secs(12);
+pub(crate) const HEALED_BY: Duration = Duration::from_secs(8);
 
 impl Plan {
     pub(crate) fn generate(seed: u64, faults: Faults) -> Self {
@@ -114,11 +122,12 @@ impl Plan {
                     conv: mine[rng.random_range(0..mine.len())],
                     reply: rng.random_bool(0.3),
                     duplicate: rng.random_bool(0.15),
+                    future_probe: rng.random_bool(0.05),
                 });
             }
             if rng.random_bool(0.3) {
-                let start = Duration::from_millis(rng.random_range(0..6_000));
-                let length = Duration::from_millis(rng.random_range(100..4_000));
+                let start = Duration::from_millis(rng.random_range(0..5_000));
+                let length = Duration::from_millis(rng.random_range(100..3_000));
                 device.offline.push((start, length));
             }
         }
@@ -134,16 +143,39 @@ impl Plan {
                     let device = &devices[rng.random_range(0..devices.len())];
                     (device.name.clone(), "gateway".to_string())
                 };
-                let at = Duration::from_millis(rng.random_range(0..8_000));
-                let heal = at + Duration::from_millis(rng.random_range(50..3_000));
+                let at = Duration::from_millis(rng.random_range(0..6_000));
+                let heal = at + Duration::from_millis(rng.random_range(50..2_000));
                 fault_list.push((at, FaultAction::Partition(a.clone(), b.clone())));
                 fault_list.push((heal.min(HEALED_BY), FaultAction::Repair(a, b)));
             }
         }
+        if faults.partitions {
+            for _ in 0..rng.random_range(0..=2usize) {
+                let device = &devices[rng.random_range(0..devices.len())];
+                let (a, b) = if rng.random_bool(0.5) {
+                    ("gateway".to_string(), "core".to_string())
+                } else {
+                    (device.name.clone(), "gateway".to_string())
+                };
+                let at = Duration::from_millis(rng.random_range(0..6_000));
+                let spike = Duration::from_millis(rng.random_range(50..800));
+                let end = at + Duration::from_millis(rng.random_range(100..1_500));
+                fault_list.push((at, FaultAction::Latency(a.clone(), b.clone(), spike)));
+                fault_list.push((
+                    end.min(HEALED_BY),
+                    FaultAction::Latency(a, b, Duration::ZERO),
+                ));
+            }
+        }
         if faults.crashes {
+            if rng.random_bool(0.4) {
+                // Within the core's 500 ms maximum offset, either way.
+                let at = Duration::from_millis(rng.random_range(0..6_000));
+                fault_list.push((at, FaultAction::ClockJump(rng.random_range(-450..450))));
+            }
             for host in ["core", "gateway"] {
                 if rng.random_bool(0.35) {
-                    let at = Duration::from_millis(rng.random_range(0..10_000));
+                    let at = Duration::from_millis(rng.random_range(0..7_000));
                     fault_list.push((at, FaultAction::Bounce(host.to_string())));
                 }
             }
