@@ -802,10 +802,7 @@ impl Messaging {
     pub async fn ack(&self, caller: &Caller, cursor: &Stamp) -> Result<(), CoreError> {
         self.db
             .run(|tx, _| async move {
-                let stored = store::get_cursor(&tx, &caller.user_id, &caller.device_id).await?;
-                if cursor > &stored {
-                    store::set_cursor(&tx, &caller.user_id, &caller.device_id, cursor)?;
-                }
+                store::advance_cursor(&tx, &caller.user_id, &caller.device_id, cursor)?;
                 Ok::<_, CoreError>(())
             })
             .await

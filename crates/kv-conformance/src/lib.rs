@@ -318,6 +318,38 @@ pub async fn atomic_add_under_concurrency(backend: &dyn Backend) {
     );
 }
 
+/// Byte-max keeps the greatest value, never conflicts, and reads back.
+pub async fn byte_max_moves_forward_only(backend: &dyn Backend) {
+    let db = open(backend);
+    let tasks: Vec<_> = (0..20u8)
+        .map(|i| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let tx = db.begin();
+                tx.atomic_byte_max(b"cursor", &[0, i]).unwrap();
+                tx.commit().await.expect("byte-max never conflicts");
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(get(&db, b"cursor").await, Some(vec![0, 19]));
+    let tx = db.begin();
+    tx.atomic_byte_max(b"cursor", &[0, 3]).unwrap();
+    assert_eq!(
+        tx.get(b"cursor").await.unwrap().as_deref(),
+        Some(&[0u8, 19][..])
+    );
+    tx.atomic_byte_max(b"cursor", &[1]).unwrap();
+    assert_eq!(
+        tx.get(b"cursor").await.unwrap().as_deref(),
+        Some(&[1u8][..])
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(get(&db, b"cursor").await, Some(vec![1]));
+}
+
 /// FoundationDB's limits are refused with typed errors.
 pub async fn limits_are_enforced(backend: &dyn Backend) {
     let db = open(backend);
@@ -421,6 +453,7 @@ macro_rules! conformance_suite {
             case!(versionstamps_increase);
             case!(watches_fire_on_change);
             case!(atomic_add_under_concurrency);
+            case!(byte_max_moves_forward_only);
             case!(limits_are_enforced);
             case!(durable_across_reopen);
             case!(retry_loop_semantics);

@@ -37,6 +37,7 @@ pub(crate) enum PendingMutation {
     Clear(Vec<u8>),
     ClearRange(Vec<u8>, Vec<u8>),
     Add(Vec<u8>, i64),
+    ByteMax(Vec<u8>, Vec<u8>),
     /// Key payload, offset of the versionstamp, value.
     VersionstampedKey(Vec<u8>, usize, Vec<u8>),
     /// Key, value payload, offset of the versionstamp.
@@ -73,6 +74,54 @@ impl Default for DatabaseOptions {
     }
 }
 
+/// The resolver's memory and the registered watches, shared by the
+/// committer and watch registration: recording a batch and firing its
+/// watches happen under one lock, so a watch registered concurrently either
+/// sees the batch as written or is fired by it — never neither.
+struct Conflicts {
+    resolver: Resolver,
+    watches: BTreeMap<Vec<u8>, Vec<oneshot::Sender<()>>>,
+}
+
+impl Conflicts {
+    /// Registers a watch on `key` for a transaction that read at
+    /// `read_version`, firing it at once if the key changed since.
+    fn register(&mut self, read_version: u64, key: Vec<u8>, sender: oneshot::Sender<()>) {
+        if self.resolver.written_since(read_version, &key) {
+            let _ = sender.send(());
+        } else {
+            let waiting = self.watches.entry(key).or_default();
+            waiting.retain(|s| !s.is_closed());
+            waiting.push(sender);
+        }
+    }
+
+    /// Fires every watch on a key in `writes`.
+    fn fire(&mut self, writes: &RangeSet) {
+        if self.watches.is_empty() {
+            return;
+        }
+        for (begin, end) in writes.iter() {
+            let keys: Vec<Vec<u8>> = self
+                .watches
+                .range(begin.clone()..end.clone())
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in keys {
+                if let Some(senders) = self.watches.remove(&key) {
+                    for sender in senders {
+                        let _ = sender.send(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn lock_conflicts(conflicts: &Mutex<Conflicts>) -> std::sync::MutexGuard<'_, Conflicts> {
+    conflicts.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 struct Current {
     version: u64,
     snapshot: Arc<dyn EngineSnapshot>,
@@ -80,6 +129,7 @@ struct Current {
 
 struct Inner {
     current: Arc<Mutex<Current>>,
+    conflicts: Arc<Mutex<Conflicts>>,
     stopped: tokio::sync::watch::Receiver<bool>,
     commits: mpsc::Sender<CommitRequest>,
     clock: SharedClock,
@@ -126,11 +176,14 @@ impl Database {
         };
         let current = Arc::new(Mutex::new(Current { version, snapshot }));
         let (commits, queue) = mpsc::channel(options.queue_depth);
+        let conflicts = Arc::new(Mutex::new(Conflicts {
+            resolver: Resolver::new(version),
+            watches: BTreeMap::new(),
+        }));
         let committer = Committer {
             engine,
             current: current.clone(),
-            resolver: Resolver::new(version),
-            watches: BTreeMap::new(),
+            conflicts: conflicts.clone(),
             clock: clock.clone(),
             version,
             max_batch: options.max_batch_transactions.clamp(1, u16::MAX as usize),
@@ -143,6 +196,7 @@ impl Database {
         Ok(Self {
             inner: Arc::new(Inner {
                 current,
+                conflicts,
                 stopped,
                 commits,
                 clock,
@@ -192,6 +246,20 @@ impl Database {
         &self.inner.options.retry
     }
 
+    /// Registers the watches of a transaction that wrote nothing, without
+    /// queueing behind commits (a delivery loop waiting on an idle inbox
+    /// must not wait for someone else's fsync).
+    pub(crate) fn register_watches(
+        &self,
+        read_version: u64,
+        watches: Vec<(Vec<u8>, oneshot::Sender<()>)>,
+    ) {
+        let mut conflicts = lock_conflicts(&self.inner.conflicts);
+        for (key, sender) in watches {
+            conflicts.register(read_version, key, sender);
+        }
+    }
+
     pub(crate) async fn submit(&self, request: CommitRequest) -> Result<(), KvError> {
         self.inner
             .commits
@@ -204,8 +272,7 @@ impl Database {
 struct Committer {
     engine: Arc<dyn Engine>,
     current: Arc<Mutex<Current>>,
-    resolver: Resolver,
-    watches: BTreeMap<Vec<u8>, Vec<oneshot::Sender<()>>>,
+    conflicts: Arc<Mutex<Conflicts>>,
     clock: SharedClock,
     version: u64,
     max_batch: usize,
@@ -275,7 +342,7 @@ impl Committer {
         // one that read any of it conflicts.
         let mut batch_writes = RangeSet::default();
         for request in requests {
-            let verdict = self
+            let verdict = lock_conflicts(&self.conflicts)
                 .resolver
                 .check(request.read_version, &request.read_conflicts);
             let conflicts_in_batch = request
@@ -334,15 +401,11 @@ impl Committer {
             // Only watches: nothing to write, no version consumed, no fsync
             // (a delivery loop waiting on an idle inbox costs nothing).
             for tx in accepted {
+                let mut conflicts = lock_conflicts(&self.conflicts);
                 for (key, sender) in tx.watches {
-                    if self.resolver.written_since(tx.read_version, &key) {
-                        let _ = sender.send(());
-                    } else {
-                        let waiting = self.watches.entry(key).or_default();
-                        waiting.retain(|s| !s.is_closed());
-                        waiting.push(sender);
-                    }
+                    conflicts.register(tx.read_version, key, sender);
                 }
+                drop(conflicts);
                 let _ = tx.reply.send(Ok(CommitInfo {
                     version: self.version,
                     versionstamp: None,
@@ -364,12 +427,14 @@ impl Committer {
             current.version = version;
             current.snapshot = Arc::from(self.engine.snapshot());
         }
-        self.fire_watches(&batch_writes);
         let now = self.clock.monotonic();
+        // Fire, register and record under one lock (see `Conflicts`).
         // Watches registered by this batch fire at once if the key changed
         // after the transaction's read version: in an earlier batch, or by
         // another transaction of this one (which commits at the same version
         // but is unordered with respect to the watcher's reads).
+        let mut conflicts = lock_conflicts(&self.conflicts);
+        conflicts.fire(&batch_writes);
         if accepted.iter().any(|tx| !tx.watches.is_empty()) {
             let written_by: Vec<Vec<KeyRange>> =
                 accepted.iter().map(|a| a.writes.clone()).collect();
@@ -378,17 +443,16 @@ impl Committer {
                     let changed_in_batch = written_by.iter().enumerate().any(|(other, writes)| {
                         other != index && writes.iter().any(|w| w.contains(&key))
                     });
-                    if changed_in_batch || self.resolver.written_since(tx.read_version, &key) {
+                    if changed_in_batch {
                         let _ = sender.send(());
                     } else {
-                        let waiting = self.watches.entry(key).or_default();
-                        waiting.retain(|s| !s.is_closed());
-                        waiting.push(sender);
+                        conflicts.register(tx.read_version, key, sender);
                     }
                 }
             }
         }
-        self.resolver.record(version, now, batch_writes);
+        conflicts.resolver.record(version, now, batch_writes);
+        drop(conflicts);
         for tx in accepted {
             let result = match &outcome {
                 Ok(()) => Ok(CommitInfo {
@@ -429,6 +493,12 @@ impl Committer {
                 overlay.values.insert(key.clone(), Some(value.clone()));
                 (EngineMutation::Set(key, value), None)
             }
+            PendingMutation::ByteMax(key, value) => {
+                let base = overlay.read(&key, snapshot)?;
+                let value = crate::transaction::apply_byte_max(base.as_deref(), &value);
+                overlay.values.insert(key.clone(), Some(value.clone()));
+                (EngineMutation::Set(key, value), None)
+            }
             PendingMutation::VersionstampedKey(payload, offset, value) => {
                 let key = stamp(&payload, offset, versionstamp);
                 overlay.values.insert(key.clone(), Some(value.clone()));
@@ -441,25 +511,5 @@ impl Committer {
                 (EngineMutation::Set(key, value), None)
             }
         })
-    }
-
-    fn fire_watches(&mut self, writes: &RangeSet) {
-        if self.watches.is_empty() {
-            return;
-        }
-        for (begin, end) in writes.iter() {
-            let keys: Vec<Vec<u8>> = self
-                .watches
-                .range(begin.clone()..end.clone())
-                .map(|(k, _)| k.clone())
-                .collect();
-            for key in keys {
-                if let Some(senders) = self.watches.remove(&key) {
-                    for sender in senders {
-                        let _ = sender.send(());
-                    }
-                }
-            }
-        }
     }
 }

@@ -68,6 +68,9 @@ pub enum KvError {
     /// A range whose begin is after its end.
     #[error("inverted range")]
     InvertedRange,
+    /// A key holding a mix of pending atomic operations was read before commit.
+    #[error("a key with mixed pending atomic operations cannot be read before commit")]
+    AccessedUnreadable,
     /// The retry loop gave up.
     #[error("gave up after {attempts} attempts: {last}")]
     RetryLimitReached {

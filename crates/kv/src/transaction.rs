@@ -64,6 +64,10 @@ enum Buffered {
     Cleared,
     /// An atomic add not yet resolved against the committed value.
     Add(i64),
+    /// An atomic byte-max not yet resolved against the committed value.
+    Max(Vec<u8>),
+    /// A mix of atomic operations this layer does not replay for reads.
+    Unreadable,
 }
 
 pub(crate) struct TxState {
@@ -240,6 +244,15 @@ impl Transaction {
                 };
                 return Ok(Some(Bytes::from(apply_add(base.as_deref(), *delta))));
             }
+            Some(Buffered::Max(value)) => {
+                let base = if state.cleared.iter().any(|r| r.contains(key)) {
+                    None
+                } else {
+                    state.snapshot.get(key)?
+                };
+                return Ok(Some(Bytes::from(apply_byte_max(base.as_deref(), value))));
+            }
+            Some(Buffered::Unreadable) => return Err(KvError::AccessedUnreadable),
             None => {}
         }
         if state.cleared.iter().any(|r| r.contains(key)) {
@@ -333,6 +346,11 @@ impl Transaction {
                             key: Bytes::copy_from_slice(key),
                             value: Bytes::from(apply_add(base()?.as_deref(), *delta)),
                         }),
+                        Buffered::Max(value) => out.push(KeyValue {
+                            key: Bytes::copy_from_slice(key),
+                            value: Bytes::from(apply_byte_max(base()?.as_deref(), value)),
+                        }),
+                        Buffered::Unreadable => return Err(KvError::AccessedUnreadable),
                     }
                 } else {
                     let Some(item) = engine_iter.next() else {
@@ -450,10 +468,35 @@ impl Transaction {
                 Some(Buffered::Value(v)) => Buffered::Value(apply_add(Some(v), delta)),
                 Some(Buffered::Cleared) => Buffered::Value(apply_add(None, delta)),
                 Some(Buffered::Add(d)) => Buffered::Add(d.wrapping_add(delta)),
+                Some(Buffered::Max(_) | Buffered::Unreadable) => Buffered::Unreadable,
                 None => Buffered::Add(delta),
             };
             s.buffered.insert(key.to_vec(), next);
             s.mutations.push(PendingMutation::Add(key.to_vec(), delta));
+        })
+    }
+
+    /// Stores `value` at `key` unless what is stored there compares greater
+    /// byte by byte (FoundationDB's `BYTE_MAX`), at commit time and without
+    /// a read conflict: a cursor that only moves forward, written by many
+    /// transactions that never conflict.
+    ///
+    /// # Errors
+    /// As [`Transaction::set`].
+    pub fn atomic_byte_max(&self, key: &[u8], value: &[u8]) -> Result<(), KvError> {
+        check_key(key)?;
+        check_value(value)?;
+        self.mutate(key.len() + value.len(), Some(KeyRange::single(key)), |s| {
+            let next = match s.buffered.get(key) {
+                Some(Buffered::Value(v)) => Buffered::Value(apply_byte_max(Some(v), value)),
+                Some(Buffered::Cleared) => Buffered::Value(value.to_vec()),
+                Some(Buffered::Max(m)) => Buffered::Max(apply_byte_max(Some(m), value)),
+                Some(Buffered::Add(_) | Buffered::Unreadable) => Buffered::Unreadable,
+                None => Buffered::Max(value.to_vec()),
+            };
+            s.buffered.insert(key.to_vec(), next);
+            s.mutations
+                .push(PendingMutation::ByteMax(key.to_vec(), value.to_vec()));
         })
     }
 
@@ -541,7 +584,12 @@ impl Transaction {
             }
             self.check_age(&state)?;
             state.committed = true;
-            if state.mutations.is_empty() && state.watches.is_empty() {
+            if state.mutations.is_empty() {
+                // Read-only: nothing to resolve; watches register directly.
+                let watches = std::mem::take(&mut state.watches);
+                if !watches.is_empty() {
+                    self.db.register_watches(state.read_version, watches);
+                }
                 return Ok(CommitInfo {
                     version: state.read_version,
                     versionstamp: None,
@@ -578,4 +626,13 @@ pub(crate) fn apply_add(base: Option<&[u8]>, delta: i64) -> Vec<u8> {
         .wrapping_add(delta)
         .to_le_bytes()
         .to_vec()
+}
+
+/// FoundationDB's `BYTE_MAX`: the lexicographically greater of the stored
+/// value (absent counts as smaller than anything) and `value`.
+pub(crate) fn apply_byte_max(base: Option<&[u8]>, value: &[u8]) -> Vec<u8> {
+    match base {
+        Some(base) if base > value => base.to_vec(),
+        _ => value.to_vec(),
+    }
 }

@@ -12,6 +12,12 @@ use meridian_region::{RegionOptions, StoreChoice, start_region};
 use meridian_seams::net::TokioNetwork;
 use meridian_seams::{Rng, SystemClock};
 
+/// Sends, deliveries and their JSON allocate many small short-lived buffers
+/// across threads; mimalloc serves those faster than glibc's allocator
+/// (measured with `meridian bench`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench;
 mod chat;
 mod sim;

@@ -101,7 +101,8 @@ impl Session {
     /// # Errors
     /// Transport failures or the server's refusal (`invalid_token`, …).
     pub async fn connect(ws_url: &str, token: &str) -> Result<Self, SdkError> {
-        let (socket, _) = tokio_tungstenite::connect_async(ws_url)
+        // Nagle off: small frames (sends, acks) must not wait for a delayed ACK.
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(ws_url, None, true)
             .await
             .map_err(|e| SdkError::WebSocket(e.to_string()))?;
         Self::start(socket, token, Keepalive::default()).await

@@ -125,6 +125,20 @@ pub fn set_cursor(
     Ok(tx.set(&keys::cursor(user_id, device_id), stamp)?)
 }
 
+/// Moves the device's cursor forward to `stamp`, never back, without
+/// reading it: acks from concurrent sessions never conflict.
+///
+/// # Errors
+/// Store limits.
+pub fn advance_cursor(
+    tx: &Transaction,
+    user_id: &str,
+    device_id: &str,
+    stamp: &Stamp,
+) -> Result<(), StoreError> {
+    Ok(tx.atomic_byte_max(&keys::cursor(user_id, device_id), stamp)?)
+}
+
 /// The conversation record.
 ///
 /// # Errors
