@@ -329,6 +329,28 @@ impl Messaging {
         Ok(())
     }
 
+    /// Stores a changed group: bumps its version, records its member count,
+    /// and tells every member (and `also`, a member just removed) to refresh.
+    fn record_change(
+        tx: &meridian_kv::Transaction,
+        mut conversation: Conversation,
+        members: Vec<Member>,
+        also: Option<&str>,
+    ) -> Result<ConversationDetail, CoreError> {
+        conversation.member_count = members.len() as u32;
+        conversation.version += 1;
+        store::put_conversation(tx, &conversation)?;
+        let notified = members
+            .iter()
+            .map(|m| m.user_id.clone())
+            .chain(also.map(str::to_string));
+        Self::notify_changed(tx, &conversation, notified)?;
+        Ok(ConversationDetail {
+            conversation,
+            members,
+        })
+    }
+
     /// The direct conversation between the caller and `peer`, created on first use.
     ///
     /// # Errors
@@ -556,18 +578,8 @@ impl Messaging {
             .run(|tx, _| async move {
                 let mut conversation = Self::require_admin_of_group(&tx, conv_id, caller).await?;
                 conversation.name = name.to_string();
-                conversation.version += 1;
-                store::put_conversation(&tx, &conversation)?;
                 let members = store::list_members(&tx, conv_id).await?;
-                Self::notify_changed(
-                    &tx,
-                    &conversation,
-                    members.iter().map(|m| m.user_id.clone()),
-                )?;
-                Ok::<_, CoreError>(ConversationDetail {
-                    conversation,
-                    members,
-                })
+                Self::record_change(&tx, conversation, members, None)
             })
             .await
     }
@@ -590,7 +602,7 @@ impl Messaging {
         let max = self.config.max_group_members;
         self.db
             .run(|tx, _| async move {
-                let mut conversation = Self::require_admin_of_group(&tx, conv_id, caller).await?;
+                let conversation = Self::require_admin_of_group(&tx, conv_id, caller).await?;
                 let mut members = store::list_members(&tx, conv_id).await?;
                 let mut added = Vec::new();
                 for id in user_ids {
@@ -624,18 +636,7 @@ impl Messaging {
                     members.push(member);
                 }
                 members.sort_by(|a, b| a.user_id.cmp(&b.user_id));
-                conversation.member_count = members.len() as u32;
-                conversation.version += 1;
-                store::put_conversation(&tx, &conversation)?;
-                Self::notify_changed(
-                    &tx,
-                    &conversation,
-                    members.iter().map(|m| m.user_id.clone()),
-                )?;
-                Ok::<_, CoreError>(ConversationDetail {
-                    conversation,
-                    members,
-                })
+                Self::record_change(&tx, conversation, members, None)
             })
             .await
     }
@@ -655,7 +656,7 @@ impl Messaging {
         validate::id("user_id", user_id)?;
         self.db
             .run(|tx, _| async move {
-                let mut conversation = if user_id == caller.user_id {
+                let conversation = if user_id == caller.user_id {
                     Self::require_member(&tx, conv_id, user_id).await?;
                     let conversation = store::get_conversation(&tx, conv_id)
                         .await?
@@ -689,18 +690,7 @@ impl Messaging {
                     heir.role = Role::Admin;
                     store::put_member(&tx, conv_id, heir)?;
                 }
-                conversation.member_count = members.len() as u32;
-                conversation.version += 1;
-                store::put_conversation(&tx, &conversation)?;
-                let notified = members
-                    .iter()
-                    .map(|m| m.user_id.clone())
-                    .chain([user_id.to_string()]);
-                Self::notify_changed(&tx, &conversation, notified)?;
-                Ok::<_, CoreError>(ConversationDetail {
-                    conversation,
-                    members,
-                })
+                Self::record_change(&tx, conversation, members, Some(user_id))
             })
             .await
     }
