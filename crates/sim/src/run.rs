@@ -57,6 +57,8 @@ pub struct SeedReport {
     pub chain_breaks: u64,
     /// Faults injected.
     pub faults: usize,
+    /// Whether a member was added or removed mid-run.
+    pub membership_change: bool,
     /// Stamps beyond the maximum clock offset that were refused (as they must be).
     pub refused_stamps: usize,
     /// Simulated time from the last heal to the last device complete.
@@ -82,6 +84,10 @@ struct Acked {
     conv: usize,
     hlc: u64,
     reply_to: Option<String>,
+    /// When the sender started sending it (before its first attempt).
+    started: Duration,
+    /// When the sender got `sent`.
+    acked_at: Duration,
 }
 
 #[derive(Default)]
@@ -105,6 +111,53 @@ struct Shared {
     outcomes: BTreeMap<usize, DeviceOutcome>,
     /// Sends whose `last_seen_hlc` was beyond the maximum offset, refused.
     refused_stamps: usize,
+    /// Callers by user index (for the admin's membership change).
+    callers: Vec<pb::Caller>,
+    /// When the membership change was first asked for, and acknowledged.
+    membership_started: Option<Duration>,
+    membership_done: Option<Duration>,
+}
+
+impl Shared {
+    /// Whether `user`'s devices must end up with `message`: members receive
+    /// every acknowledged send; a user added mid-run receives what was sent
+    /// after the addition was acknowledged; a user removed mid-run receives
+    /// what was acknowledged before the removal was asked for.
+    fn must_receive(&self, plan: &Plan, user: usize, message: &Acked) -> bool {
+        match &plan.membership {
+            Some(change) if change.conv == message.conv && change.user == user => {
+                if change.join {
+                    self.membership_done
+                        .is_some_and(|done| message.started > done)
+                } else {
+                    self.membership_started
+                        .is_none_or(|asked| message.acked_at < asked)
+                }
+            }
+            _ => plan.conversations[message.conv].members().contains(&user),
+        }
+    }
+
+    /// Whether `user`'s devices must never see `message`: a removed user sees
+    /// nothing sent after the removal was acknowledged.
+    fn must_not_receive(&self, plan: &Plan, user: usize, message: &Acked) -> bool {
+        match &plan.membership {
+            Some(change) if change.conv == message.conv && change.user == user && !change.join => {
+                self.membership_done
+                    .is_some_and(|done| message.started > done)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `user`'s devices see `conv` (its membership may change).
+    fn tracks(plan: &Plan, user: usize, conv: usize) -> bool {
+        plan.conversations[conv].members().contains(&user)
+            || plan
+                .membership
+                .as_ref()
+                .is_some_and(|c| c.conv == conv && c.user == user)
+    }
 }
 
 type SharedState = Arc<Mutex<Shared>>;
@@ -220,6 +273,16 @@ pub fn run_seed(seed: u64, faults: Faults) -> SeedOutcome {
         sim.client(device.name.as_str(), async move { task.run().await });
     }
 
+    if let Some(change) = plan.membership.clone() {
+        let (network, shared) = (network.clone(), shared.clone());
+        let admin_user = match &plan.conversations[change.conv] {
+            ConvPlan::Group(members) => members[0],
+            ConvPlan::Direct(a, _) => *a,
+        };
+        sim.client("admin", async move {
+            change_membership(network, shared, change, admin_user).await
+        });
+    }
     let mut pending_faults = plan.faults.iter().peekable();
     let mut applied = 0;
     loop {
@@ -300,6 +363,71 @@ fn align_task_ids() {
     }
 }
 
+/// The group's admin adds or removes a member mid-run, through the core's
+/// gRPC, retrying until it is acknowledged.
+async fn change_membership(
+    network: SharedNetwork,
+    shared: SharedState,
+    change: crate::workload::MembershipChange,
+    admin_user: usize,
+) -> HostResult {
+    tokio::time::sleep(change.at).await;
+    let (caller, target, conv_id) = {
+        let state = lock(&shared);
+        (
+            state.callers[admin_user].clone(),
+            state.callers[change.user].user_id.clone(),
+            state.conv_ids[change.conv].clone(),
+        )
+    };
+    lock(&shared).membership_started = Some(turmoil::sim_elapsed().unwrap_or_default());
+    let channel = tonic_channel(
+        network,
+        &format!("core:{CORE_PORT}"),
+        Duration::from_secs(1),
+    )?;
+    let mut core = CoreClient::new(channel);
+    loop {
+        let outcome = if change.join {
+            let request = pb::AddMembersRequest {
+                caller: Some(caller.clone()),
+                conv_id: conv_id.clone(),
+                user_ids: vec![target.clone()],
+            };
+            core.add_members(request).await.map(|_| ())
+        } else {
+            let request = pb::RemoveMemberRequest {
+                caller: Some(caller.clone()),
+                conv_id: conv_id.clone(),
+                user_id: target.clone(),
+            };
+            match core.remove_member(request).await {
+                // A retry after an unknown outcome finds it already done.
+                Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
+                other => other.map(|_| ()),
+            }
+        };
+        match outcome {
+            Ok(()) => break,
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unavailable
+                        | tonic::Code::Unknown
+                        | tonic::Code::Cancelled
+                        | tonic::Code::DeadlineExceeded
+                        | tonic::Code::Internal
+                ) =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(status) => return Err(format!("membership change refused: {status}").into()),
+        }
+    }
+    lock(&shared).membership_done = Some(turmoil::sim_elapsed().unwrap_or_default());
+    Ok(())
+}
+
 async fn setup(network: SharedNetwork, shared: SharedState, plan: Plan) -> HostResult {
     let channel = tonic_channel(
         network,
@@ -373,6 +501,7 @@ async fn setup(network: SharedNetwork, shared: SharedState, plan: Plan) -> HostR
         conv_ids.push(info.conv_id);
     }
     let mut state = lock(&shared);
+    state.callers = user_callers;
     state.tokens = tokens;
     state.conv_ids = conv_ids;
     state.setup_done = true;
@@ -425,6 +554,9 @@ impl DeviceTask {
                     )
                     .into());
                 }
+                Err(error) if error.code() == Some(meridian_sdk::ErrorCode::NotMember) => {
+                    return Ok(());
+                }
                 Err(error) if error.code() == Some(meridian_sdk::ErrorCode::BadRequest) => {
                     lock(&self.shared).refused_stamps += 1;
                     return Ok(());
@@ -462,21 +594,19 @@ impl DeviceTask {
             return false;
         }
         let state = lock(&self.shared);
+        if self.plan.membership.is_some() && state.membership_done.is_none() {
+            return false;
+        }
         let user = self.plan.devices[self.index].user;
-        let Some(outcome) = state.outcomes.get(&self.index) else {
-            return state
-                .acked
-                .values()
-                .all(|a| !self.plan.conversations[a.conv].members().contains(&user));
+        let seen = |conv: usize, msg_id: &String| {
+            state
+                .outcomes
+                .get(&self.index)
+                .and_then(|o| o.seen.get(&conv))
+                .is_some_and(|s| s.contains_key(msg_id))
         };
         state.acked.iter().all(|(msg_id, acked)| {
-            !self.plan.conversations[acked.conv]
-                .members()
-                .contains(&user)
-                || outcome
-                    .seen
-                    .get(&acked.conv)
-                    .is_some_and(|s| s.contains_key(msg_id))
+            !state.must_receive(&self.plan, user, acked) || seen(acked.conv, msg_id)
         })
     }
 
@@ -489,7 +619,7 @@ impl DeviceTask {
         let conv_of: BTreeMap<String, usize> = conv_ids
             .iter()
             .enumerate()
-            .filter(|(i, _)| self.plan.conversations[*i].members().contains(&device.user))
+            .filter(|(i, _)| Shared::tracks(&self.plan, device.user, *i))
             .map(|(i, id)| (id.clone(), i))
             .collect();
         let rest = Rest::new(format!("http://gateway:{GATEWAY_PORT}"));
@@ -505,7 +635,7 @@ impl DeviceTask {
             .with_keepalive(keepalive);
         let started = turmoil::sim_elapsed().unwrap_or_default();
         let mut offline = device.offline.iter().peekable();
-        for (n, send) in device.sends.iter().enumerate() {
+        'sends: for (n, send) in device.sends.iter().enumerate() {
             tokio::time::sleep(send.delay).await;
             if let Some((start, length)) = offline.peek()
                 && turmoil::sim_elapsed()
@@ -529,6 +659,12 @@ impl DeviceTask {
             let client_msg_id = format!("{}-{n}", device.name);
             let payload = format!("{} #{n}", device.name);
             let attempts = if send.duplicate { 2 } else { 1 };
+            let started_send = turmoil::sim_elapsed().unwrap_or_default();
+            let removed_here = self
+                .plan
+                .membership
+                .as_ref()
+                .is_some_and(|c| !c.join && c.user == device.user && c.conv == send.conv);
             for _ in 0..attempts {
                 let sent = loop {
                     match client
@@ -538,6 +674,13 @@ impl DeviceTask {
                         Ok(sent) => break sent,
                         Err(error) if error.is_transient() => {
                             tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        // This user was removed from the group meanwhile.
+                        Err(error)
+                            if removed_here
+                                && error.code() == Some(meridian_sdk::ErrorCode::NotMember) =>
+                        {
+                            continue 'sends;
                         }
                         Err(error) => {
                             return Err(format!("{}: send refused: {error}", device.name).into());
@@ -551,16 +694,20 @@ impl DeviceTask {
                         conv: send.conv,
                         hlc: sent.hlc,
                         reply_to: reply_to.clone(),
+                        started: started_send,
+                        acked_at: turmoil::sim_elapsed().unwrap_or_default(),
                     },
                 );
-                if let Some(first) = first
-                    && first.hlc != sent.hlc
-                {
-                    return Err(format!(
-                        "{}: a retry of {} returned a different stamp",
-                        device.name, sent.msg_id
-                    )
-                    .into());
+                if let Some(first) = first {
+                    if first.hlc != sent.hlc {
+                        return Err(format!(
+                            "{}: a retry of {} returned a different stamp",
+                            device.name, sent.msg_id
+                        )
+                        .into());
+                    }
+                    // The message dates from its first send.
+                    state.acked.insert(sent.msg_id.clone(), first);
                 }
             }
             // Drain what arrived meanwhile (errors just mean reconnect later).
@@ -603,20 +750,30 @@ fn check(seed: u64, plan: &Plan, state: &Shared, faults: usize, sim_time: Durati
             if state
                 .acked
                 .values()
-                .any(|a| plan.conversations[a.conv].members().contains(&device.user))
+                .any(|a| state.must_receive(plan, device.user, a))
             {
                 return fail(format!("{} received nothing", device.name));
             }
             continue;
         };
         for (msg_id, acked) in &state.acked {
-            if !plan.conversations[acked.conv]
-                .members()
-                .contains(&device.user)
-            {
+            let got = outcome.seen.get(&acked.conv).and_then(|s| s.get(msg_id));
+            // 1b. A removed member never sees what was sent after its removal.
+            if got.is_some() && state.must_not_receive(plan, device.user, acked) {
+                return fail(format!("{} was removed but received {msg_id}", device.name));
+            }
+            if !state.must_receive(plan, device.user, acked) {
+                if let Some((hlc, _)) = got
+                    && *hlc != acked.hlc
+                {
+                    return fail(format!(
+                        "{} sees {msg_id} at hlc {hlc}, sender got {}",
+                        device.name, acked.hlc
+                    ));
+                }
                 continue;
             }
-            match outcome.seen.get(&acked.conv).and_then(|s| s.get(msg_id)) {
+            match got {
                 None => {
                     return fail(format!(
                         "acknowledged {msg_id} never reached {}",
@@ -650,7 +807,11 @@ fn check(seed: u64, plan: &Plan, state: &Shared, faults: usize, sim_time: Durati
     for (conv_index, conv) in plan.conversations.iter().enumerate() {
         let mut views: Vec<(String, Vec<DisplayKey>)> = Vec::new();
         for (index, device) in plan.devices.iter().enumerate() {
-            if !conv.members().contains(&device.user) {
+            let changing = plan
+                .membership
+                .as_ref()
+                .is_some_and(|c| c.conv == conv_index && c.user == device.user);
+            if !conv.members().contains(&device.user) || changing {
                 continue;
             }
             let Some(seen) = state
@@ -698,6 +859,7 @@ fn check(seed: u64, plan: &Plan, state: &Shared, faults: usize, sim_time: Durati
         chain_breaks,
         faults,
         refused_stamps: state.refused_stamps,
+        membership_change: state.membership_done.is_some(),
         convergence: last_done.saturating_sub(HEALED_BY),
         sim_time,
     })

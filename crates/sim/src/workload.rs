@@ -64,6 +64,19 @@ pub(crate) enum FaultAction {
     ClockJump(i64),
 }
 
+/// A membership change made while messages flow.
+#[derive(Debug, Clone)]
+pub(crate) struct MembershipChange {
+    /// The group (index into the plan's conversations).
+    pub(crate) conv: usize,
+    /// The user added or removed.
+    pub(crate) user: usize,
+    /// Added (`true`) or removed.
+    pub(crate) join: bool,
+    /// When the group's admin asks for it.
+    pub(crate) at: Duration,
+}
+
 /// The whole plan of one seed.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
@@ -71,6 +84,7 @@ pub(crate) struct Plan {
     pub(crate) devices: Vec<DevicePlan>,
     pub(crate) conversations: Vec<ConvPlan>,
     pub(crate) faults: Vec<(Duration, FaultAction)>,
+    pub(crate) membership: Option<MembershipChange>,
 }
 
 /// Every fault is healed by then.
@@ -131,6 +145,26 @@ impl Plan {
                 device.offline.push((start, length));
             }
         }
+        let mut membership = None;
+        if let Some((group, ConvPlan::Group(members))) = conversations
+            .iter()
+            .enumerate()
+            .find(|(_, c)| matches!(c, ConvPlan::Group(_)))
+            && rng.random_bool(0.5)
+        {
+            let outsiders: Vec<usize> = (0..users).filter(|u| !members.contains(u)).collect();
+            let leavers: Vec<usize> = members[1..].to_vec();
+            let join = !outsiders.is_empty() && (leavers.len() < 2 || rng.random_bool(0.5));
+            let pool = if join { &outsiders } else { &leavers };
+            if join || leavers.len() >= 2 {
+                membership = Some(MembershipChange {
+                    conv: group,
+                    user: pool[rng.random_range(0..pool.len())],
+                    join,
+                    at: Duration::from_millis(rng.random_range(0..5_000)),
+                });
+            }
+        }
         let mut fault_list = Vec::new();
         if faults.partitions {
             let mut hosts: Vec<String> = vec!["gateway".into(), "core".into()];
@@ -186,6 +220,7 @@ impl Plan {
             devices,
             conversations,
             faults: fault_list,
+            membership,
         }
     }
 }
