@@ -87,17 +87,25 @@ impl Client {
         self
     }
 
+    /// Opens and authenticates a session, giving up after the request
+    /// timeout: a connect or handshake into a silently dead network would
+    /// otherwise wait forever (found by simulation seeds 436, 726, 851, 937).
     async fn open_session(&self) -> Result<Session, SdkError> {
-        match &self.connector {
-            None => Session::connect(&self.rest.ws_url(), &self.token).await,
-            Some(connector) => {
-                let stream = connector()
-                    .await
-                    .map_err(|e| SdkError::WebSocket(e.to_string()))?;
-                Session::connect_over(stream, &self.rest.ws_url(), &self.token, self.keepalive)
-                    .await
+        let open = async {
+            match &self.connector {
+                None => Session::connect(&self.rest.ws_url(), &self.token).await,
+                Some(connector) => {
+                    let stream = connector()
+                        .await
+                        .map_err(|e| SdkError::WebSocket(e.to_string()))?;
+                    Session::connect_over(stream, &self.rest.ws_url(), &self.token, self.keepalive)
+                        .await
+                }
             }
-        }
+        };
+        tokio::time::timeout(self.keepalive.request_timeout, open)
+            .await
+            .map_err(|_| SdkError::Timeout)?
     }
 
     /// The REST client with this device's token.

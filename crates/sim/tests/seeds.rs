@@ -71,3 +71,15 @@ fn regression_crash_traces_do_not_depend_on_earlier_seeds() {
         assert_eq!(first.trace_hash, second.trace_hash, "seed {seed}");
     }
 }
+
+/// Seeds 436, 726, 851 and 937 found devices stuck for good while
+/// reconnecting: a connect or WebSocket handshake into a silently dead
+/// network had no timeout. Fixed by bounding the whole session opening by
+/// the SDK's request timeout.
+#[test]
+fn regression_seeds_436_726_851_937_session_opening_times_out() {
+    let _serial = serial();
+    for seed in [436, 726, 851, 937] {
+        run_seed(seed, Faults::ALL).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
