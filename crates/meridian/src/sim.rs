@@ -50,6 +50,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
     let (mut messages, mut deliveries, mut duplicates, mut injected, mut refused, mut breaks) =
         (0, 0, 0, 0, 0, 0);
     let mut membership_changes = 0;
+    let mut receipts = 0;
     let mut worst_convergence = Duration::ZERO;
     for seed in args.start..args.start + args.seeds {
         let one = std::time::Instant::now();
@@ -78,6 +79,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
                 refused += report.refused_stamps;
                 breaks += report.chain_breaks;
                 membership_changes += usize::from(report.membership_change);
+                receipts += report.receipts;
                 worst_convergence = worst_convergence.max(report.convergence);
             }
             Err(error) => {
@@ -92,7 +94,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     println!(
-        "{} seeds in {:.1} s ({:.1} seeds/s, {:.0} seeds/min); {} failed; faults injected {injected}; membership changes mid-run {membership_changes}; messages {messages}, deliveries {deliveries}, raw wire duplicates {duplicates}; lost delivery frames detected {breaks}; stamps beyond the max offset refused {refused}; worst convergence after heal {:.1} s (simulated)",
+        "{} seeds in {:.1} s ({:.1} seeds/s, {:.0} seeds/min); {} failed; faults injected {injected}; membership changes mid-run {membership_changes}; read receipts {receipts}; messages {messages}, deliveries {deliveries}, raw wire duplicates {duplicates}; lost delivery frames detected {breaks}; stamps beyond the max offset refused {refused}; worst convergence after heal {:.1} s (simulated)",
         args.seeds,
         elapsed.as_secs_f64(),
         args.seeds as f64 / elapsed.as_secs_f64().max(1e-9),

@@ -143,6 +143,11 @@ impl Client {
         self.session = None;
     }
 
+    /// This device's id, once a session has told it.
+    pub fn device_id(&self) -> Option<&str> {
+        self.session.as_ref().map(|s| s.device_id.as_str())
+    }
+
     /// The current session, if connected.
     pub fn session(&mut self) -> Option<&mut Session> {
         self.session.as_mut()

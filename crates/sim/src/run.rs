@@ -59,6 +59,8 @@ pub struct SeedReport {
     pub faults: usize,
     /// Whether a member was added or removed mid-run.
     pub membership_change: bool,
+    /// Read receipts sent.
+    pub receipts: usize,
     /// Stamps beyond the maximum clock offset that were refused (as they must be).
     pub refused_stamps: usize,
     /// Simulated time from the last heal to the last device complete.
@@ -111,6 +113,8 @@ struct Shared {
     outcomes: BTreeMap<usize, DeviceOutcome>,
     /// Sends whose `last_seen_hlc` was beyond the maximum offset, refused.
     refused_stamps: usize,
+    /// Read receipts sent.
+    receipts_sent: usize,
     /// Callers by user index (for the admin's membership change).
     callers: Vec<pb::Caller>,
     /// When the membership change was first asked for, and acknowledged.
@@ -713,6 +717,22 @@ impl DeviceTask {
             // Drain what arrived meanwhile (errors just mean reconnect later).
             let _ = client.poll(Duration::from_millis(10)).await;
             self.absorb(&client, &conv_of);
+            if send.receipt {
+                // Receipts ride the same session under the same faults; a
+                // refusal or a lost frame only loses the receipt itself.
+                let newest = client
+                    .timeline(conv_id)
+                    .iter()
+                    .rev()
+                    .find(|m| m.sender_device_id != session_device(&client))
+                    .map(|m| m.msg_id.clone());
+                if let (Some(msg_id), Some(session)) = (newest, client.session()) {
+                    let _ = session
+                        .receipt(conv_id, &[msg_id], meridian_sdk::frames::ReceiptKind::Read)
+                        .await;
+                    lock(&self.shared).receipts_sent += 1;
+                }
+            }
         }
         self.sends_remaining.fetch_sub(1, Ordering::SeqCst);
         loop {
@@ -731,6 +751,11 @@ impl DeviceTask {
             }
         }
     }
+}
+
+/// The device id of the client's current session (empty when disconnected).
+fn session_device(client: &Client) -> String {
+    client.device_id().unwrap_or_default().to_string()
 }
 
 /// A message's place in display order: `(hlc, origin_region, msg_id)`.
@@ -860,6 +885,7 @@ fn check(seed: u64, plan: &Plan, state: &Shared, faults: usize, sim_time: Durati
         faults,
         refused_stamps: state.refused_stamps,
         membership_change: state.membership_done.is_some(),
+        receipts: state.receipts_sent,
         convergence: last_done.saturating_sub(HEALED_BY),
         sim_time,
     })

@@ -39,6 +39,9 @@ pub(crate) struct SendPlan {
     /// Claim a `last_seen_hlc` far beyond the maximum clock offset first:
     /// it must be refused (and nothing stored).
     pub(crate) future_probe: bool,
+    /// Afterwards, send a read receipt for the newest message of another
+    /// sender this device has seen in the conversation.
+    pub(crate) receipt: bool,
 }
 
 /// A device and its script.
@@ -137,6 +140,7 @@ impl Plan {
                     reply: rng.random_bool(0.3),
                     duplicate: rng.random_bool(0.15),
                     future_probe: rng.random_bool(0.05),
+                    receipt: rng.random_bool(0.3),
                 });
             }
             if rng.random_bool(0.3) {
