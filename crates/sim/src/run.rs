@@ -385,12 +385,7 @@ async fn change_membership(
         )
     };
     lock(&shared).membership_started = Some(turmoil::sim_elapsed().unwrap_or_default());
-    let channel = tonic_channel(
-        network,
-        &format!("core:{CORE_PORT}"),
-        Duration::from_secs(1),
-    )?;
-    let mut core = CoreClient::new(channel);
+    let mut core = core_client(network)?;
     loop {
         let outcome = if change.join {
             let request = pb::AddMembersRequest {
@@ -432,13 +427,20 @@ async fn change_membership(
     Ok(())
 }
 
-async fn setup(network: SharedNetwork, shared: SharedState, plan: Plan) -> HostResult {
+/// A gRPC client of the simulated core, for the setup and admin clients.
+fn core_client(
+    network: SharedNetwork,
+) -> Result<CoreClient<tonic::transport::Channel>, tonic::transport::Error> {
     let channel = tonic_channel(
         network,
         &format!("core:{CORE_PORT}"),
         Duration::from_secs(1),
     )?;
-    let mut core = CoreClient::new(channel);
+    Ok(CoreClient::new(channel))
+}
+
+async fn setup(network: SharedNetwork, shared: SharedState, plan: Plan) -> HostResult {
+    let mut core = core_client(network)?;
     // The core host may still be starting: retry the first call.
     let mut user_callers = Vec::new();
     let mut tokens = vec![String::new(); plan.devices.len()];
