@@ -12,4 +12,5 @@ mod delivery;
 mod groups;
 mod limits;
 mod receipts;
+mod regions;
 mod retention;

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_core::CoreConfig;
 use meridian_gateway::GatewayConfig;
 use meridian_region::{RegionHandle, RegionOptions, StoreChoice, start_region};
 use meridian_sdk::frames::RegisterResponse;
@@ -48,15 +47,14 @@ impl Harness {
         // Tests register many users from one address.
         gateway.registrations_per_minute = 100_000.0;
         let region = start_region(RegionOptions {
-            core: CoreConfig::new("us-east"),
             gateway,
-            store: StoreChoice::Fjall(dir.path().to_path_buf()),
-            gateway_listen: "127.0.0.1:0".parse().expect("addr"),
-            core_listen: "127.0.0.1:0".parse().expect("addr"),
-            network: TokioNetwork::shared(),
-            clock: clock.clone(),
-            rng: Rng::seeded(7),
-            metrics: None,
+            ..RegionOptions::loopback(
+                "us-east",
+                StoreChoice::Fjall(dir.path().to_path_buf()),
+                TokioNetwork::shared(),
+                clock.clone(),
+                Rng::seeded(7),
+            )
         })
         .await
         .expect("start region");
@@ -174,6 +172,189 @@ pub async fn next_json(socket: &mut RawSocket) -> serde_json::Value {
             .expect("frame");
         if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
             return serde_json::from_str(&text).expect("JSON frame");
+        }
+    }
+}
+
+/// Which log carries replication in a multi-region test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestLog {
+    /// The embedded log in each region's store.
+    Embedded,
+    /// A real Kafka-protocol broker (tansu) per region.
+    Kafka,
+}
+
+/// Several regions in this process, each region's path to every other
+/// region's core going through its own fault proxy (`proxy(from, to)`), so a
+/// test can cut and heal the link between two regions.
+pub struct Regions {
+    pub handles: std::collections::BTreeMap<String, RegionHandle>,
+    pub clocks: std::collections::BTreeMap<String, Arc<SystemClock>>,
+    proxies: std::collections::BTreeMap<(String, String), meridian_faultproxy::Proxy>,
+    _brokers: Vec<meridian_testbed::Broker>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Regions {
+    /// `names` regions; `configure` adjusts each region's options.
+    pub async fn start(
+        names: &[&str],
+        log: TestLog,
+        configure: impl Fn(&str, &mut RegionOptions),
+    ) -> Self {
+        use std::collections::BTreeMap;
+
+        use meridian_region::Listen;
+
+        let network = TokioNetwork::shared();
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let mut listeners = BTreeMap::new();
+        for name in names {
+            let listener = network.bind(any).await.expect("bind core");
+            listeners.insert(name.to_string(), listener);
+        }
+        let core_addrs: BTreeMap<String, String> = listeners
+            .iter()
+            .map(|(name, l)| (name.clone(), l.local_addr().expect("addr").to_string()))
+            .collect();
+        let proxy_clock: SharedClock = SystemClock::shared();
+        let mut proxies = BTreeMap::new();
+        for from in names {
+            for (to, addr) in &core_addrs {
+                if to != from {
+                    let proxy = meridian_faultproxy::Proxy::start(
+                        network.clone(),
+                        proxy_clock.clone(),
+                        any,
+                        addr.clone(),
+                        Duration::ZERO,
+                    )
+                    .await
+                    .expect("proxy");
+                    proxies.insert((from.to_string(), to.clone()), proxy);
+                }
+            }
+        }
+        let mut handles = BTreeMap::new();
+        let mut clocks = BTreeMap::new();
+        let mut dirs = Vec::new();
+        let mut brokers = Vec::new();
+        for (index, name) in names.iter().enumerate() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let clock = Arc::new(SystemClock::new());
+            let mut options = RegionOptions::loopback(
+                name,
+                StoreChoice::Fjall(dir.path().to_path_buf()),
+                network.clone(),
+                clock.clone(),
+                Rng::seeded(100 + index as u64),
+            );
+            options.core_listen = Listen::Bound(listeners.remove(*name).expect("listener"));
+            options.peers = proxies
+                .iter()
+                .filter(|((from, _), _)| from == name)
+                .map(|((_, to), proxy)| (to.clone(), proxy.addr().to_string()))
+                .collect();
+            if log == TestLog::Kafka {
+                let broker = meridian_testbed::Broker::start().expect("tansu broker");
+                options.log = meridian_region::LogChoice::Kafka(
+                    meridian_replication::kafka::KafkaConfig::new(broker.bootstrap(), 4),
+                );
+                brokers.push(broker);
+            }
+            options.gateway.registrations_per_minute = 100_000.0;
+            options.gateway.sends_per_second = 10_000.0;
+            options.gateway.send_burst = 10_000.0;
+            // Short link timings: a cut is noticed and healed quickly.
+            options.link.max_backoff = Duration::from_millis(500);
+            options.link.stall_timeout = Duration::from_secs(3);
+            configure(name, &mut options);
+            handles.insert(
+                name.to_string(),
+                start_region(options).await.expect("region"),
+            );
+            clocks.insert(name.to_string(), clock);
+            dirs.push(dir);
+        }
+        Self {
+            handles,
+            clocks,
+            proxies,
+            _brokers: brokers,
+            _dirs: dirs,
+        }
+    }
+
+    /// The REST client of `region`'s gateway.
+    pub fn rest(&self, region: &str) -> Rest {
+        Rest::new(format!("http://{}", self.handles[region].gateway_addr))
+    }
+
+    /// Registers a user homed in `region` (through that region's gateway).
+    pub async fn user(&self, region: &str, name: &str) -> RegisterResponse {
+        self.rest(region).register(name).await.expect("register")
+    }
+
+    /// A connected client for `token` through `region`'s gateway.
+    pub async fn client(&self, region: &str, token: &str, seed: u64) -> Client {
+        let mut client = Client::new(&self.rest(region), token, seed);
+        client.connect(20).await.expect("connect");
+        client
+    }
+
+    /// The path `from` uses to reach `to`'s core (replication from `to`
+    /// into `from`, and `from`'s calls to `to`).
+    pub fn proxy(&self, from: &str, to: &str) -> &meridian_faultproxy::Proxy {
+        &self.proxies[&(from.to_string(), to.to_string())]
+    }
+
+    pub async fn stop(self) {
+        for (_, handle) in self.handles {
+            handle.stop().await;
+        }
+    }
+}
+
+/// Polls `client` until it has a conversation change for `conv`.
+pub async fn wait_for_conversation(client: &mut Client, conv: &str) {
+    let seen = client
+        .poll_until(PATIENCE, |c| {
+            c.other_deliveries().iter().any(|d| {
+                matches!(d, meridian_sdk::frames::Delivered::ConversationChanged { conv_id, .. } if conv_id == conv)
+            })
+        })
+        .await
+        .expect("poll");
+    assert!(seen, "the conversation {conv} reached the device");
+}
+
+/// Message ids of a conversation in display order.
+pub fn order(client: &Client, conv: &str) -> Vec<String> {
+    client
+        .timeline(conv)
+        .iter()
+        .map(|m| m.msg_id.clone())
+        .collect()
+}
+
+/// Every reply in `client`'s timeline of `conv` comes after its parent.
+pub fn assert_replies_follow_parents(client: &Client, conv: &str) {
+    let timeline = client.timeline(conv);
+    let position: std::collections::BTreeMap<&str, usize> = timeline
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.msg_id.as_str(), i))
+        .collect();
+    for (i, message) in timeline.iter().enumerate() {
+        if let Some(parent) = &message.reply_to {
+            let parent_at = position[parent.as_str()];
+            assert!(
+                parent_at < i,
+                "reply {} (hlc {}) shown before its parent {parent}",
+                message.msg_id,
+                message.hlc
+            );
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::messaging::{Caller, ConversationDetail};
 pub struct CoreService {
     messaging: Arc<Messaging>,
     registry: crate::session::Registry,
+    shutdown: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl CoreService {
@@ -26,7 +27,16 @@ impl CoreService {
         Self {
             messaging,
             registry: crate::session::Registry::default(),
+            shutdown: None,
         }
+    }
+
+    /// Ends every session stream when `shutdown` turns true, so a stopping
+    /// server is not held open by gateways' long-lived streams (they
+    /// reconnect elsewhere or later).
+    pub fn with_shutdown(mut self, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.shutdown = Some(shutdown);
+        self
     }
 
     /// The tonic server for this service, with message size limits that fit
@@ -224,6 +234,17 @@ impl core_server::Core for CoreService {
         Ok(Response::new(conversation_info(detail)))
     }
 
+    async fn ensure_direct(
+        &self,
+        request: Request<pb::EnsureDirectRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let request = request.into_inner();
+        self.messaging
+            .ensure_direct(&request.user_a, &request.user_b, request.created_ms)
+            .await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
     async fn create_group(
         &self,
         request: Request<pb::CreateGroupRequest>,
@@ -340,12 +361,28 @@ impl core_server::Core for CoreService {
     ) -> Result<Response<Self::SessionStream>, Status> {
         let inbound = request.into_inner();
         let (down, receiver) = tokio::sync::mpsc::channel(1024);
-        tokio::spawn(crate::session::serve_stream(
+        let mut shutdown = self.shutdown.clone();
+        let serve = crate::session::serve_stream(
             self.messaging.clone(),
             self.registry.clone(),
             inbound,
             down,
-        ));
+        );
+        tokio::spawn(async move {
+            let stopped = async {
+                if let Some(stop) = shutdown.as_mut()
+                    && stop.wait_for(|s| *s).await.is_ok()
+                {
+                    return;
+                }
+                std::future::pending::<()>().await;
+            };
+            tokio::select! {
+                biased;
+                () = stopped => {}
+                () = serve => {}
+            }
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 }

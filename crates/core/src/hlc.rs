@@ -77,30 +77,51 @@ impl Hlc {
     /// nothing is merged then.
     pub fn next_after(&self, observed: u64) -> Result<u64, HlcError> {
         let generator = self.generator.lock().unwrap_or_else(|p| p.into_inner());
-        let now = self.clock.wall_millis();
-        generator.set_current_timestamp(now as i64);
-        if observed != 0 {
-            let observed_ms = physical_ms(observed);
-            if observed_ms > now + self.max_offset_ms {
-                return Err(HlcError::TooFarAhead {
-                    ahead_ms: observed_ms - now,
-                    max_ms: self.max_offset_ms,
-                });
-            }
-            let incoming =
-                HlcTimestamp::from_parts(observed_ms as i64, observed & ((1 << LOGICAL_BITS) - 1))
-                    .map_err(|_| HlcError::Malformed)?;
-            generator
-                .update(&incoming)
-                .map_err(|_| HlcError::TooFarAhead {
-                    ahead_ms: observed_ms.saturating_sub(now),
-                    max_ms: self.max_offset_ms,
-                })?;
-        }
+        self.merge(&generator, observed)?;
         generator
             .next_timestamp()
             .map(|stamp| stamp.as_u64())
             .ok_or(HlcError::Malformed)
+    }
+
+    /// Merges a stamp received from another region, so every later stamp of
+    /// this clock orders after it.
+    ///
+    /// # Errors
+    /// [`HlcError::TooFarAhead`] when `observed` is beyond the maximum offset;
+    /// nothing is merged then.
+    pub fn observe(&self, observed: u64) -> Result<(), HlcError> {
+        let generator = self.generator.lock().unwrap_or_else(|p| p.into_inner());
+        self.merge(&generator, observed)
+    }
+
+    fn merge(
+        &self,
+        generator: &HlcGenerator<hlc_gen::source::ManualClock>,
+        observed: u64,
+    ) -> Result<(), HlcError> {
+        let now = self.clock.wall_millis();
+        generator.set_current_timestamp(now as i64);
+        if observed == 0 {
+            return Ok(());
+        }
+        let observed_ms = physical_ms(observed);
+        if observed_ms > now + self.max_offset_ms {
+            return Err(HlcError::TooFarAhead {
+                ahead_ms: observed_ms - now,
+                max_ms: self.max_offset_ms,
+            });
+        }
+        let incoming =
+            HlcTimestamp::from_parts(observed_ms as i64, observed & ((1 << LOGICAL_BITS) - 1))
+                .map_err(|_| HlcError::Malformed)?;
+        generator
+            .update(&incoming)
+            .map_err(|_| HlcError::TooFarAhead {
+                ahead_ms: observed_ms.saturating_sub(now),
+                max_ms: self.max_offset_ms,
+            })?;
+        Ok(())
     }
 }
 
@@ -134,7 +155,13 @@ mod tests {
             hlc.next_after(far),
             Err(HlcError::TooFarAhead { .. })
         ));
+        assert!(matches!(
+            hlc.observe(far),
+            Err(HlcError::TooFarAhead { .. })
+        ));
         // Nothing was merged: the next stamp is still near local time.
         assert_eq!(physical_ms(hlc.next_after(0).unwrap()), 1_800_000_000_000);
+        hlc.observe(stamp_at(1_800_000_000_300)).unwrap();
+        assert_eq!(physical_ms(hlc.next_after(0).unwrap()), 1_800_000_000_300);
     }
 }

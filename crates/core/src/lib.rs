@@ -11,21 +11,31 @@
 //!   request/response operations, one multiplexed `Session` stream per
 //!   gateway for sends, acks, receipts and deliveries.
 //! - [`retention::Sweeper`] prunes inboxes and history past retention.
+//! - Regions: users, devices and groups are `"{uuid}@{region}"`. A send is
+//!   accepted by the sender's home core, which writes members homed elsewhere
+//!   an outbox entry per region in the same transaction; group changes are
+//!   made at the group's owner region and replicate as versioned state;
+//!   [`ReplicationApplier`] applies what arrives from other regions exactly
+//!   once. [`peers::Peers`] makes the few cross-region calls an operation
+//!   needs (does a user homed elsewhere exist?).
 //!
 //! # What it must not touch
 //! No HTTP or WebSocket types (the gateway owns the client edge), no storage
 //! engine (only `meridian-kv`'s interface), no wall clock or randomness except
 //! through `meridian-seams`.
 
+mod apply;
 mod config;
 mod error;
 pub mod grpc;
 mod hlc;
 mod messaging;
+pub mod peers;
 pub mod retention;
 mod session;
 mod validate;
 
+pub use apply::ReplicationApplier;
 pub use config::CoreConfig;
 pub use error::CoreError;
 pub use hlc::{Hlc, HlcError, physical_ms, stamp_at};

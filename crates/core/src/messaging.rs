@@ -13,6 +13,7 @@ use meridian_store::{
 };
 use sha2::{Digest, Sha256};
 
+use crate::peers::{Peers, region_of};
 use crate::validate;
 use crate::{CoreConfig, CoreError, Hlc};
 
@@ -64,6 +65,7 @@ pub struct Messaging {
     ids: Ids,
     hlc: Hlc,
     config: CoreConfig,
+    peers: Peers,
 }
 
 impl std::fmt::Debug for Messaging {
@@ -95,8 +97,8 @@ pub fn direct_conversation_id(a: &str, b: &str) -> String {
 }
 
 impl Messaging {
-    /// A service over `db`.
-    pub fn new(db: Database, ids: Ids, config: CoreConfig) -> Arc<Self> {
+    /// A service over `db`, reaching the other regions' cores through `peers`.
+    pub fn new(db: Database, ids: Ids, config: CoreConfig, peers: Peers) -> Arc<Self> {
         let hlc = Hlc::new(
             ids.clock().clone(),
             config.max_clock_offset.as_millis() as u64,
@@ -106,7 +108,112 @@ impl Messaging {
             ids,
             hlc,
             config,
+            peers,
         })
+    }
+
+    /// The HLC of this core.
+    pub fn hlc(&self) -> &Hlc {
+        &self.hlc
+    }
+
+    /// Whether `id` (a user, device or group) belongs to this region; ids
+    /// without a region (direct conversations) count as local.
+    pub fn is_local(&self, id: &str) -> bool {
+        region_of(id).is_none_or(|region| region == self.config.region)
+    }
+
+    /// Splits users into those homed here and those homed in each other
+    /// region.
+    fn by_region<'a>(
+        &self,
+        users: impl IntoIterator<Item = &'a str>,
+    ) -> (
+        Vec<&'a str>,
+        std::collections::BTreeMap<&'a str, Vec<String>>,
+    ) {
+        let mut local = Vec::new();
+        let mut remote: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+        for user in users {
+            match region_of(user) {
+                Some(region) if region != self.config.region => {
+                    remote.entry(region).or_default().push(user.to_string());
+                }
+                _ => local.push(user),
+            }
+        }
+        (local, remote)
+    }
+
+    /// Queues a conversation's state for every other region where one of
+    /// `members` or `also` (someone just removed) is homed.
+    fn replicate_conversation(
+        &self,
+        tx: &meridian_kv::Transaction,
+        conversation: &Conversation,
+        members: &[Member],
+        also: Option<&str>,
+    ) -> Result<(), CoreError> {
+        let everyone = members.iter().map(|m| m.user_id.as_str()).chain(also);
+        let (_, remote) = self.by_region(everyone);
+        if remote.is_empty() {
+            return Ok(());
+        }
+        let hlc = self.stamp()?;
+        for (region, notify) in remote {
+            store::put_outbox(
+                tx,
+                region,
+                &store::Replicated {
+                    origin_region: self.config.region.clone(),
+                    hlc,
+                    change: store::Change::Conversation {
+                        conversation: conversation.clone(),
+                        members: members.to_vec(),
+                        notify,
+                    },
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A fresh HLC stamp.
+    fn stamp(&self) -> Result<u64, CoreError> {
+        self.hlc
+            .next_after(0)
+            .map_err(|e| CoreError::refused(ErrorCode::Internal, e.to_string()))
+    }
+
+    /// Refuses a group change at a core other than the group's owner's.
+    fn require_owner_region(&self, conv_id: &str) -> Result<(), CoreError> {
+        match region_of(conv_id) {
+            Some(region) if region != self.config.region => Err(refused(
+                ErrorCode::WrongRegion,
+                format!("group {conv_id} is changed in its owner region {region}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks that every one of `user_ids` exists, asking their home region
+    /// for those homed elsewhere (before the transaction: a remote call must
+    /// not run inside one).
+    async fn require_remote_users_exist(
+        &self,
+        caller: &Caller,
+        user_ids: &[String],
+    ) -> Result<(), CoreError> {
+        for user_id in user_ids {
+            let Some(region) = region_of(user_id).filter(|r| *r != self.config.region) else {
+                continue;
+            };
+            if !self.peers.knows(region) || !self.peers.user_exists(region, caller, user_id).await?
+            {
+                return Err(refused(ErrorCode::NotFound, format!("no user {user_id}")));
+            }
+        }
+        Ok(())
     }
 
     /// The database.
@@ -151,7 +258,7 @@ impl Messaging {
             home_region: self.config.region.clone(),
             created_ms: self.now_ms(),
         };
-        let device_id = self.ids.uuid_v7().to_string();
+        let device_id = format!("{}@{}", self.ids.uuid_v7(), self.config.region);
         let (token, token_hash) = self.new_token(&device_id);
         let device = Device {
             id: device_id.clone(),
@@ -227,7 +334,7 @@ impl Messaging {
     /// `invalid_name`; store failures.
     pub async fn add_device(&self, caller: &Caller, label: &str) -> Result<Credentials, CoreError> {
         validate::name("label", label, 64)?;
-        let device_id = self.ids.uuid_v7().to_string();
+        let device_id = format!("{}@{}", self.ids.uuid_v7(), self.config.region);
         let (token, token_hash) = self.new_token(&device_id);
         let device = Device {
             id: device_id.clone(),
@@ -286,11 +393,14 @@ impl Messaging {
             .await
     }
 
+    /// Checks the users homed here (those homed elsewhere were checked with
+    /// [`Self::require_remote_users_exist`] before the transaction).
     async fn require_users_exist(
+        &self,
         tx: &meridian_kv::Transaction,
         user_ids: &[String],
     ) -> Result<(), CoreError> {
-        for user_id in user_ids {
+        for user_id in user_ids.iter().filter(|u| self.is_local(u)) {
             if store::get_user(tx, user_id).await?.is_none() {
                 return Err(refused(ErrorCode::NotFound, format!("no user {user_id}")));
             }
@@ -314,7 +424,10 @@ impl Messaging {
             .ok_or_else(|| refused(ErrorCode::NotMember, format!("not a member of {conv_id}")))
     }
 
+    /// Tells `users` homed here that `conv` changed (those homed elsewhere
+    /// are told by their own region when it applies the change).
     fn notify_changed(
+        &self,
         tx: &meridian_kv::Transaction,
         conv: &Conversation,
         users: impl IntoIterator<Item = String>,
@@ -323,7 +436,7 @@ impl Messaging {
             conv_id: conv.id.clone(),
             version: conv.version,
         };
-        for user in users {
+        for user in users.into_iter().filter(|u| self.is_local(u)) {
             store::append_inbox(tx, &user, &entry)?;
         }
         Ok(())
@@ -332,6 +445,7 @@ impl Messaging {
     /// Stores a changed group: bumps its version, records its member count,
     /// and tells every member (and `also`, a member just removed) to refresh.
     fn record_change(
+        &self,
         tx: &meridian_kv::Transaction,
         mut conversation: Conversation,
         members: Vec<Member>,
@@ -340,11 +454,12 @@ impl Messaging {
         conversation.member_count = members.len() as u32;
         conversation.version += 1;
         store::put_conversation(tx, &conversation)?;
+        self.replicate_conversation(tx, &conversation, &members, also)?;
         let notified = members
             .iter()
             .map(|m| m.user_id.clone())
             .chain(also.map(str::to_string));
-        Self::notify_changed(tx, &conversation, notified)?;
+        self.notify_changed(tx, &conversation, notified)?;
         Ok(ConversationDetail {
             conversation,
             members,
@@ -369,7 +484,10 @@ impl Messaging {
         }
         let conv_id = direct_conversation_id(&caller.user_id, peer);
         let now = self.now_ms();
-        self.db
+        self.require_remote_users_exist(caller, &[peer.to_string()])
+            .await?;
+        let detail = self
+            .db
             .run(|tx, _| {
                 let conv_id = &conv_id;
                 async move {
@@ -380,7 +498,7 @@ impl Messaging {
                             members,
                         });
                     }
-                    Self::require_users_exist(&tx, &[peer.to_string()]).await?;
+                    self.require_users_exist(&tx, &[peer.to_string()]).await?;
                     let conversation = Conversation {
                         id: conv_id.clone(),
                         kind: ConversationKind::Direct,
@@ -401,10 +519,91 @@ impl Messaging {
                         members.push(member);
                     }
                     members.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+                    self.replicate_conversation(&tx, &conversation, &members, None)?;
                     Ok::<_, CoreError>(ConversationDetail {
                         conversation,
                         members,
                     })
+                }
+            })
+            .await?;
+        // The peer's home region gets its copy now rather than when the
+        // replicated state arrives, so the peer can send at once. If it does
+        // not answer, the replicated state still gets there.
+        if let Some(region) = region_of(peer).filter(|r| *r != self.config.region)
+            && let Err(error) = self
+                .peers
+                .ensure_direct(
+                    region,
+                    &caller.user_id,
+                    peer,
+                    detail.conversation.created_ms,
+                )
+                .await
+        {
+            tracing::warn!(%error, %region, conv = %detail.conversation.id, "peer region did not take the direct conversation yet");
+        }
+        Ok(detail)
+    }
+
+    /// Creates the local copy of a direct conversation created in another
+    /// region (a core-to-core call; idempotent).
+    ///
+    /// # Errors
+    /// `bad_request` for malformed ids or users not homed apart, `not_found`
+    /// when neither user is homed here.
+    pub async fn ensure_direct(
+        &self,
+        user_a: &str,
+        user_b: &str,
+        created_ms: u64,
+    ) -> Result<(), CoreError> {
+        validate::id("user_a", user_a)?;
+        validate::id("user_b", user_b)?;
+        if user_a == user_b {
+            return Err(refused(
+                ErrorCode::BadRequest,
+                "a direct conversation needs two users",
+            ));
+        }
+        let local = [user_a, user_b]
+            .into_iter()
+            .find(|u| region_of(u) == Some(self.config.region.as_str()))
+            .ok_or_else(|| refused(ErrorCode::NotFound, "neither user is homed here"))?;
+        let conv_id = direct_conversation_id(user_a, user_b);
+        self.db
+            .run(|tx, _| {
+                let conv_id = &conv_id;
+                async move {
+                    if store::get_user(&tx, local).await?.is_none() {
+                        return Err(refused(ErrorCode::NotFound, format!("no user {local}")));
+                    }
+                    if store::get_conversation(&tx, conv_id).await?.is_some() {
+                        return Ok(());
+                    }
+                    store::put_conversation(
+                        &tx,
+                        &Conversation {
+                            id: conv_id.clone(),
+                            kind: ConversationKind::Direct,
+                            name: String::new(),
+                            member_count: 2,
+                            version: 1,
+                            created_ms,
+                        },
+                    )?;
+                    for user_id in [user_a, user_b] {
+                        store::put_member(
+                            &tx,
+                            conv_id,
+                            &Member {
+                                user_id: user_id.to_string(),
+                                role: Role::Member,
+                                joined_ms: created_ms,
+                            },
+                        )?;
+                    }
+                    Ok::<_, CoreError>(())
                 }
             })
             .await
@@ -438,13 +637,14 @@ impl Messaging {
                 ),
             ));
         }
-        let conv_id = self.ids.uuid_v7().to_string();
+        self.require_remote_users_exist(caller, &others).await?;
+        let conv_id = format!("{}@{}", self.ids.uuid_v7(), self.config.region);
         let now = self.now_ms();
         self.db
             .run(|tx, _| {
                 let (conv_id, others) = (&conv_id, &others);
                 async move {
-                    Self::require_users_exist(&tx, others).await?;
+                    self.require_users_exist(&tx, others).await?;
                     let conversation = Conversation {
                         id: conv_id.clone(),
                         kind: ConversationKind::Group,
@@ -467,12 +667,13 @@ impl Messaging {
                     for member in &members {
                         store::put_member(&tx, conv_id, member)?;
                     }
-                    Self::notify_changed(
+                    self.notify_changed(
                         &tx,
                         &conversation,
                         members.iter().map(|m| m.user_id.clone()),
                     )?;
                     members.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+                    self.replicate_conversation(&tx, &conversation, &members, None)?;
                     Ok::<_, CoreError>(ConversationDetail {
                         conversation,
                         members,
@@ -573,13 +774,14 @@ impl Messaging {
         name: &str,
     ) -> Result<ConversationDetail, CoreError> {
         validate::id("conv_id", conv_id)?;
+        self.require_owner_region(conv_id)?;
         validate::name("name", name, self.config.max_name_chars)?;
         self.db
             .run(|tx, _| async move {
                 let mut conversation = Self::require_admin_of_group(&tx, conv_id, caller).await?;
                 conversation.name = name.to_string();
                 let members = store::list_members(&tx, conv_id).await?;
-                Self::record_change(&tx, conversation, members, None)
+                self.record_change(&tx, conversation, members, None)
             })
             .await
     }
@@ -595,9 +797,11 @@ impl Messaging {
         user_ids: &[String],
     ) -> Result<ConversationDetail, CoreError> {
         validate::id("conv_id", conv_id)?;
+        self.require_owner_region(conv_id)?;
         for id in user_ids {
             validate::id("user_ids", id)?;
         }
+        self.require_remote_users_exist(caller, user_ids).await?;
         let now = self.now_ms();
         let max = self.config.max_group_members;
         self.db
@@ -625,7 +829,7 @@ impl Messaging {
                         members,
                     });
                 }
-                Self::require_users_exist(&tx, &added).await?;
+                self.require_users_exist(&tx, &added).await?;
                 for id in &added {
                     let member = Member {
                         user_id: id.clone(),
@@ -636,7 +840,7 @@ impl Messaging {
                     members.push(member);
                 }
                 members.sort_by(|a, b| a.user_id.cmp(&b.user_id));
-                Self::record_change(&tx, conversation, members, None)
+                self.record_change(&tx, conversation, members, None)
             })
             .await
     }
@@ -653,6 +857,7 @@ impl Messaging {
         user_id: &str,
     ) -> Result<ConversationDetail, CoreError> {
         validate::id("conv_id", conv_id)?;
+        self.require_owner_region(conv_id)?;
         validate::id("user_id", user_id)?;
         self.db
             .run(|tx, _| async move {
@@ -690,7 +895,7 @@ impl Messaging {
                     heir.role = Role::Admin;
                     store::put_member(&tx, conv_id, heir)?;
                 }
-                Self::record_change(&tx, conversation, members, Some(user_id))
+                self.record_change(&tx, conversation, members, Some(user_id))
             })
             .await
     }
@@ -747,7 +952,10 @@ impl Messaging {
                         observed = observed.max(parent_at.hlc);
                     }
                     let hlc = self.hlc.next_after(observed).map_err(|e| {
-                        refused(ErrorCode::BadRequest, format!("last_seen_hlc refused: {e}"))
+                        metrics::counter!("meridian_hlc_refused_total", "source" => "client", "region" => self.config.region.clone())
+                            .increment(1);
+                        tracing::warn!(error = %e, device = %caller.device_id, "client HLC refused");
+                        refused(ErrorCode::ClockSkew, format!("last_seen_hlc refused: {e}"))
                     })?;
                     let members = store::list_members(&tx, &input.conv_id).await?;
                     let message = Message {
@@ -769,8 +977,28 @@ impl Messaging {
                         origin_region: self.config.region.clone(),
                         msg_id: msg_id.clone(),
                     };
-                    for member in &members {
-                        store::append_inbox(&tx, &member.user_id, &entry)?;
+                    let (local, remote) =
+                        self.by_region(members.iter().map(|m| m.user_id.as_str()));
+                    for user in local {
+                        store::append_inbox(&tx, user, &entry)?;
+                    }
+                    // Members homed elsewhere get it through their region's
+                    // core, as counted here: a member removed concurrently in
+                    // another region still gets what was sent before this
+                    // region learned of the removal.
+                    for (region, recipients) in remote {
+                        store::put_outbox(
+                            &tx,
+                            region,
+                            &store::Replicated {
+                                origin_region: self.config.region.clone(),
+                                hlc,
+                                change: store::Change::Message {
+                                    message: message.clone(),
+                                    recipients,
+                                },
+                            },
+                        )?;
                     }
                     let record = SendRecord {
                         conv_id: input.conv_id.clone(),
@@ -836,17 +1064,36 @@ impl Messaging {
                     if message.sender_user == caller.user_id {
                         continue;
                     }
-                    store::append_inbox(
-                        &tx,
-                        &message.sender_user,
-                        &InboxEntry::Receipt {
-                            conv_id: conv_id.to_string(),
-                            msg_id: msg_id.clone(),
-                            from_user: caller.user_id.clone(),
-                            kind,
-                            at_ms: now,
-                        },
-                    )?;
+                    if self.is_local(&message.sender_user) {
+                        store::append_inbox(
+                            &tx,
+                            &message.sender_user,
+                            &InboxEntry::Receipt {
+                                conv_id: conv_id.to_string(),
+                                msg_id: msg_id.clone(),
+                                from_user: caller.user_id.clone(),
+                                kind,
+                                at_ms: now,
+                            },
+                        )?;
+                    } else if let Some(region) = region_of(&message.sender_user) {
+                        store::put_outbox(
+                            &tx,
+                            region,
+                            &store::Replicated {
+                                origin_region: self.config.region.clone(),
+                                hlc: self.stamp()?,
+                                change: store::Change::Receipt {
+                                    to_user: message.sender_user.clone(),
+                                    conv_id: conv_id.to_string(),
+                                    msg_id: msg_id.clone(),
+                                    from_user: caller.user_id.clone(),
+                                    kind,
+                                    at_ms: now,
+                                },
+                            },
+                        )?;
+                    }
                 }
                 Ok::<_, CoreError>(())
             })

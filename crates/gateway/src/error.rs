@@ -37,7 +37,8 @@ pub fn http_status(code: ErrorCode) -> StatusCode {
         | ErrorCode::InvalidName
         | ErrorCode::BadCursor => StatusCode::BAD_REQUEST,
         ErrorCode::FrameTooLarge | ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::GroupFull => StatusCode::CONFLICT,
+        ErrorCode::GroupFull | ErrorCode::WrongRegion => StatusCode::CONFLICT,
+        ErrorCode::ClockSkew => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::Unauthenticated | ErrorCode::InvalidToken | ErrorCode::TokenRevoked => {
             StatusCode::UNAUTHORIZED
         }

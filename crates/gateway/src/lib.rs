@@ -5,14 +5,16 @@
 //! # What it owns
 //! Authentication of device tokens (by asking the core), per-device rate
 //! limits, frame and body size limits, the JSON frame protocol, detection of
-//! dead sockets (ping/pong, write timeouts), and the one multiplexed gRPC
-//! session stream to the core ([`mux`]).
+//! dead sockets (ping/pong, write timeouts), routing each request to the
+//! core of the region its subject belongs to (a gateway in any region serves
+//! any user), and one multiplexed gRPC session stream per region ([`mux`]).
 //!
 //! # What it must not touch
 //! The store or the KV interface: everything goes to the core over
 //! `meridian-proto`'s gRPC. It holds no state that matters: kill it and
 //! clients reconnect elsewhere and resume from their stored cursor.
 
+mod cores;
 mod error;
 mod limits;
 pub mod mux;
@@ -23,12 +25,13 @@ mod ws;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use axum::Router;
-use meridian_proto::core::core_client::CoreClient;
 use meridian_seams::SharedClock;
 use meridian_seams::net::{AxumListener, Listener};
-use tonic::transport::Channel;
 
+pub use cores::CoreChannels;
 pub use error::ApiError;
 pub use openapi::openapi_json;
 
@@ -99,17 +102,20 @@ impl GatewayConfig {
 /// Shared by every handler.
 pub(crate) struct AppState {
     pub(crate) config: GatewayConfig,
-    pub(crate) core: CoreClient<Channel>,
-    pub(crate) mux: mux::Mux,
+    pub(crate) cores: cores::Cores,
+    /// Turns true when the gateway stops: open WebSockets close with 1001
+    /// ("going away") so their clients reconnect elsewhere at once.
+    pub(crate) stopping: tokio::sync::watch::Sender<bool>,
     pub(crate) limits: limits::Limits,
     pub(crate) metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
-/// A gateway's dependencies: the channel to its core, the clock, and the
-/// Prometheus handle if metrics are recorded.
+/// A gateway's dependencies: the channels to every region's core, the
+/// clock, and the Prometheus handle if metrics are recorded.
 pub struct GatewayDeps {
-    /// gRPC channel to the core (through the network seam).
-    pub core: Channel,
+    /// gRPC channels to each region's core (through the network seam),
+    /// including this gateway's own region (`GatewayConfig::region`).
+    pub cores: BTreeMap<String, CoreChannels>,
     /// The injected clock.
     pub clock: SharedClock,
     /// Renders `/metrics`.
@@ -118,17 +124,21 @@ pub struct GatewayDeps {
 
 /// Builds the router.
 pub fn router(config: GatewayConfig, deps: GatewayDeps) -> Router {
-    let core = CoreClient::new(deps.core)
-        .max_decoding_message_size(16 * 1024 * 1024)
-        .max_encoding_message_size(1024 * 1024);
+    router_and_state(config, deps).0
+}
+
+fn router_and_state(config: GatewayConfig, deps: GatewayDeps) -> (Router, Arc<AppState>) {
     let state = Arc::new(AppState {
+        stopping: tokio::sync::watch::channel(false).0,
         limits: limits::Limits::new(&config, deps.clock.clone()),
-        mux: mux::Mux::start(core.clone()),
-        core,
+        cores: cores::Cores::start(&config.region, deps.cores),
         config,
         metrics: deps.metrics,
     });
-    rest::routes(state.clone()).merge(ws::routes(state))
+    (
+        rest::routes(state.clone()).merge(ws::routes(state.clone())),
+        state,
+    )
 }
 
 /// Serves the gateway on `listener` until `shutdown` resolves.
@@ -141,11 +151,14 @@ pub async fn serve(
     deps: GatewayDeps,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(config, deps);
+    let (app, state) = router_and_state(config, deps);
     axum::serve(
         AxumListener::new(listener),
         app.into_make_service_with_connect_info::<meridian_seams::net::PeerAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        state.stopping.send_replace(true);
+    })
     .await
 }

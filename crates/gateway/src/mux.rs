@@ -1,4 +1,4 @@
-//! The one multiplexed session stream from this gateway to its core.
+//! The one multiplexed session stream from this gateway to a region's core.
 //!
 //! Every WebSocket session gets a number and a bounded channel; frames from
 //! the core are routed by that number. A session whose channel is full (a
@@ -32,6 +32,8 @@ struct Routes {
 struct Inner {
     routes: Mutex<Routes>,
     next_session: AtomicU64,
+    /// The region of the core at the other end (labels the session gauge).
+    region: String,
 }
 
 impl Inner {
@@ -72,13 +74,14 @@ fn session_of(frame: &SessionDown) -> Option<u64> {
 }
 
 impl Mux {
-    /// Starts the supervisor that keeps the stream to `core` open.
-    pub fn start(core: CoreClient<Channel>) -> Self {
+    /// Starts the supervisor that keeps the stream to `region`'s `core` open.
+    pub fn start(core: CoreClient<Channel>, region: String) -> Self {
         let inner = Arc::new(Inner {
             routes: Mutex::new(Routes::default()),
             next_session: AtomicU64::new(1),
+            region: region.clone(),
         });
-        tokio::spawn(supervise(core, Arc::downgrade(&inner)));
+        tokio::spawn(supervise(core, region, Arc::downgrade(&inner)));
         Self { inner }
     }
 
@@ -97,7 +100,8 @@ impl Mux {
         let mut routes = self.inner.routes();
         let up = routes.up.clone().ok_or(Unavailable)?;
         routes.sessions.insert(id, sender);
-        metrics::gauge!("meridian_gateway_sessions").set(routes.sessions.len() as f64);
+        metrics::gauge!("meridian_gateway_sessions", "core_region" => self.inner.region.clone())
+            .set(routes.sessions.len() as f64);
         Ok(MuxSession {
             id,
             up,
@@ -129,7 +133,8 @@ impl Drop for MuxSession {
     fn drop(&mut self) {
         let mut routes = self.inner.routes();
         routes.sessions.remove(&self.id);
-        metrics::gauge!("meridian_gateway_sessions").set(routes.sessions.len() as f64);
+        metrics::gauge!("meridian_gateway_sessions", "core_region" => self.inner.region.clone())
+            .set(routes.sessions.len() as f64);
         drop(routes);
         // Sent from a task so a full queue delays the detach rather than
         // dropping it (a lost detach would leave the core delivering to no one).
@@ -147,7 +152,7 @@ impl Drop for MuxSession {
     }
 }
 
-async fn supervise(mut core: CoreClient<Channel>, inner: std::sync::Weak<Inner>) {
+async fn supervise(mut core: CoreClient<Channel>, region: String, inner: std::sync::Weak<Inner>) {
     let mut backoff = Duration::from_millis(50);
     loop {
         if inner.strong_count() == 0 {
@@ -179,7 +184,7 @@ async fn supervise(mut core: CoreClient<Channel>, inner: std::sync::Weak<Inner>)
                         metrics::counter!("meridian_gateway_slow_sessions_cut_total").increment(1);
                     }
                 }
-                tracing::warn!("session stream to the core ended; reconnecting");
+                tracing::warn!(%region, "session stream to the core ended; reconnecting");
                 if let Some(strong) = inner.upgrade() {
                     let mut routes = strong.routes();
                     routes.up = None;
@@ -188,7 +193,7 @@ async fn supervise(mut core: CoreClient<Channel>, inner: std::sync::Weak<Inner>)
                 }
             }
             Err(status) => {
-                tracing::warn!(%status, "cannot open the session stream to the core");
+                tracing::warn!(%region, %status, "cannot open the session stream to the core");
             }
         }
         tokio::time::sleep(backoff).await;

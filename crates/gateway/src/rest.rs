@@ -106,13 +106,14 @@ impl FromRequestParts<Arc<AppState>> for Authed {
                     "missing Authorization: Bearer <token>",
                 )
             })?;
-        let mut core = state.core.clone();
-        let caller = core
-            .authenticate(pb::AuthenticateRequest {
-                token: token.trim().to_string(),
-            })
-            .await?
-            .into_inner();
+        let core = state.cores.of_token(token.trim())?.client.clone();
+        let caller = crate::cores::idempotent(|| {
+            let mut core = core.clone();
+            let token = token.trim().to_string();
+            async move { core.authenticate(pb::AuthenticateRequest { token }).await }
+        })
+        .await?
+        .into_inner();
         if !state.limits.requests.allow(&caller.device_id) {
             metrics::counter!("meridian_gateway_rate_limited_total", "what" => "rest").increment(1);
             return Err(ApiError::new(
@@ -152,12 +153,20 @@ async fn healthz() -> &'static str {
 /// Readiness: the session stream to the core is up.
 #[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, description = "core unreachable")))]
 async fn readyz(state: Shared) -> impl IntoResponse {
-    if state.mux.is_connected() {
-        (StatusCode::OK, format!("ready {}", state.config.region))
+    let connected = state.cores.connected();
+    let regions: Vec<String> = connected
+        .iter()
+        .map(|(region, up)| format!("{region}={}", if *up { "up" } else { "down" }))
+        .collect();
+    if connected.get(state.cores.local_region()) == Some(&true) {
+        (
+            StatusCode::OK,
+            format!("ready {} ({})", state.config.region, regions.join(" ")),
+        )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "core unreachable".to_string(),
+            format!("core unreachable ({})", regions.join(" ")),
         )
     }
 }
@@ -197,7 +206,12 @@ async fn register(
             "too many registrations; retry later",
         ));
     }
-    let mut core = state.core.clone();
+    let mut core = match body.home_region.as_deref() {
+        Some(region) => state.cores.region(region)?,
+        None => state.cores.local()?,
+    }
+    .client
+    .clone();
     let response = core
         .register_user(pb::RegisterUserRequest {
             display_name: body.display_name,
@@ -230,7 +244,7 @@ async fn get_user(
     Authed(caller): Authed,
     Path(user_id): Path<String>,
 ) -> Result<Json<UserView>, ApiError> {
-    let mut core = state.core.clone();
+    let mut core = state.cores.of(&user_id)?.client.clone();
     let user = core
         .get_user(pb::GetUserRequest {
             caller: Some(caller),
@@ -253,7 +267,7 @@ async fn add_device(
     Authed(caller): Authed,
     Body(body): Body<AddDeviceRequest>,
 ) -> Result<(StatusCode, Json<DeviceCreated>), ApiError> {
-    let mut core = state.core.clone();
+    let mut core = state.cores.of(&caller.user_id)?.client.clone();
     let device = core
         .add_device(pb::AddDeviceRequest {
             caller: Some(caller),
@@ -276,7 +290,7 @@ async fn list_devices(
     state: Shared,
     Authed(caller): Authed,
 ) -> Result<Json<Vec<DeviceView>>, ApiError> {
-    let mut core = state.core.clone();
+    let mut core = state.cores.of(&caller.user_id)?.client.clone();
     let list = core.list_devices(caller).await?.into_inner();
     Ok(Json(
         list.devices
@@ -299,7 +313,7 @@ async fn revoke_device(
     Authed(caller): Authed,
     Path(device_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let mut core = state.core.clone();
+    let mut core = state.cores.of(&caller.user_id)?.client.clone();
     core.revoke_device(pb::RevokeDeviceRequest {
         caller: Some(caller),
         device_id,
@@ -316,7 +330,7 @@ async fn direct(
     Authed(caller): Authed,
     Body(body): Body<DirectRequest>,
 ) -> Result<Json<ConversationView>, ApiError> {
-    let mut core = state.core.clone();
+    let mut core = state.cores.of(&caller.user_id)?.client.clone();
     let info = core
         .get_or_create_direct(pb::DirectRequest {
             caller: Some(caller),
@@ -335,7 +349,7 @@ async fn create_group(
     Authed(caller): Authed,
     Body(body): Body<CreateGroupRequest>,
 ) -> Result<(StatusCode, Json<ConversationView>), ApiError> {
-    let mut core = state.core.clone();
+    let mut core = state.cores.of(&caller.user_id)?.client.clone();
     let info = core
         .create_group(pb::CreateGroupRequest {
             caller: Some(caller),
@@ -363,7 +377,7 @@ async fn list_conversations(
     Authed(caller): Authed,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<ConversationListView>, ApiError> {
-    let mut core = state.core.clone();
+    let mut core = state.cores.of(&caller.user_id)?.client.clone();
     let list = core
         .list_conversations(pb::ListConversationsRequest {
             caller: Some(caller),
@@ -387,7 +401,7 @@ async fn fetch_conversation(
     caller: pb::Caller,
     conv_id: String,
 ) -> Result<pb::ConversationInfo, ApiError> {
-    let mut core = state.core.clone();
+    let mut core = state.cores.of(&caller.user_id)?.client.clone();
     Ok(core
         .get_conversation(pb::ConversationRequest {
             caller: Some(caller),
@@ -419,7 +433,7 @@ async fn rename(
     Path(conv_id): Path<String>,
     Body(body): Body<RenameRequest>,
 ) -> Result<Json<ConversationView>, ApiError> {
-    let mut core = state.core.clone();
+    let mut core = state.cores.of(&conv_id)?.client.clone();
     let info = core
         .rename_group(pb::RenameGroupRequest {
             caller: Some(caller),
@@ -452,7 +466,7 @@ async fn add_members(
     Path(conv_id): Path<String>,
     Body(body): Body<AddMembersRequest>,
 ) -> Result<Json<ConversationView>, ApiError> {
-    let mut core = state.core.clone();
+    let mut core = state.cores.of(&conv_id)?.client.clone();
     let info = core
         .add_members(pb::AddMembersRequest {
             caller: Some(caller),
@@ -472,7 +486,7 @@ async fn remove_member(
     Authed(caller): Authed,
     Path((conv_id, user_id)): Path<(String, String)>,
 ) -> Result<Json<ConversationView>, ApiError> {
-    let mut core = state.core.clone();
+    let mut core = state.cores.of(&conv_id)?.client.clone();
     let info = core
         .remove_member(pb::RemoveMemberRequest {
             caller: Some(caller),
@@ -515,7 +529,7 @@ async fn history(
         (None, Some(id)) => (id, false),
         (None, None) => (String::new(), true),
     };
-    let mut core = state.core.clone();
+    let mut core = state.cores.of(&caller.user_id)?.client.clone();
     let page = core
         .history(pb::HistoryRequest {
             caller: Some(caller),

@@ -176,8 +176,19 @@ impl Connection {
             };
             match parse(&text) {
                 Ok(ClientFrame::Auth { token }) => {
-                    let mut core = self.state.core.clone();
-                    return match core.authenticate(pb::AuthenticateRequest { token }).await {
+                    let core = match self.state.cores.of_token(&token) {
+                        Ok(core) => core.client.clone(),
+                        Err(error) => {
+                            return Err((close_code::POLICY, error.code, error.message));
+                        }
+                    };
+                    let authenticated = crate::cores::idempotent(|| {
+                        let mut core = core.clone();
+                        let token = token.clone();
+                        async move { core.authenticate(pb::AuthenticateRequest { token }).await }
+                    })
+                    .await;
+                    return match authenticated {
                         Ok(caller) => Ok(caller.into_inner()),
                         Err(status) => {
                             let code = ErrorCode::from_status(&status);
@@ -239,7 +250,12 @@ async fn run(socket: WebSocket, state: Arc<AppState>) {
         connection.close(close_code::AGAIN, "rate limited").await;
         return;
     }
-    let mux = match state.mux.open() {
+    let mux = match state
+        .cores
+        .of(&caller.user_id)
+        .map_err(|_| crate::mux::Unavailable)
+        .and_then(|core| core.mux.open())
+    {
         Ok(mux) => mux,
         Err(_) => {
             connection
@@ -278,9 +294,13 @@ async fn serve(
     let allowed_silent = (state.config.idle_timeout.as_millis()
         / state.config.ping_interval.as_millis().max(1))
     .max(1) as u32;
+    let mut stopping = state.stopping.subscribe();
     loop {
         tokio::select! {
             biased;
+            () = async { let _ = stopping.wait_for(|s| *s).await; } => {
+                return (close_code::AWAY, "the gateway is stopping; reconnect");
+            }
             down = mux.down.recv() => {
                 let Some(frame) = down else { return (close_code::RESTART, "reconnect and resume") };
                 let Some((frame, fatal)) = to_client(frame, caller) else { continue };

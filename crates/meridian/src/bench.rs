@@ -53,14 +53,20 @@ impl Drop for Server {
 
 fn start_server() -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
+    // One region on its own: a region file of just itself, so the benchmark
+    // runs from any directory and no links wait for absent peers.
+    let regions = dir.path().join("regions");
+    std::fs::create_dir_all(&regions)?;
+    std::fs::write(
+        regions.join("bench.toml"),
+        "name = \"bench\"\n\
+         [listen]\ngateway = \"127.0.0.1:0\"\ncore = \"127.0.0.1:0\"\n\
+         [advertise]\ngateway = \"127.0.0.1:0\"\ncore = \"127.0.0.1:0\"\n\
+         [local]\ngateway = \"127.0.0.1:0\"\ncore = \"127.0.0.1:0\"\n",
+    )?;
     let mut child = Command::new(std::env::current_exe()?)
-        .args([
-            "dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--core-listen",
-            "127.0.0.1:0",
-        ])
+        .args(["dev", "--region", "bench", "--regions-dir"])
+        .arg(&regions)
         .args([
             "--send-rate",
             "1000000",

@@ -8,7 +8,7 @@ use meridian_sdk::{Client, Rest};
 #[derive(clap::Args)]
 pub struct ChatArgs {
     /// Gateway base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080", env = "MERIDIAN_URL")]
+    #[arg(long, default_value = "http://127.0.0.1:8010", env = "MERIDIAN_URL")]
     url: String,
     /// Device token (from `register`).
     #[arg(long, env = "MERIDIAN_TOKEN", default_value = "")]

@@ -18,6 +18,10 @@ fn start(data_dir: &std::path::Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
         .args([
             "dev",
+            "--regions-dir",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../regions"),
+            "--region",
+            "us-east",
             "--listen",
             "127.0.0.1:0",
             "--core-listen",

@@ -47,6 +47,12 @@ pub enum ErrorCode {
     RateLimited,
     /// A cursor that is malformed or beyond what was delivered.
     BadCursor,
+    /// A timestamp (a client's last-seen HLC) is further ahead of the
+    /// server's clock than the maximum clock offset allows.
+    ClockSkew,
+    /// The request reached a core that does not own its subject (a group is
+    /// changed only at its owner region's core; gateways route there).
+    WrongRegion,
     /// The service is temporarily unable to answer; retry.
     Unavailable,
     /// An internal failure; nothing was changed that the client was told about.
@@ -75,6 +81,8 @@ impl ErrorCode {
             Self::GroupFull => "group_full",
             Self::RateLimited => "rate_limited",
             Self::BadCursor => "bad_cursor",
+            Self::ClockSkew => "clock_skew",
+            Self::WrongRegion => "wrong_region",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -96,9 +104,11 @@ impl ErrorCode {
             | Self::PayloadEmpty
             | Self::InvalidName
             | Self::BadCursor => tonic::Code::InvalidArgument,
-            Self::FrameTooLarge | Self::PayloadTooLarge | Self::GroupFull => {
-                tonic::Code::FailedPrecondition
-            }
+            Self::FrameTooLarge
+            | Self::PayloadTooLarge
+            | Self::GroupFull
+            | Self::ClockSkew
+            | Self::WrongRegion => tonic::Code::FailedPrecondition,
             Self::Unauthenticated | Self::InvalidToken | Self::TokenRevoked => {
                 tonic::Code::Unauthenticated
             }

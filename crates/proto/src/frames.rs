@@ -229,6 +229,10 @@ pub struct RegisterRequest {
     /// Label of the first device (default "device").
     #[serde(default)]
     pub device_label: Option<String>,
+    /// The region to home the user in (default: the gateway's region).
+    /// Fixed for the user's lifetime and encoded in the user id.
+    #[serde(default)]
+    pub home_region: Option<String>,
 }
 
 /// A new user and its first device.

@@ -1,26 +1,43 @@
 //! Wiring for the `meridian` binary: starts a region's parts (store, core,
-//! gateway, workers) from configuration and the injected seams. Holds no
-//! domain logic; every piece comes from its own crate.
+//! replication, gateway, workers) from configuration and the injected seams.
+//! Holds no domain logic; every piece comes from its own crate.
 //!
 //! [`start_core`] and [`start_gateway`] start one part each over the network
-//! seam, so the simulation can put them on separate simulated hosts;
-//! [`start_region`] starts both in one process (`meridian dev`).
+//! seam, so the simulation can put them on separate simulated hosts and
+//! `meridian core` / `meridian gateway` can run them as separate processes;
+//! [`start_region`] starts both in one process, and [`start_regions`] starts
+//! several regions in one process (`meridian dev`). Regions are values
+//! ([`config::RegionConfig`]), never globals.
 
+pub mod config;
+
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use meridian_core::peers::Peers;
 use meridian_core::retention::Sweeper;
-use meridian_core::{CoreConfig, Messaging, grpc::CoreService};
-use meridian_gateway::{GatewayConfig, GatewayDeps};
+use meridian_core::{CoreConfig, Messaging, ReplicationApplier, grpc::CoreService};
+use meridian_gateway::{CoreChannels, GatewayConfig, GatewayDeps};
 use meridian_kv::engine::Engine;
 use meridian_kv::{Database, DatabaseOptions};
-use meridian_seams::net::{SharedNetwork, incoming, tonic_channel};
+use meridian_replication::SharedLog;
+use meridian_replication::embedded::EmbeddedLog;
+use meridian_replication::link::{Link, LinkConfig, LinkStatus};
+use meridian_replication::relay::Relay;
+use meridian_replication::server::{LinkServer, LinkServerConfig};
+use meridian_seams::net::{
+    Listener, SharedNetwork, incoming, tonic_channel, tonic_channel_with_deadline,
+};
 use meridian_seams::{Ids, Rng, SharedClock};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// Deadline of a unary call to a core (gateway → core, core → core).
+const UNARY_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Which storage engine holds the region's state.
 #[derive(Debug, Clone)]
@@ -29,6 +46,51 @@ pub enum StoreChoice {
     Fjall(PathBuf),
     /// In memory (tests, simulation); lost when the process exits.
     Memory(meridian_kv_memory::MemoryEngine),
+}
+
+/// Which durable log carries this region's outgoing changes.
+#[derive(Debug, Clone)]
+pub enum LogChoice {
+    /// Kept in the region's own store.
+    Embedded {
+        /// Partitions per topic.
+        partitions: u32,
+    },
+    /// The region's Kafka cluster.
+    Kafka(meridian_replication::kafka::KafkaConfig),
+}
+
+impl Default for LogChoice {
+    fn default() -> Self {
+        Self::Embedded { partitions: 4 }
+    }
+}
+
+/// Where a server listens: an address to bind, or a listener already bound
+/// (so several regions of one process can learn each other's ports first).
+pub enum Listen {
+    /// Bind this address (port 0 picks one).
+    Address(SocketAddr),
+    /// Serve this listener.
+    Bound(Box<dyn Listener>),
+}
+
+impl From<SocketAddr> for Listen {
+    fn from(addr: SocketAddr) -> Self {
+        Self::Address(addr)
+    }
+}
+
+impl Listen {
+    async fn into_listener(self, network: &SharedNetwork) -> anyhow::Result<Box<dyn Listener>> {
+        match self {
+            Self::Address(addr) => network
+                .bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}")),
+            Self::Bound(listener) => Ok(listener),
+        }
+    }
 }
 
 /// Running servers and the signal that stops them.
@@ -53,10 +115,25 @@ impl Tasks {
         }
     }
 
+    /// Runs `work` until shutdown.
+    fn spawn_until_stopped(
+        &mut self,
+        work: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let stopped = self.stopped();
+        self.tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                biased;
+                () = stopped => {}
+                () = work => {}
+            }
+        }));
+    }
+
     /// Stops accepting, lets open requests finish for up to five seconds,
     /// then ends whatever is left.
     async fn stop(self) {
-        let _ = self.shutdown.send(true);
+        self.shutdown.send_replace(true);
         for mut task in self.tasks {
             if tokio::time::timeout(Duration::from_secs(5), &mut task)
                 .await
@@ -75,8 +152,8 @@ pub struct CoreOptions {
     pub config: CoreConfig,
     /// Where state lives.
     pub store: StoreChoice,
-    /// gRPC listen address.
-    pub listen: SocketAddr,
+    /// gRPC listen address (core and replication services).
+    pub listen: Listen,
     /// The network seam.
     pub network: SharedNetwork,
     /// The clock seam.
@@ -85,14 +162,22 @@ pub struct CoreOptions {
     pub rng: Rng,
     /// Whether this core runs the retention sweep in the background.
     pub sweep: bool,
+    /// The other regions' cores: region name → `host:port`.
+    pub peers: BTreeMap<String, String>,
+    /// The log carrying changes to other regions.
+    pub log: LogChoice,
+    /// Replication link timings.
+    pub link: LinkConfig,
 }
 
 /// A running core.
 pub struct CoreHandle {
-    /// Where gateways reach it.
+    /// Where gateways and other regions reach it.
     pub addr: SocketAddr,
     /// The domain service (for in-process tools and tests).
     pub messaging: Arc<Messaging>,
+    /// The status of each incoming replication link, by source region.
+    pub links: BTreeMap<String, watch::Receiver<LinkStatus>>,
     tasks: Tasks,
 }
 
@@ -103,18 +188,24 @@ impl CoreHandle {
     }
 }
 
-/// Opens the store and serves the core's gRPC service.
-///
-/// # Errors
-/// When the store cannot be opened or the listener cannot be bound.
-pub async fn start_core(options: CoreOptions) -> anyhow::Result<CoreHandle> {
-    let engine: Arc<dyn Engine> = match &options.store {
+fn open_engine(store: &StoreChoice) -> anyhow::Result<Arc<dyn Engine>> {
+    Ok(match store {
         StoreChoice::Fjall(dir) => Arc::new(
             meridian_kv_fjall::FjallEngine::open(dir.join("store"))
                 .with_context(|| format!("opening the store in {}", dir.display()))?,
         ),
         StoreChoice::Memory(engine) => Arc::new(engine.clone()),
-    };
+    })
+}
+
+/// Opens the store and serves the core's gRPC services (`Core` for
+/// gateways, `Replication` for the other regions), the outbox relays
+/// towards every peer region and the replication links from them.
+///
+/// # Errors
+/// When the store cannot be opened or the listener cannot be bound.
+pub async fn start_core(options: CoreOptions) -> anyhow::Result<CoreHandle> {
+    let engine = open_engine(&options.store)?;
     let db = Database::open(
         engine,
         options.clock.clone(),
@@ -123,53 +214,97 @@ pub async fn start_core(options: CoreOptions) -> anyhow::Result<CoreHandle> {
     )
     .context("opening the database")?;
     let ids = Ids::new(options.clock.clone(), options.rng.clone());
-    let messaging = Messaging::new(db, ids, options.config.clone());
+    let region = options.config.region.clone();
+    let mut peer_channels = BTreeMap::new();
+    for (peer, addr) in &options.peers {
+        let channel = tonic_channel_with_deadline(
+            options.network.clone(),
+            addr,
+            Duration::from_secs(10),
+            Some(UNARY_DEADLINE),
+        )
+        .with_context(|| format!("address of region {peer}: {addr}"))?;
+        peer_channels.insert(peer.clone(), channel);
+    }
+    let messaging = Messaging::new(
+        db.clone(),
+        ids,
+        options.config.clone(),
+        Peers::new(peer_channels),
+    );
+    let log: SharedLog = match options.log {
+        LogChoice::Embedded { partitions } => Arc::new(EmbeddedLog::new(
+            db.clone(),
+            options.clock.clone(),
+            partitions,
+        )),
+        LogChoice::Kafka(config) => Arc::new(
+            meridian_replication::kafka::KafkaLog::new(config).context("creating Kafka clients")?,
+        ),
+    };
     let mut tasks = Tasks::new();
 
-    let listener = options
-        .network
-        .bind(options.listen)
-        .await
-        .with_context(|| format!("binding the core on {}", options.listen))?;
+    let listener = options.listen.into_listener(&options.network).await?;
     let addr = listener.local_addr()?;
-    let service = CoreService::new(messaging.clone()).into_server();
+    let core_service = CoreService::new(messaging.clone())
+        .with_shutdown(tasks.shutdown.subscribe())
+        .into_server();
+    let link_service = LinkServer::new(
+        region.clone(),
+        options.peers.keys().cloned().collect(),
+        log.clone(),
+        options.clock.clone(),
+        LinkServerConfig::default(),
+    )
+    .with_shutdown(tasks.shutdown.subscribe())
+    .into_server();
     let stopped = tasks.stopped();
     tasks.tasks.push(tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
-            .add_service(service)
+            .add_service(core_service)
+            .add_service(link_service)
             .serve_with_incoming_shutdown(incoming(listener), stopped)
             .await;
         if let Err(error) = result {
             tracing::error!(%error, "core server stopped");
         }
     }));
+    let mut links = BTreeMap::new();
+    for (peer, peer_addr) in &options.peers {
+        tasks.spawn_until_stopped(Relay::new(db.clone(), log.clone(), &region, peer.clone()).run());
+        let link = Link::new(
+            peer.clone(),
+            region.clone(),
+            peer_addr.clone(),
+            options.network.clone(),
+            options.clock.clone(),
+            options.rng.clone(),
+            Arc::new(ReplicationApplier(messaging.clone())),
+            options.link.clone(),
+        );
+        links.insert(peer.clone(), link.status());
+        tasks.spawn_until_stopped(link.run());
+    }
     if options.sweep {
-        let sweeper = Sweeper::new(messaging.clone());
-        let stopped = tasks.stopped();
-        tasks.tasks.push(tokio::spawn(async move {
-            tokio::select! {
-                biased;
-                () = sweeper.run() => {}
-                () = stopped => {}
-            }
-        }));
+        tasks.spawn_until_stopped(Sweeper::new(messaging.clone()).run());
     }
     Ok(CoreHandle {
         addr,
         messaging,
+        links,
         tasks,
     })
 }
 
 /// What a gateway needs to start.
 pub struct GatewayOptions {
-    /// Limits.
+    /// Limits (and this gateway's region).
     pub config: GatewayConfig,
     /// Client-facing listen address.
     pub listen: SocketAddr,
-    /// The core's address (`host:port`).
-    pub core: String,
+    /// Every region's core, this gateway's own included: region → `host:port`.
+    pub cores: BTreeMap<String, String>,
     /// The network seam.
     pub network: SharedNetwork,
     /// The clock seam.
@@ -192,10 +327,11 @@ impl GatewayHandle {
     }
 }
 
-/// Serves the gateway, connected to its core through the network seam.
+/// Serves the gateway, connected to every region's core through the
+/// network seam.
 ///
 /// # Errors
-/// When the listener cannot be bound or the core address is malformed.
+/// When the listener cannot be bound or a core address is malformed.
 pub async fn start_gateway(options: GatewayOptions) -> anyhow::Result<GatewayHandle> {
     let listener = options
         .network
@@ -203,12 +339,27 @@ pub async fn start_gateway(options: GatewayOptions) -> anyhow::Result<GatewayHan
         .await
         .with_context(|| format!("binding the gateway on {}", options.listen))?;
     let addr = listener.local_addr()?;
+    let keepalive = options.config.core_keepalive;
+    let mut cores = BTreeMap::new();
+    for (region, core_addr) in &options.cores {
+        let channels = CoreChannels {
+            unary: tonic_channel_with_deadline(
+                options.network.clone(),
+                core_addr,
+                keepalive,
+                Some(UNARY_DEADLINE),
+            )?,
+            session: tonic_channel(options.network.clone(), core_addr, keepalive)?,
+        };
+        cores.insert(region.clone(), channels);
+    }
+    anyhow::ensure!(
+        cores.contains_key(&options.config.region),
+        "no core address for the gateway's own region {}",
+        options.config.region
+    );
     let deps = GatewayDeps {
-        core: tonic_channel(
-            options.network.clone(),
-            &options.core,
-            options.config.core_keepalive,
-        )?,
+        cores,
         clock: options.clock,
         metrics: options.metrics,
     };
@@ -234,7 +385,7 @@ pub struct RegionOptions {
     /// Gateway (client) listen address.
     pub gateway_listen: SocketAddr,
     /// Core (gRPC) listen address.
-    pub core_listen: SocketAddr,
+    pub core_listen: Listen,
     /// The network seam.
     pub network: SharedNetwork,
     /// The clock seam.
@@ -243,16 +394,52 @@ pub struct RegionOptions {
     pub rng: Rng,
     /// Renders `/metrics`, when a recorder is installed.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The other regions' cores: region name → `host:port`.
+    pub peers: BTreeMap<String, String>,
+    /// The log carrying changes to other regions.
+    pub log: LogChoice,
+    /// Replication link timings.
+    pub link: LinkConfig,
+}
+
+impl RegionOptions {
+    /// A single region named `region` on loopback ports chosen by the OS,
+    /// with default limits.
+    pub fn loopback(
+        region: &str,
+        store: StoreChoice,
+        network: SharedNetwork,
+        clock: SharedClock,
+        rng: Rng,
+    ) -> Self {
+        let any: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            core: CoreConfig::new(region),
+            gateway: GatewayConfig::new(region),
+            store,
+            gateway_listen: any,
+            core_listen: Listen::Address(any),
+            network,
+            clock,
+            rng,
+            metrics: None,
+            peers: BTreeMap::new(),
+            log: LogChoice::default(),
+            link: LinkConfig::default(),
+        }
+    }
 }
 
 /// A running one-process region.
 pub struct RegionHandle {
     /// Where clients connect (HTTP + WebSocket).
     pub gateway_addr: SocketAddr,
-    /// Where gateways reach the core (gRPC).
+    /// Where gateways and other regions reach the core (gRPC).
     pub core_addr: SocketAddr,
     /// The domain service (for in-process tools and tests).
     pub messaging: Arc<Messaging>,
+    /// The status of each incoming replication link, by source region.
+    pub links: BTreeMap<String, watch::Receiver<LinkStatus>>,
     core: CoreHandle,
     gateway: GatewayHandle,
 }
@@ -265,11 +452,14 @@ impl RegionHandle {
     }
 }
 
-/// Starts a region in this process: store, core, gateway, retention worker.
+/// Starts a region in this process: store, core, replication, gateway,
+/// retention worker.
 ///
 /// # Errors
 /// When the store cannot be opened or a listener cannot be bound.
 pub async fn start_region(options: RegionOptions) -> anyhow::Result<RegionHandle> {
+    let region = options.core.region.clone();
+    let peers = options.peers.clone();
     let core = start_core(CoreOptions {
         config: options.core,
         store: options.store,
@@ -278,12 +468,17 @@ pub async fn start_region(options: RegionOptions) -> anyhow::Result<RegionHandle
         clock: options.clock.clone(),
         rng: options.rng,
         sweep: true,
+        peers: options.peers,
+        log: options.log,
+        link: options.link,
     })
     .await?;
+    let mut cores = peers;
+    cores.insert(region, core.addr.to_string());
     let gateway = start_gateway(GatewayOptions {
         config: options.gateway,
         listen: options.gateway_listen,
-        core: core.addr.to_string(),
+        cores,
         network: options.network,
         clock: options.clock,
         metrics: options.metrics,
@@ -293,7 +488,43 @@ pub async fn start_region(options: RegionOptions) -> anyhow::Result<RegionHandle
         gateway_addr: gateway.addr,
         core_addr: core.addr,
         messaging: core.messaging.clone(),
+        links: core.links.clone(),
         core,
         gateway,
     })
+}
+
+/// Starts several regions in this process, each peered with all the others.
+/// Their cores' listeners are bound first, so every region knows the
+/// others' addresses even when ports are chosen by the OS. Each option's
+/// `peers` is replaced.
+///
+/// # Errors
+/// When a store cannot be opened or a listener cannot be bound.
+pub async fn start_regions(regions: Vec<RegionOptions>) -> anyhow::Result<Vec<RegionHandle>> {
+    let mut bound = Vec::with_capacity(regions.len());
+    let mut addrs = BTreeMap::new();
+    for mut options in regions {
+        let listen = std::mem::replace(
+            &mut options.core_listen,
+            Listen::Address(SocketAddr::from(([127, 0, 0, 1], 0))),
+        );
+        let listener = listen.into_listener(&options.network).await?;
+        addrs.insert(
+            options.core.region.clone(),
+            listener.local_addr()?.to_string(),
+        );
+        options.core_listen = Listen::Bound(listener);
+        bound.push(options);
+    }
+    let mut handles = Vec::with_capacity(bound.len());
+    for mut options in bound {
+        options.peers = addrs
+            .iter()
+            .filter(|(region, _)| **region != options.core.region)
+            .map(|(region, addr)| (region.clone(), addr.clone()))
+            .collect();
+        handles.push(start_region(options).await?);
+    }
+    Ok(handles)
 }

@@ -80,9 +80,23 @@ impl Rest {
     /// # Errors
     /// Typed API errors and transport failures.
     pub async fn register(&self, display_name: &str) -> Result<RegisterResponse, SdkError> {
+        self.register_in(display_name, None).await
+    }
+
+    /// `POST /v1/users`, homing the user in `home_region` (default: the
+    /// gateway's region).
+    ///
+    /// # Errors
+    /// Typed API errors and transport failures.
+    pub async fn register_in(
+        &self,
+        display_name: &str,
+        home_region: Option<&str>,
+    ) -> Result<RegisterResponse, SdkError> {
         let body = RegisterRequest {
             display_name: display_name.into(),
             device_label: None,
+            home_region: home_region.map(str::to_string),
         };
         self.call(reqwest::Method::POST, "/v1/users", Some(&body))
             .await

@@ -25,7 +25,7 @@ pub type SharedClock = Arc<dyn Clock>;
 pub struct SystemClock {
     origin: tokio::time::Instant,
     /// Added to the wall clock; lets a test or a chaos run skew one region.
-    skew_millis: i64,
+    skew_millis: std::sync::atomic::AtomicI64,
 }
 
 impl SystemClock {
@@ -34,16 +34,22 @@ impl SystemClock {
     pub fn new() -> Self {
         Self {
             origin: tokio::time::Instant::now(),
-            skew_millis: 0,
+            skew_millis: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
     /// A clock whose wall time runs `skew_millis` ahead (negative: behind).
     pub fn with_skew(skew_millis: i64) -> Self {
-        Self {
-            skew_millis,
-            ..Self::new()
-        }
+        let clock = Self::new();
+        clock.set_skew_millis(skew_millis);
+        clock
+    }
+
+    /// Moves the wall clock to run `skew_millis` ahead of the system's
+    /// (negative: behind), as a clock that jumped would.
+    pub fn set_skew_millis(&self, skew_millis: i64) {
+        self.skew_millis
+            .store(skew_millis, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The shared form most constructors take.
@@ -65,7 +71,8 @@ impl Clock for SystemClock {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis() as i64;
-        now.saturating_add(self.skew_millis).max(0) as u64
+        now.saturating_add(self.skew_millis.load(std::sync::atomic::Ordering::Relaxed))
+            .max(0) as u64
     }
 
     #[allow(clippy::disallowed_methods)] // this is the seam

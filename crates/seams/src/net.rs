@@ -221,11 +221,29 @@ pub fn tonic_channel(
     addr: &str,
     keepalive: std::time::Duration,
 ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+    tonic_channel_with_deadline(network, addr, keepalive, None)
+}
+
+/// [`tonic_channel`] whose every call must answer within `deadline` (sent
+/// to the server as `grpc-timeout`, so it gives up too). For unary calls
+/// only: a stream would be cut when the deadline passes.
+///
+/// # Errors
+/// When `addr` does not form a valid URI.
+pub fn tonic_channel_with_deadline(
+    network: SharedNetwork,
+    addr: &str,
+    keepalive: std::time::Duration,
+    deadline: Option<std::time::Duration>,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .tcp_nodelay(true)
         .http2_keep_alive_interval(keepalive)
         .keep_alive_timeout(keepalive / 2)
         .keep_alive_while_idle(true);
+    if let Some(deadline) = deadline {
+        endpoint = endpoint.timeout(deadline);
+    }
     let target = addr.to_string();
     let connector = tower::service_fn(move |_uri: http::Uri| {
         let network = network.clone();

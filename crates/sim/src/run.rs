@@ -209,11 +209,14 @@ pub fn run_seed(seed: u64, faults: Faults) -> SeedOutcome {
                 let _core = start_core(CoreOptions {
                     config,
                     store: StoreChoice::Memory(engine),
-                    listen: any_addr(CORE_PORT),
+                    listen: any_addr(CORE_PORT).into(),
                     network,
                     clock,
                     rng: Rng::seeded(seed.wrapping_mul(31).wrapping_add(boot)),
                     sweep: false,
+                    peers: Default::default(),
+                    log: Default::default(),
+                    link: Default::default(),
                 })
                 .await?;
                 std::future::pending::<()>().await;
@@ -237,7 +240,7 @@ pub fn run_seed(seed: u64, faults: Faults) -> SeedOutcome {
                 let _gateway = start_gateway(GatewayOptions {
                     config,
                     listen: any_addr(GATEWAY_PORT),
-                    core: format!("core:{CORE_PORT}"),
+                    cores: [("sim".to_string(), format!("core:{CORE_PORT}"))].into(),
                     network,
                     clock,
                     metrics: None,
@@ -536,7 +539,7 @@ impl DeviceTask {
     }
 
     /// Sends with a `last_seen_hlc` a minute ahead of the truth: the core
-    /// must refuse it (typed `bad_request`) and store nothing.
+    /// must refuse it (typed `clock_skew`) and store nothing.
     async fn probe_future_stamp(&self, client: &mut Client, conv_id: &str, n: usize) -> HostResult {
         let name = &self.plan.devices[self.index].name;
         let now = EPOCH_MS + turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
@@ -563,7 +566,7 @@ impl DeviceTask {
                 Err(error) if error.code() == Some(meridian_sdk::ErrorCode::NotMember) => {
                     return Ok(());
                 }
-                Err(error) if error.code() == Some(meridian_sdk::ErrorCode::BadRequest) => {
+                Err(error) if error.code() == Some(meridian_sdk::ErrorCode::ClockSkew) => {
                     lock(&self.shared).refused_stamps += 1;
                     return Ok(());
                 }

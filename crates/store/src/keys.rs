@@ -16,6 +16,10 @@
 //! | `("inbox_floor", user)` | stamp through which retention removed unacknowledged entries |
 //! | `("idem", device, client_msg_id)` | [`crate::SendRecord`]: first result of a send |
 //! | `("vclock", unix_ms)` | versionstamp committed at that time (retention cut-offs) |
+//! | `("outbox", dest_region, stamp)` | `(partition key, `[`crate::Replicated`]` JSON)`: what must cross to `dest_region`, written by the transaction that made it |
+//! | `("outbox_head", dest_region)` | counter every outbox write bumps (watched by the relay) |
+//! | `("applied", source_region, partition)` | next log offset to apply from that source partition, written in the applying transaction |
+//! | `("receipt_seen", conv, msg_id, user, kind)` | empty: a replicated receipt already applied |
 
 use meridian_kv::tuple::{Subspace, Versionstamp, pack, pack_with_versionstamp};
 use meridian_kv::{KeyRange, prefix_range};
@@ -164,4 +168,58 @@ pub fn vclock() -> Subspace {
 /// `("vclock", unix_ms)`.
 pub fn vclock_at(unix_ms: u64) -> Vec<u8> {
     pack(&("vclock", unix_ms))
+}
+
+/// The outbox towards `dest_region`.
+pub fn outbox_of(dest_region: &str) -> Subspace {
+    Subspace::from_bytes(pack(&("outbox", dest_region)))
+}
+
+/// The versionstamp template of a new outbox entry.
+pub fn new_outbox_entry(dest_region: &str, user_version: u16) -> Vec<u8> {
+    pack_with_versionstamp(&(
+        "outbox",
+        dest_region,
+        Versionstamp::incomplete(user_version),
+    ))
+}
+
+/// The key of the outbox entry towards `dest_region` at `stamp`.
+pub fn outbox_entry(dest_region: &str, stamp: &Stamp) -> Vec<u8> {
+    let mut commit = [0u8; 10];
+    commit.copy_from_slice(&stamp[..10]);
+    let user_version = u16::from_be_bytes([stamp[10], stamp[11]]);
+    pack(&(
+        "outbox",
+        dest_region,
+        Versionstamp::complete(commit, user_version),
+    ))
+}
+
+/// Decodes the stamp of an outbox key towards `dest_region`.
+pub fn outbox_stamp(dest_region: &str, key: &[u8]) -> Option<Stamp> {
+    outbox_of(dest_region)
+        .unpack::<(Versionstamp,)>(key)
+        .ok()
+        .map(|(vs,)| stamp_of(&vs))
+}
+
+/// `("outbox_head", dest_region)`.
+pub fn outbox_head(dest_region: &str) -> Vec<u8> {
+    pack(&("outbox_head", dest_region))
+}
+
+/// `("applied", source_region, partition)`.
+pub fn applied(source_region: &str, partition: u32) -> Vec<u8> {
+    pack(&("applied", source_region, partition))
+}
+
+/// Every applied offset recorded for `source_region`.
+pub fn applied_of(source_region: &str) -> Subspace {
+    Subspace::from_bytes(pack(&("applied", source_region)))
+}
+
+/// `("receipt_seen", conv, msg_id, user, kind)`.
+pub fn receipt_seen(conv: &str, msg_id: &str, user: &str, kind: &str) -> Vec<u8> {
+    pack(&("receipt_seen", conv, msg_id, user, kind))
 }

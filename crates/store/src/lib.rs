@@ -17,9 +17,11 @@
 pub mod keys;
 pub mod model;
 mod ops;
+mod replication;
 
 pub use model::*;
 pub use ops::*;
+pub use replication::*;
 
 /// Errors from reading or writing Meridian's records.
 #[derive(Debug, thiserror::Error)]

@@ -167,3 +167,80 @@ pub struct SendRecord {
     /// Acceptance time, unix ms.
     pub sent_ms: u64,
 }
+
+/// A change that crosses to another region: written to the outbox by the
+/// transaction that made it, carried by the log and a replication link, and
+/// applied by the destination's core exactly once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replicated {
+    /// The region whose core made the change.
+    pub origin_region: String,
+    /// The origin core's HLC when it made the change; every receiving core
+    /// merges it (or refuses it when beyond the maximum clock offset).
+    pub hlc: u64,
+    /// What changed.
+    pub change: Change,
+}
+
+impl Replicated {
+    /// The conversation the change belongs to: the log's partition key, so a
+    /// conversation's changes stay in order on one partition.
+    pub fn conv_id(&self) -> &str {
+        match &self.change {
+            Change::Message { message, .. } => &message.conv_id,
+            Change::Conversation { conversation, .. } => &conversation.id,
+            Change::Receipt { conv_id, .. } => conv_id,
+        }
+    }
+}
+
+/// The kinds of replicated change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Change {
+    /// A message, for the members homed in the destination region that the
+    /// origin counted as members when it accepted the message.
+    Message {
+        /// The message.
+        message: Message,
+        /// Destination-region users whose inboxes get it.
+        recipients: Vec<String>,
+    },
+    /// A conversation's state after a change (state, not the operation, so
+    /// applying is idempotent and a newer version simply wins).
+    Conversation {
+        /// The record (its `version` orders snapshots).
+        conversation: Conversation,
+        /// The full member list at that version.
+        members: Vec<Member>,
+        /// Destination-region users told about the change (members and
+        /// anyone just removed).
+        notify: Vec<String>,
+    },
+    /// A delivered/read receipt for a message `to_user` sent.
+    Receipt {
+        /// Who sent the receipted message (homed in the destination).
+        to_user: String,
+        /// Conversation.
+        conv_id: String,
+        /// The message receipted.
+        msg_id: String,
+        /// Who receipted.
+        from_user: String,
+        /// Delivered or read.
+        kind: ReceiptKind,
+        /// When, unix ms.
+        at_ms: u64,
+    },
+}
+
+/// An outbox entry as the relay reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Its position in the outbox.
+    pub stamp: crate::keys::Stamp,
+    /// The partition key (the conversation id).
+    pub key: String,
+    /// The encoded [`Replicated`].
+    pub value: bytes::Bytes,
+}

@@ -8,14 +8,14 @@ use crate::StoreError;
 use crate::keys::{self, STAMP_ZERO, Stamp};
 use crate::model::*;
 
-fn decode<T: DeserializeOwned>(what: &'static str, raw: &[u8]) -> Result<T, StoreError> {
+pub(crate) fn decode<T: DeserializeOwned>(what: &'static str, raw: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(raw).map_err(|e| StoreError::Corrupt {
         what,
         reason: e.to_string(),
     })
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Serializing these plain records cannot fail (no maps with non-string
     // keys, no custom serializers).
     serde_json::to_vec(value).unwrap_or_default()

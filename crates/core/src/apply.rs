@@ -1,0 +1,217 @@
+//! The destination side of replication: applying what other regions'
+//! cores wrote to their outboxes, exactly once.
+//!
+//! Each batch from a link is applied in transactions that also record the
+//! next offset of the source partition, so a replayed batch (a link that
+//! reconnected, an entry the source's relay appended twice) changes nothing.
+//! Every change carries its origin's HLC, which is merged here first; a
+//! stamp beyond the maximum clock offset is refused — counted, logged, and
+//! left unapplied so the link retries it later — never silently applied.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use meridian_kv::Transaction;
+use meridian_replication::{Applier, ApplyError, ApplyOutcome, LogRecord};
+use meridian_store::{self as store, Change, InboxEntry, Replicated};
+
+use crate::peers::region_of;
+use crate::{CoreError, Messaging};
+
+/// Most records per apply transaction (each may fan out to 100 inboxes).
+const RECORDS_PER_TRANSACTION: usize = 64;
+
+/// [`Messaging`] as the [`Applier`] of the replication links.
+#[derive(Debug, Clone)]
+pub struct ReplicationApplier(pub Arc<Messaging>);
+
+#[async_trait::async_trait]
+impl Applier for ReplicationApplier {
+    async fn applied_offsets(&self, source_region: &str) -> Result<BTreeMap<u32, u64>, ApplyError> {
+        self.0
+            .db()
+            .run(|tx, _| async move {
+                Ok::<_, CoreError>(store::applied_offsets(&tx, source_region).await?)
+            })
+            .await
+            .map_err(|e| ApplyError(e.to_string()))
+    }
+
+    async fn apply(
+        &self,
+        source_region: &str,
+        partition: u32,
+        records: &[LogRecord],
+    ) -> Result<ApplyOutcome, ApplyError> {
+        let mut outcome = ApplyOutcome {
+            next_offset: 0,
+            refused: None,
+        };
+        for chunk in records.chunks(RECORDS_PER_TRANSACTION) {
+            outcome = self
+                .0
+                .apply_chunk(source_region, partition, chunk)
+                .await
+                .map_err(|e| ApplyError(e.to_string()))?;
+            if outcome.refused.is_some() {
+                break;
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+impl Messaging {
+    /// Applies consecutive records of one source partition in one
+    /// transaction, with the next offset.
+    async fn apply_chunk(
+        &self,
+        source_region: &str,
+        partition: u32,
+        records: &[LogRecord],
+    ) -> Result<ApplyOutcome, CoreError> {
+        let decoded: Vec<Option<Replicated>> = records
+            .iter()
+            .map(|record| match store::decode_replicated(&record.value) {
+                Ok(change) => Some(change),
+                Err(error) => {
+                    // It can never apply; holding the link on it would stop
+                    // every later change. Counted and logged loudly.
+                    metrics::counter!("meridian_replication_corrupt_total", "source" => source_region.to_string())
+                        .increment(1);
+                    tracing::error!(%error, source = source_region, partition, offset = record.offset, "corrupt replicated change skipped");
+                    None
+                }
+            })
+            .collect();
+        self.db()
+            .run(|tx, _| {
+                let decoded = &decoded;
+                async move {
+                    let start = store::applied_offset(&tx, source_region, partition).await?;
+                    let mut next = start;
+                    let mut refused = None;
+                    for (record, change) in records.iter().zip(decoded) {
+                        if record.offset < next {
+                            continue; // applied before: a replay
+                        }
+                        if record.offset > next {
+                            metrics::counter!("meridian_replication_gaps_total", "source" => source_region.to_string())
+                                .increment(1);
+                            tracing::error!(source = source_region, partition, expected = next, got = record.offset, "replication log skipped offsets");
+                        }
+                        if let Some(change) = change {
+                            if let Err(error) = self.hlc().observe(change.hlc) {
+                                metrics::counter!("meridian_hlc_refused_total", "source" => source_region.to_string(), "region" => self.config().region.clone())
+                                    .increment(1);
+                                tracing::warn!(%error, source = source_region, partition, offset = record.offset, "replicated change refused: clock stamp too far ahead");
+                                refused = Some(error.to_string());
+                                break;
+                            }
+                            self.apply_change(&tx, change).await?;
+                        }
+                        next = record.offset + 1;
+                    }
+                    if next != start {
+                        store::set_applied_offset(&tx, source_region, partition, next)?;
+                    }
+                    Ok::<_, CoreError>(ApplyOutcome {
+                        next_offset: next,
+                        refused,
+                    })
+                }
+            })
+            .await
+    }
+
+    fn homed_here(&self, user: &str) -> bool {
+        region_of(user) == Some(self.config().region.as_str())
+    }
+
+    async fn apply_change(&self, tx: &Transaction, change: &Replicated) -> Result<(), CoreError> {
+        match &change.change {
+            Change::Message {
+                message,
+                recipients,
+            } => {
+                if store::message_position(tx, &message.conv_id, &message.msg_id)
+                    .await?
+                    .is_some()
+                {
+                    return Ok(());
+                }
+                store::put_message(tx, message)?;
+                let entry = InboxEntry::Message {
+                    conv_id: message.conv_id.clone(),
+                    hlc: message.hlc,
+                    origin_region: message.origin_region.clone(),
+                    msg_id: message.msg_id.clone(),
+                };
+                for user in recipients.iter().filter(|u| self.homed_here(u)) {
+                    store::append_inbox(tx, user, &entry)?;
+                }
+            }
+            Change::Conversation {
+                conversation,
+                members,
+                notify,
+            } => {
+                let newer = match store::get_conversation(tx, &conversation.id).await? {
+                    None => true,
+                    // A group's versions come from its owner, so equal
+                    // versions are equal states; two regions creating the
+                    // same direct conversation keep the earlier creation time.
+                    Some(current) => {
+                        conversation.version > current.version
+                            || (conversation.version == current.version
+                                && conversation.created_ms < current.created_ms)
+                    }
+                };
+                if !newer {
+                    return Ok(());
+                }
+                for old in store::list_members(tx, &conversation.id).await? {
+                    if !members.iter().any(|m| m.user_id == old.user_id) {
+                        store::remove_member(tx, &conversation.id, &old.user_id)?;
+                    }
+                }
+                for member in members {
+                    store::put_member(tx, &conversation.id, member)?;
+                }
+                store::put_conversation(tx, conversation)?;
+                let entry = InboxEntry::ConversationChanged {
+                    conv_id: conversation.id.clone(),
+                    version: conversation.version,
+                };
+                for user in notify.iter().filter(|u| self.homed_here(u)) {
+                    store::append_inbox(tx, user, &entry)?;
+                }
+            }
+            Change::Receipt {
+                to_user,
+                conv_id,
+                msg_id,
+                from_user,
+                kind,
+                at_ms,
+            } => {
+                if self.homed_here(to_user)
+                    && store::mark_receipt_applied(tx, conv_id, msg_id, from_user, *kind).await?
+                {
+                    store::append_inbox(
+                        tx,
+                        to_user,
+                        &InboxEntry::Receipt {
+                            conv_id: conv_id.clone(),
+                            msg_id: msg_id.clone(),
+                            from_user: from_user.clone(),
+                            kind: *kind,
+                            at_ms: *at_ms,
+                        },
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

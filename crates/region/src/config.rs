@@ -1,0 +1,320 @@
+//! Region configuration: one TOML file per region in `regions/`. Adding a
+//! region means adding a file; every region in the directory peers with
+//! every other one unless a file lists its `peers`.
+//!
+//! A file describes the production shape (bind and advertised addresses,
+//! Kafka brokers, S3 bucket, GeoDNS client prefixes) and a `[local]`
+//! profile that puts the region on loopback ports, so `meridian dev` runs
+//! all regions on one machine.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// One region's file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionConfig {
+    /// The region's name (`us-east`): encoded in the ids of users homed here.
+    pub name: String,
+    /// Bind addresses in production.
+    pub listen: Addresses,
+    /// How gateways and other regions reach this region in production.
+    pub advertise: Addresses,
+    /// The local profile: loopback addresses for `meridian dev`.
+    pub local: Addresses,
+    /// Peer regions; all other regions in the directory when absent.
+    #[serde(default)]
+    pub peers: Option<Vec<String>>,
+    /// The transactional store.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// The replication log.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Media storage.
+    #[serde(default)]
+    pub s3: Option<S3Config>,
+    /// GeoDNS routing.
+    #[serde(default)]
+    pub geodns: GeoDnsConfig,
+    /// Clock discipline.
+    #[serde(default)]
+    pub clock: ClockConfig,
+}
+
+/// A region's gateway and core addresses (`host:port`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Addresses {
+    /// Client-facing HTTP and WebSocket.
+    pub gateway: String,
+    /// Core gRPC (gateways, and replication links from other regions).
+    pub core: String,
+}
+
+/// Where a region's state lives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `fjall` (embedded, durable) or `foundationdb`.
+    #[serde(default = "default_engine")]
+    pub engine: String,
+    /// Directory of the embedded store (relative to the data root).
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// FoundationDB cluster file, for the `foundationdb` engine.
+    #[serde(default)]
+    pub cluster_file: Option<PathBuf>,
+}
+
+fn default_engine() -> String {
+    "fjall".into()
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            engine: default_engine(),
+            data_dir: None,
+            cluster_file: None,
+        }
+    }
+}
+
+/// The region's replication log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `embedded` or `kafka`.
+    #[serde(default = "default_log")]
+    pub kind: String,
+    /// Kafka bootstrap servers (`host:port,…`).
+    #[serde(default)]
+    pub brokers: Option<String>,
+    /// Partitions per topic.
+    #[serde(default = "default_partitions")]
+    pub partitions: u32,
+    /// Replication factor of the topics Meridian creates (Kafka).
+    #[serde(default = "default_replication_factor")]
+    pub replication_factor: i32,
+}
+
+fn default_replication_factor() -> i32 {
+    3
+}
+
+fn default_log() -> String {
+    "embedded".into()
+}
+
+fn default_partitions() -> u32 {
+    4
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            kind: default_log(),
+            brokers: None,
+            partitions: default_partitions(),
+            replication_factor: default_replication_factor(),
+        }
+    }
+}
+
+/// Media bucket of a region.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// Bucket name.
+    pub bucket: String,
+    /// AWS region of the bucket.
+    #[serde(default)]
+    pub aws_region: Option<String>,
+}
+
+/// Which clients GeoDNS sends to this region.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeoDnsConfig {
+    /// Client address prefixes (CIDR) answered with this region.
+    #[serde(default)]
+    pub client_prefixes: Vec<String>,
+}
+
+/// Clock limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockConfig {
+    /// A remote or client HLC stamp further ahead than this is refused.
+    #[serde(default = "default_max_offset")]
+    pub max_offset_ms: u64,
+}
+
+fn default_max_offset() -> u64 {
+    500
+}
+
+impl Default for ClockConfig {
+    fn default() -> Self {
+        Self {
+            max_offset_ms: default_max_offset(),
+        }
+    }
+}
+
+/// Every region of a deployment, by name.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    /// The regions, by name.
+    pub regions: BTreeMap<String, RegionConfig>,
+}
+
+impl Deployment {
+    /// Reads every `*.toml` in `dir`.
+    ///
+    /// # Errors
+    /// An unreadable directory or file, a malformed file, a file whose name
+    /// differs from its region, a duplicate region, an unknown peer.
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        let mut regions = BTreeMap::new();
+        let entries = std::fs::read_dir(dir)
+            .with_context(|| format!("reading the region directory {}", dir.display()))?;
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let region = Self::parse(&text).with_context(|| format!("in {}", path.display()))?;
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
+            anyhow::ensure!(
+                stem == region.name,
+                "{} names region `{}`; the file must be called {}.toml",
+                path.display(),
+                region.name,
+                region.name
+            );
+            regions.insert(region.name.clone(), region);
+        }
+        anyhow::ensure!(!regions.is_empty(), "no region files in {}", dir.display());
+        let deployment = Self { regions };
+        for region in deployment.regions.values() {
+            for peer in deployment.peers_of(&region.name) {
+                anyhow::ensure!(
+                    deployment.regions.contains_key(peer),
+                    "region {} lists unknown peer {peer}",
+                    region.name
+                );
+            }
+        }
+        Ok(deployment)
+    }
+
+    /// Parses one region file.
+    ///
+    /// # Errors
+    /// Malformed TOML, unknown keys, a bad region name or log kind.
+    pub fn parse(text: &str) -> anyhow::Result<RegionConfig> {
+        let region: RegionConfig = toml::from_str(text)?;
+        anyhow::ensure!(
+            !region.name.is_empty()
+                && region.name.len() <= 32
+                && region
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+            "region name `{}` must be 1-32 characters of [a-z0-9-]",
+            region.name
+        );
+        anyhow::ensure!(
+            matches!(region.log.kind.as_str(), "embedded" | "kafka"),
+            "log.kind must be `embedded` or `kafka`, not `{}`",
+            region.log.kind
+        );
+        anyhow::ensure!(
+            (1..=256).contains(&region.log.partitions),
+            "log.partitions must be 1-256"
+        );
+        Ok(region)
+    }
+
+    /// The peers of `region`.
+    pub fn peers_of<'a>(&'a self, region: &'a str) -> Vec<&'a str> {
+        match self.regions.get(region).and_then(|r| r.peers.as_ref()) {
+            Some(peers) => peers.iter().map(String::as_str).collect(),
+            None => self
+                .regions
+                .keys()
+                .map(String::as_str)
+                .filter(|name| *name != region)
+                .collect(),
+        }
+    }
+
+    /// The region named `name`.
+    ///
+    /// # Errors
+    /// When there is none.
+    pub fn region(&self, name: &str) -> anyhow::Result<&RegionConfig> {
+        self.regions.get(name).with_context(|| {
+            format!(
+                "no region `{name}` (known: {})",
+                self.regions.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_region_files_parse_and_peer_with_each_other() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../regions");
+        let deployment = Deployment::load(&dir).expect("load");
+        let names: Vec<&str> = deployment.regions.keys().map(String::as_str).collect();
+        assert_eq!(names, ["ap-southeast", "eu-west", "us-east"]);
+        assert_eq!(deployment.peers_of("us-east"), ["ap-southeast", "eu-west"]);
+        let locals: std::collections::BTreeSet<&str> = deployment
+            .regions
+            .values()
+            .flat_map(|r| [r.local.gateway.as_str(), r.local.core.as_str()])
+            .collect();
+        assert_eq!(locals.len(), 6, "local ports must not collide");
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_a_reason() {
+        let base = r#"
+            name = "x"
+            [listen]
+            gateway = "0.0.0.0:1"
+            core = "0.0.0.0:2"
+            [advertise]
+            gateway = "a:1"
+            core = "a:2"
+            [local]
+            gateway = "127.0.0.1:1"
+            core = "127.0.0.1:2"
+        "#;
+        assert!(Deployment::parse(base).is_ok());
+        let bad_name = base.replace("name = \"x\"", "name = \"US East\"");
+        assert!(Deployment::parse(&bad_name).is_err());
+        let unknown_key = format!("{base}\nsurprise = 1\n");
+        assert!(Deployment::parse(&unknown_key).is_err());
+        let bad_log = format!("{base}\n[log]\nkind = \"carrier-pigeon\"\n");
+        let error = Deployment::parse(&bad_log).expect_err("refused");
+        assert!(error.to_string().contains("log.kind"), "{error}");
+    }
+}

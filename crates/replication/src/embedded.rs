@@ -1,0 +1,340 @@
+//! The embedded log: topics kept in the region's own transactional store,
+//! durable with it (fjall, fsync'd group commits). The default for
+//! `meridian dev` and the deterministic simulation, where Kafka cannot run.
+//!
+//! | key | value |
+//! |---|---|
+//! | `("log", topic, partition, offset)` | `[appended_ms: u64 BE][key length: u16 BE][key][value]` |
+//! | `("log_end", topic, partition)` | next offset, u64 BE |
+//! | `("log_head", topic)` | counter every append bumps (watched by readers) |
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use meridian_kv::tuple::pack;
+use meridian_kv::{Database, KeyRange, RangeOption, Transaction};
+use meridian_seams::SharedClock;
+
+use crate::log::{AppendRecord, LogError, LogReader, LogRecord, ReplicationLog, partition_for};
+
+fn record_key(topic: &str, partition: u32, offset: u64) -> Vec<u8> {
+    pack(&("log", topic, partition, offset))
+}
+
+fn end_key(topic: &str, partition: u32) -> Vec<u8> {
+    pack(&("log_end", topic, partition))
+}
+
+fn head_key(topic: &str) -> Vec<u8> {
+    pack(&("log_head", topic))
+}
+
+fn encode_record(appended_ms: u64, key: &str, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(10 + key.len() + value.len());
+    out.extend_from_slice(&appended_ms.to_be_bytes());
+    out.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+fn decode_record(offset: u64, raw: &Bytes) -> Result<LogRecord, LogError> {
+    let corrupt = || LogError::Corrupt(format!("record at offset {offset}"));
+    let appended_ms = raw
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(corrupt)?;
+    let key_len = raw
+        .get(8..10)
+        .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        .ok_or_else(corrupt)?;
+    let key = raw
+        .get(10..10 + key_len)
+        .and_then(|k| std::str::from_utf8(k).ok())
+        .ok_or_else(corrupt)?
+        .to_string();
+    Ok(LogRecord {
+        offset,
+        key,
+        value: raw.slice(10 + key_len..),
+        appended_ms,
+    })
+}
+
+async fn read_end(tx: &Transaction, topic: &str, partition: u32) -> Result<u64, LogError> {
+    Ok(tx
+        .get(&end_key(topic, partition))
+        .await?
+        .and_then(|raw| <[u8; 8]>::try_from(raw.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes))
+}
+
+/// The log in a region's store.
+#[derive(Clone)]
+pub struct EmbeddedLog {
+    db: Database,
+    clock: SharedClock,
+    partitions: u32,
+}
+
+impl std::fmt::Debug for EmbeddedLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedLog")
+            .field("partitions", &self.partitions)
+            .finish()
+    }
+}
+
+impl EmbeddedLog {
+    /// A log in `db` with `partitions` partitions per topic.
+    pub fn new(db: Database, clock: SharedClock, partitions: u32) -> Self {
+        Self {
+            db,
+            clock,
+            partitions: partitions.max(1),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ReplicationLog for EmbeddedLog {
+    fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    async fn ensure_topic(&self, _topic: &str) -> Result<(), LogError> {
+        Ok(())
+    }
+
+    async fn append(&self, topic: &str, records: &[AppendRecord]) -> Result<(), LogError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.wall_millis();
+        let partitions = self.partitions;
+        self.db
+            .run(|tx, _| async move {
+                let mut ends: BTreeMap<u32, u64> = BTreeMap::new();
+                for record in records {
+                    let partition = partition_for(&record.key, partitions);
+                    let next = match ends.get(&partition) {
+                        Some(next) => *next,
+                        None => read_end(&tx, topic, partition).await?,
+                    };
+                    tx.set(
+                        &record_key(topic, partition, next),
+                        &encode_record(now, &record.key, &record.value),
+                    )?;
+                    ends.insert(partition, next + 1);
+                }
+                for (partition, end) in &ends {
+                    tx.set(&end_key(topic, *partition), &end.to_be_bytes())?;
+                }
+                tx.atomic_add(&head_key(topic), 1)?;
+                Ok::<_, LogError>(())
+            })
+            .await
+    }
+
+    async fn reader(
+        &self,
+        topic: &str,
+        from: &BTreeMap<u32, u64>,
+    ) -> Result<Box<dyn LogReader>, LogError> {
+        let positions = (0..self.partitions)
+            .map(|p| (p, from.get(&p).copied().unwrap_or(0)))
+            .collect();
+        Ok(Box::new(EmbeddedReader {
+            db: self.db.clone(),
+            topic: topic.to_string(),
+            positions,
+            turn: 0,
+        }))
+    }
+
+    async fn end_offsets(&self, topic: &str) -> Result<BTreeMap<u32, u64>, LogError> {
+        let tx = self.db.begin();
+        let mut out = BTreeMap::new();
+        for partition in 0..self.partitions {
+            let end = tx
+                .get_snapshot(&end_key(topic, partition))
+                .await?
+                .and_then(|raw| <[u8; 8]>::try_from(raw.as_ref()).ok())
+                .map_or(0, u64::from_be_bytes);
+            out.insert(partition, end);
+        }
+        Ok(out)
+    }
+
+    async fn trim(&self, topic: &str, partition: u32, before: u64) -> Result<(), LogError> {
+        self.db
+            .run(|tx, _| async move {
+                tx.clear_range(&KeyRange::new(
+                    record_key(topic, partition, 0),
+                    record_key(topic, partition, before),
+                ))?;
+                Ok::<_, LogError>(())
+            })
+            .await
+    }
+}
+
+impl meridian_kv::TxnError for LogError {
+    fn as_kv(&self) -> Option<&meridian_kv::KvError> {
+        match self {
+            Self::Store(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+struct EmbeddedReader {
+    db: Database,
+    topic: String,
+    positions: BTreeMap<u32, u64>,
+    /// The partition read first next time, so no partition starves another.
+    turn: u32,
+}
+
+#[async_trait::async_trait]
+impl LogReader for EmbeddedReader {
+    async fn next(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<(u32, LogRecord)>, LogError> {
+        let partitions = self.positions.len() as u32;
+        let tx = self.db.begin();
+        let mut out = Vec::new();
+        for step in 0..partitions {
+            let partition = (self.turn + step) % partitions;
+            let from = self.positions.get(&partition).copied().unwrap_or(0);
+            let room = max.saturating_sub(out.len());
+            if room == 0 {
+                break;
+            }
+            let range = KeyRange::new(
+                record_key(&self.topic, partition, from),
+                record_key(&self.topic, partition, u64::MAX),
+            );
+            let pairs = tx
+                .get_range_snapshot(&RangeOption::new(range).limit(room))
+                .await?;
+            for kv in &pairs {
+                let (_, _, _, offset): (String, String, u32, u64) =
+                    meridian_kv::tuple::unpack(&kv.key)
+                        .map_err(|e| LogError::Corrupt(e.to_string()))?;
+                out.push((partition, decode_record(offset, &kv.value)?));
+                self.positions.insert(partition, offset + 1);
+            }
+        }
+        self.turn = (self.turn + 1) % partitions.max(1);
+        if !out.is_empty() {
+            return Ok(out);
+        }
+        // Nothing new: the watch fires on any append committed after this
+        // transaction's reads.
+        let appended = tx.watch(&head_key(&self.topic));
+        tx.commit().await?;
+        let _ = tokio::time::timeout(wait, appended).await;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use meridian_kv::DatabaseOptions;
+    use meridian_seams::Rng;
+    use meridian_seams::clock::ManualClock;
+
+    use super::*;
+
+    fn log(partitions: u32) -> EmbeddedLog {
+        let clock: SharedClock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let engine = Arc::new(meridian_kv_memory::MemoryEngine::new());
+        let db = Database::open(
+            engine,
+            clock.clone(),
+            Rng::seeded(1),
+            DatabaseOptions::default(),
+        )
+        .expect("open");
+        EmbeddedLog::new(db, clock, partitions)
+    }
+
+    fn records(keys: &[&str]) -> Vec<AppendRecord> {
+        keys.iter()
+            .enumerate()
+            .map(|(i, key)| AppendRecord {
+                key: key.to_string(),
+                value: Bytes::from(format!("value-{i}")),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn appends_read_back_in_order_per_partition_from_any_offset() {
+        let log = log(4);
+        let keys = ["a", "b", "a", "c", "a", "b"];
+        log.append("t", &records(&keys)).await.expect("append");
+        log.append("t", &records(&["a"])).await.expect("append");
+        let ends = log.end_offsets("t").await.expect("ends");
+        assert_eq!(ends.values().sum::<u64>(), 7);
+        let a = partition_for("a", 4);
+        assert_eq!(
+            ends[&a],
+            4 + u64::from(partition_for("b", 4) == a) * 2 + u64::from(partition_for("c", 4) == a)
+        );
+
+        let mut reader = log.reader("t", &BTreeMap::new()).await.expect("reader");
+        let all = reader.next(100, Duration::ZERO).await.expect("read");
+        assert_eq!(all.len(), 7);
+        let of_a: Vec<_> = all
+            .iter()
+            .filter(|(_, r)| r.key == "a")
+            .map(|(_, r)| r.value.clone())
+            .collect();
+        assert_eq!(of_a, ["value-0", "value-2", "value-4", "value-0"]);
+        for (partition, record) in &all {
+            assert_eq!(*partition, partition_for(&record.key, 4));
+        }
+
+        // A reader from a recorded offset sees only what follows it.
+        let from = BTreeMap::from([(a, 2u64)]);
+        let mut reader = log.reader("t", &from).await.expect("reader");
+        let rest = reader.next(100, Duration::ZERO).await.expect("read");
+        let offsets_in_a: Vec<u64> = rest
+            .iter()
+            .filter(|(p, _)| *p == a)
+            .map(|(_, r)| r.offset)
+            .collect();
+        assert_eq!(offsets_in_a.first(), Some(&2));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_reader_wakes_on_append_and_trim_drops_records() {
+        let log = log(1);
+        let mut reader = log.reader("t", &BTreeMap::new()).await.expect("reader");
+        let writer = log.clone();
+        let append = tokio::spawn(async move {
+            writer.append("t", &records(&["k"])).await.expect("append");
+        });
+        let mut got = Vec::new();
+        while got.is_empty() {
+            got = reader.next(10, Duration::from_secs(5)).await.expect("read");
+        }
+        append.await.expect("join");
+        assert_eq!(got[0].1.offset, 0);
+        log.append("t", &records(&["k", "k"]))
+            .await
+            .expect("append");
+        log.trim("t", 0, 2).await.expect("trim");
+        let mut reader = log.reader("t", &BTreeMap::new()).await.expect("reader");
+        let left = reader.next(10, Duration::ZERO).await.expect("read");
+        assert_eq!(left.iter().map(|(_, r)| r.offset).collect::<Vec<_>>(), [2]);
+    }
+}

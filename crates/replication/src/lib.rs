@@ -1,0 +1,69 @@
+//! The cross-region replication bus.
+//!
+//! A change that must reach another region is written by the core to the
+//! outbox (`meridian-store`) in the same transaction as the change itself.
+//! From there this crate carries it:
+//!
+//! 1. [`relay::Relay`] moves outbox entries, per destination region, into this
+//!    region's durable [`log::ReplicationLog`] — Kafka ([`kafka`], one topic
+//!    per destination, keyed by conversation) or the [`embedded::EmbeddedLog`]
+//!    kept in the region's own store — and then removes them from the outbox.
+//!    A crash between the two appends an entry twice: transport is
+//!    at-least-once.
+//! 2. [`server::LinkServer`] serves the `Replication.Link` stream: a
+//!    destination region pulls its topic from the offsets it last applied,
+//!    with a window of entries in flight.
+//! 3. [`link::Link`] runs in the destination: it pulls from one source
+//!    region, hands each batch to an [`Applier`] (the destination core), which
+//!    applies it and records the next offset **in the same transaction**, and
+//!    reconnects with backoff, resuming from the recorded offsets. Applying is
+//!    idempotent, so the effect is exactly-once.
+//!
+//! # What it must not touch
+//! No domain rules: it never decodes a change (the [`Applier`] does). No
+//! sockets except through `meridian-seams`' network.
+
+pub mod embedded;
+pub mod kafka;
+pub mod link;
+pub mod log;
+pub mod relay;
+pub mod server;
+
+use std::collections::BTreeMap;
+
+pub use log::{LogError, LogRecord, ReplicationLog, SharedLog, partition_for, topic_for};
+
+/// What applying a batch achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    /// The next offset to apply in the partition (everything before it is
+    /// applied and recorded).
+    pub next_offset: u64,
+    /// Set when an entry was refused (a clock stamp beyond the maximum
+    /// offset): nothing from it on was applied, and the link retries later.
+    pub refused: Option<String>,
+}
+
+/// Why a batch could not be applied.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ApplyError(pub String);
+
+/// The destination side of replication: a core that applies what arrives.
+#[async_trait::async_trait]
+pub trait Applier: Send + Sync + 'static {
+    /// The next offset to apply per partition of `source_region`'s topic for
+    /// this region, as recorded by earlier applies.
+    async fn applied_offsets(&self, source_region: &str) -> Result<BTreeMap<u32, u64>, ApplyError>;
+
+    /// Applies `records` (consecutive offsets of one partition) in one
+    /// transaction that also records the next offset; records before the
+    /// recorded offset are skipped, so a replayed batch changes nothing.
+    async fn apply(
+        &self,
+        source_region: &str,
+        partition: u32,
+        records: &[LogRecord],
+    ) -> Result<ApplyOutcome, ApplyError>;
+}

@@ -1,0 +1,302 @@
+//! The destination side of a replication link: pulls one source region's
+//! topic for this region and applies it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_proto::replication as pb;
+use meridian_proto::replication::replication_client::ReplicationClient;
+use meridian_seams::net::{SharedNetwork, tonic_channel};
+use meridian_seams::{Rng, SharedClock};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::log::LogRecord;
+use crate::{Applier, ApplyError};
+
+/// Timings and sizes of a link.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// Entries the source may have in flight.
+    pub window: u32,
+    /// No frame for this long (heartbeats come every second) means the link
+    /// is stalled: it is dropped and re-opened.
+    pub stall_timeout: Duration,
+    /// HTTP/2 keepalive on the connection.
+    pub keepalive: Duration,
+    /// First reconnection delay; doubles up to `max_backoff`, with jitter.
+    pub min_backoff: Duration,
+    /// Longest reconnection delay.
+    pub max_backoff: Duration,
+    /// Delay before retrying a refused entry (a clock stamp too far ahead).
+    pub refused_retry: Duration,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        Self {
+            window: 8192,
+            stall_timeout: Duration::from_secs(4),
+            keepalive: Duration::from_secs(5),
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            refused_retry: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What a link reports about itself (for tests, `/readyz` and tools).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// A stream to the source is open.
+    pub connected: bool,
+    /// Next offset applied, per partition.
+    pub applied: BTreeMap<u32, u64>,
+    /// The source's log end, per partition, as last reported.
+    pub log_end: BTreeMap<u32, u64>,
+    /// Entries refused so far (clock stamps beyond the maximum offset).
+    pub refused: u64,
+}
+
+impl LinkStatus {
+    /// Entries in the source's log not applied here yet.
+    pub fn lag_entries(&self) -> u64 {
+        self.log_end
+            .iter()
+            .map(|(p, end)| end.saturating_sub(self.applied.get(p).copied().unwrap_or(0)))
+            .sum()
+    }
+}
+
+/// A link from `source` into this region.
+pub struct Link {
+    source: String,
+    destination: String,
+    address: String,
+    network: SharedNetwork,
+    clock: SharedClock,
+    rng: Rng,
+    applier: Arc<dyn Applier>,
+    config: LinkConfig,
+    status: watch::Sender<LinkStatus>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("source", &self.source)
+            .field("destination", &self.destination)
+            .finish()
+    }
+}
+
+enum Ended {
+    /// The stream broke or stalled: reconnect after a backoff.
+    Broken(String),
+    /// An entry was refused: retry from the recorded offsets after a backoff.
+    Refused(String),
+}
+
+impl Link {
+    /// A link pulling `source`'s topic for `destination` from the core at
+    /// `address`, applying through `applier`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        source: impl Into<String>,
+        destination: impl Into<String>,
+        address: impl Into<String>,
+        network: SharedNetwork,
+        clock: SharedClock,
+        rng: Rng,
+        applier: Arc<dyn Applier>,
+        config: LinkConfig,
+    ) -> Self {
+        Self {
+            source: source.into(),
+            destination: destination.into(),
+            address: address.into(),
+            network,
+            clock,
+            rng,
+            applier,
+            config,
+            status: watch::channel(LinkStatus::default()).0,
+        }
+    }
+
+    /// Follows this link's status.
+    pub fn status(&self) -> watch::Receiver<LinkStatus> {
+        self.status.subscribe()
+    }
+
+    /// Runs until the task is dropped: connect, pull and apply; on any
+    /// failure wait (jittered exponential backoff) and resume from the
+    /// offsets recorded by the last applies.
+    pub async fn run(self) {
+        let mut backoff = self.config.min_backoff;
+        loop {
+            let ended = self.session().await;
+            // A session that got as far as streaming resets the backoff.
+            let was_connected = self.status.borrow().connected;
+            self.status.send_modify(|s| s.connected = false);
+            if was_connected {
+                backoff = self.config.min_backoff;
+            }
+            let (reason, refused) = match ended {
+                Ended::Broken(reason) => (reason, false),
+                Ended::Refused(reason) => (reason, true),
+            };
+            if refused {
+                tracing::warn!(source = %self.source, %reason, "replicated entry refused; retrying later");
+            } else {
+                tracing::info!(source = %self.source, %reason, "replication link down; reconnecting");
+                metrics::counter!("meridian_link_reconnects_total", "source" => self.source.clone(), "destination" => self.destination.clone())
+                    .increment(1);
+            }
+            if refused {
+                // The stamp becomes acceptable only as this region's clock
+                // advances (or the source's is fixed): check once a second.
+                tokio::time::sleep(self.config.refused_retry).await;
+                continue;
+            }
+            let jitter = self.rng.below(backoff.as_millis() as u64 / 2 + 1);
+            tokio::time::sleep(backoff / 2 + Duration::from_millis(jitter)).await;
+            backoff = (backoff * 2).min(self.config.max_backoff);
+        }
+    }
+
+    async fn session(&self) -> Ended {
+        let from = match self.applier.applied_offsets(&self.source).await {
+            Ok(from) => from,
+            Err(ApplyError(e)) => return Ended::Broken(format!("reading applied offsets: {e}")),
+        };
+        self.status.send_modify(|s| s.applied = from.clone());
+        let channel =
+            match tonic_channel(self.network.clone(), &self.address, self.config.keepalive) {
+                Ok(channel) => channel,
+                Err(e) => return Ended::Broken(format!("bad address {}: {e}", self.address)),
+            };
+        let mut client = ReplicationClient::new(channel)
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(1024 * 1024);
+        let (up, up_rx) = mpsc::channel(64);
+        let open = pb::LinkUp {
+            kind: Some(pb::link_up::Kind::Open(pb::Open {
+                destination: self.destination.clone(),
+                from: from
+                    .iter()
+                    .map(|(&partition, &offset)| pb::PartitionOffset { partition, offset })
+                    .collect(),
+                window: self.config.window,
+            })),
+        };
+        if up.send(open).await.is_err() {
+            return Ended::Broken("stream closed".into());
+        }
+        let opened = tokio::time::timeout(
+            self.config.stall_timeout,
+            client.link(ReceiverStream::new(up_rx)),
+        )
+        .await;
+        let mut down = match opened {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => return Ended::Broken(format!("open refused: {status}")),
+            Err(_) => return Ended::Broken("open timed out".into()),
+        };
+        self.status.send_modify(|s| s.connected = true);
+        loop {
+            let frame = match tokio::time::timeout(self.config.stall_timeout, down.message()).await
+            {
+                Ok(Ok(Some(frame))) => frame,
+                Ok(Ok(None)) => return Ended::Broken("source closed the stream".into()),
+                Ok(Err(status)) => return Ended::Broken(format!("stream failed: {status}")),
+                Err(_) => return Ended::Broken("stalled: no frame from the source".into()),
+            };
+            match frame.kind {
+                Some(pb::link_down::Kind::Batch(batch)) => {
+                    if let Err(ended) = self.apply_batch(batch, &up).await {
+                        return ended;
+                    }
+                }
+                Some(pb::link_down::Kind::Heartbeat(heartbeat)) => {
+                    self.status.send_modify(|s| {
+                        for end in &heartbeat.log_end {
+                            s.log_end.insert(end.partition, end.offset);
+                        }
+                    });
+                    self.record_lag(None);
+                }
+                None => {}
+            }
+        }
+    }
+
+    async fn apply_batch(
+        &self,
+        batch: pb::Batch,
+        up: &mpsc::Sender<pb::LinkUp>,
+    ) -> Result<(), Ended> {
+        let partition = batch.partition;
+        let records: Vec<LogRecord> = batch
+            .records
+            .into_iter()
+            .map(|r| LogRecord {
+                offset: r.offset,
+                key: r.key,
+                value: r.value.into(),
+                appended_ms: r.appended_ms,
+            })
+            .collect();
+        let newest_appended = records.last().map(|r| r.appended_ms);
+        let outcome = self
+            .applier
+            .apply(&self.source, partition, &records)
+            .await
+            .map_err(|ApplyError(e)| Ended::Broken(format!("apply failed: {e}")))?;
+        let applied_count = records
+            .iter()
+            .filter(|r| r.offset < outcome.next_offset)
+            .count();
+        metrics::counter!("meridian_replication_applied_total", "source" => self.source.clone(), "destination" => self.destination.clone())
+            .increment(applied_count as u64);
+        self.status.send_modify(|s| {
+            s.applied.insert(partition, outcome.next_offset);
+            let end = s.log_end.entry(partition).or_default();
+            *end = (*end).max(batch.log_end);
+            if outcome.refused.is_some() {
+                s.refused += 1;
+            }
+        });
+        self.record_lag(newest_appended.filter(|_| outcome.refused.is_none()));
+        let report = pb::LinkUp {
+            kind: Some(pb::link_up::Kind::Applied(pb::Applied {
+                partition,
+                offset: outcome.next_offset,
+            })),
+        };
+        if up.send(report).await.is_err() {
+            return Err(Ended::Broken("stream closed".into()));
+        }
+        match outcome.refused {
+            Some(reason) => Err(Ended::Refused(reason)),
+            None => Ok(()),
+        }
+    }
+
+    fn record_lag(&self, newest_applied_appended_ms: Option<u64>) {
+        let status = self.status.borrow();
+        let entries = status.lag_entries();
+        let labels = [
+            ("source", self.source.clone()),
+            ("destination", self.destination.clone()),
+        ];
+        metrics::gauge!("meridian_replication_lag_entries", &labels).set(entries as f64);
+        if let Some(appended) = newest_applied_appended_ms {
+            let ms = self.clock.wall_millis().saturating_sub(appended);
+            metrics::gauge!("meridian_replication_lag_ms", &labels).set(ms as f64);
+        } else if entries == 0 {
+            metrics::gauge!("meridian_replication_lag_ms", &labels).set(0.0);
+        }
+    }
+}

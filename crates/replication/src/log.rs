@@ -1,0 +1,121 @@
+//! The durable log of one region: one topic per destination region, split
+//! into partitions by conversation.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// One entry of a topic partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    /// Its position in the partition.
+    pub offset: u64,
+    /// The partition key (a conversation id).
+    pub key: String,
+    /// The encoded change.
+    pub value: Bytes,
+    /// When it was appended, unix ms.
+    pub appended_ms: u64,
+}
+
+/// A record to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendRecord {
+    /// The partition key.
+    pub key: String,
+    /// The encoded change.
+    pub value: Bytes,
+}
+
+/// A log operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The embedded log's store failed.
+    #[error("store: {0}")]
+    Store(#[from] meridian_kv::KvError),
+    /// The Kafka client or broker failed.
+    #[error("kafka: {0}")]
+    Kafka(String),
+    /// A stored record could not be decoded.
+    #[error("corrupt log record: {0}")]
+    Corrupt(String),
+}
+
+/// The topic carrying changes from `source_region` to `dest_region` (the
+/// source's name is in it too, so regions sharing one local broker never
+/// mix their topics).
+pub fn topic_for(source_region: &str, dest_region: &str) -> String {
+    format!("meridian-replication-{source_region}-to-{dest_region}")
+}
+
+/// The partition of `key` among `partitions`: FNV-1a, stable across
+/// processes and builds (a conversation must always map to one partition).
+pub fn partition_for(key: &str, partitions: u32) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in key.as_bytes() {
+        hash ^= u32::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash % partitions.max(1)
+}
+
+/// Reads a topic from given offsets, for one link stream.
+#[async_trait::async_trait]
+pub trait LogReader: Send {
+    /// Up to `max` records (each tagged with its partition), waiting up to
+    /// `wait` for the first; empty when nothing arrived in time.
+    async fn next(&mut self, max: usize, wait: Duration)
+    -> Result<Vec<(u32, LogRecord)>, LogError>;
+}
+
+/// A region's durable replication log.
+#[async_trait::async_trait]
+pub trait ReplicationLog: Send + Sync + 'static {
+    /// Partitions per topic.
+    fn partitions(&self) -> u32;
+
+    /// Makes sure the topic exists (Kafka topics are created explicitly).
+    async fn ensure_topic(&self, topic: &str) -> Result<(), LogError>;
+
+    /// Appends `records` durably, each to the partition of its key, in order
+    /// per partition. On error some may have been appended (the caller
+    /// retries, so a record can appear twice).
+    async fn append(&self, topic: &str, records: &[AppendRecord]) -> Result<(), LogError>;
+
+    /// A reader of `topic` starting at `from` per partition (0 when absent).
+    async fn reader(
+        &self,
+        topic: &str,
+        from: &BTreeMap<u32, u64>,
+    ) -> Result<Box<dyn LogReader>, LogError>;
+
+    /// The end offset (one past the last record) of every partition.
+    async fn end_offsets(&self, topic: &str) -> Result<BTreeMap<u32, u64>, LogError>;
+
+    /// Drops records before `before` in a partition: the destination has
+    /// applied them. Kafka keeps its own retention, so it may ignore this.
+    async fn trim(&self, topic: &str, partition: u32, before: u64) -> Result<(), LogError>;
+}
+
+/// A log shared by the relay and the link server.
+pub type SharedLog = Arc<dyn ReplicationLog>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_stable_and_in_range() {
+        assert_eq!(partition_for("conv-a", 1), 0);
+        let p = partition_for("0193b0c2-7d1e-7a00-8000-000000000001@us-east", 8);
+        assert!(p < 8);
+        assert_eq!(
+            p,
+            partition_for("0193b0c2-7d1e-7a00-8000-000000000001@us-east", 8)
+        );
+        // Known FNV-1a value: the mapping must never change between builds.
+        assert_eq!(partition_for("a", u32::MAX), 0xe40c_292c);
+    }
+}

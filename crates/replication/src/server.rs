@@ -1,0 +1,342 @@
+//! The source side of replication links: serves `Replication.Link` streams
+//! from this region's log.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
+use meridian_proto::replication as pb;
+use meridian_proto::replication::replication_server::{Replication, ReplicationServer};
+use meridian_seams::SharedClock;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::log::{LogRecord, SharedLog, topic_for};
+
+/// Most records per batch frame.
+const MAX_BATCH: usize = 512;
+/// Largest window a destination may ask for.
+const MAX_WINDOW: u32 = 65_536;
+
+/// Timings of the link server.
+#[derive(Debug, Clone)]
+pub struct LinkServerConfig {
+    /// Heartbeat period while idle (destinations count three missed ones
+    /// as a stalled link).
+    pub heartbeat: Duration,
+}
+
+impl Default for LinkServerConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Serves this region's log to destination regions.
+#[derive(Clone)]
+pub struct LinkServer {
+    region: String,
+    /// Regions allowed to pull (a topic exists only for known regions).
+    known: Vec<String>,
+    log: SharedLog,
+    clock: SharedClock,
+    config: LinkServerConfig,
+    shutdown: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+impl std::fmt::Debug for LinkServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkServer")
+            .field("region", &self.region)
+            .finish()
+    }
+}
+
+impl LinkServer {
+    /// A server for `region`'s `log`; `known` lists the peer regions.
+    pub fn new(
+        region: impl Into<String>,
+        known: Vec<String>,
+        log: SharedLog,
+        clock: SharedClock,
+        config: LinkServerConfig,
+    ) -> Self {
+        Self {
+            region: region.into(),
+            known,
+            log,
+            clock,
+            config,
+            shutdown: None,
+        }
+    }
+
+    /// Ends every link stream when `shutdown` turns true, so a stopping
+    /// server is not held open by other regions' long-lived links (they
+    /// reconnect and resume from their recorded offsets).
+    pub fn with_shutdown(mut self, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.shutdown = Some(shutdown);
+        self
+    }
+
+    /// The tonic service.
+    pub fn into_server(self) -> ReplicationServer<Self> {
+        ReplicationServer::new(self)
+            .max_decoding_message_size(1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024)
+    }
+}
+
+type LinkStream = Pin<Box<dyn Stream<Item = Result<pb::LinkDown, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Replication for LinkServer {
+    type LinkStream = LinkStream;
+
+    async fn link(
+        &self,
+        request: Request<Streaming<pb::LinkUp>>,
+    ) -> Result<Response<Self::LinkStream>, Status> {
+        let mut up = request.into_inner();
+        let open = match up.message().await? {
+            Some(pb::LinkUp {
+                kind: Some(pb::link_up::Kind::Open(open)),
+            }) => open,
+            _ => return Err(Status::invalid_argument("a link starts with `open`")),
+        };
+        if !self.known.contains(&open.destination) || open.destination == self.region {
+            return Err(Status::invalid_argument(format!(
+                "unknown destination region `{}`",
+                open.destination
+            )));
+        }
+        let partitions = self.log.partitions();
+        let mut from = BTreeMap::new();
+        for start in &open.from {
+            if start.partition >= partitions {
+                return Err(Status::invalid_argument(format!(
+                    "partition {} out of range (the log has {partitions})",
+                    start.partition
+                )));
+            }
+            from.insert(start.partition, start.offset);
+        }
+        let window = open.window.clamp(1, MAX_WINDOW) as u64;
+        let topic = topic_for(&self.region, &open.destination);
+        self.log
+            .ensure_topic(&topic)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let reader = self
+            .log
+            .reader(&topic, &from)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        tracing::info!(destination = %open.destination, ?from, "replication link opened");
+        let (down, down_rx) = mpsc::channel(16);
+        let pump = Pump {
+            log: self.log.clone(),
+            clock: self.clock.clone(),
+            heartbeat: self.config.heartbeat,
+            topic,
+            destination: open.destination,
+            window,
+            sent: from.clone(),
+            applied: from,
+            ends: BTreeMap::new(),
+            ends_read_at: Duration::ZERO,
+        };
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let stopped = async {
+                if let Some(stop) = shutdown.as_mut()
+                    && stop.wait_for(|s| *s).await.is_ok()
+                {
+                    return;
+                }
+                std::future::pending::<()>().await;
+            };
+            tokio::select! {
+                biased;
+                () = stopped => {}
+                () = pump.run(reader, up, down) => {}
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(down_rx))))
+    }
+}
+
+/// One link stream: reads the log within the window and follows the
+/// destination's reports.
+struct Pump {
+    log: SharedLog,
+    clock: SharedClock,
+    heartbeat: Duration,
+    topic: String,
+    destination: String,
+    window: u64,
+    /// Next offset to send, per partition.
+    sent: BTreeMap<u32, u64>,
+    /// Next offset the destination reported applied, per partition.
+    applied: BTreeMap<u32, u64>,
+    /// The log's end offsets as last read, and when.
+    ends: BTreeMap<u32, u64>,
+    ends_read_at: Duration,
+}
+
+impl Pump {
+    fn in_flight(&self) -> u64 {
+        self.sent
+            .iter()
+            .map(|(p, sent)| sent.saturating_sub(self.applied.get(p).copied().unwrap_or(0)))
+            .sum()
+    }
+
+    async fn run(
+        mut self,
+        mut reader: Box<dyn crate::log::LogReader>,
+        mut up: Streaming<pb::LinkUp>,
+        down: mpsc::Sender<Result<pb::LinkDown, Status>>,
+    ) {
+        let mut last_frame = self.clock.monotonic();
+        loop {
+            // Reports first: they open the window.
+            loop {
+                let report = if self.in_flight() >= self.window {
+                    // Window full: nothing to do but wait for a report.
+                    match tokio::time::timeout(self.heartbeat, up.next()).await {
+                        Ok(report) => report,
+                        Err(_) => {
+                            if self.send_heartbeat(&down).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                    }
+                } else {
+                    match futures::FutureExt::now_or_never(up.next()) {
+                        Some(report) => report,
+                        None => break,
+                    }
+                };
+                match report {
+                    Some(Ok(pb::LinkUp {
+                        kind: Some(pb::link_up::Kind::Applied(applied)),
+                    })) => self.on_applied(applied).await,
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => {
+                        tracing::info!(destination = %self.destination, "replication link closed");
+                        return;
+                    }
+                }
+            }
+            let room = (self.window - self.in_flight()).min(MAX_BATCH as u64 * 8) as usize;
+            let wait = self
+                .heartbeat
+                .saturating_sub(self.clock.monotonic().saturating_sub(last_frame));
+            let records = match reader.next(room, wait).await {
+                Ok(records) => records,
+                Err(error) => {
+                    tracing::warn!(%error, "reading the replication log failed; closing the link");
+                    let _ = down.send(Err(Status::unavailable(error.to_string()))).await;
+                    return;
+                }
+            };
+            if records.is_empty() {
+                if self.clock.monotonic().saturating_sub(last_frame) >= self.heartbeat {
+                    if self.send_heartbeat(&down).await.is_err() {
+                        return;
+                    }
+                    last_frame = self.clock.monotonic();
+                }
+                continue;
+            }
+            // End offsets cost a broker round trip with Kafka: refreshed at
+            // most once per heartbeat period (a batch's own last offset is a
+            // lower bound meanwhile).
+            if self.clock.monotonic().saturating_sub(self.ends_read_at) >= self.heartbeat {
+                self.refresh_ends().await;
+            }
+            let mut by_partition: BTreeMap<u32, Vec<LogRecord>> = BTreeMap::new();
+            for (partition, record) in records {
+                self.sent.insert(partition, record.offset + 1);
+                by_partition.entry(partition).or_default().push(record);
+            }
+            for (partition, records) in by_partition {
+                for chunk in records.chunks(MAX_BATCH) {
+                    let batch = pb::Batch {
+                        partition,
+                        records: chunk
+                            .iter()
+                            .map(|r| pb::Record {
+                                offset: r.offset,
+                                key: r.key.clone(),
+                                value: r.value.to_vec(),
+                                appended_ms: r.appended_ms,
+                            })
+                            .collect(),
+                        log_end: self
+                            .ends
+                            .get(&partition)
+                            .copied()
+                            .unwrap_or(0)
+                            .max(chunk.last().map_or(0, |r| r.offset + 1)),
+                    };
+                    let frame = pb::LinkDown {
+                        kind: Some(pb::link_down::Kind::Batch(batch)),
+                    };
+                    if down.send(Ok(frame)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            last_frame = self.clock.monotonic();
+        }
+    }
+
+    async fn on_applied(&mut self, applied: pb::Applied) {
+        let previous = self.applied.get(&applied.partition).copied().unwrap_or(0);
+        if applied.offset <= previous {
+            return;
+        }
+        self.applied.insert(applied.partition, applied.offset);
+        if let Err(error) = self
+            .log
+            .trim(&self.topic, applied.partition, applied.offset)
+            .await
+        {
+            tracing::warn!(%error, "trimming the replication log failed");
+        }
+    }
+
+    async fn refresh_ends(&mut self) {
+        match self.log.end_offsets(&self.topic).await {
+            Ok(ends) => self.ends = ends,
+            Err(error) => tracing::debug!(%error, "reading log end offsets failed"),
+        }
+        self.ends_read_at = self.clock.monotonic();
+    }
+
+    async fn send_heartbeat(
+        &mut self,
+        down: &mpsc::Sender<Result<pb::LinkDown, Status>>,
+    ) -> Result<(), ()> {
+        self.refresh_ends().await;
+        let frame = pb::LinkDown {
+            kind: Some(pb::link_down::Kind::Heartbeat(pb::Heartbeat {
+                log_end: self
+                    .ends
+                    .iter()
+                    .map(|(&partition, &offset)| pb::PartitionOffset { partition, offset })
+                    .collect(),
+                now_ms: self.clock.wall_millis(),
+            })),
+        };
+        down.send(Ok(frame)).await.map_err(|_| ())
+    }
+}

@@ -1,0 +1,144 @@
+//! Real external components for tests, started by the test tooling.
+//!
+//! [`Broker`] runs a tansu Kafka-protocol broker (one per region) on a free
+//! loopback port with SQLite storage in a temporary directory (tansu's
+//! `memory://` storage loses messages when a consumer starts past offset 0).
+//! Tests of the Kafka path fail, never skip, when tansu is missing: the test
+//! command installs it (`cargo install tansu --version 0.6.0 --locked
+//! --features libsql`).
+//!
+//! # What it must not touch
+//! Meridian's own crates: it starts processes and reports where they listen.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// Starting a component failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TestbedError {
+    /// The binary is not installed where the tooling looks.
+    #[error("{0} not found: install it with `{1}` (or set {2})")]
+    Missing(&'static str, &'static str, &'static str),
+    /// The process could not run or did not become ready.
+    #[error("{0}")]
+    Start(String),
+}
+
+/// Where tansu is: `$TANSU`, else `~/.cargo/bin/tansu`, else `tansu` on PATH.
+fn tansu_binary() -> Result<PathBuf, TestbedError> {
+    if let Some(path) = std::env::var_os("TANSU") {
+        return Ok(PathBuf::from(path));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        let path = PathBuf::from(home).join(".cargo/bin/tansu");
+        if path.exists() {
+            return Ok(path);
+        }
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join("tansu"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .find(|p| p.exists());
+    on_path.ok_or(TestbedError::Missing(
+        "tansu",
+        "cargo install tansu --version 0.6.0 --locked --features libsql",
+        "TANSU",
+    ))
+}
+
+/// A free loopback port.
+fn free_port() -> Result<u16, TestbedError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| TestbedError::Start(format!("no free port: {e}")))
+}
+
+/// A running tansu broker; killed when dropped.
+pub struct Broker {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").field("port", &self.port).finish()
+    }
+}
+
+impl Broker {
+    /// Starts a broker and waits until it reports ready.
+    ///
+    /// # Errors
+    /// tansu missing, or not ready.
+    pub fn start() -> Result<Self, TestbedError> {
+        let binary = tansu_binary()?;
+        let dir = tempfile::tempdir().map_err(|e| TestbedError::Start(e.to_string()))?;
+        // A port taken between the probe and tansu's bind fails loudly
+        // below ("exited before ready"); retried on a new port.
+        for _ in 0..3 {
+            let port = free_port()?;
+            let url = format!("tcp://127.0.0.1:{port}");
+            let mut child = Command::new(&binary)
+                .arg("broker")
+                .arg("--listener-url")
+                .arg(&url)
+                .arg("--advertised-listener-url")
+                .arg(&url)
+                // tansu reads the SQLite path relative to its working
+                // directory (an absolute path is mangled).
+                .arg("--storage-engine")
+                .arg(format!("sqlite://tansu-{port}.db"))
+                .current_dir(dir.path())
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| TestbedError::Start(format!("running {}: {e}", binary.display())))?;
+            let stdout = child
+                .stdout
+                .take()
+                .ok_or_else(|| TestbedError::Start("no stdout".into()))?;
+            let mut lines = BufReader::new(stdout).lines();
+            let ready = lines
+                .by_ref()
+                .map_while(Result::ok)
+                .any(|l| l.starts_with("ready"));
+            if ready {
+                // Keep draining so tansu never blocks on a full pipe (test
+                // tooling, outside any simulated path).
+                #[allow(clippy::disallowed_methods)]
+                std::thread::spawn(move || for _ in lines {});
+                return Ok(Self {
+                    child,
+                    port,
+                    _dir: dir,
+                });
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        Err(TestbedError::Start(
+            "tansu exited before it was ready".into(),
+        ))
+    }
+
+    /// `host:port` for Kafka clients.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
