@@ -35,6 +35,7 @@ with_each_log!(a_message_crosses_regions_exactly_once_with_the_same_hlc_at_both_
 with_each_log!(a_group_across_three_regions_converges_to_one_order);
 with_each_log!(a_cut_link_heals_and_everything_arrives_once_in_one_order);
 with_each_log!(a_clock_ahead_keeps_order_causal_and_a_stamp_beyond_the_offset_is_refused);
+with_each_log!(concurrent_membership_edits_from_three_regions_converge_everywhere);
 
 async fn a_message_crosses_regions_exactly_once_with_the_same_hlc_at_both_ends(log: TestLog) {
     let regions = Regions::start(&THREE, log, |_, _| {}).await;
@@ -381,5 +382,122 @@ async fn a_clock_ahead_keeps_order_causal_and_a_stamp_beyond_the_offset_is_refus
         .expect_err("refused");
     assert_eq!(error.code(), Some(meridian_sdk::ErrorCode::ClockSkew));
     assert!(refused_from(&metrics_text(), "client") >= 1);
+    regions.stop().await;
+}
+
+/// Membership edits asked for at the same time through three regions'
+/// gateways (an admin in us-east adding and renaming, members in eu-west and
+/// ap-southeast leaving) converge: every region ends with the same members,
+/// name and version (the owner region orders them; the others apply its
+/// versions).
+async fn concurrent_membership_edits_from_three_regions_converge_everywhere(log: TestLog) {
+    let regions = Regions::start(&THREE, log, |_, _| {}).await;
+    let admin = regions.user("us-east", "admin").await;
+    let leaver_eu = regions.user("eu-west", "leaver-eu").await;
+    let leaver_ap = regions.user("ap-southeast", "leaver-ap").await;
+    let joiner_eu = regions.user("eu-west", "joiner-eu").await;
+    let joiner_ap = regions.user("ap-southeast", "joiner-ap").await;
+    let conv = regions
+        .rest("us-east")
+        .with_token(&admin.token)
+        .create_group(
+            "before",
+            &[leaver_eu.user_id.clone(), leaver_ap.user_id.clone()],
+        )
+        .await
+        .expect("group")
+        .conv_id;
+    // The leavers' regions must know the group before they can leave it.
+    for (region, user) in [("eu-west", &leaver_eu), ("ap-southeast", &leaver_ap)] {
+        let mut client = regions.client(region, &user.token, 7).await;
+        wait_for_conversation(&mut client, &conv).await;
+    }
+    let admin_rest = regions.rest("eu-west").with_token(&admin.token);
+    let eu_rest = regions.rest("eu-west").with_token(&leaver_eu.token);
+    let ap_rest = regions.rest("ap-southeast").with_token(&leaver_ap.token);
+    let joiners = [joiner_eu.user_id.clone(), joiner_ap.user_id.clone()];
+    let (added, renamed, left_eu, left_ap) = tokio::join!(
+        admin_rest.add_members(&conv, &joiners),
+        admin_rest.rename(&conv, "after"),
+        eu_rest.remove_member(&conv, &leaver_eu.user_id),
+        ap_rest.remove_member(&conv, &leaver_ap.user_id),
+    );
+    added.expect("add");
+    renamed.expect("rename");
+    left_eu.expect("leave through eu-west");
+    left_ap.expect("leave through ap-southeast");
+
+    let expected: BTreeSet<String> = [&admin, &joiner_eu, &joiner_ap]
+        .iter()
+        .map(|u| u.user_id.clone())
+        .collect();
+    // Each remaining member reads the group from its own home region.
+    let mut views = Vec::new();
+    for (region, user) in [
+        ("us-east", &admin),
+        ("eu-west", &joiner_eu),
+        ("ap-southeast", &joiner_ap),
+    ] {
+        let rest = regions.rest(region).with_token(&user.token);
+        let converged = async {
+            loop {
+                if let Ok(view) = rest.conversation(&conv).await
+                    && view
+                        .members
+                        .iter()
+                        .map(|m| m.user_id.clone())
+                        .collect::<BTreeSet<_>>()
+                        == expected
+                    && view.name == "after"
+                {
+                    return view;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let view = tokio::time::timeout(PATIENCE, converged)
+            .await
+            .unwrap_or_else(|_| panic!("{region} did not converge"));
+        views.push((region, view));
+    }
+    let (_, reference) = &views[0];
+    assert_eq!(
+        reference.version, 5,
+        "created, added, renamed, two left: five versions"
+    );
+    for (region, view) in &views {
+        assert_eq!(
+            view.version, reference.version,
+            "{region}: one version everywhere"
+        );
+        let roles: Vec<(String, String)> = view
+            .members
+            .iter()
+            .map(|m| (m.user_id.clone(), m.role.clone()))
+            .collect();
+        let reference_roles: Vec<(String, String)> = reference
+            .members
+            .iter()
+            .map(|m| (m.user_id.clone(), m.role.clone()))
+            .collect();
+        assert_eq!(roles, reference_roles, "{region}: same members and roles");
+    }
+    // The leavers' regions learned they left: no longer members there.
+    for (region, user) in [("eu-west", &leaver_eu), ("ap-southeast", &leaver_ap)] {
+        let rest = regions.rest(region).with_token(&user.token);
+        let refused = async {
+            loop {
+                match rest.conversation(&conv).await {
+                    Err(error) if error.code() == Some(meridian_sdk::ErrorCode::NotMember) => {
+                        return;
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        };
+        tokio::time::timeout(PATIENCE, refused)
+            .await
+            .unwrap_or_else(|_| panic!("{region} still lets the leaver read the group"));
+    }
     regions.stop().await;
 }

@@ -36,12 +36,26 @@ pub struct BenchArgs {
     /// Idle WebSocket connections for the memory phase (0 skips it).
     #[arg(long, default_value_t = 10_000)]
     idle: usize,
+    /// Runs the cross-region benchmark instead: two regions as separate
+    /// processes, their links through a proxy adding a one-way delay.
+    #[arg(long)]
+    cross_region: bool,
+    /// Cross-region: the replication log (`kafka` starts a tansu broker per region).
+    #[arg(long, value_enum, default_value = "embedded")]
+    log: crate::deploy::LogKind,
+    /// Cross-region: one-way delay on the links between the regions, ms.
+    #[arg(long, default_value_t = 35)]
+    delay_ms: u64,
+    /// Cross-region: entries queued behind a cut link for the link
+    /// throughput phase.
+    #[arg(long, default_value_t = 50_000)]
+    link_entries: u64,
 }
 
-struct Server {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) base: String,
+    pub(crate) _dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Server {
@@ -64,27 +78,37 @@ fn start_server() -> anyhow::Result<Server> {
          [advertise]\ngateway = \"127.0.0.1:0\"\ncore = \"127.0.0.1:0\"\n\
          [local]\ngateway = \"127.0.0.1:0\"\ncore = \"127.0.0.1:0\"\n",
     )?;
+    let mut server = start_child(&[
+        "dev".into(),
+        "--region".into(),
+        "bench".into(),
+        "--regions-dir".into(),
+        regions.display().to_string(),
+        "--send-rate".into(),
+        "1000000".into(),
+        "--registrations-per-minute".into(),
+        "1000000".into(),
+        "--data-dir".into(),
+        dir.path().display().to_string(),
+    ])?;
+    server._dir = Some(dir);
+    Ok(server)
+}
+
+/// Runs `meridian <args>` and waits for the `REST` line it prints.
+pub(crate) fn start_child(args: &[String]) -> anyhow::Result<Server> {
     let mut child = Command::new(std::env::current_exe()?)
-        .args(["dev", "--region", "bench", "--regions-dir"])
-        .arg(&regions)
-        .args([
-            "--send-rate",
-            "1000000",
-            "--registrations-per-minute",
-            "1000000",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .context("starting meridian dev")?;
+        .context("starting meridian")?;
     let stdout = child.stdout.take().context("stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let base = loop {
         let Some(line) = lines.next() else {
-            bail!("meridian dev exited before printing its URLs")
+            bail!("meridian exited before printing its URLs")
         };
         if let Some(rest) = line?.trim().strip_prefix("REST") {
             let url = rest.split_whitespace().next().context("url")?;
@@ -95,7 +119,7 @@ fn start_server() -> anyhow::Result<Server> {
     Ok(Server {
         child,
         base,
-        _dir: dir,
+        _dir: None,
     })
 }
 
@@ -108,22 +132,22 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
+pub(crate) fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
     }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-struct Pair {
-    sender: Arc<Session>,
-    receiver: Session,
-    conv: String,
+pub(crate) struct Pair {
+    pub(crate) sender: Arc<Session>,
+    pub(crate) receiver: Session,
+    pub(crate) conv: String,
 }
 
 /// Connects `token` as a sender: its own echoes of what it sends (the sender
 /// is a member too) are drained and acknowledged by a task of their own.
-async fn sender_session(ws: &str, token: &str) -> anyhow::Result<Arc<Session>> {
+pub(crate) async fn sender_session(ws: &str, token: &str) -> anyhow::Result<Arc<Session>> {
     let mut session = Session::connect(ws, token).await?;
     let mut events = session.take_events();
     let session = Arc::new(session);
@@ -157,7 +181,7 @@ async fn make_pairs(rest: &Rest, count: usize) -> anyhow::Result<Vec<Pair>> {
 
 /// Receives until `stop`, acking each batch; records latency from payloads
 /// `"t=<nanos since origin>"` and counts deliveries after `warmup`.
-fn spawn_receiver(
+pub(crate) fn spawn_receiver(
     mut session: Session,
     origin: Instant,
     warmup: Instant,
@@ -192,6 +216,62 @@ fn spawn_receiver(
         }
         latencies
     })
+}
+
+/// Sends at `rate` msg/s in total across `pairs` for `seconds` (after a
+/// second of warm-up), never waiting for `sent`, so the offered rate stays
+/// fixed; receivers keep reading for `tail` more. Returns the sorted
+/// send→deliver latencies (ns) and the messages delivered after warm-up.
+pub(crate) async fn fixed_rate_latency(
+    pairs: Vec<Pair>,
+    rate: u64,
+    seconds: u64,
+    tail: Duration,
+) -> (Vec<u64>, u64) {
+    let count = pairs.len();
+    let origin = Instant::now();
+    let warmup = origin + Duration::from_secs(1);
+    let stop = warmup + Duration::from_secs(seconds);
+    let delivered = Arc::new(AtomicU64::new(0));
+    let per_sender = Duration::from_secs_f64(count as f64 / rate.max(1) as f64);
+    let mut receivers = Vec::new();
+    let mut senders = Vec::new();
+    for pair in pairs {
+        receivers.push(spawn_receiver(
+            pair.receiver,
+            origin,
+            warmup,
+            stop + tail,
+            delivered.clone(),
+        ));
+        let (sender, conv) = (pair.sender, pair.conv);
+        senders.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(per_sender);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut n = 0u64;
+            while Instant::now() < stop {
+                tick.tick().await;
+                let sent_at = Instant::now().duration_since(origin).as_nanos();
+                let (sender, conv) = (sender.clone(), conv.clone());
+                n += 1;
+                let id = format!("l{n}");
+                tokio::spawn(async move {
+                    let _ = sender
+                        .send(&conv, &id, &format!("t={sent_at}"), None, 0)
+                        .await;
+                });
+            }
+        }));
+    }
+    join_all(senders).await;
+    let mut latencies: Vec<u64> = join_all(receivers)
+        .await
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect();
+    latencies.sort_unstable();
+    (latencies, delivered.load(Ordering::Relaxed))
 }
 
 /// Server memory per idle, authenticated WebSocket, on a fresh server so
@@ -254,6 +334,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         "release"
     };
+    if args.cross_region {
+        println!("meridian bench --cross-region ({build} build)");
+        return crate::bench_regions::run(crate::bench_regions::Options {
+            seconds: args.seconds,
+            pairs: args.pairs,
+            rate: args.rate,
+            log: args.log,
+            delay: Duration::from_millis(args.delay_ms),
+            link_entries: args.link_entries,
+        })
+        .await;
+    }
     println!("meridian bench ({build} build), each phase against a fresh `meridian dev` child");
     if args.idle > 0 {
         idle_phase(args.idle).await?;
@@ -313,50 +405,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let server = start_server()?;
     let rest = Rest::new(&server.base);
     let pairs = make_pairs(&rest, args.pairs).await?;
-    let origin = Instant::now();
-    let warmup = origin + Duration::from_secs(1);
-    let stop = warmup + Duration::from_secs(args.seconds);
-    let delivered = Arc::new(AtomicU64::new(0));
-    let per_sender = Duration::from_secs_f64(args.pairs as f64 / args.rate.max(1) as f64);
-    let mut receivers = Vec::new();
-    let mut senders = Vec::new();
-    for pair in pairs {
-        receivers.push(spawn_receiver(
-            pair.receiver,
-            origin,
-            warmup,
-            stop + Duration::from_secs(2),
-            delivered.clone(),
-        ));
-        let (sender, conv) = (pair.sender.clone(), pair.conv.clone());
-        senders.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(per_sender);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            let mut n = 0u64;
-            while Instant::now() < stop {
-                tick.tick().await;
-                let sent_at = Instant::now().duration_since(origin).as_nanos();
-                let sender = sender.clone();
-                let conv = conv.clone();
-                n += 1;
-                let id = format!("l{n}");
-                // Do not wait for `sent`: the offered rate stays fixed.
-                tokio::spawn(async move {
-                    let _ = sender
-                        .send(&conv, &id, &format!("t={sent_at}"), None, 0)
-                        .await;
-                });
-            }
-        }));
-    }
-    join_all(senders).await;
-    let mut latencies: Vec<u64> = join_all(receivers)
-        .await
-        .into_iter()
-        .flatten()
-        .flatten()
-        .collect();
-    latencies.sort_unstable();
+    let (latencies, delivered) =
+        fixed_rate_latency(pairs, args.rate, args.seconds, Duration::from_secs(2)).await;
     let ms = |ns: u64| ns as f64 / 1e6;
     println!(
         "latency at {} msg/s offered: send->deliver p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples, {:.0} msg/s delivered)",
@@ -365,7 +415,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ms(percentile(&latencies, 0.99)),
         ms(latencies.last().copied().unwrap_or(0)),
         latencies.len(),
-        delivered.load(Ordering::Relaxed) as f64 / args.seconds as f64
+        delivered as f64 / args.seconds as f64
     );
 
     Ok(())

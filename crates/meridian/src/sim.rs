@@ -18,22 +18,32 @@ pub struct SimArgs {
     /// Run every seed twice and require the same trace hash.
     #[arg(long)]
     check_determinism: bool,
+    /// Most regions per seed (each seed runs 1 to this many).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
+    regions: u8,
 }
 
-fn faults(name: &str) -> anyhow::Result<Faults> {
+fn faults(name: &str, regions: u8) -> anyhow::Result<Faults> {
+    let regions = usize::from(regions);
     Ok(match name {
-        "all" => Faults::ALL,
+        "all" => Faults {
+            regions,
+            ..Faults::ALL
+        },
         "none" => Faults {
             partitions: false,
             crashes: false,
+            regions,
         },
         "partitions" => Faults {
             partitions: true,
             crashes: false,
+            regions,
         },
         "crashes" => Faults {
             partitions: false,
             crashes: true,
+            regions,
         },
         other => anyhow::bail!("unknown --faults {other:?}: all, none, partitions or crashes"),
     })
@@ -43,13 +53,14 @@ fn faults(name: &str) -> anyhow::Result<Faults> {
 // Seeds per second are measured on the real clock, outside the simulation.
 #[allow(clippy::disallowed_methods)]
 pub fn run(args: SimArgs) -> anyhow::Result<()> {
-    let faults = faults(&args.faults)?;
+    let faults = faults(&args.faults, args.regions)?;
     let started = std::time::Instant::now();
     let mut failures = Vec::new();
     let mut slowest: Option<(u64, Duration)> = None;
     let (mut messages, mut deliveries, mut duplicates, mut injected, mut refused, mut breaks) =
         (0, 0, 0, 0, 0, 0);
     let mut membership_changes = 0;
+    let mut by_regions = [0usize; 4];
     let mut receipts = 0;
     let mut worst_convergence = Duration::ZERO;
     for seed in args.start..args.start + args.seeds {
@@ -79,14 +90,15 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
                 refused += report.refused_stamps;
                 breaks += report.chain_breaks;
                 membership_changes += usize::from(report.membership_change);
+                by_regions[report.regions.min(3)] += 1;
                 receipts += report.receipts;
                 worst_convergence = worst_convergence.max(report.convergence);
             }
             Err(error) => {
                 eprintln!("FAIL {error}");
                 eprintln!(
-                    "  replay: RUST_LOG=debug cargo run --release -p meridian -- sim --seeds 1 --start {seed} --faults {}",
-                    args.faults
+                    "  replay: RUST_LOG=debug cargo run --release -p meridian -- sim --seeds 1 --start {seed} --faults {} --regions {}",
+                    args.faults, args.regions
                 );
                 failures.push(seed);
             }
@@ -94,12 +106,15 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     println!(
-        "{} seeds in {:.1} s ({:.1} seeds/s, {:.0} seeds/min); {} failed; faults injected {injected}; membership changes mid-run {membership_changes}; read receipts {receipts}; messages {messages}, deliveries {deliveries}, raw wire duplicates {duplicates}; lost delivery frames detected {breaks}; stamps beyond the max offset refused {refused}; worst convergence after heal {:.1} s (simulated)",
+        "{} seeds in {:.1} s ({:.1} seeds/s, {:.0} seeds/min); {} failed; seeds with 1/2/3 regions {}/{}/{}; faults injected {injected}; membership changes mid-run {membership_changes}; read receipts {receipts}; messages {messages}, deliveries {deliveries}, raw wire duplicates {duplicates}; lost delivery frames detected {breaks}; stamps beyond the max offset refused {refused}; worst convergence after heal {:.1} s (simulated)",
         args.seeds,
         elapsed.as_secs_f64(),
         args.seeds as f64 / elapsed.as_secs_f64().max(1e-9),
         args.seeds as f64 * 60.0 / elapsed.as_secs_f64().max(1e-9),
         failures.len(),
+        by_regions[1],
+        by_regions[2],
+        by_regions[3],
         worst_convergence.as_secs_f64()
     );
     if let Some((seed, took)) = slowest {

@@ -262,6 +262,8 @@ pub async fn start_core(options: CoreOptions) -> anyhow::Result<CoreHandle> {
     tasks.tasks.push(tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .initial_stream_window_size(meridian_seams::net::STREAM_WINDOW)
+            .initial_connection_window_size(meridian_seams::net::CONNECTION_WINDOW)
             .add_service(core_service)
             .add_service(link_service)
             .serve_with_incoming_shutdown(incoming(listener), stopped)

@@ -213,6 +213,19 @@ impl Rest {
         .await
     }
 
+    /// `GET /v1/conversations/{id}`.
+    ///
+    /// # Errors
+    /// As [`Rest::register`].
+    pub async fn conversation(&self, conv_id: &str) -> Result<ConversationView, SdkError> {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/v1/conversations/{conv_id}"),
+            None::<&()>,
+        )
+        .await
+    }
+
     /// `GET /v1/conversations/{id}/members`.
     ///
     /// # Errors

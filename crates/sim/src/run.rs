@@ -18,7 +18,7 @@ use meridian_sdk::{Client, Connector, GatewayStream, Rest};
 use meridian_seams::net::{SharedNetwork, tonic_channel};
 use meridian_seams::{Rng, SharedClock};
 
-use crate::workload::{ConvPlan, FaultAction, HEALED_BY, Plan};
+use crate::workload::{ConvPlan, FaultAction, HEALED_BY, Plan, host, region_name};
 use crate::{SimClock, TurmoilNetwork};
 
 /// Which kinds of fault a run injects.
@@ -29,6 +29,9 @@ pub struct Faults {
     pub partitions: bool,
     /// Crash-and-restart of the core (durable state kept) and the gateway.
     pub crashes: bool,
+    /// Most regions a seed runs (each seed picks 1 to this many); with
+    /// several, replication links are cut and healed too.
+    pub regions: usize,
 }
 
 impl Faults {
@@ -36,6 +39,15 @@ impl Faults {
     pub const ALL: Self = Self {
         partitions: true,
         crashes: true,
+        regions: 3,
+    };
+
+    /// Every kind, in one region: the topology the early regression seeds
+    /// were found in, so they replay exactly.
+    pub const ALL_ONE_REGION: Self = Self {
+        partitions: true,
+        crashes: true,
+        regions: 1,
     };
 }
 
@@ -67,6 +79,8 @@ pub struct SeedReport {
     pub convergence: Duration,
     /// Simulated time of the whole run.
     pub sim_time: Duration,
+    /// Regions the seed ran.
+    pub regions: usize,
 }
 
 /// How a seed ended.
@@ -84,6 +98,8 @@ fn any_addr(port: u16) -> SocketAddr {
 #[derive(Debug, Clone)]
 struct Acked {
     conv: usize,
+    /// The sender's home region (whose core accepted it).
+    region: usize,
     hlc: u64,
     reply_to: Option<String>,
     /// When the sender started sending it (before its first attempt).
@@ -127,12 +143,21 @@ impl Shared {
     /// every acknowledged send; a user added mid-run receives what was sent
     /// after the addition was acknowledged; a user removed mid-run receives
     /// what was acknowledged before the removal was asked for.
+    ///
+    /// With several regions a membership change takes effect in each region
+    /// when that region applies it: a message accepted elsewhere in the
+    /// meantime is concurrent with the change. So "an added member gets what
+    /// follows the addition" and "a removed member gets nothing after the
+    /// removal" are promised for messages accepted by the group's owner
+    /// region, which made the change (docs/architecture.md, Convergence).
     fn must_receive(&self, plan: &Plan, user: usize, message: &Acked) -> bool {
         match &plan.membership {
             Some(change) if change.conv == message.conv && change.user == user => {
                 if change.join {
-                    self.membership_done
-                        .is_some_and(|done| message.started > done)
+                    message.region == Self::owner_region(plan, change.conv)
+                        && self
+                            .membership_done
+                            .is_some_and(|done| message.started > done)
                 } else {
                     self.membership_started
                         .is_none_or(|asked| message.acked_at < asked)
@@ -147,10 +172,20 @@ impl Shared {
     fn must_not_receive(&self, plan: &Plan, user: usize, message: &Acked) -> bool {
         match &plan.membership {
             Some(change) if change.conv == message.conv && change.user == user && !change.join => {
-                self.membership_done
-                    .is_some_and(|done| message.started > done)
+                message.region == Self::owner_region(plan, change.conv)
+                    && self
+                        .membership_done
+                        .is_some_and(|done| message.started > done)
             }
             _ => false,
+        }
+    }
+
+    /// The region that owns a group: its creator's (the first member's) home.
+    fn owner_region(plan: &Plan, conv: usize) -> usize {
+        match &plan.conversations[conv] {
+            ConvPlan::Group(members) => plan.home(members[0]),
+            ConvPlan::Direct(a, _) => plan.home(*a),
         }
     }
 
@@ -189,47 +224,74 @@ pub fn run_seed(seed: u64, faults: Faults) -> SeedOutcome {
         .build();
     let network: SharedNetwork = Arc::new(TurmoilNetwork);
     let clock: SharedClock = Arc::new(SimClock::new(EPOCH_MS, 0));
-    // The core's own clock, which clock-jump faults move.
-    let core_clock = SimClock::new(EPOCH_MS, 0);
+    let regions = plan.regions;
+    // Each region's core clock, which clock-jump faults move.
+    let core_clocks: Vec<SimClock> = (0..regions).map(|_| SimClock::new(EPOCH_MS, 0)).collect();
     let shared: SharedState = Arc::default();
+    let core_addr = |region: usize| format!("{}:{CORE_PORT}", host("core", regions, region));
 
-    // The core: its engine lives outside the host, so a crash keeps what was
-    // committed and loses what was not.
-    let engine = MemoryEngine::new();
-    let boots = Arc::new(AtomicU64::new(0));
-    {
-        let (network, boots) = (network.clone(), boots.clone());
-        let clock: SharedClock = Arc::new(core_clock.clone());
-        sim.host("core", move || {
-            let (network, clock, engine) = (network.clone(), clock.clone(), engine.clone());
+    for (region, region_clock) in core_clocks.iter().enumerate() {
+        let name = region_name(regions, region);
+        // A region's engine lives outside its host, so a crash keeps what
+        // was committed and loses what was not.
+        let engine = MemoryEngine::new();
+        let boots = Arc::new(AtomicU64::new(0));
+        let peers: BTreeMap<String, String> = (0..regions)
+            .filter(|r| *r != region)
+            .map(|r| (region_name(regions, r).to_string(), core_addr(r)))
+            .collect();
+        let (core_network, boots) = (network.clone(), boots.clone());
+        let core_clock: SharedClock = Arc::new(region_clock.clone());
+        sim.host(host("core", regions, region), move || {
+            let (network, clock, engine, peers) = (
+                core_network.clone(),
+                core_clock.clone(),
+                engine.clone(),
+                peers.clone(),
+            );
             let boot = boots.fetch_add(1, Ordering::SeqCst);
             async move {
-                let mut config = CoreConfig::new("sim");
+                let mut config = CoreConfig::new(name);
                 config.sweep_interval = Duration::from_secs(3600);
+                // Short link timings: simulated partitions drop data
+                // silently, and every link must notice and resume.
+                let link = meridian_replication::link::LinkConfig {
+                    stall_timeout: Duration::from_secs(3),
+                    keepalive: Duration::from_secs(1),
+                    min_backoff: Duration::from_millis(50),
+                    max_backoff: Duration::from_millis(500),
+                    refused_retry: Duration::from_millis(200),
+                    ..Default::default()
+                };
                 let _core = start_core(CoreOptions {
                     config,
                     store: StoreChoice::Memory(engine),
                     listen: any_addr(CORE_PORT).into(),
                     network,
                     clock,
-                    rng: Rng::seeded(seed.wrapping_mul(31).wrapping_add(boot)),
+                    rng: Rng::seeded(
+                        seed.wrapping_mul(31)
+                            .wrapping_add(boot)
+                            .wrapping_add((region as u64) << 40),
+                    ),
                     sweep: false,
-                    peers: Default::default(),
+                    peers,
                     log: Default::default(),
-                    link: Default::default(),
+                    link,
                 })
                 .await?;
                 std::future::pending::<()>().await;
                 Ok(())
             }
         });
-    }
-    {
+        let cores: BTreeMap<String, String> = (0..regions)
+            .map(|r| (region_name(regions, r).to_string(), core_addr(r)))
+            .collect();
         let (network, clock) = (network.clone(), clock.clone());
-        sim.host("gateway", move || {
-            let (network, clock) = (network.clone(), clock.clone());
+        sim.host(host("gateway", regions, region), move || {
+            let (network, clock, cores) = (network.clone(), clock.clone(), cores.clone());
             async move {
-                let mut config = GatewayConfig::new("sim");
+                let mut config = GatewayConfig::new(name);
                 config.connects_per_minute = 6_000.0;
                 config.sends_per_second = 1_000.0;
                 // Short liveness periods: partitions drop data silently, and
@@ -240,7 +302,7 @@ pub fn run_seed(seed: u64, faults: Faults) -> SeedOutcome {
                 let _gateway = start_gateway(GatewayOptions {
                     config,
                     listen: any_addr(GATEWAY_PORT),
-                    cores: [("sim".to_string(), format!("core:{CORE_PORT}"))].into(),
+                    cores,
                     network,
                     clock,
                     metrics: None,
@@ -286,8 +348,10 @@ pub fn run_seed(seed: u64, faults: Faults) -> SeedOutcome {
             ConvPlan::Group(members) => members[0],
             ConvPlan::Direct(a, _) => *a,
         };
+        // Group changes are made at the group's owner region: its creator's home.
+        let owner = core_addr(plan.home(admin_user));
         sim.client("admin", async move {
-            change_membership(network, shared, change, admin_user).await
+            change_membership(network, shared, change, admin_user, owner).await
         });
     }
     let mut pending_faults = plan.faults.iter().peekable();
@@ -304,7 +368,7 @@ pub fn run_seed(seed: u64, faults: Faults) -> SeedOutcome {
                 FaultAction::Latency(a, b, latency) => {
                     sim.set_link_latency(a.as_str(), b.as_str(), *latency)
                 }
-                FaultAction::ClockJump(skew) => core_clock.set_skew(*skew),
+                FaultAction::ClockJump(region, skew) => core_clocks[*region].set_skew(*skew),
             }
             applied += 1;
             pending_faults.next();
@@ -377,6 +441,7 @@ async fn change_membership(
     shared: SharedState,
     change: crate::workload::MembershipChange,
     admin_user: usize,
+    owner_core: String,
 ) -> HostResult {
     tokio::time::sleep(change.at).await;
     let (caller, target, conv_id) = {
@@ -388,7 +453,7 @@ async fn change_membership(
         )
     };
     lock(&shared).membership_started = Some(turmoil::sim_elapsed().unwrap_or_default());
-    let mut core = core_client(network)?;
+    let mut core = core_client(network, &owner_core)?;
     loop {
         let outcome = if change.join {
             let request = pb::AddMembersRequest {
@@ -433,21 +498,24 @@ async fn change_membership(
 /// A gRPC client of the simulated core, for the setup and admin clients.
 fn core_client(
     network: SharedNetwork,
+    addr: &str,
 ) -> Result<CoreClient<tonic::transport::Channel>, tonic::transport::Error> {
-    let channel = tonic_channel(
-        network,
-        &format!("core:{CORE_PORT}"),
-        Duration::from_secs(1),
-    )?;
+    let channel = tonic_channel(network, addr, Duration::from_secs(1))?;
     Ok(CoreClient::new(channel))
 }
 
 async fn setup(network: SharedNetwork, shared: SharedState, plan: Plan) -> HostResult {
-    let mut core = core_client(network)?;
-    // The core host may still be starting: retry the first call.
+    let mut cores = Vec::new();
+    for region in 0..plan.regions {
+        let addr = format!("{}:{CORE_PORT}", host("core", plan.regions, region));
+        cores.push(core_client(network.clone(), &addr)?);
+    }
+    // Each user registers at its home region's core, which may still be
+    // starting: retry the first call.
     let mut user_callers = Vec::new();
     let mut tokens = vec![String::new(); plan.devices.len()];
     for user in 0..plan.users {
+        let core = &mut cores[plan.home(user)];
         let registered = loop {
             let request = pb::RegisterUserRequest {
                 display_name: format!("user{user}"),
@@ -493,7 +561,10 @@ async fn setup(network: SharedNetwork, shared: SharedState, plan: Plan) -> HostR
                     caller: Some(user_callers[*a].clone()),
                     peer_user_id: user_callers[*b].user_id.clone(),
                 };
-                core.get_or_create_direct(request).await?.into_inner()
+                cores[plan.home(*a)]
+                    .get_or_create_direct(request)
+                    .await?
+                    .into_inner()
             }
             ConvPlan::Group(members) => {
                 let request = pb::CreateGroupRequest {
@@ -504,10 +575,31 @@ async fn setup(network: SharedNetwork, shared: SharedState, plan: Plan) -> HostR
                         .map(|m| user_callers[*m].user_id.clone())
                         .collect(),
                 };
-                core.create_group(request).await?.into_inner()
+                cores[plan.home(members[0])]
+                    .create_group(request)
+                    .await?
+                    .into_inner()
             }
         };
         conv_ids.push(info.conv_id);
+    }
+    // Every member's home region holds every conversation before traffic
+    // starts (replication is asynchronous; a member cannot send to a group
+    // its region has not heard of yet).
+    for (conv, conv_id) in plan.conversations.iter().zip(&conv_ids) {
+        for member in conv.members() {
+            let core = &mut cores[plan.home(member)];
+            loop {
+                let request = pb::ConversationRequest {
+                    caller: Some(user_callers[member].clone()),
+                    conv_id: conv_id.clone(),
+                };
+                if core.get_conversation(request).await.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
     }
     let mut state = lock(&shared);
     state.callers = user_callers;
@@ -527,12 +619,22 @@ struct DeviceTask {
 }
 
 impl DeviceTask {
+    /// The gateway this device goes through.
+    fn gateway(&self) -> String {
+        let region = self.plan.gateway_of[self.index];
+        format!(
+            "{}:{GATEWAY_PORT}",
+            host("gateway", self.plan.regions, region)
+        )
+    }
+
     fn connector(&self) -> Connector {
         let network = self.network.clone();
+        let gateway = self.gateway();
         Arc::new(move || {
-            let network = network.clone();
+            let (network, gateway) = (network.clone(), gateway.clone());
             Box::pin(async move {
-                let io = network.connect(format!("gateway:{GATEWAY_PORT}")).await?;
+                let io = network.connect(gateway).await?;
                 Ok(Box::new(io) as Box<dyn GatewayStream>)
             })
         })
@@ -631,7 +733,7 @@ impl DeviceTask {
             .filter(|(i, _)| Shared::tracks(&self.plan, device.user, *i))
             .map(|(i, id)| (id.clone(), i))
             .collect();
-        let rest = Rest::new(format!("http://gateway:{GATEWAY_PORT}"));
+        let rest = Rest::new(format!("http://{}", self.gateway()));
         // Short keepalives: simulated partitions drop data silently, and a
         // device must notice a dead connection quickly to converge.
         let keepalive = meridian_sdk::Keepalive {
@@ -701,6 +803,7 @@ impl DeviceTask {
                     sent.msg_id.clone(),
                     Acked {
                         conv: send.conv,
+                        region: self.plan.home(device.user),
                         hlc: sent.hlc,
                         reply_to: reply_to.clone(),
                         started: started_send,
@@ -890,6 +993,7 @@ fn check(seed: u64, plan: &Plan, state: &Shared, faults: usize, sim_time: Durati
         faults,
         refused_stamps: state.refused_stamps,
         membership_change: state.membership_done.is_some(),
+        regions: plan.regions,
         receipts: state.receipts_sent,
         convergence: last_done.saturating_sub(HEALED_BY),
         sim_time,

@@ -63,8 +63,9 @@ pub(crate) enum FaultAction {
     /// A latency spike on a link (restored to `Duration::ZERO`, turmoil's
     /// per-link default, by a later action).
     Latency(String, String, Duration),
-    /// The core's wall clock jumps to this skew (ms), within the maximum offset.
-    ClockJump(i64),
+    /// A region's core wall clock jumps to this skew (ms), within the
+    /// maximum offset: (region index, skew).
+    ClockJump(usize, i64),
 }
 
 /// A membership change made while messages flow.
@@ -83,6 +84,11 @@ pub(crate) struct MembershipChange {
 /// The whole plan of one seed.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
+    /// Regions (1–3); user `u` is homed in region `u % regions`.
+    pub(crate) regions: usize,
+    /// The region whose gateway each device connects through (usually its
+    /// user's home; sometimes another, as any gateway serves any user).
+    pub(crate) gateway_of: Vec<usize>,
     pub(crate) users: usize,
     pub(crate) devices: Vec<DevicePlan>,
     pub(crate) conversations: Vec<ConvPlan>,
@@ -92,6 +98,35 @@ pub(crate) struct Plan {
 
 /// Every fault is healed by then.
 pub(crate) const HEALED_BY: Duration = Duration::from_secs(8);
+
+/// Region names of a multi-region run.
+pub(crate) const REGION_NAMES: [&str; 3] = ["us-east", "eu-west", "ap-southeast"];
+
+/// The name of region `region` among `regions` (`sim` when alone).
+pub(crate) fn region_name(regions: usize, region: usize) -> &'static str {
+    if regions <= 1 {
+        "sim"
+    } else {
+        REGION_NAMES[region % REGION_NAMES.len()]
+    }
+}
+
+/// The host running `part` ("core" or "gateway") of region `region`: plain
+/// `core`/`gateway` in a one-region run, so its traces keep their names.
+pub(crate) fn host(part: &str, regions: usize, region: usize) -> String {
+    if regions <= 1 {
+        part.to_string()
+    } else {
+        format!("{part}-{}", region_name(regions, region))
+    }
+}
+
+impl Plan {
+    /// The home region of `user`.
+    pub(crate) fn home(&self, user: usize) -> usize {
+        user % self.regions
+    }
+}
 
 impl Plan {
     pub(crate) fn generate(seed: u64, faults: Faults) -> Self {
@@ -169,17 +204,46 @@ impl Plan {
                 });
             }
         }
+        // The topology draws from a stream of its own, so the draws above
+        // (and a one-region seed's whole plan) do not depend on it.
+        let mut topo = ChaCha8Rng::seed_from_u64(seed ^ 0x7e91_0a5e_0fc0_de00);
+        let regions = if faults.regions <= 1 {
+            1
+        } else {
+            topo.random_range(1..=faults.regions.min(REGION_NAMES.len()))
+        };
+        let gateway_of: Vec<usize> = devices
+            .iter()
+            .map(|d| {
+                if regions > 1 && topo.random_bool(0.25) {
+                    topo.random_range(0..regions)
+                } else {
+                    d.user % regions
+                }
+            })
+            .collect();
+        // A gateway–core link of the topology (same region mostly).
+        let gateway_core = |topo: &mut ChaCha8Rng| {
+            let r = topo.random_range(0..regions);
+            let c = if topo.random_bool(0.7) {
+                r
+            } else {
+                topo.random_range(0..regions)
+            };
+            (host("gateway", regions, r), host("core", regions, c))
+        };
         let mut fault_list = Vec::new();
         if faults.partitions {
-            let mut hosts: Vec<String> = vec!["gateway".into(), "core".into()];
-            hosts.extend(devices.iter().map(|d| d.name.clone()));
             for _ in 0..rng.random_range(0..=4usize) {
                 // A link that exists in this topology: device–gateway or gateway–core.
                 let (a, b) = if rng.random_bool(0.4) {
-                    ("gateway".to_string(), "core".to_string())
+                    gateway_core(&mut topo)
                 } else {
-                    let device = &devices[rng.random_range(0..devices.len())];
-                    (device.name.clone(), "gateway".to_string())
+                    let index = rng.random_range(0..devices.len());
+                    (
+                        devices[index].name.clone(),
+                        host("gateway", regions, gateway_of[index]),
+                    )
                 };
                 let at = Duration::from_millis(rng.random_range(0..6_000));
                 let heal = at + Duration::from_millis(rng.random_range(50..2_000));
@@ -189,11 +253,14 @@ impl Plan {
         }
         if faults.partitions {
             for _ in 0..rng.random_range(0..=2usize) {
-                let device = &devices[rng.random_range(0..devices.len())];
+                let index = rng.random_range(0..devices.len());
                 let (a, b) = if rng.random_bool(0.5) {
-                    ("gateway".to_string(), "core".to_string())
+                    gateway_core(&mut topo)
                 } else {
-                    (device.name.clone(), "gateway".to_string())
+                    (
+                        devices[index].name.clone(),
+                        host("gateway", regions, gateway_of[index]),
+                    )
                 };
                 let at = Duration::from_millis(rng.random_range(0..6_000));
                 let spike = Duration::from_millis(rng.random_range(50..800));
@@ -205,21 +272,38 @@ impl Plan {
                 ));
             }
         }
+        if faults.partitions && regions > 1 {
+            // Cut replication links: partitions between regions' cores.
+            for _ in 0..topo.random_range(0..=3usize) {
+                let a = topo.random_range(0..regions);
+                let b = (a + topo.random_range(1..regions)) % regions;
+                let (a, b) = (host("core", regions, a), host("core", regions, b));
+                let at = Duration::from_millis(topo.random_range(0..6_000));
+                let heal = at + Duration::from_millis(topo.random_range(50..3_000));
+                fault_list.push((at, FaultAction::Partition(a.clone(), b.clone())));
+                fault_list.push((heal.min(HEALED_BY), FaultAction::Repair(a, b)));
+            }
+        }
         if faults.crashes {
             if rng.random_bool(0.4) {
-                // Within the core's 500 ms maximum offset, either way.
+                // Within the cores' 500 ms maximum offset, either way.
                 let at = Duration::from_millis(rng.random_range(0..6_000));
-                fault_list.push((at, FaultAction::ClockJump(rng.random_range(-450..450))));
+                let skew = rng.random_range(-450..450);
+                let region = topo.random_range(0..regions);
+                fault_list.push((at, FaultAction::ClockJump(region, skew)));
             }
-            for host in ["core", "gateway"] {
+            for part in ["core", "gateway"] {
                 if rng.random_bool(0.35) {
                     let at = Duration::from_millis(rng.random_range(0..7_000));
-                    fault_list.push((at, FaultAction::Bounce(host.to_string())));
+                    let region = topo.random_range(0..regions);
+                    fault_list.push((at, FaultAction::Bounce(host(part, regions, region))));
                 }
             }
         }
         fault_list.sort_by_key(|(at, _)| *at);
         Self {
+            regions,
+            gateway_of,
             users,
             devices,
             conversations,
