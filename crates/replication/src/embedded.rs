@@ -168,11 +168,20 @@ impl ReplicationLog for EmbeddedLog {
         Ok(out)
     }
 
-    async fn trim(&self, topic: &str, partition: u32, before: u64) -> Result<(), LogError> {
+    async fn trim(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        before: u64,
+    ) -> Result<(), LogError> {
+        if from >= before {
+            return Ok(());
+        }
         self.db
             .run(|tx, _| async move {
                 tx.clear_range(&KeyRange::new(
-                    record_key(topic, partition, 0),
+                    record_key(topic, partition, from),
                     record_key(topic, partition, before),
                 ))?;
                 Ok::<_, LogError>(())
@@ -332,7 +341,7 @@ mod tests {
         log.append("t", &records(&["k", "k"]))
             .await
             .expect("append");
-        log.trim("t", 0, 2).await.expect("trim");
+        log.trim("t", 0, 0, 2).await.expect("trim");
         let mut reader = log.reader("t", &BTreeMap::new()).await.expect("reader");
         let left = reader.next(10, Duration::ZERO).await.expect("read");
         assert_eq!(left.iter().map(|(_, r)| r.offset).collect::<Vec<_>>(), [2]);

@@ -203,7 +203,13 @@ impl ReplicationLog for KafkaLog {
         .map_err(|e| LogError::Kafka(e.to_string()))?
     }
 
-    async fn trim(&self, _topic: &str, _partition: u32, _before: u64) -> Result<(), LogError> {
+    async fn trim(
+        &self,
+        _topic: &str,
+        _partition: u32,
+        _from: u64,
+        _before: u64,
+    ) -> Result<(), LogError> {
         // The topic's retention drops old records.
         Ok(())
     }

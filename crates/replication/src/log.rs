@@ -94,9 +94,18 @@ pub trait ReplicationLog: Send + Sync + 'static {
     /// The end offset (one past the last record) of every partition.
     async fn end_offsets(&self, topic: &str) -> Result<BTreeMap<u32, u64>, LogError>;
 
-    /// Drops records before `before` in a partition: the destination has
-    /// applied them. Kafka keeps its own retention, so it may ignore this.
-    async fn trim(&self, topic: &str, partition: u32, before: u64) -> Result<(), LogError>;
+    /// Drops records in `from..before` of a partition: the destination has
+    /// applied them (and everything before `from` was trimmed already — an
+    /// LSM engine walks the tombstones of a range it clears, so each trim
+    /// covers only what is new). Kafka keeps its own retention, so it may
+    /// ignore this.
+    async fn trim(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        before: u64,
+    ) -> Result<(), LogError>;
 }
 
 /// A log shared by the relay and the link server.

@@ -18,6 +18,8 @@ pub struct Relay {
     topic: String,
     /// Labels this relay's metrics.
     source: String,
+    /// The newest outbox stamp cleared by this relay: reads start after it.
+    cleared: Option<meridian_store::keys::Stamp>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -35,6 +37,7 @@ impl Relay {
         Self {
             topic: topic_for(source, &destination),
             source: source.to_string(),
+            cleared: None,
             db,
             log,
             destination,
@@ -43,7 +46,7 @@ impl Relay {
 
     /// Runs until the store closes. Failures are logged and retried with
     /// backoff: the outbox keeps every entry until the log has it.
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         let mut backoff = Duration::from_millis(50);
         while let Err(error) = self.log.ensure_topic(&self.topic).await {
             tracing::warn!(%error, topic = %self.topic, "cannot create the topic; retrying");
@@ -67,9 +70,10 @@ impl Relay {
 
     /// Moves one batch, or waits for the outbox to grow. `Ok(false)` when
     /// the store closed.
-    async fn round(&self) -> Result<bool, RelayError> {
+    async fn round(&mut self) -> Result<bool, RelayError> {
         let tx = self.db.begin();
-        let entries = store::read_outbox(&tx, &self.destination, BATCH).await?;
+        let entries =
+            store::read_outbox(&tx, &self.destination, self.cleared.as_ref(), BATCH).await?;
         let Some(last) = entries.last().map(|e| e.stamp) else {
             let grown = tx.watch(&store::keys::outbox_head(&self.destination));
             tx.commit().await.map_err(store::StoreError::from)?;
@@ -93,12 +97,14 @@ impl Relay {
         self.log.append(&self.topic, &records).await?;
         // Only now may the outbox forget them; a crash before this line
         // appends them again, which the destination's apply skips.
+        let (destination, after) = (self.destination.as_str(), self.cleared);
         self.db
             .run(|tx, _| async move {
-                store::clear_outbox(&tx, &self.destination, &last)?;
+                store::clear_outbox(&tx, destination, after.as_ref(), &last)?;
                 Ok::<_, store::StoreError>(())
             })
             .await?;
+        self.cleared = Some(last);
         metrics::counter!("meridian_relayed_total", "source" => self.source.clone(), "destination" => self.destination.clone())
             .increment(records.len() as u64);
         Ok(true)

@@ -307,7 +307,7 @@ impl Pump {
         self.applied.insert(applied.partition, applied.offset);
         if let Err(error) = self
             .log
-            .trim(&self.topic, applied.partition, applied.offset)
+            .trim(&self.topic, applied.partition, previous, applied.offset)
             .await
         {
             tracing::warn!(%error, "trimming the replication log failed");

@@ -34,16 +34,23 @@ pub fn put_outbox(
     Ok(())
 }
 
-/// Up to `limit` of the oldest outbox entries towards `dest_region`.
+/// Up to `limit` of the oldest outbox entries towards `dest_region`, after
+/// `after` when given. The relay passes the last stamp it cleared: in an
+/// LSM engine the cleared entries linger as tombstones until compaction,
+/// and a read from the start of the outbox would step over every one.
 ///
 /// # Errors
 /// Store failures or a corrupt entry.
 pub async fn read_outbox(
     tx: &Transaction,
     dest_region: &str,
+    after: Option<&Stamp>,
     limit: usize,
 ) -> Result<Vec<OutboxEntry>, StoreError> {
-    let (begin, end) = keys::outbox_of(dest_region).range();
+    let (mut begin, end) = keys::outbox_of(dest_region).range();
+    if let Some(after) = after {
+        begin = key_after(&keys::outbox_entry(dest_region, after));
+    }
     let pairs = tx
         .get_range_snapshot(&RangeOption::new(KeyRange::new(begin, end)).limit(limit))
         .await?;
@@ -75,16 +82,22 @@ pub async fn read_outbox(
         .collect()
 }
 
-/// Removes outbox entries towards `dest_region` up to and including `through`.
+/// Removes outbox entries towards `dest_region` after `after` (everything
+/// up to it was cleared before; `None`: from the start) up to and including
+/// `through`.
 ///
 /// # Errors
 /// Store limits.
 pub fn clear_outbox(
     tx: &Transaction,
     dest_region: &str,
+    after: Option<&Stamp>,
     through: &Stamp,
 ) -> Result<(), StoreError> {
-    let (begin, _) = keys::outbox_of(dest_region).range();
+    let (mut begin, _) = keys::outbox_of(dest_region).range();
+    if let Some(after) = after {
+        begin = key_after(&keys::outbox_entry(dest_region, after));
+    }
     let end = key_after(&keys::outbox_entry(dest_region, through));
     Ok(tx.clear_range(&KeyRange::new(begin, end))?)
 }
