@@ -18,8 +18,43 @@ use meridian_store::{self as store, Change, InboxEntry, Replicated};
 use crate::peers::region_of;
 use crate::{CoreError, Messaging};
 
-/// Most records per apply transaction (each may fan out to 100 inboxes).
+/// Most records per apply transaction.
 const RECORDS_PER_TRANSACTION: usize = 64;
+/// Estimated bytes written per apply transaction: FoundationDB advises
+/// about 1 MB (the hard limit is 10 MB), and a record may fan out to 100
+/// inboxes.
+const BYTES_PER_TRANSACTION: usize = 1_000_000;
+/// Estimated bytes of one inbox entry with its head bump.
+const INBOX_ENTRY_BYTES: usize = 200;
+
+/// What applying `record` writes, roughly: the record itself (message or
+/// state) plus an inbox entry per recipient or member told.
+fn estimated_bytes(record: &LogRecord) -> usize {
+    // The recipient list is inside the encoded change; counting its ids
+    // (`@`-separated user ids) avoids decoding twice.
+    let fan_out = record.value.iter().filter(|b| **b == b'@').count();
+    record.value.len() + fan_out * INBOX_ENTRY_BYTES
+}
+
+/// Splits `records` into runs that each fit one apply transaction.
+fn transaction_sized(records: &[LogRecord]) -> Vec<&[LogRecord]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, record) in records.iter().enumerate() {
+        let cost = estimated_bytes(record);
+        if i > start
+            && (i - start >= RECORDS_PER_TRANSACTION || bytes + cost > BYTES_PER_TRANSACTION)
+        {
+            chunks.push(&records[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += cost;
+    }
+    if start < records.len() {
+        chunks.push(&records[start..]);
+    }
+    chunks
+}
 
 /// [`Messaging`] as the [`Applier`] of the replication links.
 #[derive(Debug, Clone)]
@@ -47,7 +82,7 @@ impl Applier for ReplicationApplier {
             next_offset: 0,
             refused: None,
         };
-        for chunk in records.chunks(RECORDS_PER_TRANSACTION) {
+        for chunk in transaction_sized(records) {
             outcome = self
                 .0
                 .apply_chunk(source_region, partition, chunk)
@@ -213,5 +248,36 @@ impl Messaging {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(offset: u64, recipients: usize) -> LogRecord {
+        let ids: Vec<String> = (0..recipients).map(|i| format!("u{i}@eu-west")).collect();
+        LogRecord {
+            offset,
+            key: "conv".into(),
+            value: ids.join(",").into_bytes().into(),
+            appended_ms: 0,
+        }
+    }
+
+    #[test]
+    fn apply_transactions_stay_under_a_megabyte_and_64_records() {
+        let small: Vec<LogRecord> = (0..150).map(|i| record(i, 1)).collect();
+        let sizes: Vec<usize> = transaction_sized(&small).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [64, 64, 22]);
+        // 100-recipient records: ~20 kB each, so about 48 per transaction.
+        let wide: Vec<LogRecord> = (0..100).map(|i| record(i, 100)).collect();
+        let chunks = transaction_sized(&wide);
+        assert!(chunks.len() >= 2);
+        for chunk in &chunks {
+            let bytes: usize = chunk.iter().map(estimated_bytes).sum();
+            assert!(bytes <= BYTES_PER_TRANSACTION, "{bytes}");
+        }
+        assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), 100);
     }
 }

@@ -20,22 +20,55 @@ use meridian_kv::{
 };
 use meridian_seams::{Rng, SystemClock};
 
-/// A place an engine lives: opening it again after the database closed sees
-/// everything committed before.
+/// A place a database lives: opening it again after the database closed
+/// sees everything committed before.
 pub trait Backend: Send + Sync {
-    /// Opens the engine over this backend's storage.
-    fn open(&self) -> Arc<dyn Engine>;
+    /// Opens a database over this backend's storage.
+    fn database(&self) -> Database;
 }
 
-/// Opens a database over `backend` with a real clock and a fixed seed.
-pub fn open(backend: &dyn Backend) -> Database {
+/// A database over `engine` (the native transaction layer), with a real
+/// clock and a fixed seed: what an engine backend's [`Backend::database`]
+/// returns.
+pub fn over_engine(engine: Arc<dyn Engine>) -> Database {
     Database::open(
-        backend.open(),
+        engine,
         SystemClock::shared(),
         Rng::seeded(42),
         DatabaseOptions::default(),
     )
     .expect("open database")
+}
+
+/// Opens a database over `backend`.
+pub fn open(backend: &dyn Backend) -> Database {
+    backend.database()
+}
+
+/// Every case, in order: for a backend whose storage is shared (a
+/// FoundationDB cluster), which runs them one at a time, calling `reset`
+/// before each.
+pub async fn run_all(backend: &dyn Backend, reset: impl AsyncFn()) {
+    reset().await;
+    point_operations(backend).await;
+    reset().await;
+    range_reads(backend).await;
+    reset().await;
+    serializable_conflicts(backend).await;
+    reset().await;
+    versionstamps_increase(backend).await;
+    reset().await;
+    watches_fire_on_change(backend).await;
+    reset().await;
+    atomic_add_under_concurrency(backend).await;
+    reset().await;
+    byte_max_moves_forward_only(backend).await;
+    reset().await;
+    limits_are_enforced(backend).await;
+    reset().await;
+    durable_across_reopen(backend).await;
+    reset().await;
+    retry_loop_semantics(backend).await;
 }
 
 async fn set(db: &Database, key: &[u8], value: &[u8]) {

@@ -15,8 +15,10 @@ impl Fjall {
 }
 
 impl Backend for Fjall {
-    fn open(&self) -> Arc<dyn Engine> {
-        Arc::new(FjallEngine::open(self.0.path()).expect("open fjall"))
+    fn database(&self) -> meridian_kv::Database {
+        let engine: Arc<dyn Engine> =
+            Arc::new(FjallEngine::open(self.0.path()).expect("open fjall"));
+        meridian_kv_conformance::over_engine(engine)
     }
 }
 

@@ -10,8 +10,9 @@ use meridian_kv_memory::{Fault, MemoryEngine};
 struct Memory(MemoryEngine);
 
 impl Backend for Memory {
-    fn open(&self) -> Arc<dyn Engine> {
-        Arc::new(self.0.clone())
+    fn database(&self) -> meridian_kv::Database {
+        let engine: Arc<dyn Engine> = Arc::new(self.0.clone());
+        meridian_kv_conformance::over_engine(engine)
     }
 }
 

@@ -8,12 +8,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use meridian_seams::{Rng, SharedClock};
 
+use crate::KvError;
 use crate::engine::{Engine, EngineMutation, EngineSnapshot};
 use crate::keys::{KeyRange, RangeSet};
 use crate::resolver::{Resolver, Verdict};
 use crate::runner::RetryOptions;
+use crate::transaction::NativeTransaction;
 use crate::transaction::apply_add;
-use crate::{KvError, Transaction};
 
 /// Where the committed version lives, in the system keyspace (`0xff`).
 const VERSION_KEY: &[u8] = b"\xff/meridian/version";
@@ -139,11 +140,11 @@ struct Inner {
 
 /// A handle to a transactional database over some [`Engine`]. Cheap to clone.
 #[derive(Clone)]
-pub struct Database {
+pub(crate) struct NativeDatabase {
     inner: Arc<Inner>,
 }
 
-impl std::fmt::Debug for Database {
+impl std::fmt::Debug for NativeDatabase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Database").finish_non_exhaustive()
     }
@@ -153,7 +154,7 @@ fn lock_current(current: &Mutex<Current>) -> std::sync::MutexGuard<'_, Current> 
     current.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Database {
+impl NativeDatabase {
     /// Opens a database over `engine` and starts its committer task on the
     /// current tokio runtime. The committer stops when the last handle drops.
     ///
@@ -216,12 +217,12 @@ impl Database {
     }
 
     /// Starts a transaction reading at the latest committed version.
-    pub fn begin(&self) -> Transaction {
+    pub fn begin(&self) -> NativeTransaction {
         let (version, snapshot) = {
             let current = lock_current(&self.inner.current);
             (current.version, current.snapshot.clone())
         };
-        Transaction::new(
+        NativeTransaction::new(
             self.clone(),
             version,
             snapshot,

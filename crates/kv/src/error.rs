@@ -85,6 +85,19 @@ pub enum KvError {
     /// The storage engine failed (I/O, corruption).
     #[error("storage engine failed: {0}")]
     Engine(Arc<dyn std::error::Error + Send + Sync>),
+    /// A FoundationDB error, with its own retry classification (the
+    /// backend's run loop retries it with FoundationDB's backoff).
+    #[error("FoundationDB error {code}: {message}")]
+    Fdb {
+        /// FoundationDB's error code.
+        code: i32,
+        /// Its description.
+        message: String,
+        /// FoundationDB says a retry may succeed.
+        retryable: bool,
+        /// FoundationDB says the transaction may have committed.
+        maybe_committed: bool,
+    },
 }
 
 impl KvError {
@@ -97,13 +110,26 @@ impl KvError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::NotCommitted | Self::TransactionTooOld | Self::CommitUnknownResult { .. }
+            Self::NotCommitted
+                | Self::TransactionTooOld
+                | Self::CommitUnknownResult { .. }
+                | Self::Fdb {
+                    retryable: true,
+                    ..
+                }
         )
     }
 
     /// Whether the failed commit may nevertheless have been applied.
     pub fn is_maybe_committed(&self) -> bool {
-        matches!(self, Self::CommitUnknownResult { .. })
+        matches!(
+            self,
+            Self::CommitUnknownResult { .. }
+                | Self::Fdb {
+                    maybe_committed: true,
+                    ..
+                }
+        )
     }
 }
 

@@ -18,7 +18,10 @@
 //!
 //! # What it must not touch
 //! No storage engine is named here: engines implement [`engine::Engine`] in
-//! crates of their own (`kv-memory`, `kv-fjall`, later `kv-fdb`). The shape is
+//! crates of their own (`kv-memory`, `kv-fjall`). FoundationDB, which is a
+//! transactional store itself rather than an engine under this layer, is a
+//! second backend of the same [`Database`]/[`Transaction`] handles (feature
+//! `fdb`, module `fdb`). The shape of the native layer is
 //! Garage's: a concrete handle ([`Database`]) over an object-safe engine trait,
 //! because the transaction layer, not the engine, decides isolation, so the
 //! engine surface can stay tiny (snapshot, range iterator, atomic batch write).
@@ -31,13 +34,17 @@ mod runner;
 mod transaction;
 
 mod database;
+#[cfg(feature = "fdb")]
+mod fdb;
+mod handle;
 
-pub use database::{CommitInfo, Database, DatabaseOptions};
+pub use database::{CommitInfo, DatabaseOptions};
 pub use error::{KvError, TxnError};
 pub use foundationdb_tuple as tuple;
+pub use handle::{Database, Transaction};
 pub use keys::{KeyRange, key_after, prefix_range, strinc};
 pub use runner::{MaybeCommitted, RetryOptions};
-pub use transaction::{KeyValue, RangeOption, Transaction, Watch};
+pub use transaction::{KeyValue, RangeOption, Watch};
 
 /// FoundationDB's limits, enforced by every engine through the transaction layer.
 pub mod limits {

@@ -49,7 +49,7 @@ impl Database {
     where
         F: FnMut(Transaction, MaybeCommitted) -> Fut,
         Fut: Future<Output = Result<T, E>>,
-        E: TxnError,
+        E: TxnError + std::error::Error + Send + Sync + 'static,
     {
         self.run_with_info(f).await.map(|(value, _)| value)
     }
@@ -62,8 +62,14 @@ impl Database {
     where
         F: FnMut(Transaction, MaybeCommitted) -> Fut,
         Fut: Future<Output = Result<T, E>>,
-        E: TxnError,
+        E: TxnError + std::error::Error + Send + Sync + 'static,
     {
+        // FoundationDB runs its own retry loop (its backoff, its error
+        // classification, its maybe-committed signal).
+        #[cfg(feature = "fdb")]
+        if let crate::handle::DbKind::Fdb(db) = &self.kind {
+            return db.run(f).await;
+        }
         let options = self.retry_options();
         let mut maybe_committed = MaybeCommitted(false);
         let mut backoff = options.initial_backoff;
@@ -88,7 +94,9 @@ impl Database {
                 .into());
             }
             maybe_committed.0 |= kv.is_maybe_committed();
-            let jitter = self.rng().below(backoff.as_micros().max(1) as u64);
+            let jitter = self
+                .rng()
+                .map_or(0, |rng| rng.below(backoff.as_micros().max(1) as u64));
             tokio::time::sleep(backoff / 2 + Duration::from_micros(jitter / 2)).await;
             backoff = (backoff * 2).min(options.max_backoff);
         }

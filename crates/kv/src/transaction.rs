@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::KvError;
-use crate::database::{CommitInfo, CommitRequest, Database, PendingMutation};
+use crate::database::{CommitInfo, CommitRequest, NativeDatabase as Database, PendingMutation};
 use crate::engine::EngineSnapshot;
 use crate::keys::{KeyRange, key_after};
 use crate::limits::{MAX_KEY_BYTES, MAX_TRANSACTION_AGE, MAX_TRANSACTION_BYTES, MAX_VALUE_BYTES};
@@ -97,12 +97,12 @@ pub(crate) struct TxState {
 /// if another transaction commits a write into one of them after the read
 /// version, this one fails with [`KvError::NotCommitted`] and is retried.
 #[derive(Clone)]
-pub struct Transaction {
+pub(crate) struct NativeTransaction {
     state: Arc<Mutex<TxState>>,
     db: Database,
 }
 
-impl std::fmt::Debug for Transaction {
+impl std::fmt::Debug for NativeTransaction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transaction")
             .field("read_version", &self.lock().read_version)
@@ -118,6 +118,14 @@ pub struct Watch {
     receiver: oneshot::Receiver<()>,
 }
 
+impl Watch {
+    /// A watch that fires when `receiver` gets its value.
+    #[cfg_attr(not(feature = "fdb"), allow(dead_code))]
+    pub(crate) fn from_receiver(receiver: oneshot::Receiver<()>) -> Self {
+        Self { receiver }
+    }
+}
+
 impl std::future::Future for Watch {
     type Output = Result<(), KvError>;
 
@@ -131,7 +139,7 @@ impl std::future::Future for Watch {
     }
 }
 
-fn check_key(key: &[u8]) -> Result<(), KvError> {
+pub(crate) fn check_key(key: &[u8]) -> Result<(), KvError> {
     if key.len() > MAX_KEY_BYTES {
         return Err(KvError::KeyTooLarge { size: key.len() });
     }
@@ -141,7 +149,7 @@ fn check_key(key: &[u8]) -> Result<(), KvError> {
     Ok(())
 }
 
-fn check_value(value: &[u8]) -> Result<(), KvError> {
+pub(crate) fn check_value(value: &[u8]) -> Result<(), KvError> {
     if value.len() > MAX_VALUE_BYTES {
         return Err(KvError::ValueTooLarge { size: value.len() });
     }
@@ -165,7 +173,7 @@ pub(crate) fn split_versionstamp_template(template: &[u8]) -> Result<(Vec<u8>, u
     Ok((payload.to_vec(), offset))
 }
 
-impl Transaction {
+impl NativeTransaction {
     pub(crate) fn new(
         db: Database,
         read_version: u64,

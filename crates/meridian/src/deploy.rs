@@ -165,12 +165,9 @@ impl Common {
     }
 
     fn store(&self, region: &RegionConfig) -> anyhow::Result<StoreChoice> {
-        anyhow::ensure!(
-            region.store.engine == "fjall",
-            "region {}: store engine `{}` is not built into this binary (fjall is)",
-            region.name,
-            region.store.engine
-        );
+        if region.store.engine == "foundationdb" {
+            return foundationdb_store(region);
+        }
         let dir = region
             .store
             .data_dir
@@ -219,6 +216,32 @@ impl Common {
             .map(|peer| (peer.name.clone(), self.core_address(peer)))
             .collect()
     }
+}
+
+/// The FoundationDB store of `region`, when this binary has the backend.
+#[cfg(feature = "fdb")]
+fn foundationdb_store(region: &RegionConfig) -> anyhow::Result<StoreChoice> {
+    anyhow::ensure!(
+        region.store.cluster_files.len() <= 1,
+        "region {}: sharding users across {} FoundationDB clusters is not served yet (docs/foundationdb.md)",
+        region.name,
+        region.store.cluster_files.len()
+    );
+    let cluster_file = region
+        .store
+        .cluster_file
+        .clone()
+        .or_else(|| region.store.cluster_files.first().cloned())
+        .with_context(|| format!("region {}: store.cluster_file is required", region.name))?;
+    Ok(StoreChoice::FoundationDb(cluster_file))
+}
+
+#[cfg(not(feature = "fdb"))]
+fn foundationdb_store(region: &RegionConfig) -> anyhow::Result<StoreChoice> {
+    anyhow::bail!(
+        "region {}: store engine `foundationdb` needs a binary built with `--features fdb`",
+        region.name
+    )
 }
 
 fn metrics_recorder() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {

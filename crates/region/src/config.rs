@@ -68,6 +68,11 @@ pub struct StoreConfig {
     /// FoundationDB cluster file, for the `foundationdb` engine.
     #[serde(default)]
     pub cluster_file: Option<PathBuf>,
+    /// Several FoundationDB clusters sharing the region's users by a hash
+    /// of the user id (docs/foundationdb.md); not yet served (a region with
+    /// more than one refuses to start).
+    #[serde(default)]
+    pub cluster_files: Vec<PathBuf>,
 }
 
 fn default_engine() -> String {
@@ -80,6 +85,7 @@ impl Default for StoreConfig {
             engine: default_engine(),
             data_dir: None,
             cluster_file: None,
+            cluster_files: Vec::new(),
         }
     }
 }
@@ -244,6 +250,11 @@ impl Deployment {
         anyhow::ensure!(
             (1..=256).contains(&region.log.partitions),
             "log.partitions must be 1-256"
+        );
+        anyhow::ensure!(
+            matches!(region.store.engine.as_str(), "fjall" | "foundationdb"),
+            "store.engine must be `fjall` or `foundationdb`, not `{}`",
+            region.store.engine
         );
         Ok(region)
     }

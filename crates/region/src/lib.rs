@@ -46,6 +46,9 @@ pub enum StoreChoice {
     Fjall(PathBuf),
     /// In memory (tests, simulation); lost when the process exits.
     Memory(meridian_kv_memory::MemoryEngine),
+    /// A FoundationDB cluster, by its cluster file.
+    #[cfg(feature = "fdb")]
+    FoundationDb(PathBuf),
 }
 
 /// Which durable log carries this region's outgoing changes.
@@ -188,14 +191,21 @@ impl CoreHandle {
     }
 }
 
-fn open_engine(store: &StoreChoice) -> anyhow::Result<Arc<dyn Engine>> {
-    Ok(match store {
+/// Opens the region's database over its store.
+fn open_database(store: &StoreChoice, clock: SharedClock, rng: Rng) -> anyhow::Result<Database> {
+    let engine: Arc<dyn Engine> = match store {
         StoreChoice::Fjall(dir) => Arc::new(
             meridian_kv_fjall::FjallEngine::open(dir.join("store"))
                 .with_context(|| format!("opening the store in {}", dir.display()))?,
         ),
         StoreChoice::Memory(engine) => Arc::new(engine.clone()),
-    })
+        #[cfg(feature = "fdb")]
+        StoreChoice::FoundationDb(cluster_file) => {
+            return Database::open_fdb(Some(&cluster_file.display().to_string()))
+                .with_context(|| format!("opening FoundationDB via {}", cluster_file.display()));
+        }
+    };
+    Database::open(engine, clock, rng, DatabaseOptions::default()).context("opening the database")
 }
 
 /// Opens the store and serves the core's gRPC services (`Core` for
@@ -205,14 +215,7 @@ fn open_engine(store: &StoreChoice) -> anyhow::Result<Arc<dyn Engine>> {
 /// # Errors
 /// When the store cannot be opened or the listener cannot be bound.
 pub async fn start_core(options: CoreOptions) -> anyhow::Result<CoreHandle> {
-    let engine = open_engine(&options.store)?;
-    let db = Database::open(
-        engine,
-        options.clock.clone(),
-        options.rng.clone(),
-        DatabaseOptions::default(),
-    )
-    .context("opening the database")?;
+    let db = open_database(&options.store, options.clock.clone(), options.rng.clone())?;
     let ids = Ids::new(options.clock.clone(), options.rng.clone());
     let region = options.config.region.clone();
     let mut peer_channels = BTreeMap::new();
