@@ -860,9 +860,25 @@ impl Messaging {
         self.require_owner_region(conv_id)?;
         validate::id("user_id", user_id)?;
         self.db
-            .run(|tx, _| async move {
+            .run(|tx, maybe_committed| async move {
                 let conversation = if user_id == caller.user_id {
-                    Self::require_member(&tx, conv_id, user_id).await?;
+                    match Self::require_member(&tx, conv_id, user_id).await {
+                        // Left already, by an earlier attempt whose commit
+                        // outcome was unknown: the leave succeeded.
+                        Err(error) if maybe_committed.0 && error.code() == ErrorCode::NotMember => {
+                            let conversation = store::get_conversation(&tx, conv_id)
+                                .await?
+                                .ok_or_else(|| {
+                                    refused(ErrorCode::NotFound, "conversation vanished")
+                                })?;
+                            let members = store::list_members(&tx, conv_id).await?;
+                            return Ok(ConversationDetail {
+                                conversation,
+                                members,
+                            });
+                        }
+                        other => other?,
+                    };
                     let conversation = store::get_conversation(&tx, conv_id)
                         .await?
                         .ok_or_else(|| refused(ErrorCode::NotFound, "conversation vanished"))?;
@@ -877,6 +893,15 @@ impl Messaging {
                     Self::require_admin_of_group(&tx, conv_id, caller).await?
                 };
                 if store::get_member(&tx, conv_id, user_id).await?.is_none() {
+                    // An earlier attempt of this very call may have removed
+                    // them (its commit outcome was unknown): that is success.
+                    if maybe_committed.0 {
+                        let members = store::list_members(&tx, conv_id).await?;
+                        return Ok(ConversationDetail {
+                            conversation,
+                            members,
+                        });
+                    }
                     return Err(refused(
                         ErrorCode::NotFound,
                         format!("{user_id} is not a member"),

@@ -15,10 +15,12 @@
 //! runs it wherever `FDB_CLUSTER_FILE` is set.
 
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use foundationdb::options::{ConflictRangeType, MutationType, StreamingMode};
+use foundationdb::options::{
+    ConflictRangeType, DatabaseOption, MutationType, StreamingMode, TransactionOption,
+};
 use foundationdb::{FdbBindingError, FdbError, KeySelector, RetryableTransaction};
 
 use crate::database::CommitInfo;
@@ -29,27 +31,86 @@ use crate::transaction::{
 };
 use crate::{KeyRange, KvError, TxnError, key_after};
 
-/// The client network: started once per process, never stopped (it must
-/// outlive every database handle; the process exit ends it).
-static NETWORK: OnceLock<Result<foundationdb::api::NetworkAutoStop, String>> = OnceLock::new();
+/// The client network of this process. FoundationDB can start it only
+/// once per process, and its guard must be dropped before the process exits
+/// so the network thread stops cleanly: [`shutdown`] does that, and the
+/// `meridian` binary calls it on the way out.
+enum Network {
+    NotStarted,
+    /// Held only to be dropped by [`shutdown`].
+    #[allow(dead_code)]
+    Running(foundationdb::api::NetworkAutoStop),
+    Failed(String),
+    Stopped,
+}
 
-fn boot_network() -> Result<(), KvError> {
-    // SAFETY: `boot` must run at most once per process and its guard must
-    // not be dropped while the client is in use: the `OnceLock` guarantees
-    // both (the guard lives in a static that is never dropped).
-    #[allow(unsafe_code)]
-    let booted = NETWORK.get_or_init(|| unsafe {
-        foundationdb::api::FdbApiBuilder::default()
-            .build()
-            .and_then(|network| network.boot())
-            .map_err(|e| e.to_string())
-    });
-    booted.as_ref().map(|_| ()).map_err(|reason| KvError::Fdb {
+static NETWORK: Mutex<Network> = Mutex::new(Network::NotStarted);
+
+/// Outstanding watches allowed per client (FoundationDB's maximum).
+const MAX_WATCHES: i32 = 1_000_000;
+/// A transaction's time limit, ms (the interface's 5 s), and how many times
+/// the run loop retries before giving up — FoundationDB's loop has neither
+/// by default.
+const TIMEOUT_MS: i32 = 5_000;
+const RETRY_LIMIT: i32 = 100;
+
+fn network_error(message: String) -> KvError {
+    KvError::Fdb {
         code: 0,
-        message: format!("starting the FoundationDB client: {reason}"),
+        message,
         retryable: false,
         maybe_committed: false,
-    })
+    }
+}
+
+fn boot_network() -> Result<(), KvError> {
+    let mut network = NETWORK.lock().unwrap_or_else(|p| p.into_inner());
+    match &*network {
+        Network::Running(_) => return Ok(()),
+        Network::Failed(reason) => {
+            return Err(network_error(format!(
+                "starting the FoundationDB client: {reason}"
+            )));
+        }
+        Network::Stopped => {
+            return Err(network_error(
+                "the FoundationDB client was stopped and cannot start again in this process".into(),
+            ));
+        }
+        Network::NotStarted => {}
+    }
+    // SAFETY: `boot` runs at most once per process (the state above is
+    // `NotStarted` only before the first call, under the lock), and its
+    // guard is kept until `shutdown` drops it, after which no database
+    // handle is used (the binary calls it once its runtime has stopped).
+    #[allow(unsafe_code)]
+    let booted = unsafe {
+        foundationdb::api::FdbApiBuilder::default()
+            .build()
+            .and_then(|api| api.boot())
+    };
+    match booted {
+        Ok(guard) => {
+            *network = Network::Running(guard);
+            Ok(())
+        }
+        Err(error) => {
+            *network = Network::Failed(error.to_string());
+            Err(network_error(format!(
+                "starting the FoundationDB client: {error}"
+            )))
+        }
+    }
+}
+
+/// Stops the FoundationDB client network, if it runs: call once, after
+/// every database handle is gone, before the process exits.
+pub fn shutdown() {
+    let mut network = NETWORK.lock().unwrap_or_else(|p| p.into_inner());
+    if let Network::Running(_) = &*network {
+        // Dropping the guard stops the network thread and waits for it.
+        *network = Network::Stopped;
+    }
 }
 
 /// A FoundationDB error as the interface's error: the typed limit errors
@@ -78,6 +139,10 @@ impl FdbDatabase {
     pub(crate) fn open(cluster_file: Option<&str>) -> Result<Self, KvError> {
         boot_network()?;
         let db = foundationdb::Database::new(cluster_file).map_err(kv_error)?;
+        // Every delivery loop waiting on an idle inbox holds a watch: the
+        // default cap of 10,000 per client is far below a gateway's sessions.
+        db.set_option(DatabaseOption::MaxWatches(MAX_WATCHES))
+            .map_err(kv_error)?;
         Ok(Self { db })
     }
 
@@ -103,6 +168,11 @@ impl FdbDatabase {
         let outcome = self
             .db
             .run(|trx, maybe_committed| {
+                // Both options survive the loop's resets; setting them again
+                // on each attempt is harmless.
+                let limited = trx
+                    .set_option(TransactionOption::Timeout(TIMEOUT_MS))
+                    .and_then(|()| trx.set_option(TransactionOption::RetryLimit(RETRY_LIMIT)));
                 let versionstamp = trx.get_versionstamp();
                 let tx = crate::Transaction {
                     kind: crate::handle::TxKind::Fdb(FdbTransaction::new(Handle::Retryable(trx))),
@@ -112,6 +182,7 @@ impl FdbDatabase {
                     (f)(tx, MaybeCommitted(maybe_committed.into()))
                 };
                 async move {
+                    limited?;
                     match attempt.await {
                         Ok(value) => Ok((value, versionstamp)),
                         Err(error) => Err(binding_error(error)),
@@ -354,12 +425,22 @@ impl FdbTransaction {
         if let Ok(fired) = self.with(|trx| trx.watch(key)) {
             // FoundationDB's watch future outlives the transaction; a task
             // turns it into the interface's `Watch` (FoundationDB never runs
-            // inside the simulation, so a task is fine).
+            // inside the simulation, so a task is fine). A failed watch
+            // (too many, a cluster error) wakes the waiter too: it reads
+            // again, which is always safe, rather than waiting forever. A
+            // dropped `Watch` drops FoundationDB's future, which cancels it.
+            let mut sender = sender;
             tokio::spawn(async move {
-                if fired.await.is_ok() {
-                    let _ = sender.send(());
+                tokio::select! {
+                    _ = fired => {
+                        let _ = sender.send(());
+                    }
+                    () = sender.closed() => {}
                 }
             });
+        } else {
+            // No watch could be set: wake at once so the caller reads again.
+            let _ = sender.send(());
         }
         Watch::from_receiver(receiver)
     }

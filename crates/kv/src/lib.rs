@@ -36,6 +36,8 @@ mod transaction;
 mod database;
 #[cfg(feature = "fdb")]
 mod fdb;
+#[cfg(feature = "fdb")]
+pub use fdb::shutdown as shutdown_foundationdb;
 mod handle;
 
 pub use database::{CommitInfo, DatabaseOptions};

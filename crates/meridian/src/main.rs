@@ -65,7 +65,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    let outcome = runtime.block_on(async move {
         match cli.command {
             Command::Dev(args) => deploy::dev(args).await,
             Command::Core(args) => deploy::core(args).await,
@@ -78,7 +78,13 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
         }
-    })
+    });
+    // Every task (and with them every database handle) is gone once the
+    // runtime is dropped; only then may the FoundationDB client stop.
+    drop(runtime);
+    #[cfg(feature = "fdb")]
+    meridian_region::shutdown_foundationdb();
+    outcome
 }
 
 /// Ctrl-C or SIGTERM.

@@ -11,6 +11,10 @@
 
 pub mod config;
 
+/// Stops the FoundationDB client network before the process exits.
+#[cfg(feature = "fdb")]
+pub use meridian_kv::shutdown_foundationdb;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;

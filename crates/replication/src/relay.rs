@@ -9,6 +9,9 @@ use crate::log::{AppendRecord, SharedLog, topic_for};
 
 /// Entries moved per round (one log append, one outbox clear).
 const BATCH: usize = 1024;
+/// Bytes moved per round: one embedded-log append is one transaction, far
+/// below the 10 MB limit even when every entry carries a 64 KiB payload.
+const BATCH_BYTES: usize = 1_000_000;
 
 /// The relay for one destination region.
 pub struct Relay {
@@ -72,8 +75,18 @@ impl Relay {
     /// the store closed.
     async fn round(&mut self) -> Result<bool, RelayError> {
         let tx = self.db.begin();
-        let entries =
+        let mut entries =
             store::read_outbox(&tx, &self.destination, self.cleared.as_ref(), BATCH).await?;
+        // At least one entry per round, then as many as fit the byte budget.
+        let mut bytes = 0;
+        let fit = entries
+            .iter()
+            .position(|entry| {
+                bytes += entry.key.len() + entry.value.len();
+                bytes > BATCH_BYTES
+            })
+            .map_or(entries.len(), |over| over.max(1));
+        entries.truncate(fit);
         let Some(last) = entries.last().map(|e| e.stamp) else {
             let grown = tx.watch(&store::keys::outbox_head(&self.destination));
             tx.commit().await.map_err(store::StoreError::from)?;
@@ -117,4 +130,80 @@ enum RelayError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Log(#[from] crate::LogError),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use meridian_kv::DatabaseOptions;
+    use meridian_seams::clock::ManualClock;
+    use meridian_seams::{Rng, SharedClock};
+    use meridian_store::{Change, Message, Replicated};
+
+    use super::*;
+    use crate::embedded::EmbeddedLog;
+    use crate::log::ReplicationLog;
+
+    /// 300 changes carrying 60 KiB each (18 MB in all) relay into the
+    /// embedded log: rounds are cut by bytes, so no append exceeds the
+    /// 10 MB transaction limit.
+    #[tokio::test]
+    async fn large_payloads_are_relayed_in_rounds_under_the_transaction_limit() {
+        let clock: SharedClock = Arc::new(ManualClock::new(1_800_000_000_000));
+        let engine = Arc::new(meridian_kv_memory::MemoryEngine::new());
+        let db = Database::open(
+            engine,
+            clock.clone(),
+            Rng::seeded(3),
+            DatabaseOptions::default(),
+        )
+        .expect("open");
+        let payload = "x".repeat(60 * 1024);
+        for i in 0..300 {
+            let change = Replicated {
+                origin_region: "us-east".into(),
+                hlc: 1,
+                change: Change::Message {
+                    message: Message {
+                        msg_id: format!("m{i}"),
+                        conv_id: "conv".into(),
+                        sender_user: "a@us-east".into(),
+                        sender_device: "d@us-east".into(),
+                        client_msg_id: format!("c{i}"),
+                        hlc: 1,
+                        origin_region: "us-east".into(),
+                        payload: payload.clone(),
+                        reply_to: None,
+                        sent_ms: 0,
+                    },
+                    recipients: vec!["b@eu-west".into()],
+                },
+            };
+            db.run(|tx, _| {
+                let change = &change;
+                async move { store::put_outbox(&tx, "eu-west", change) }
+            })
+            .await
+            .expect("outbox");
+        }
+        let log = Arc::new(EmbeddedLog::new(db.clone(), clock, 1));
+        let relay = tokio::spawn(Relay::new(db.clone(), log.clone(), "us-east", "eu-west").run());
+        let topic = topic_for("us-east", "eu-west");
+        let mut relayed = 0;
+        for _ in 0..1000 {
+            relayed = log.end_offsets(&topic).await.expect("ends")[&0];
+            if relayed == 300 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        relay.abort();
+        assert_eq!(relayed, 300, "every change reached the log");
+        let tx = db.begin();
+        let left = store::read_outbox(&tx, "eu-west", None, 10)
+            .await
+            .expect("read");
+        assert!(left.is_empty(), "the outbox was cleared");
+    }
 }
