@@ -57,13 +57,44 @@ fn transaction_sized(records: &[LogRecord]) -> Vec<&[LogRecord]> {
 }
 
 /// [`Messaging`] as the [`Applier`] of the replication links.
-#[derive(Debug, Clone)]
-pub struct ReplicationApplier(pub Arc<Messaging>);
+#[derive(Debug)]
+pub struct ReplicationApplier {
+    messaging: Arc<Messaging>,
+    /// The entry last refused per (source, partition), so a refusal retried
+    /// every second is counted and logged once.
+    last_refused: std::sync::Mutex<BTreeMap<(String, u32), u64>>,
+}
+
+impl ReplicationApplier {
+    /// The applier of `messaging`'s region.
+    pub fn new(messaging: Arc<Messaging>) -> Self {
+        Self {
+            messaging,
+            last_refused: std::sync::Mutex::default(),
+        }
+    }
+
+    fn note_refusal(&self, source: &str, partition: u32, offset: u64, reason: &str) {
+        let mut last = self.last_refused.lock().unwrap_or_else(|p| p.into_inner());
+        if last.insert((source.to_string(), partition), offset) == Some(offset) {
+            return;
+        }
+        metrics::counter!("meridian_hlc_refused_total", "source" => source.to_string(), "region" => self.messaging.config().region.clone())
+            .increment(1);
+        tracing::warn!(
+            source,
+            partition,
+            offset,
+            reason,
+            "replicated change refused: clock stamp too far ahead; it is retried until the clocks agree"
+        );
+    }
+}
 
 #[async_trait::async_trait]
 impl Applier for ReplicationApplier {
     async fn applied_offsets(&self, source_region: &str) -> Result<BTreeMap<u32, u64>, ApplyError> {
-        self.0
+        self.messaging
             .db()
             .run(|tx, _| async move {
                 Ok::<_, CoreError>(store::applied_offsets(&tx, source_region).await?)
@@ -84,11 +115,12 @@ impl Applier for ReplicationApplier {
         };
         for chunk in transaction_sized(records) {
             outcome = self
-                .0
+                .messaging
                 .apply_chunk(source_region, partition, chunk)
                 .await
                 .map_err(|e| ApplyError(e.to_string()))?;
-            if outcome.refused.is_some() {
+            if let Some(reason) = &outcome.refused {
+                self.note_refusal(source_region, partition, outcome.next_offset, reason);
                 break;
             }
         }
@@ -135,17 +167,18 @@ impl Messaging {
                                 .increment(1);
                             tracing::error!(source = source_region, partition, expected = next, got = record.offset, "replication log skipped offsets");
                         }
-                        if let Some(change) = change {
+                        if let Some(change) = change.as_ref().filter(|change| {
+                            self.made_by_its_source(change, source_region, record.offset)
+                        }) {
                             if let Err(error) = self.hlc().observe(change.hlc) {
-                                metrics::counter!("meridian_hlc_refused_total", "source" => source_region.to_string(), "region" => self.config().region.clone())
-                                    .increment(1);
-                                tracing::warn!(%error, source = source_region, partition, offset = record.offset, "replicated change refused: clock stamp too far ahead");
+                                // Counted and logged once per entry by the
+                                // applier (the link retries it every second).
                                 refused = Some(error.to_string());
                                 break;
                             }
                             self.apply_change(&tx, change).await?;
                         }
-                        next = record.offset + 1;
+                        next = record.offset.saturating_add(1);
                     }
                     if next != start {
                         store::set_applied_offset(&tx, source_region, partition, next)?;
@@ -157,6 +190,27 @@ impl Messaging {
                 }
             })
             .await
+    }
+
+    /// Whether `change` may come from `source`: every change is made by its
+    /// origin region, which must be the link's source, and a group's state
+    /// only by the group's owner region. Anything else is skipped, counted
+    /// and logged (a faulty or misconfigured peer must not rewrite what it
+    /// does not own).
+    fn made_by_its_source(&self, change: &Replicated, source: &str, offset: u64) -> bool {
+        let owner_ok = match &change.change {
+            Change::Conversation { conversation, .. } => {
+                region_of(&conversation.id).is_none_or(|owner| owner == source)
+            }
+            _ => true,
+        };
+        if change.origin_region == source && owner_ok {
+            return true;
+        }
+        metrics::counter!("meridian_replication_foreign_total", "source" => source.to_string())
+            .increment(1);
+        tracing::error!(source, offset, origin = %change.origin_region, conv = change.conv_id(), "replicated change not made by its source region; skipped");
+        false
     }
 
     fn homed_here(&self, user: &str) -> bool {

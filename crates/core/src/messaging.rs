@@ -137,7 +137,14 @@ impl Messaging {
         for user in users {
             match region_of(user) {
                 Some(region) if region != self.config.region => {
-                    remote.entry(region).or_default().push(user.to_string());
+                    if self.peers.knows(region) {
+                        remote.entry(region).or_default().push(user.to_string());
+                    } else {
+                        // No relay drains an outbox to a region this core
+                        // does not peer with: nothing is queued for it.
+                        metrics::counter!("meridian_unknown_region_total").increment(1);
+                        tracing::warn!(%user, %region, "member homed in a region this core does not peer with; skipped");
+                    }
                 }
                 _ => local.push(user),
             }
@@ -183,6 +190,19 @@ impl Messaging {
         self.hlc
             .next_after(0)
             .map_err(|e| CoreError::refused(ErrorCode::Internal, e.to_string()))
+    }
+
+    /// Refuses a caller homed in another region: its sends, receipts and
+    /// creations belong to its home core (gateways route them there).
+    fn require_homed_here(&self, caller: &Caller) -> Result<(), CoreError> {
+        if self.is_local(&caller.user_id) {
+            Ok(())
+        } else {
+            Err(refused(
+                ErrorCode::WrongRegion,
+                format!("{} is served by its home region's core", caller.user_id),
+            ))
+        }
     }
 
     /// Refuses a group change at a core other than the group's owner's.
@@ -475,6 +495,7 @@ impl Messaging {
         caller: &Caller,
         peer: &str,
     ) -> Result<ConversationDetail, CoreError> {
+        self.require_homed_here(caller)?;
         validate::id("peer_user_id", peer)?;
         if peer == caller.user_id {
             return Err(refused(
@@ -566,10 +587,25 @@ impl Messaging {
                 "a direct conversation needs two users",
             ));
         }
-        let local = [user_a, user_b]
-            .into_iter()
-            .find(|u| region_of(u) == Some(self.config.region.as_str()))
-            .ok_or_else(|| refused(ErrorCode::NotFound, "neither user is homed here"))?;
+        let here = Some(self.config.region.as_str());
+        let (local, other) = match (region_of(user_a) == here, region_of(user_b) == here) {
+            (true, false) => (user_a, user_b),
+            (false, true) => (user_b, user_a),
+            _ => {
+                return Err(refused(
+                    ErrorCode::BadRequest,
+                    "exactly one of the two users must be homed here",
+                ));
+            }
+        };
+        if !region_of(other).is_some_and(|r| self.peers.knows(r)) {
+            return Err(refused(
+                ErrorCode::BadRequest,
+                format!("{other} is not homed in a peer region"),
+            ));
+        }
+        // The creator's clock, but never in this core's future.
+        let created_ms = created_ms.min(self.now_ms());
         let conv_id = direct_conversation_id(user_a, user_b);
         self.db
             .run(|tx, _| {
@@ -620,6 +656,7 @@ impl Messaging {
         name: &str,
         member_ids: &[String],
     ) -> Result<ConversationDetail, CoreError> {
+        self.require_homed_here(caller)?;
         validate::name("name", name, self.config.max_name_chars)?;
         let mut others: Vec<String> = Vec::new();
         for id in member_ids {
@@ -934,6 +971,7 @@ impl Messaging {
     /// `payload_empty`, `payload_too_large`, `bad_request`, `not_found`,
     /// `not_member`; store failures (the send may then be retried safely).
     pub async fn send(&self, caller: &Caller, input: &SendInput) -> Result<SendRecord, CoreError> {
+        self.require_homed_here(caller)?;
         validate::id("conv_id", &input.conv_id)?;
         validate::client_msg_id(&input.client_msg_id)?;
         if input.payload.is_empty() {
@@ -1063,6 +1101,7 @@ impl Messaging {
         msg_ids: &[String],
         kind: ReceiptKind,
     ) -> Result<(), CoreError> {
+        self.require_homed_here(caller)?;
         validate::id("conv_id", conv_id)?;
         if msg_ids.is_empty() || msg_ids.len() > 100 {
             return Err(refused(

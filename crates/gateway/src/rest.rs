@@ -244,14 +244,17 @@ async fn get_user(
     Authed(caller): Authed,
     Path(user_id): Path<String>,
 ) -> Result<Json<UserView>, ApiError> {
-    let mut core = state.cores.of(&user_id)?.client.clone();
-    let user = core
-        .get_user(pb::GetUserRequest {
-            caller: Some(caller),
-            user_id,
-        })
-        .await?
-        .into_inner();
+    let core = state.cores.of(&user_id)?.client.clone();
+    let request = pb::GetUserRequest {
+        caller: Some(caller),
+        user_id,
+    };
+    let user = crate::cores::idempotent(|| {
+        let (mut core, request) = (core.clone(), request.clone());
+        async move { core.get_user(request).await }
+    })
+    .await?
+    .into_inner();
     Ok(Json(UserView {
         user_id: user.user_id,
         display_name: user.display_name,
@@ -401,14 +404,17 @@ async fn fetch_conversation(
     caller: pb::Caller,
     conv_id: String,
 ) -> Result<pb::ConversationInfo, ApiError> {
-    let mut core = state.cores.of(&caller.user_id)?.client.clone();
-    Ok(core
-        .get_conversation(pb::ConversationRequest {
-            caller: Some(caller),
-            conv_id,
-        })
-        .await?
-        .into_inner())
+    let core = state.cores.of(&caller.user_id)?.client.clone();
+    let request = pb::ConversationRequest {
+        caller: Some(caller),
+        conv_id,
+    };
+    Ok(crate::cores::idempotent(|| {
+        let (mut core, request) = (core.clone(), request.clone());
+        async move { core.get_conversation(request).await }
+    })
+    .await?
+    .into_inner())
 }
 
 /// A conversation the caller belongs to.
@@ -529,17 +535,20 @@ async fn history(
         (None, Some(id)) => (id, false),
         (None, None) => (String::new(), true),
     };
-    let mut core = state.cores.of(&caller.user_id)?.client.clone();
-    let page = core
-        .history(pb::HistoryRequest {
-            caller: Some(caller),
-            conv_id,
-            from_msg_id,
-            backward,
-            limit: query.limit.unwrap_or(50),
-        })
-        .await?
-        .into_inner();
+    let core = state.cores.of(&caller.user_id)?.client.clone();
+    let request = pb::HistoryRequest {
+        caller: Some(caller),
+        conv_id,
+        from_msg_id,
+        backward,
+        limit: query.limit.unwrap_or(50),
+    };
+    let page = crate::cores::idempotent(|| {
+        let (mut core, request) = (core.clone(), request.clone());
+        async move { core.history(request).await }
+    })
+    .await?
+    .into_inner();
     Ok(Json(HistoryView {
         messages: page
             .messages

@@ -289,7 +289,7 @@ pub async fn start_core(options: CoreOptions) -> anyhow::Result<CoreHandle> {
             options.network.clone(),
             options.clock.clone(),
             options.rng.clone(),
-            Arc::new(ReplicationApplier(messaging.clone())),
+            Arc::new(ReplicationApplier::new(messaging.clone())),
             options.link.clone(),
         );
         links.insert(peer.clone(), link.status());

@@ -7,6 +7,7 @@
 //! | `("log", topic, partition, offset)` | `[appended_ms: u64 BE][key length: u16 BE][key][value]` |
 //! | `("log_end", topic, partition)` | next offset, u64 BE |
 //! | `("log_head", topic)` | counter every append bumps (watched by readers) |
+//! | `("log_trimmed", topic, partition)` | offset below which records were trimmed, u64 BE |
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -28,6 +29,10 @@ fn end_key(topic: &str, partition: u32) -> Vec<u8> {
 
 fn head_key(topic: &str) -> Vec<u8> {
     pack(&("log_head", topic))
+}
+
+fn trimmed_key(topic: &str, partition: u32) -> Vec<u8> {
+    pack(&("log_trimmed", topic, partition))
 }
 
 fn encode_record(appended_ms: u64, key: &str, value: &[u8]) -> Vec<u8> {
@@ -175,15 +180,25 @@ impl ReplicationLog for EmbeddedLog {
         from: u64,
         before: u64,
     ) -> Result<(), LogError> {
-        if from >= before {
-            return Ok(());
-        }
         self.db
             .run(|tx, _| async move {
+                // Clear from where the last trim stopped (recorded, so a
+                // trim lost with a broken link is caught up by the next one),
+                // never over the tombstones of earlier trims.
+                let trimmed = tx
+                    .get(&trimmed_key(topic, partition))
+                    .await?
+                    .and_then(|raw| <[u8; 8]>::try_from(raw.as_ref()).ok())
+                    .map_or(0, u64::from_be_bytes)
+                    .min(from);
+                if trimmed >= before {
+                    return Ok(());
+                }
                 tx.clear_range(&KeyRange::new(
-                    record_key(topic, partition, from),
+                    record_key(topic, partition, trimmed),
                     record_key(topic, partition, before),
                 ))?;
+                tx.set(&trimmed_key(topic, partition), &before.to_be_bytes())?;
                 Ok::<_, LogError>(())
             })
             .await

@@ -165,7 +165,10 @@ impl ReplicationLog for KafkaLog {
             .set("bootstrap.servers", &self.config.brokers)
             .set("group.id", format!("meridian-link-{topic}"))
             .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
+            // A recorded offset the broker no longer has (a topic recreated,
+            // records expired) must stop the link with an error, never
+            // silently restart elsewhere in the partition.
+            .set("auto.offset.reset", "error")
             .set(
                 "fetch.wait.max.ms",
                 self.config.fetch_wait_max_ms.to_string(),

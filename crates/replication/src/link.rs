@@ -55,8 +55,11 @@ pub struct LinkStatus {
     pub applied: BTreeMap<u32, u64>,
     /// The source's log end, per partition, as last reported.
     pub log_end: BTreeMap<u32, u64>,
-    /// Entries refused so far (clock stamps beyond the maximum offset).
+    /// Entries refused so far (clock stamps beyond the maximum offset),
+    /// each counted once however often it is retried.
     pub refused: u64,
+    /// The (partition, offset) refused last.
+    pub refused_at: Option<(u32, u64)>,
 }
 
 impl LinkStatus {
@@ -204,7 +207,7 @@ impl Link {
             Ok(Err(status)) => return Ended::Broken(format!("open refused: {status}")),
             Err(_) => return Ended::Broken("open timed out".into()),
         };
-        self.status.send_modify(|s| s.connected = true);
+        let mut first_frame = true;
         loop {
             let frame = match tokio::time::timeout(self.config.stall_timeout, down.message()).await
             {
@@ -213,6 +216,12 @@ impl Link {
                 Ok(Err(status)) => return Ended::Broken(format!("stream failed: {status}")),
                 Err(_) => return Ended::Broken("stalled: no frame from the source".into()),
             };
+            if first_frame {
+                // Connected only once the source streams: a source that
+                // answers and fails at once must not reset the backoff.
+                first_frame = false;
+                self.status.send_modify(|s| s.connected = true);
+            }
             match frame.kind {
                 Some(pb::link_down::Kind::Batch(batch)) => {
                     if let Err(ended) = self.apply_batch(batch, &up).await {
@@ -264,8 +273,9 @@ impl Link {
             s.applied.insert(partition, outcome.next_offset);
             let end = s.log_end.entry(partition).or_default();
             *end = (*end).max(batch.log_end);
-            if outcome.refused.is_some() {
+            if outcome.refused.is_some() && s.refused_at != Some((partition, outcome.next_offset)) {
                 s.refused += 1;
+                s.refused_at = Some((partition, outcome.next_offset));
             }
         });
         self.record_lag(newest_appended.filter(|_| outcome.refused.is_none()));

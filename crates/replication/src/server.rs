@@ -132,6 +132,25 @@ impl Replication for LinkServer {
             .ensure_topic(&topic)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
+        // A destination asking to start past the end has applied entries
+        // this log no longer holds (it was reset or rolled back): resuming
+        // would skip every new entry below that offset. Refuse loudly.
+        let ends = self
+            .log
+            .end_offsets(&topic)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        for (partition, offset) in &from {
+            let end = ends.get(partition).copied().unwrap_or(0);
+            if *offset > end {
+                metrics::counter!("meridian_replication_offset_ahead_total", "destination" => open.destination.clone())
+                    .increment(1);
+                tracing::error!(destination = %open.destination, partition, offset, end, "destination is ahead of this log; refusing the link");
+                return Err(Status::failed_precondition(format!(
+                    "partition {partition}: next offset {offset} is past this log's end {end}"
+                )));
+            }
+        }
         let reader = self
             .log
             .reader(&topic, &from)
@@ -264,7 +283,7 @@ impl Pump {
             }
             let mut by_partition: BTreeMap<u32, Vec<LogRecord>> = BTreeMap::new();
             for (partition, record) in records {
-                self.sent.insert(partition, record.offset + 1);
+                self.sent.insert(partition, record.offset.saturating_add(1));
                 by_partition.entry(partition).or_default().push(record);
             }
             for (partition, records) in by_partition {
@@ -301,6 +320,13 @@ impl Pump {
 
     async fn on_applied(&mut self, applied: pb::Applied) {
         let previous = self.applied.get(&applied.partition).copied().unwrap_or(0);
+        // Never past what this stream sent: a report beyond it (a confused or
+        // stale destination) must not trim entries nobody applied.
+        let sent = self.sent.get(&applied.partition).copied().unwrap_or(0);
+        let applied = pb::Applied {
+            partition: applied.partition,
+            offset: applied.offset.min(sent),
+        };
         if applied.offset <= previous {
             return;
         }
