@@ -1140,7 +1140,9 @@ impl Messaging {
                                 at_ms: now,
                             },
                         )?;
-                    } else if let Some(region) = region_of(&message.sender_user) {
+                    } else if let Some(region) =
+                        region_of(&message.sender_user).filter(|region| self.peers.knows(region))
+                    {
                         store::put_outbox(
                             &tx,
                             region,

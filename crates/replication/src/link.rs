@@ -143,6 +143,7 @@ impl Link {
             // A session that got as far as streaming resets the backoff.
             let was_connected = self.status.borrow().connected;
             self.status.send_modify(|s| s.connected = false);
+            self.record_up(false);
             if was_connected {
                 backoff = self.config.min_backoff;
             }
@@ -221,6 +222,7 @@ impl Link {
                 // answers and fails at once must not reset the backoff.
                 first_frame = false;
                 self.status.send_modify(|s| s.connected = true);
+                self.record_up(true);
             }
             match frame.kind {
                 Some(pb::link_down::Kind::Batch(batch)) => {
@@ -292,6 +294,17 @@ impl Link {
             Some(reason) => Err(Ended::Refused(reason)),
             None => Ok(()),
         }
+    }
+
+    /// `meridian_replication_link_up`: 1 while the link streams. The lag
+    /// gauges only move while frames arrive, so this is the one to alert on
+    /// when a link is down.
+    fn record_up(&self, up: bool) {
+        let labels = [
+            ("source", self.source.clone()),
+            ("destination", self.destination.clone()),
+        ];
+        metrics::gauge!("meridian_replication_link_up", &labels).set(if up { 1.0 } else { 0.0 });
     }
 
     fn record_lag(&self, newest_applied_appended_ms: Option<u64>) {

@@ -45,9 +45,10 @@ pub enum LogError {
 
 /// The topic carrying changes from `source_region` to `dest_region` (the
 /// source's name is in it too, so regions sharing one local broker never
-/// mix their topics).
+/// mix their topics). Dots separate the names: region names cannot contain
+/// one, so no two region pairs share a topic.
 pub fn topic_for(source_region: &str, dest_region: &str) -> String {
-    format!("meridian-replication-{source_region}-to-{dest_region}")
+    format!("meridian-replication.{source_region}.{dest_region}")
 }
 
 /// The partition of `key` among `partitions`: FNV-1a, stable across

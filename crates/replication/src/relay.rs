@@ -87,19 +87,19 @@ impl Relay {
             })
             .map_or(entries.len(), |over| over.max(1));
         entries.truncate(fit);
+        // The whole backlog: entries written and not yet relayed.
+        let depth = store::outbox_depth(&tx, &self.destination).await?;
+        metrics::gauge!("meridian_outbox_depth", "source" => self.source.clone(), "destination" => self.destination.clone())
+            .set(depth as f64);
         let Some(last) = entries.last().map(|e| e.stamp) else {
             let grown = tx.watch(&store::keys::outbox_head(&self.destination));
             tx.commit().await.map_err(store::StoreError::from)?;
-            metrics::gauge!("meridian_outbox_depth", "source" => self.source.clone(), "destination" => self.destination.clone())
-                .set(0.0);
             return Ok(match grown.await {
                 Ok(()) => true,
                 Err(meridian_kv::KvError::Closed) => false,
                 Err(error) => return Err(store::StoreError::from(error).into()),
             });
         };
-        metrics::gauge!("meridian_outbox_depth", "source" => self.source.clone(), "destination" => self.destination.clone())
-            .set(entries.len() as f64);
         let records: Vec<AppendRecord> = entries
             .iter()
             .map(|entry| AppendRecord {
@@ -110,10 +110,10 @@ impl Relay {
         self.log.append(&self.topic, &records).await?;
         // Only now may the outbox forget them; a crash before this line
         // appends them again, which the destination's apply skips.
-        let (destination, after) = (self.destination.as_str(), self.cleared);
+        let (destination, after, count) = (self.destination.as_str(), self.cleared, entries.len());
         self.db
             .run(|tx, _| async move {
-                store::clear_outbox(&tx, destination, after.as_ref(), &last)?;
+                store::clear_outbox(&tx, destination, after.as_ref(), &last, count)?;
                 Ok::<_, store::StoreError>(())
             })
             .await?;
@@ -187,6 +187,10 @@ mod tests {
             .await
             .expect("outbox");
         }
+        let depth = store::outbox_depth(&db.begin(), "eu-west")
+            .await
+            .expect("depth");
+        assert_eq!(depth, 300, "the depth counts what waits");
         let log = Arc::new(EmbeddedLog::new(db.clone(), clock, 1));
         let relay = tokio::spawn(Relay::new(db.clone(), log.clone(), "us-east", "eu-west").run());
         let topic = topic_for("us-east", "eu-west");
@@ -205,5 +209,7 @@ mod tests {
             .await
             .expect("read");
         assert!(left.is_empty(), "the outbox was cleared");
+        let depth = store::outbox_depth(&tx, "eu-west").await.expect("depth");
+        assert_eq!(depth, 0, "nothing waits any more");
     }
 }

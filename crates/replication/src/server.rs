@@ -20,6 +20,8 @@ use crate::log::{LogRecord, SharedLog, topic_for};
 const MAX_BATCH: usize = 512;
 /// Largest window a destination may ask for.
 const MAX_WINDOW: u32 = 65_536;
+/// How long a new link stream may take to send `open`.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Timings of the link server.
 #[derive(Debug, Clone)]
@@ -103,7 +105,12 @@ impl Replication for LinkServer {
         request: Request<Streaming<pb::LinkUp>>,
     ) -> Result<Response<Self::LinkStream>, Status> {
         let mut up = request.into_inner();
-        let open = match up.message().await? {
+        // The first frame must come promptly: a silent client would hold
+        // this task forever.
+        let first = tokio::time::timeout(OPEN_TIMEOUT, up.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no `open` within 10 s"))??;
+        let open = match first {
             Some(pb::LinkUp {
                 kind: Some(pb::link_up::Kind::Open(open)),
             }) => open,

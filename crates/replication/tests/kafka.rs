@@ -26,7 +26,7 @@ fn records(keys: &[&str], tag: &str) -> Vec<AppendRecord> {
 async fn appends_are_read_back_per_partition_from_any_offset() {
     let broker = Broker::start().expect("tansu");
     let log = KafkaLog::new(KafkaConfig::new(broker.bootstrap(), 3)).expect("clients");
-    let topic = "meridian-replication-a-to-b";
+    let topic = &meridian_replication::topic_for("a", "b");
     log.ensure_topic(topic).await.expect("create");
     log.ensure_topic(topic)
         .await

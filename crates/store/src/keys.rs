@@ -18,6 +18,7 @@
 //! | `("vclock", unix_ms)` | versionstamp committed at that time (retention cut-offs) |
 //! | `("outbox", dest_region, stamp)` | `(partition key, `[`crate::Replicated`]` JSON)`: what must cross to `dest_region`, written by the transaction that made it |
 //! | `("outbox_head", dest_region)` | counter every outbox write bumps (watched by the relay) |
+//! | `("outbox_relayed", dest_region)` | counter of entries the relay moved out (depth = head − relayed) |
 //! | `("applied", source_region, partition)` | next log offset to apply from that source partition, written in the applying transaction |
 //! | `("receipt_seen", conv, msg_id, user, kind)` | empty: a replicated receipt already applied |
 
@@ -202,6 +203,11 @@ pub fn outbox_stamp(dest_region: &str, key: &[u8]) -> Option<Stamp> {
         .unpack::<(Versionstamp,)>(key)
         .ok()
         .map(|(vs,)| stamp_of(&vs))
+}
+
+/// `("outbox_relayed", dest_region)`.
+pub fn outbox_relayed(dest_region: &str) -> Vec<u8> {
+    pack(&("outbox_relayed", dest_region))
 }
 
 /// `("outbox_head", dest_region)`.

@@ -93,13 +93,30 @@ pub fn clear_outbox(
     dest_region: &str,
     after: Option<&Stamp>,
     through: &Stamp,
+    count: usize,
 ) -> Result<(), StoreError> {
+    tx.atomic_add(&keys::outbox_relayed(dest_region), count as i64)?;
     let (mut begin, _) = keys::outbox_of(dest_region).range();
     if let Some(after) = after {
         begin = key_after(&keys::outbox_entry(dest_region, after));
     }
     let end = key_after(&keys::outbox_entry(dest_region, through));
     Ok(tx.clear_range(&KeyRange::new(begin, end))?)
+}
+
+/// Entries waiting in the outbox towards `dest_region` (written minus
+/// relayed; snapshot reads of two counters, so never a conflict).
+///
+/// # Errors
+/// Store failures.
+pub async fn outbox_depth(tx: &Transaction, dest_region: &str) -> Result<u64, StoreError> {
+    let counter = |raw: Option<bytes::Bytes>| {
+        raw.and_then(|raw| <[u8; 8]>::try_from(raw.as_ref()).ok())
+            .map_or(0, i64::from_le_bytes)
+    };
+    let written = counter(tx.get_snapshot(&keys::outbox_head(dest_region)).await?);
+    let relayed = counter(tx.get_snapshot(&keys::outbox_relayed(dest_region)).await?);
+    Ok(written.saturating_sub(relayed).max(0) as u64)
 }
 
 /// Decodes a replicated change carried by the log.
