@@ -1001,7 +1001,17 @@ impl Messaging {
                     {
                         return Ok(first);
                     }
-                    Self::require_member(&tx, &input.conv_id, &caller.user_id).await?;
+                    // One range read gives the fan-out and the membership
+                    // check (the point reads of `require_member` run only
+                    // to name the refusal).
+                    let members = store::list_members(&tx, &input.conv_id).await?;
+                    if !members.iter().any(|m| m.user_id == caller.user_id) {
+                        Self::require_member(&tx, &input.conv_id, &caller.user_id).await?;
+                        return Err(refused(
+                            ErrorCode::NotMember,
+                            format!("not a member of {}", input.conv_id),
+                        ));
+                    }
                     let mut observed = input.last_seen_hlc;
                     if let Some(parent) = &input.reply_to {
                         let parent_at = store::message_position(&tx, &input.conv_id, parent)
@@ -1020,7 +1030,6 @@ impl Messaging {
                         tracing::warn!(error = %e, device = %caller.device_id, "client HLC refused");
                         refused(ErrorCode::ClockSkew, format!("last_seen_hlc refused: {e}"))
                     })?;
-                    let members = store::list_members(&tx, &input.conv_id).await?;
                     let message = Message {
                         msg_id: msg_id.clone(),
                         conv_id: input.conv_id.clone(),
