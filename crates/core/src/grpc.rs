@@ -361,28 +361,14 @@ impl core_server::Core for CoreService {
     ) -> Result<Response<Self::SessionStream>, Status> {
         let inbound = request.into_inner();
         let (down, receiver) = tokio::sync::mpsc::channel(1024);
-        let mut shutdown = self.shutdown.clone();
+        let shutdown = self.shutdown.clone();
         let serve = crate::session::serve_stream(
             self.messaging.clone(),
             self.registry.clone(),
             inbound,
             down,
         );
-        tokio::spawn(async move {
-            let stopped = async {
-                if let Some(stop) = shutdown.as_mut()
-                    && stop.wait_for(|s| *s).await.is_ok()
-                {
-                    return;
-                }
-                std::future::pending::<()>().await;
-            };
-            tokio::select! {
-                biased;
-                () = stopped => {}
-                () = serve => {}
-            }
-        });
+        tokio::spawn(meridian_seams::shutdown::until_shutdown(shutdown, serve));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 }

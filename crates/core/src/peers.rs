@@ -57,64 +57,17 @@ impl Peers {
         self.cores.keys().map(String::as_str)
     }
 
-    /// Whether `user_id`, homed in the other region `region`, exists — asked
-    /// of that region's core on behalf of `caller`.
+    /// Calls `region`'s core with `call` (each attempt with a 2 s deadline),
+    /// retrying up to three times while it is unavailable.
     ///
     /// # Errors
-    /// `not_found` for an unknown region; `unavailable` when the region does
-    /// not answer within three attempts of two seconds.
-    pub async fn user_exists(
-        &self,
-        region: &str,
-        caller: &Caller,
-        user_id: &str,
-    ) -> Result<bool, CoreError> {
-        let Some(core) = self.cores.get(region) else {
-            return Ok(false);
-        };
-        let mut last = None;
-        for attempt in 0..ATTEMPTS {
-            let mut request = tonic::Request::new(pb::GetUserRequest {
-                caller: Some(pb::Caller {
-                    user_id: caller.user_id.clone(),
-                    device_id: caller.device_id.clone(),
-                }),
-                user_id: user_id.to_string(),
-            });
-            request.set_timeout(CALL_DEADLINE);
-            match core.clone().get_user(request).await {
-                Ok(_) => return Ok(true),
-                Err(status) => match ErrorCode::from_status(&status) {
-                    ErrorCode::NotFound => return Ok(false),
-                    ErrorCode::Unavailable => {
-                        last = Some(status);
-                        tokio::time::sleep(Duration::from_millis(100) * (attempt + 1)).await;
-                    }
-                    code => return Err(CoreError::refused(code, status.message().to_string())),
-                },
-            }
-        }
-        Err(CoreError::refused(
-            ErrorCode::Unavailable,
-            format!(
-                "region {region} did not answer: {}",
-                last.map(|s| s.message().to_string()).unwrap_or_default()
-            ),
-        ))
-    }
-
-    /// Makes `region`'s core hold the direct conversation of `user_a` and
-    /// `user_b` (idempotent).
-    ///
-    /// # Errors
-    /// `unavailable` when the region does not answer within three attempts.
-    pub async fn ensure_direct(
-        &self,
-        region: &str,
-        user_a: &str,
-        user_b: &str,
-        created_ms: u64,
-    ) -> Result<(), CoreError> {
+    /// `not_found` for an unknown region; the core's own refusal;
+    /// `unavailable` when it does not answer in three attempts.
+    async fn call<T, F, Fut>(&self, region: &str, mut call: F) -> Result<T, CoreError>
+    where
+        F: FnMut(CoreClient<Channel>, Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
         let Some(core) = self.cores.get(region) else {
             return Err(CoreError::refused(
                 ErrorCode::NotFound,
@@ -123,14 +76,8 @@ impl Peers {
         };
         let mut last = None;
         for attempt in 0..ATTEMPTS {
-            let mut request = tonic::Request::new(pb::EnsureDirectRequest {
-                user_a: user_a.to_string(),
-                user_b: user_b.to_string(),
-                created_ms,
-            });
-            request.set_timeout(CALL_DEADLINE);
-            match core.clone().ensure_direct(request).await {
-                Ok(_) => return Ok(()),
+            match call(core.clone(), CALL_DEADLINE).await {
+                Ok(response) => return Ok(response.into_inner()),
                 Err(status) if ErrorCode::from_status(&status) == ErrorCode::Unavailable => {
                     last = Some(status);
                     tokio::time::sleep(Duration::from_millis(100) * (attempt + 1)).await;
@@ -150,5 +97,65 @@ impl Peers {
                 last.map(|s| s.message().to_string()).unwrap_or_default()
             ),
         ))
+    }
+
+    /// Whether `user_id`, homed in the other region `region`, exists — asked
+    /// of that region's core on behalf of `caller`.
+    ///
+    /// # Errors
+    /// `unavailable` when the region does not answer within three attempts
+    /// of two seconds. An unknown region has no users: `Ok(false)`.
+    pub async fn user_exists(
+        &self,
+        region: &str,
+        caller: &Caller,
+        user_id: &str,
+    ) -> Result<bool, CoreError> {
+        if !self.knows(region) {
+            return Ok(false);
+        }
+        let asked = self
+            .call(region, |mut core, deadline| {
+                let mut request = tonic::Request::new(pb::GetUserRequest {
+                    caller: Some(pb::Caller {
+                        user_id: caller.user_id.clone(),
+                        device_id: caller.device_id.clone(),
+                    }),
+                    user_id: user_id.to_string(),
+                });
+                request.set_timeout(deadline);
+                async move { core.get_user(request).await }
+            })
+            .await;
+        match asked {
+            Ok(_) => Ok(true),
+            Err(error) if error.code() == ErrorCode::NotFound => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Makes `region`'s core hold the direct conversation of `user_a` and
+    /// `user_b` (idempotent).
+    ///
+    /// # Errors
+    /// `unavailable` when the region does not answer within three attempts.
+    pub async fn ensure_direct(
+        &self,
+        region: &str,
+        user_a: &str,
+        user_b: &str,
+        created_ms: u64,
+    ) -> Result<(), CoreError> {
+        self.call(region, |mut core, deadline| {
+            let mut request = tonic::Request::new(pb::EnsureDirectRequest {
+                user_a: user_a.to_string(),
+                user_b: user_b.to_string(),
+                created_ms,
+            });
+            request.set_timeout(deadline);
+            async move { core.ensure_direct(request).await }
+        })
+        .await
+        .map(|_| ())
     }
 }

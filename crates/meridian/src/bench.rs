@@ -3,21 +3,28 @@
 //! latency at a fixed offered rate, and server memory per idle WebSocket.
 //! Figures are printed, never asserted.
 
-// The benchmark measures real elapsed time and spawns the server it measures.
-#![allow(clippy::disallowed_methods)]
-
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use futures::future::join_all;
 use meridian_sdk::frames::Delivered;
 use meridian_sdk::{Event, Rest, Session};
+use meridian_seams::{Clock, SystemClock};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
 use tokio::sync::Semaphore;
-use tokio::time::Instant;
+
+/// The benchmark's one clock (the real one, through the seam): every
+/// timestamp is its monotonic time, so they subtract directly.
+static CLOCK: LazyLock<SystemClock> = LazyLock::new(SystemClock::new);
+
+/// Monotonic time since the benchmark's clock started.
+pub(crate) fn now() -> Duration {
+    CLOCK.monotonic()
+}
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -60,12 +67,11 @@ pub(crate) struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.child.start_kill();
     }
 }
 
-fn start_server() -> anyhow::Result<Server> {
+async fn start_server() -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
     // One region on its own: a region file of just itself, so the benchmark
     // runs from any directory and no links wait for absent peers.
@@ -90,32 +96,35 @@ fn start_server() -> anyhow::Result<Server> {
         "1000000".into(),
         "--data-dir".into(),
         dir.path().display().to_string(),
-    ])?;
+    ])
+    .await?;
     server._dir = Some(dir);
     Ok(server)
 }
 
 /// Runs `meridian <args>` and waits for the `REST` line it prints.
-pub(crate) fn start_child(args: &[String]) -> anyhow::Result<Server> {
+pub(crate) async fn start_child(args: &[String]) -> anyhow::Result<Server> {
     let mut child = Command::new(std::env::current_exe()?)
         .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
+        .kill_on_drop(true)
         .spawn()
         .context("starting meridian")?;
     let stdout = child.stdout.take().context("stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let base = loop {
-        let Some(line) = lines.next() else {
+        let Some(line) = lines.next_line().await? else {
             bail!("meridian exited before printing its URLs")
         };
-        if let Some(rest) = line?.trim().strip_prefix("REST") {
+        if let Some(rest) = line.trim().strip_prefix("REST") {
             let url = rest.split_whitespace().next().context("url")?;
             break url.trim_end_matches("/v1").to_string();
         }
     };
-    std::thread::spawn(move || for _ in lines {});
+    // Keep draining so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok(Server {
         child,
         base,
@@ -183,24 +192,26 @@ async fn make_pairs(rest: &Rest, count: usize) -> anyhow::Result<Vec<Pair>> {
 /// `"t=<nanos since origin>"` and counts deliveries after `warmup`.
 pub(crate) fn spawn_receiver(
     mut session: Session,
-    origin: Instant,
-    warmup: Instant,
-    stop: Instant,
+    origin: Duration,
+    warmup: Duration,
+    stop: Duration,
     delivered: Arc<AtomicU64>,
 ) -> tokio::task::JoinHandle<Vec<u64>> {
     tokio::spawn(async move {
         let mut latencies = Vec::new();
-        while let Ok(Some(event)) = tokio::time::timeout_at(stop, session.next_event()).await {
+        while let Ok(Some(event)) =
+            tokio::time::timeout(stop.saturating_sub(now()), session.next_event()).await
+        {
             let Event::Deliver { through, items, .. } = event else {
                 continue;
             };
-            let now = Instant::now();
+            let at = now();
             let _ = session.ack(&through).await;
             for item in items {
                 let Delivered::Message { message } = item.item else {
                     continue;
                 };
-                if now < warmup {
+                if at < warmup {
                     continue;
                 }
                 delivered.fetch_add(1, Ordering::Relaxed);
@@ -209,7 +220,7 @@ pub(crate) fn spawn_receiver(
                     .strip_prefix("t=")
                     .and_then(|t| t.parse::<u64>().ok())
                 {
-                    let at = now.duration_since(origin).as_nanos() as u64;
+                    let at = at.saturating_sub(origin).as_nanos() as u64;
                     latencies.push(at.saturating_sub(sent));
                 }
             }
@@ -229,7 +240,7 @@ pub(crate) async fn fixed_rate_latency(
     tail: Duration,
 ) -> (Vec<u64>, u64) {
     let count = pairs.len();
-    let origin = Instant::now();
+    let origin = now();
     let warmup = origin + Duration::from_secs(1);
     let stop = warmup + Duration::from_secs(seconds);
     let delivered = Arc::new(AtomicU64::new(0));
@@ -249,9 +260,9 @@ pub(crate) async fn fixed_rate_latency(
             let mut tick = tokio::time::interval(per_sender);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let mut n = 0u64;
-            while Instant::now() < stop {
+            while now() < stop {
                 tick.tick().await;
-                let sent_at = Instant::now().duration_since(origin).as_nanos();
+                let sent_at = now().saturating_sub(origin).as_nanos();
                 let (sender, conv) = (sender.clone(), conv.clone());
                 n += 1;
                 let id = format!("l{n}");
@@ -277,9 +288,9 @@ pub(crate) async fn fixed_rate_latency(
 /// Server memory per idle, authenticated WebSocket, on a fresh server so
 /// nothing earlier already sits in its allocator.
 async fn idle_phase(count: usize) -> anyhow::Result<()> {
-    let server = start_server()?;
+    let server = start_server().await?;
     let rest = Rest::new(&server.base);
-    let pid = server.child.id();
+    let pid = server.child.id().context("server pid")?;
     let mut users = Vec::new();
     for i in 0..100 {
         users.push(rest.register(&format!("idle{i}")).await?);
@@ -352,10 +363,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 
     // Sustained delivered msg/s, 1:1, senders as fast as they can.
-    let server = start_server()?;
+    let server = start_server().await?;
     let rest = Rest::new(&server.base);
     let pairs = make_pairs(&rest, args.pairs).await?;
-    let origin = Instant::now();
+    let origin = now();
     let warmup = origin + Duration::from_secs(1);
     let stop = warmup + Duration::from_secs(args.seconds);
     let delivered = Arc::new(AtomicU64::new(0));
@@ -373,7 +384,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let (sender, conv) = (pair.sender.clone(), pair.conv.clone());
             senders.push(tokio::spawn(async move {
                 let mut n = 0u64;
-                while Instant::now() < stop {
+                while now() < stop {
                     let id = format!("t{lane}-{n}");
                     n += 1;
                     if sender
@@ -402,7 +413,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     drop(server);
 
     // Latency at a fixed offered rate.
-    let server = start_server()?;
+    let server = start_server().await?;
     let rest = Rest::new(&server.base);
     let pairs = make_pairs(&rest, args.pairs).await?;
     let (latencies, delivered) =

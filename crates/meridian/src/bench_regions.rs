@@ -6,9 +6,6 @@
 //! a backlog queued while the link was cut. Figures are printed, never
 //! asserted.
 
-// The benchmark measures real elapsed time and spawns what it measures.
-#![allow(clippy::disallowed_methods)]
-
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,10 +16,11 @@ use futures::future::join_all;
 use meridian_faultproxy::Proxy;
 use meridian_sdk::{Rest, Session};
 use meridian_seams::SystemClock;
-use meridian_seams::net::TokioNetwork;
-use tokio::time::Instant;
+use meridian_seams::net::{SharedNetwork, TokioNetwork};
 
-use crate::bench::{Pair, Server, fixed_rate_latency, percentile, sender_session, start_child};
+use crate::bench::{
+    Pair, Server, fixed_rate_latency, now, percentile, sender_session, start_child,
+};
 use crate::deploy::LogKind;
 
 pub(crate) struct Options {
@@ -34,10 +32,11 @@ pub(crate) struct Options {
     pub(crate) link_entries: u64,
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// A free loopback port, found through the network seam (the child binds
+/// it right after).
+async fn free_port(network: &SharedNetwork) -> anyhow::Result<u16> {
+    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    Ok(network.bind(any).await?.local_addr()?.port())
 }
 
 /// Writes a production-profile region file: bind on `core`, reached by the
@@ -93,9 +92,13 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
             b.bootstrap()
         ),
     };
-    let (us_gateway, us_core, eu_gateway, eu_core) =
-        (free_port()?, free_port()?, free_port()?, free_port()?);
     let network = TokioNetwork::shared();
+    let (us_gateway, us_core, eu_gateway, eu_core) = (
+        free_port(&network).await?,
+        free_port(&network).await?,
+        free_port(&network).await?,
+        free_port(&network).await?,
+    );
     let clock = Arc::new(SystemClock::new());
     let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     // to_us: how eu-west reaches us-east (its replication link from
@@ -132,7 +135,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         to_eu.addr().port(),
         &log_section(brokers.as_ref().map(|b| &b.1)),
     )?;
-    let start = |region: &str| -> anyhow::Result<Server> {
+    let start = async |region: &str| -> anyhow::Result<Server> {
         start_child(&[
             "dev".into(),
             "--profile".into(),
@@ -148,9 +151,10 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
             "--registrations-per-minute".into(),
             "1000000".into(),
         ])
+        .await
     };
-    let us = start("us-east")?;
-    let eu = start("eu-west")?;
+    let us = start("us-east").await?;
+    let eu = start("eu-west").await?;
     let log_name = match options.log {
         LogKind::Embedded => "embedded log",
         LogKind::Kafka => "Kafka log (tansu, SQLite storage)",
@@ -243,41 +247,41 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
             }
         }
     });
-    let filled_at = Instant::now();
+    let filled_at = now();
     join_all(fill).await;
-    let fill_secs = filled_at.elapsed().as_secs_f64();
+    let fill_secs = (now() - filled_at).as_secs_f64();
     // Everything accepted is relayed into us-east's log before the heal.
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = now() + Duration::from_secs(120);
     let mut in_log = relayed(us.base.clone()).await?;
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let now = relayed(us.base.clone()).await?;
-        if now == in_log || Instant::now() > deadline {
+        let relayed_now = relayed(us.base.clone()).await?;
+        if relayed_now == in_log || now() > deadline {
             break;
         }
-        in_log = now;
+        in_log = relayed_now;
     }
     let applied_before = applied(eu.base.clone()).await?;
     let backlog = in_log.saturating_sub(applied_before);
     to_us.heal();
-    let healed_at = Instant::now();
+    let healed_at = now();
     let mut first_applied = None;
     loop {
-        let now = applied(eu.base.clone()).await?;
-        if first_applied.is_none() && now > applied_before {
-            first_applied = Some(healed_at.elapsed());
+        let applied_now = applied(eu.base.clone()).await?;
+        if first_applied.is_none() && applied_now > applied_before {
+            first_applied = Some(now() - healed_at);
         }
-        if now >= in_log {
+        if applied_now >= in_log {
             break;
         }
         anyhow::ensure!(
-            healed_at.elapsed() < Duration::from_secs(300),
+            now() - healed_at < Duration::from_secs(300),
             "the link did not drain: {} of {backlog} applied",
-            now - applied_before
+            applied_now - applied_before
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let drain = healed_at.elapsed();
+    let drain = now() - healed_at;
     let reconnect = first_applied.context("nothing applied")?;
     let streaming = drain.saturating_sub(reconnect).as_secs_f64().max(0.001);
     println!(

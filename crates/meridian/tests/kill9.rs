@@ -6,51 +6,34 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use meridian_sdk::{Client, Rest};
 
+mod common;
+
 /// Starts `meridian dev` on free ports; returns the child and its REST base URL.
 fn start(data_dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .args([
-            "dev",
-            "--regions-dir",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../../regions"),
-            "--region",
-            "us-east",
-            "--listen",
-            "127.0.0.1:0",
-            "--core-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn meridian dev");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let base = loop {
-        let line = lines
-            .next()
-            .expect("meridian dev printed its URLs")
-            .expect("read");
-        if let Some(rest) = line.trim().strip_prefix("REST") {
-            let url = rest.split_whitespace().next().expect("url");
-            break url.trim_end_matches("/v1").to_string();
-        }
-    };
-    // Keep draining stdout so the child never blocks on a full pipe (a test
-    // helper thread, outside any simulated path).
-    #[allow(clippy::disallowed_methods)]
-    std::thread::spawn(move || for _ in lines {});
-    (child, base)
+    let regions = concat!(env!("CARGO_MANIFEST_DIR"), "/../../regions");
+    let fixed = [
+        "dev",
+        "--regions-dir",
+        regions,
+        "--region",
+        "us-east",
+        "--listen",
+        "127.0.0.1:0",
+        "--core-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+    ];
+    let args = fixed
+        .iter()
+        .map(std::ffi::OsStr::new)
+        .chain([data_dir.as_os_str()]);
+    common::start_meridian(args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,12 +8,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use meridian_sdk::{Client, Rest};
+
+mod common;
 
 /// A free loopback port (the child binds it right after).
 fn free_port() -> u16 {
@@ -49,41 +50,14 @@ core = "127.0.0.1:{}"
 /// Starts one region of `regions` as `meridian dev --region`; returns the
 /// child and its REST base URL.
 fn start(regions: &Path, region: &str, data: &Path, log: &[String]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .args([
-            "dev",
-            "--region",
-            region,
-            "--send-rate",
-            "10000",
-            "--regions-dir",
-        ])
-        .arg(regions)
-        .arg("--data-dir")
-        .arg(data)
-        .args(log)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn meridian dev");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let base = loop {
-        let line = lines
-            .next()
-            .expect("meridian dev printed its URLs")
-            .expect("read");
-        if let Some(rest) = line.trim().strip_prefix("REST") {
-            let url = rest.split_whitespace().next().expect("url");
-            break url.trim_end_matches("/v1").to_string();
-        }
-    };
-    // Keep draining stdout so the child never blocks on a full pipe (a test
-    // helper thread, outside any simulated path).
-    #[allow(clippy::disallowed_methods)]
-    std::thread::spawn(move || for _ in lines {});
-    (child, base)
+    let mut args: Vec<std::ffi::OsString> = ["dev", "--region", region, "--send-rate", "10000"]
+        .iter()
+        .map(Into::into)
+        .collect();
+    args.extend(["--regions-dir".into(), regions.into()]);
+    args.extend(["--data-dir".into(), data.into()]);
+    args.extend(log.iter().map(Into::into));
+    common::start_meridian(args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -127,14 +127,12 @@ impl Tasks {
         &mut self,
         work: impl std::future::Future<Output = ()> + Send + 'static,
     ) {
-        let stopped = self.stopped();
-        self.tasks.push(tokio::spawn(async move {
-            tokio::select! {
-                biased;
-                () = stopped => {}
-                () = work => {}
-            }
-        }));
+        let stopped = self.shutdown.subscribe();
+        self.tasks
+            .push(tokio::spawn(meridian_seams::shutdown::until_shutdown(
+                Some(stopped),
+                work,
+            )));
     }
 
     /// Stops accepting, lets open requests finish for up to five seconds,

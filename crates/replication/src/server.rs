@@ -177,22 +177,10 @@ impl Replication for LinkServer {
             ends: BTreeMap::new(),
             ends_read_at: Duration::ZERO,
         };
-        let mut shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            let stopped = async {
-                if let Some(stop) = shutdown.as_mut()
-                    && stop.wait_for(|s| *s).await.is_ok()
-                {
-                    return;
-                }
-                std::future::pending::<()>().await;
-            };
-            tokio::select! {
-                biased;
-                () = stopped => {}
-                () = pump.run(reader, up, down) => {}
-            }
-        });
+        tokio::spawn(meridian_seams::shutdown::until_shutdown(
+            self.shutdown.clone(),
+            pump.run(reader, up, down),
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(down_rx))))
     }
 }

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod ids;
 pub mod net;
 pub mod rng;
+pub mod shutdown;
 
 pub use clock::{Clock, SharedClock, SystemClock};
 pub use ids::Ids;
