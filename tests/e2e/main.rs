@@ -11,6 +11,7 @@ mod bad_input;
 mod delivery;
 mod groups;
 mod limits;
+mod media;
 mod receipts;
 mod regions;
 mod retention;

@@ -25,6 +25,39 @@ pub struct CoreConfig {
     pub max_unacked: usize,
     /// Sends being processed at once on one gateway stream (admission control).
     pub max_inflight_per_stream: usize,
+    /// Media limits.
+    pub media: MediaLimits,
+}
+
+/// Limits and timings of media uploads and downloads.
+#[derive(Debug, Clone)]
+pub struct MediaLimits {
+    /// Largest upload, bytes.
+    pub max_bytes: u64,
+    /// Media a message may carry.
+    pub max_attachments: usize,
+    /// How long an upload URL is valid (at most 15 minutes).
+    pub upload_ttl: Duration,
+    /// How long a download URL is valid.
+    pub download_ttl: Duration,
+    /// How long `complete` waits for the check before answering `checking`.
+    pub complete_wait: Duration,
+    /// How long after its upload URL expired an upload that was never
+    /// completed (or was rejected) is kept before the sweep deletes it.
+    pub abandoned_grace: Duration,
+}
+
+impl Default for MediaLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 100 * 1024 * 1024,
+            max_attachments: 10,
+            upload_ttl: Duration::from_secs(15 * 60),
+            download_ttl: Duration::from_secs(5 * 60),
+            complete_wait: Duration::from_secs(10),
+            abandoned_grace: Duration::from_secs(3600),
+        }
+    }
 }
 
 impl CoreConfig {
@@ -41,6 +74,7 @@ impl CoreConfig {
             delivery_batch: 128,
             max_unacked: 1024,
             max_inflight_per_stream: 4096,
+            media: MediaLimits::default(),
         }
     }
 }

@@ -5,8 +5,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
+use meridian_media::Presigned;
 use meridian_proto::core::{self as pb, core_server};
-use meridian_store::{Conversation, ConversationKind, Member, Message, Role};
+use meridian_store::{
+    Attachment, Conversation, ConversationKind, Media, MediaState, MediaThumbnail, Member, Message,
+    Role,
+};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -73,6 +77,62 @@ pub(crate) fn message_info(message: Message) -> pb::MessageInfo {
         payload: message.payload,
         reply_to: message.reply_to,
         sent_ms: message.sent_ms,
+        attachments: message
+            .attachments
+            .into_iter()
+            .map(attachment_info)
+            .collect(),
+    }
+}
+
+fn thumbnail_info(thumbnail: MediaThumbnail) -> pb::Thumbnail {
+    pb::Thumbnail {
+        width: thumbnail.width,
+        height: thumbnail.height,
+        size: thumbnail.size,
+    }
+}
+
+fn attachment_info(attachment: Attachment) -> pb::Attachment {
+    pb::Attachment {
+        media_id: attachment.media_id,
+        content_type: attachment.content_type,
+        size: attachment.size,
+        sha256: attachment.sha256,
+        thumbnail: attachment.thumbnail.map(thumbnail_info),
+    }
+}
+
+fn media_info(media: Media) -> pb::MediaInfo {
+    let (state, reason, detail) = match media.state {
+        MediaState::Pending => ("pending", String::new(), String::new()),
+        MediaState::Checking => ("checking", String::new(), String::new()),
+        MediaState::Ready => ("ready", String::new(), String::new()),
+        MediaState::Rejected { reason, detail } => ("rejected", reason, detail),
+    };
+    pb::MediaInfo {
+        media_id: media.id,
+        content_type: media.content_type,
+        size: media.size,
+        sha256: media.sha256,
+        state: state.to_string(),
+        reason,
+        detail,
+        thumbnail: media.thumbnail.map(thumbnail_info),
+        created_ms: media.created_ms,
+    }
+}
+
+fn presigned_info(presigned: Presigned) -> pb::PresignedRequest {
+    pb::PresignedRequest {
+        method: presigned.method,
+        url: presigned.url,
+        headers: presigned
+            .headers
+            .into_iter()
+            .map(|(name, value)| pb::Header { name, value })
+            .collect(),
+        expires_ms: presigned.expires_ms,
     }
 }
 
@@ -350,6 +410,72 @@ impl core_server::Core for CoreService {
             .await?;
         Ok(Response::new(pb::HistoryPage {
             messages: messages.into_iter().map(message_info).collect(),
+        }))
+    }
+
+    async fn create_upload(
+        &self,
+        request: Request<pb::CreateUploadRequest>,
+    ) -> Result<Response<pb::UploadSlot>, Status> {
+        let request = request.into_inner();
+        let caller = caller_of(request.caller)?;
+        let slot = self
+            .messaging
+            .create_upload(
+                &caller,
+                request.size,
+                &request.content_type,
+                &request.sha256,
+            )
+            .await?;
+        Ok(Response::new(pb::UploadSlot {
+            media: Some(media_info(slot.media)),
+            upload: Some(presigned_info(slot.upload)),
+        }))
+    }
+
+    async fn complete_upload(
+        &self,
+        request: Request<pb::MediaRequest>,
+    ) -> Result<Response<pb::MediaInfo>, Status> {
+        let request = request.into_inner();
+        let caller = caller_of(request.caller)?;
+        let media = self
+            .messaging
+            .complete_upload(&caller, &request.media_id)
+            .await?;
+        Ok(Response::new(media_info(media)))
+    }
+
+    async fn get_media(
+        &self,
+        request: Request<pb::MediaRequest>,
+    ) -> Result<Response<pb::MediaInfo>, Status> {
+        let request = request.into_inner();
+        let caller = caller_of(request.caller)?;
+        let media = self.messaging.get_media(&caller, &request.media_id).await?;
+        Ok(Response::new(media_info(media)))
+    }
+
+    async fn media_download(
+        &self,
+        request: Request<pb::MediaDownloadRequest>,
+    ) -> Result<Response<pb::MediaDownloadInfo>, Status> {
+        let request = request.into_inner();
+        let caller = caller_of(request.caller)?;
+        let download = self
+            .messaging
+            .media_download(
+                &caller,
+                &request.conv_id,
+                &request.msg_id,
+                &request.media_id,
+            )
+            .await?;
+        Ok(Response::new(pb::MediaDownloadInfo {
+            attachment: Some(attachment_info(download.attachment)),
+            download: Some(presigned_info(download.download)),
+            thumbnail: download.thumbnail.map(presigned_info),
         }))
     }
 

@@ -10,7 +10,11 @@
 //! - [`grpc::CoreService`] is the tonic `Core` service: unary calls for
 //!   request/response operations, one multiplexed `Session` stream per
 //!   gateway for sends, acks, receipts and deliveries.
-//! - [`retention::Sweeper`] prunes inboxes and history past retention.
+//! - [`retention::Sweeper`] prunes inboxes and history past retention, and
+//!   deletes media past theirs.
+//! - Media ([`media`]): upload slots (presigned PUTs), the check worker
+//!   ([`media_check::MediaChecker`]: size, hash, type, thumbnails), sends
+//!   carrying ready media, download URLs for members.
 //! - Regions: users, devices and groups are `"{uuid}@{region}"`. A send is
 //!   accepted by the sender's home core, which writes members homed elsewhere
 //!   an outbox entry per region in the same transaction; group changes are
@@ -20,7 +24,8 @@
 //!   needs (does a user homed elsewhere exist?).
 //!
 //! # What it must not touch
-//! No HTTP or WebSocket types (the gateway owns the client edge), no storage
+//! No HTTP or WebSocket types (the gateway owns the client edge), no S3
+//! calls except through `meridian-media`, no storage
 //! engine (only `meridian-kv`'s interface), no wall clock or randomness except
 //! through `meridian-seams`.
 
@@ -29,6 +34,8 @@ mod config;
 mod error;
 pub mod grpc;
 mod hlc;
+pub mod media;
+pub mod media_check;
 mod messaging;
 pub mod peers;
 pub mod retention;
@@ -36,9 +43,10 @@ mod session;
 mod validate;
 
 pub use apply::ReplicationApplier;
-pub use config::CoreConfig;
+pub use config::{CoreConfig, MediaLimits};
 pub use error::CoreError;
 pub use hlc::{Hlc, HlcError, physical_ms, stamp_at};
+pub use media::MediaDeps;
 pub use messaging::{
     Caller, ConversationDetail, Credentials, Messaging, SendInput, direct_conversation_id,
 };

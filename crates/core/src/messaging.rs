@@ -13,6 +13,7 @@ use meridian_store::{
 };
 use sha2::{Digest, Sha256};
 
+use crate::media::MediaDeps;
 use crate::peers::{Peers, region_of};
 use crate::validate;
 use crate::{CoreConfig, CoreError, Hlc};
@@ -57,6 +58,8 @@ pub struct SendInput {
     pub reply_to: Option<String>,
     /// Highest HLC the client has seen.
     pub last_seen_hlc: u64,
+    /// Media ids the message carries (ready uploads of the sender).
+    pub attachments: Vec<String>,
 }
 
 /// The domain service of one region's core.
@@ -66,6 +69,7 @@ pub struct Messaging {
     hlc: Hlc,
     config: CoreConfig,
     peers: Peers,
+    media: MediaDeps,
 }
 
 impl std::fmt::Debug for Messaging {
@@ -97,8 +101,15 @@ pub fn direct_conversation_id(a: &str, b: &str) -> String {
 }
 
 impl Messaging {
-    /// A service over `db`, reaching the other regions' cores through `peers`.
-    pub fn new(db: Database, ids: Ids, config: CoreConfig, peers: Peers) -> Arc<Self> {
+    /// A service over `db`, reaching the other regions' cores through
+    /// `peers` and object storage through `media`.
+    pub fn new(
+        db: Database,
+        ids: Ids,
+        config: CoreConfig,
+        peers: Peers,
+        media: MediaDeps,
+    ) -> Arc<Self> {
         let hlc = Hlc::new(
             ids.clock().clone(),
             config.max_clock_offset.as_millis() as u64,
@@ -109,7 +120,13 @@ impl Messaging {
             hlc,
             config,
             peers,
+            media,
         })
+    }
+
+    /// Object storage.
+    pub(crate) fn media(&self) -> &MediaDeps {
+        &self.media
     }
 
     /// The HLC of this core.
@@ -194,7 +211,7 @@ impl Messaging {
 
     /// Refuses a caller homed in another region: its sends, receipts and
     /// creations belong to its home core (gateways route them there).
-    fn require_homed_here(&self, caller: &Caller) -> Result<(), CoreError> {
+    pub(crate) fn require_homed_here(&self, caller: &Caller) -> Result<(), CoreError> {
         if self.is_local(&caller.user_id) {
             Ok(())
         } else {
@@ -428,7 +445,7 @@ impl Messaging {
         Ok(())
     }
 
-    async fn require_member(
+    pub(crate) async fn require_member(
         tx: &meridian_kv::Transaction,
         conv_id: &str,
         user_id: &str,
@@ -974,9 +991,13 @@ impl Messaging {
         self.require_homed_here(caller)?;
         validate::id("conv_id", &input.conv_id)?;
         validate::client_msg_id(&input.client_msg_id)?;
-        if input.payload.is_empty() {
-            return Err(refused(ErrorCode::PayloadEmpty, "payload is empty"));
+        if input.payload.is_empty() && input.attachments.is_empty() {
+            return Err(refused(
+                ErrorCode::PayloadEmpty,
+                "payload is empty and nothing is attached",
+            ));
         }
+        self.validate_attachments(&input.attachments)?;
         if input.payload.len() > self.config.max_payload_bytes {
             return Err(refused(
                 ErrorCode::PayloadTooLarge,
@@ -1024,6 +1045,7 @@ impl Messaging {
                             })?;
                         observed = observed.max(parent_at.hlc);
                     }
+                    let attachments = self.attach(&tx, caller, &input.attachments, now).await?;
                     let hlc = self.hlc.next_after(observed).map_err(|e| {
                         metrics::counter!("meridian_hlc_refused_total", "source" => "client", "region" => self.config.region.clone())
                             .increment(1);
@@ -1041,6 +1063,7 @@ impl Messaging {
                         payload: input.payload.clone(),
                         reply_to: input.reply_to.clone(),
                         sent_ms: now,
+                        attachments,
                     };
                     store::put_message(&tx, &message)?;
                     let entry = InboxEntry::Message {

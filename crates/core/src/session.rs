@@ -231,6 +231,7 @@ pub(crate) async fn serve_stream(
                         payload: send.payload,
                         reply_to: send.reply_to,
                         last_seen_hlc: send.last_seen_hlc,
+                        attachments: send.attachments,
                     };
                     let frame = match messaging.send(&caller, &input).await {
                         Ok(record) => SessionDown {

@@ -37,8 +37,14 @@ pub fn http_status(code: ErrorCode) -> StatusCode {
         | ErrorCode::InvalidName
         | ErrorCode::BadCursor => StatusCode::BAD_REQUEST,
         ErrorCode::FrameTooLarge | ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::GroupFull | ErrorCode::WrongRegion => StatusCode::CONFLICT,
-        ErrorCode::ClockSkew => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::MediaTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ErrorCode::GroupFull
+        | ErrorCode::WrongRegion
+        | ErrorCode::MediaNotUploaded
+        | ErrorCode::MediaNotReady => StatusCode::CONFLICT,
+        ErrorCode::ClockSkew | ErrorCode::MediaRejected => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::MediaUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Unauthenticated | ErrorCode::InvalidToken | ErrorCode::TokenRevoked => {
             StatusCode::UNAUTHORIZED
         }

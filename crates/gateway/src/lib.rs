@@ -17,6 +17,7 @@
 mod cores;
 mod error;
 mod limits;
+mod media;
 pub mod mux;
 mod openapi;
 mod rest;

@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use crate::{ApiError, AppState};
 
-type Shared = State<Arc<AppState>>;
+pub(crate) type Shared = State<Arc<AppState>>;
 
 pub(crate) fn routes(state: Arc<AppState>) -> Router {
     let max_body = state.config.max_body_bytes;
@@ -52,6 +52,16 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router {
             delete(remove_member),
         )
         .route("/v1/conversations/{conv_id}/messages", get(history))
+        .route(
+            "/v1/conversations/{conv_id}/messages/{msg_id}/media/{media_id}",
+            get(crate::media::media_download),
+        )
+        .route("/v1/media", post(crate::media::create_upload))
+        .route("/v1/media/{media_id}", get(crate::media::get_media))
+        .route(
+            "/v1/media/{media_id}/complete",
+            post(crate::media::complete_upload),
+        )
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(state)
@@ -564,7 +574,8 @@ async fn history(
     info(title = "Meridian", description = "Meridian's REST API. The live session is a WebSocket at /v1/ws; see docs/protocol.md."),
     paths(healthz, readyz, metrics_text, openapi, register, get_user, add_device, list_devices, revoke_device,
           direct, create_group, list_conversations, get_conversation, rename, list_members, add_members,
-          remove_member, history),
+          remove_member, history, crate::media::create_upload, crate::media::complete_upload,
+          crate::media::get_media, crate::media::media_download),
     components(schemas(meridian_proto::frames::ErrorBody, ErrorCode, meridian_proto::frames::WireMessage)),
     modifiers(&BearerAuth)
 )]

@@ -389,6 +389,7 @@ async fn handle(
             payload,
             reply_to,
             last_seen_hlc,
+            attachments,
         } => {
             let refuse = |code, message: &str| Refusal {
                 id: Some(id),
@@ -403,8 +404,11 @@ async fn handle(
                     "too many sends; slow down and retry",
                 ));
             }
-            if payload.is_empty() {
-                return Err(refuse(ErrorCode::PayloadEmpty, "payload is empty"));
+            if payload.is_empty() && attachments.is_empty() {
+                return Err(refuse(
+                    ErrorCode::PayloadEmpty,
+                    "payload is empty and nothing is attached",
+                ));
             }
             if payload.len() > state.config.max_payload_bytes {
                 let message = format!("payload exceeds {} bytes", state.config.max_payload_bytes);
@@ -419,6 +423,7 @@ async fn handle(
                 payload,
                 reply_to,
                 last_seen_hlc,
+                attachments,
             }))
             .await
             .map_err(unavailable)?;
@@ -478,6 +483,11 @@ pub(crate) fn wire_message(message: pb::MessageInfo) -> WireMessage {
         payload: message.payload,
         reply_to: message.reply_to,
         sent_ms: message.sent_ms,
+        attachments: message
+            .attachments
+            .into_iter()
+            .map(crate::media::attachment_view)
+            .collect(),
     }
 }
 

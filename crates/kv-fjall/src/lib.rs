@@ -153,6 +153,9 @@ impl Engine for FjallEngine {
     fn write(&self, batch: Vec<EngineMutation>) -> BoxFuture<'static, Result<(), KvError>> {
         let engine = self.clone();
         Box::pin(async move {
+            // The engine owns its fsync thread work; fjall never runs under
+            // simulation (the memory engine does).
+            #[allow(clippy::disallowed_methods)]
             tokio::task::spawn_blocking(move || engine.write_blocking(batch))
                 .await
                 .map_err(|join| KvError::CommitUnknownResult {

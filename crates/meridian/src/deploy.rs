@@ -11,7 +11,9 @@ use std::time::Duration;
 use anyhow::Context;
 use meridian_core::CoreConfig;
 use meridian_gateway::GatewayConfig;
+use meridian_media::{EmbeddedS3, S3Target};
 use meridian_region::config::{Deployment, RegionConfig};
+use meridian_region::media;
 use meridian_region::{
     CoreOptions, GatewayOptions, Listen, LogChoice, RegionOptions, StoreChoice, start_core,
     start_gateway, start_regions,
@@ -168,12 +170,7 @@ impl Common {
         if region.store.engine == "foundationdb" {
             return foundationdb_store(region);
         }
-        let dir = region
-            .store
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(&region.name));
-        Ok(StoreChoice::Fjall(self.data_dir.join(dir)))
+        Ok(StoreChoice::Fjall(self.region_dir(region)))
     }
 
     fn log(&self, region: &RegionConfig) -> anyhow::Result<LogChoice> {
@@ -205,6 +202,72 @@ impl Common {
             Profile::Production => region.log.replication_factor,
         };
         Ok(LogChoice::Kafka(config))
+    }
+
+    /// The directory of `region`'s durable state.
+    fn region_dir(&self, region: &RegionConfig) -> PathBuf {
+        let dir = region
+            .store
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&region.name));
+        self.data_dir.join(dir)
+    }
+
+    /// Every region's bucket; with the local profile, also starts the
+    /// embedded S3 servers of the regions in `serve` (their data beside the
+    /// region's store). Without credentials in production, media is off
+    /// (`media_unavailable`) and messaging runs.
+    async fn media(
+        &self,
+        deployment: &Deployment,
+        serve: &[String],
+    ) -> anyhow::Result<(Vec<EmbeddedS3>, BTreeMap<String, S3Target>)> {
+        let network = TokioNetwork::shared();
+        let mut servers = Vec::new();
+        let mut targets = BTreeMap::new();
+        for region in deployment.regions.values() {
+            let Some(s3) = &region.s3 else { continue };
+            match self.profile {
+                Profile::Local => {
+                    let Some(addr) = &region.local.s3 else {
+                        continue;
+                    };
+                    if serve.contains(&region.name) {
+                        let listen = parse_addr(addr, "s3 address")?;
+                        let dir = self.region_dir(region).join("s3");
+                        let (server, target) =
+                            media::start_embedded_s3(region, listen, &dir, &network).await?;
+                        servers.push(server);
+                        targets.insert(region.name.clone(), target);
+                    } else if let Some(target) =
+                        media::local_target(region, format!("http://{addr}"))
+                    {
+                        targets.insert(region.name.clone(), target);
+                    }
+                }
+                Profile::Production => {
+                    let (key, secret) = match media::credentials_from_env() {
+                        Ok(credentials) => credentials,
+                        Err(error) => {
+                            tracing::warn!(%error, "media is off: no S3 credentials");
+                            return Ok((servers, BTreeMap::new()));
+                        }
+                    };
+                    targets.insert(
+                        region.name.clone(),
+                        S3Target {
+                            endpoint: s3.endpoint.clone(),
+                            aws_region: s3.signing_region(),
+                            bucket: s3.bucket.clone(),
+                            access_key_id: key,
+                            secret_access_key: secret,
+                        },
+                    );
+                }
+            }
+        }
+        Ok((servers, targets))
     }
 
     /// The other regions' core addresses, as `region` reaches them.
@@ -268,6 +331,8 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let metrics = metrics_recorder()?;
     let rng = Rng::from_os().context("no entropy from the operating system")?;
     let clock = common.clock();
+    let (s3_servers, s3_targets) = common.media(&deployment, &names).await?;
+    let media_deps = media::media_deps(&s3_targets, &clock);
     let mut options = Vec::new();
     for name in &names {
         let region = deployment.region(name)?;
@@ -287,6 +352,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             peers: common.peers(&deployment, name),
             log: common.log(region)?,
             link: Default::default(),
+            media: media_deps.clone(),
         });
     }
     let handles = if options.len() == 1 {
@@ -303,6 +369,10 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         println!("  WebSocket ws://{}/v1/ws", region.gateway_addr);
         println!("  health    {base}/healthz  {base}/readyz  {base}/metrics");
         println!("  core gRPC {}", region.core_addr);
+        if let Some(target) = s3_targets.get(name) {
+            let endpoint = target.endpoint.as_deref().unwrap_or("AWS S3");
+            println!("  media     bucket {} at {endpoint}", target.bucket);
+        }
     }
     println!("data in {}", common.data_dir.display());
     if let Some(first) = handles.first() {
@@ -314,6 +384,9 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     println!("stopping");
     for handle in handles {
         handle.stop().await;
+    }
+    for server in s3_servers {
+        server.stop().await;
     }
     Ok(())
 }
@@ -348,22 +421,30 @@ pub async fn core(args: PartArgs) -> anyhow::Result<()> {
             }
         });
     }
+    let clock = common.clock();
+    let (s3_servers, s3_targets) = common
+        .media(&deployment, std::slice::from_ref(&region.name))
+        .await?;
     let handle = start_core(CoreOptions {
         config: common.core_config(region),
         store: common.store(region)?,
         listen: Listen::Address(args.listen.unwrap_or(core_listen)),
         network: TokioNetwork::shared(),
-        clock: common.clock(),
+        clock: clock.clone(),
         rng: Rng::from_os().context("no entropy from the operating system")?,
         sweep: true,
         peers: common.peers(&deployment, &region.name),
         log: common.log(region)?,
         link: Default::default(),
+        media: media::media_deps(&s3_targets, &clock),
     })
     .await?;
     println!("meridian core: region {} on {}", region.name, handle.addr);
     crate::shutdown_signal().await?;
     handle.stop().await;
+    for server in s3_servers {
+        server.stop().await;
+    }
     Ok(())
 }
 

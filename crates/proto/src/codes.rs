@@ -53,6 +53,19 @@ pub enum ErrorCode {
     /// The request reached a core that does not own its subject (a group is
     /// changed only at its owner region's core; gateways route there).
     WrongRegion,
+    /// A declared upload exceeds the media size limit.
+    MediaTooLarge,
+    /// A declared content type is not on the allow-list.
+    UnsupportedMediaType,
+    /// `complete` before anything was uploaded to the slot.
+    MediaNotUploaded,
+    /// The media is still being checked; retry `complete` or the send.
+    MediaNotReady,
+    /// The upload failed its checks (size, checksum, type); it cannot be sent.
+    MediaRejected,
+    /// Object storage cannot be reached; retry later (text messaging is
+    /// unaffected).
+    MediaUnavailable,
     /// The service is temporarily unable to answer; retry.
     Unavailable,
     /// An internal failure; nothing was changed that the client was told about.
@@ -83,6 +96,12 @@ impl ErrorCode {
             Self::BadCursor => "bad_cursor",
             Self::ClockSkew => "clock_skew",
             Self::WrongRegion => "wrong_region",
+            Self::MediaTooLarge => "media_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::MediaNotUploaded => "media_not_uploaded",
+            Self::MediaNotReady => "media_not_ready",
+            Self::MediaRejected => "media_rejected",
+            Self::MediaUnavailable => "media_unavailable",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -108,14 +127,19 @@ impl ErrorCode {
             | Self::PayloadTooLarge
             | Self::GroupFull
             | Self::ClockSkew
-            | Self::WrongRegion => tonic::Code::FailedPrecondition,
+            | Self::WrongRegion
+            | Self::MediaTooLarge
+            | Self::UnsupportedMediaType
+            | Self::MediaNotUploaded
+            | Self::MediaNotReady
+            | Self::MediaRejected => tonic::Code::FailedPrecondition,
             Self::Unauthenticated | Self::InvalidToken | Self::TokenRevoked => {
                 tonic::Code::Unauthenticated
             }
             Self::Forbidden | Self::NotMember => tonic::Code::PermissionDenied,
             Self::NotFound => tonic::Code::NotFound,
             Self::RateLimited => tonic::Code::ResourceExhausted,
-            Self::Unavailable => tonic::Code::Unavailable,
+            Self::Unavailable | Self::MediaUnavailable => tonic::Code::Unavailable,
             Self::Internal => tonic::Code::Internal,
         }
     }

@@ -36,6 +36,9 @@ pub enum ClientFrame {
         /// Highest HLC the client has seen, so the new message orders after it.
         #[serde(default)]
         last_seen_hlc: u64,
+        /// Media ids (ready uploads of this user, at most 10) the message carries.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        attachments: Vec<String>,
     },
     /// Everything up to and including `cursor` is stored on this device.
     Ack {
@@ -109,6 +112,110 @@ pub struct WireMessage {
     pub reply_to: Option<String>,
     /// Acceptance time, unix ms.
     pub sent_ms: u64,
+    /// Media the message carries; download URLs come from
+    /// `GET /v1/conversations/{conv_id}/messages/{msg_id}/media/{media_id}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<AttachmentView>,
+}
+
+/// A media object a message carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AttachmentView {
+    /// `"{uuid}@{origin_region}"`.
+    pub media_id: String,
+    /// Checked content type.
+    pub content_type: String,
+    /// Bytes.
+    pub size: u64,
+    /// SHA-256 of the content, hex.
+    pub sha256: String,
+    /// The thumbnail (JPEG, longest side at most 320 px), for images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<ThumbnailView>,
+}
+
+/// A thumbnail's shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ThumbnailView {
+    /// Width, pixels.
+    pub width: u32,
+    /// Height, pixels.
+    pub height: u32,
+    /// Bytes.
+    pub size: u64,
+}
+
+/// `POST /v1/media`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateUploadRequest {
+    /// Exact size of the content, bytes (1 to 100 MiB by default).
+    pub size: u64,
+    /// Content type from the allow-list (images, video, audio, PDF, generic files).
+    pub content_type: String,
+    /// SHA-256 of the content, 64 hex characters.
+    pub sha256: String,
+}
+
+/// An HTTP request to make exactly as given (the URL is presigned; the
+/// headers are signed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PresignedView {
+    /// `PUT` or `GET`.
+    pub method: String,
+    /// The presigned URL.
+    pub url: String,
+    /// Headers to send with exactly these values.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// When the URL stops working, unix ms.
+    pub expires_ms: u64,
+}
+
+/// An upload as its uploader sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MediaView {
+    /// Id to attach to messages.
+    pub media_id: String,
+    /// Declared content type.
+    pub content_type: String,
+    /// Declared size.
+    pub size: u64,
+    /// Declared SHA-256, hex.
+    pub sha256: String,
+    /// `pending` (upload, then complete), `checking`, `ready` or `rejected`.
+    pub state: String,
+    /// For `rejected`: `size_mismatch`, `checksum_mismatch`, `type_mismatch`,
+    /// `undecodable_image` or `not_uploaded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// For `rejected`: detail for humans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// For ready images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<ThumbnailView>,
+    /// When the slot was issued, unix ms.
+    pub created_ms: u64,
+}
+
+/// `POST /v1/media` response.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UploadSlotView {
+    /// The new upload (state `pending`).
+    pub media: MediaView,
+    /// The PUT to make with the content as body.
+    pub upload: PresignedView,
+}
+
+/// `GET /v1/conversations/{conv_id}/messages/{msg_id}/media/{media_id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MediaDownloadView {
+    /// The attachment.
+    pub attachment: AttachmentView,
+    /// GET of the content.
+    pub download: PresignedView,
+    /// GET of the thumbnail, for images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<PresignedView>,
 }
 
 /// One delivered inbox entry.

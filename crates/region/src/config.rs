@@ -53,6 +53,10 @@ pub struct Addresses {
     pub gateway: String,
     /// Core gRPC (gateways, and replication links from other regions).
     pub core: String,
+    /// The embedded S3 server (local profile only; production uses the
+    /// `[s3]` endpoint or AWS).
+    #[serde(default)]
+    pub s3: Option<String>,
 }
 
 /// Where a region's state lives.
@@ -140,6 +144,21 @@ pub struct S3Config {
     /// AWS region of the bucket.
     #[serde(default)]
     pub aws_region: Option<String>,
+    /// An S3-compatible endpoint (`https://host:port`) in production; AWS S3
+    /// when absent. Credentials come from `MERIDIAN_S3_ACCESS_KEY_ID` and
+    /// `MERIDIAN_S3_SECRET_ACCESS_KEY` (else `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+}
+
+impl S3Config {
+    /// The AWS region name signatures use.
+    pub fn signing_region(&self) -> String {
+        self.aws_region
+            .clone()
+            .unwrap_or_else(|| "us-east-1".into())
+    }
 }
 
 /// Which clients GeoDNS sends to this region.

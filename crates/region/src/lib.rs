@@ -10,6 +10,7 @@
 //! ([`config::RegionConfig`]), never globals.
 
 pub mod config;
+pub mod media;
 
 /// Stops the FoundationDB client network before the process exits.
 #[cfg(feature = "fdb")]
@@ -22,6 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use meridian_core::MediaDeps;
+use meridian_core::media_check::MediaChecker;
 use meridian_core::peers::Peers;
 use meridian_core::retention::Sweeper;
 use meridian_core::{CoreConfig, Messaging, ReplicationApplier, grpc::CoreService};
@@ -173,6 +176,9 @@ pub struct CoreOptions {
     pub log: LogChoice,
     /// Replication link timings.
     pub link: LinkConfig,
+    /// Object storage: every region's bucket (none: media is refused with
+    /// `media_unavailable`, messaging works).
+    pub media: MediaDeps,
 }
 
 /// A running core.
@@ -236,6 +242,7 @@ pub async fn start_core(options: CoreOptions) -> anyhow::Result<CoreHandle> {
         ids,
         options.config.clone(),
         Peers::new(peer_channels),
+        options.media.clone(),
     );
     let log: SharedLog = match options.log {
         LogChoice::Embedded { partitions } => Arc::new(EmbeddedLog::new(
@@ -295,6 +302,9 @@ pub async fn start_core(options: CoreOptions) -> anyhow::Result<CoreHandle> {
     }
     if options.sweep {
         tasks.spawn_until_stopped(Sweeper::new(messaging.clone()).run());
+    }
+    if options.media.buckets.contains_key(&region) {
+        tasks.spawn_until_stopped(MediaChecker::new(messaging.clone()).run());
     }
     Ok(CoreHandle {
         addr,
@@ -407,6 +417,8 @@ pub struct RegionOptions {
     pub log: LogChoice,
     /// Replication link timings.
     pub link: LinkConfig,
+    /// Object storage.
+    pub media: MediaDeps,
 }
 
 impl RegionOptions {
@@ -433,6 +445,7 @@ impl RegionOptions {
             peers: BTreeMap::new(),
             log: LogChoice::default(),
             link: LinkConfig::default(),
+            media: MediaDeps::default(),
         }
     }
 }
@@ -478,6 +491,7 @@ pub async fn start_region(options: RegionOptions) -> anyhow::Result<RegionHandle
         peers: options.peers,
         log: options.log,
         link: options.link,
+        media: options.media,
     })
     .await?;
     let mut cores = peers;

@@ -192,6 +192,7 @@ impl ReplicationLog for KafkaLog {
         let partitions = self.config.partitions;
         // librdkafka's watermark query blocks; Kafka never runs in the
         // simulation, so a blocking thread is fine here.
+        #[allow(clippy::disallowed_methods)]
         tokio::task::spawn_blocking(move || {
             let mut out = BTreeMap::new();
             for partition in 0..partitions {

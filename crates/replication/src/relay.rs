@@ -176,6 +176,7 @@ mod tests {
                         payload: payload.clone(),
                         reply_to: None,
                         sent_ms: 0,
+                        attachments: Vec::new(),
                     },
                     recipients: vec!["b@eu-west".into()],
                 },

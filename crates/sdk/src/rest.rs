@@ -256,4 +256,102 @@ impl Rest {
         }
         self.call(reqwest::Method::GET, &path, None::<&()>).await
     }
+
+    /// `POST /v1/media`: an upload slot for `size` bytes of `content_type`
+    /// whose SHA-256 is `sha256_hex`.
+    ///
+    /// # Errors
+    /// As [`Rest::register`].
+    pub async fn create_upload(
+        &self,
+        size: u64,
+        content_type: &str,
+        sha256_hex: &str,
+    ) -> Result<UploadSlotView, SdkError> {
+        let body = CreateUploadRequest {
+            size,
+            content_type: content_type.into(),
+            sha256: sha256_hex.into(),
+        };
+        self.call(reqwest::Method::POST, "/v1/media", Some(&body))
+            .await
+    }
+
+    /// Makes a presigned request (the upload's PUT or a download's GET) with
+    /// its signed headers, and returns the response body.
+    ///
+    /// # Errors
+    /// [`SdkError::Api`] with the storage's status (and `bad_request` as
+    /// code) when it refuses.
+    pub async fn presigned(
+        &self,
+        request: &PresignedView,
+        body: Option<Vec<u8>>,
+    ) -> Result<bytes::Bytes, SdkError> {
+        let method = reqwest::Method::from_bytes(request.method.as_bytes())
+            .map_err(|e| SdkError::Protocol(e.to_string()))?;
+        let mut http = self.http.request(method, &request.url);
+        for (name, value) in &request.headers {
+            http = http.header(name, value);
+        }
+        if let Some(body) = body {
+            http = http.body(body);
+        }
+        let response = http.send().await?;
+        let status = response.status();
+        let bytes = response.bytes().await?;
+        if status.is_success() {
+            Ok(bytes)
+        } else {
+            Err(SdkError::Api {
+                status: status.as_u16(),
+                code: meridian_proto::ErrorCode::BadRequest,
+                message: String::from_utf8_lossy(&bytes).into_owned(),
+            })
+        }
+    }
+
+    /// `POST /v1/media/{id}/complete`.
+    ///
+    /// # Errors
+    /// As [`Rest::register`].
+    pub async fn complete_upload(&self, media_id: &str) -> Result<MediaView, SdkError> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/media/{media_id}/complete"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `GET /v1/media/{id}`.
+    ///
+    /// # Errors
+    /// As [`Rest::register`].
+    pub async fn media(&self, media_id: &str) -> Result<MediaView, SdkError> {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/v1/media/{media_id}"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `GET /v1/conversations/{conv}/messages/{msg}/media/{media}`.
+    ///
+    /// # Errors
+    /// As [`Rest::register`].
+    pub async fn media_download(
+        &self,
+        conv_id: &str,
+        msg_id: &str,
+        media_id: &str,
+    ) -> Result<MediaDownloadView, SdkError> {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/v1/conversations/{conv_id}/messages/{msg_id}/media/{media_id}"),
+            None::<&()>,
+        )
+        .await
+    }
 }

@@ -303,6 +303,31 @@ impl Session {
         reply_to: Option<&str>,
         last_seen_hlc: u64,
     ) -> Result<SentInfo, SdkError> {
+        self.send_with_attachments(
+            conv_id,
+            client_msg_id,
+            payload,
+            reply_to,
+            last_seen_hlc,
+            &[],
+        )
+        .await
+    }
+
+    /// Sends a message carrying media (ready uploads of this user) and
+    /// waits for `sent` (or the typed refusal).
+    ///
+    /// # Errors
+    /// As [`Self::send`].
+    pub async fn send_with_attachments(
+        &self,
+        conv_id: &str,
+        client_msg_id: &str,
+        payload: &str,
+        reply_to: Option<&str>,
+        last_seen_hlc: u64,
+        attachments: &[String],
+    ) -> Result<SentInfo, SdkError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (waiter, answer) = oneshot::channel();
         lock(&self.pending).insert(id, waiter);
@@ -313,6 +338,7 @@ impl Session {
             payload: payload.into(),
             reply_to: reply_to.map(Into::into),
             last_seen_hlc,
+            attachments: attachments.to_vec(),
         })
         .await?;
         match tokio::time::timeout(self.request_timeout, answer).await {

@@ -13,9 +13,11 @@
 pub mod clock;
 pub mod ids;
 pub mod net;
+pub mod offload;
 pub mod rng;
 pub mod shutdown;
 
 pub use clock::{Clock, SharedClock, SystemClock};
 pub use ids::Ids;
+pub use offload::Offload;
 pub use rng::Rng;

@@ -278,6 +278,7 @@ pub fn run_seed(seed: u64, faults: Faults) -> SeedOutcome {
                     peers,
                     log: Default::default(),
                     link,
+                    media: Default::default(),
                 })
                 .await?;
                 std::future::pending::<()>().await;

@@ -21,6 +21,9 @@
 //! | `("outbox_relayed", dest_region)` | counter of entries the relay moved out (depth = head − relayed) |
 //! | `("applied", source_region, partition)` | next log offset to apply from that source partition, written in the applying transaction |
 //! | `("receipt_seen", conv, msg_id, user, kind)` | empty: a replicated receipt already applied |
+//! | `("media", media_id)` | [`crate::Media`]: an upload held by its origin region |
+//! | `("media_check", stamp)` | media id: the queue of uploads awaiting their check |
+//! | `("media_check_head",)` | counter every enqueue bumps (watched by the checker) |
 
 use meridian_kv::tuple::{Subspace, Versionstamp, pack, pack_with_versionstamp};
 use meridian_kv::{KeyRange, prefix_range};
@@ -228,4 +231,29 @@ pub fn applied_of(source_region: &str) -> Subspace {
 /// `("receipt_seen", conv, msg_id, user, kind)`.
 pub fn receipt_seen(conv: &str, msg_id: &str, user: &str, kind: &str) -> Vec<u8> {
     pack(&("receipt_seen", conv, msg_id, user, kind))
+}
+
+/// `("media", media_id)`.
+pub fn media(media_id: &str) -> Vec<u8> {
+    pack(&("media", media_id))
+}
+
+/// Every media record.
+pub fn all_media() -> KeyRange {
+    prefix_range(&pack(&("media",)))
+}
+
+/// The check queue.
+pub fn media_checks() -> Subspace {
+    Subspace::from_bytes(pack(&("media_check",)))
+}
+
+/// The versionstamp template of a new check-queue entry.
+pub fn new_media_check() -> Vec<u8> {
+    pack_with_versionstamp(&("media_check", Versionstamp::incomplete(0)))
+}
+
+/// `("media_check_head",)`.
+pub fn media_check_head() -> Vec<u8> {
+    pack(&("media_check_head",))
 }

@@ -1,6 +1,6 @@
 //! Meridian's keyspace over `meridian-kv`: users, devices, conversations,
-//! members, messages, inboxes, cursors, idempotency records and the
-//! versionstamp clock, with typed access inside a caller's transaction.
+//! members, messages, inboxes, cursors, idempotency records, media records
+//! and their check queue, the versionstamp clock, with typed access inside a caller's transaction.
 //!
 //! # What this crate owns
 //! The key layout (see [`keys`]; documented in `docs/architecture.md`) and
@@ -15,10 +15,12 @@
 //! `meridian-core`). No engine: only the `meridian-kv` interface.
 
 pub mod keys;
+mod media;
 pub mod model;
 mod ops;
 mod replication;
 
+pub use media::*;
 pub use model::*;
 pub use ops::*;
 pub use replication::*;

@@ -105,6 +105,99 @@ pub struct Message {
     pub reply_to: Option<String>,
     /// Acceptance time, unix ms.
     pub sent_ms: u64,
+    /// Media the message carries, described as they were when it was sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+}
+
+/// A media object a message carries: everything a recipient needs to show
+/// it and to ask for its download URLs (the object lives in the bucket of
+/// the region named in `media_id`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// `"{uuid}@{origin_region}"`.
+    pub media_id: String,
+    /// Checked content type.
+    pub content_type: String,
+    /// Bytes.
+    pub size: u64,
+    /// SHA-256 of the content, hex.
+    pub sha256: String,
+    /// The thumbnail, for images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<MediaThumbnail>,
+}
+
+/// A stored thumbnail (JPEG, longest side at most 320 px).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaThumbnail {
+    /// Width, pixels.
+    pub width: u32,
+    /// Height, pixels.
+    pub height: u32,
+    /// Bytes.
+    pub size: u64,
+}
+
+/// Where an upload is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum MediaState {
+    /// A slot was issued; nothing checked yet.
+    Pending,
+    /// The uploader said it is done; the check is queued or running.
+    Checking,
+    /// Checked: it may be sent.
+    Ready,
+    /// Failed a check; it can never be sent.
+    Rejected {
+        /// Stable reason (`type_mismatch`, `checksum_mismatch`…).
+        reason: String,
+        /// Detail for humans.
+        detail: String,
+    },
+}
+
+/// An upload, held by the region it was uploaded in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Media {
+    /// `"{uuid}@{region}"`.
+    pub id: String,
+    /// The uploader: the only user who may attach it.
+    pub owner_user: String,
+    /// Declared (and, once ready, checked) content type.
+    pub content_type: String,
+    /// Declared size, bytes.
+    pub size: u64,
+    /// Declared SHA-256, hex.
+    pub sha256: String,
+    /// When the slot was issued, unix ms.
+    pub created_ms: u64,
+    /// When the upload URL expires, unix ms.
+    pub upload_expires_ms: u64,
+    /// Life cycle.
+    #[serde(flatten)]
+    pub state: MediaState,
+    /// Made by the check, for images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<MediaThumbnail>,
+    /// When a message last carried it, unix ms: the media lives for the
+    /// retention period after that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attached_ms: Option<u64>,
+}
+
+impl Media {
+    /// What a message carrying this media records.
+    pub fn attachment(&self) -> Attachment {
+        Attachment {
+            media_id: self.id.clone(),
+            content_type: self.content_type.clone(),
+            size: self.size,
+            sha256: self.sha256.clone(),
+            thumbnail: self.thumbnail.clone(),
+        }
+    }
 }
 
 /// What a receipt says.

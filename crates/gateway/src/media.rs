@@ -1,0 +1,186 @@
+//! Media endpoints: upload slots, completion, status, download URLs. The
+//! bytes never pass through the gateway: clients PUT and GET them at the
+//! object storage with presigned URLs.
+
+use axum::Json;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use meridian_proto::core as pb;
+use meridian_proto::frames::{
+    AttachmentView, CreateUploadRequest, MediaDownloadView, MediaView, PresignedView,
+    ThumbnailView, UploadSlotView,
+};
+
+use crate::ApiError;
+use crate::rest::{Authed, Body, Shared};
+
+pub(crate) fn thumbnail_view(thumbnail: pb::Thumbnail) -> ThumbnailView {
+    ThumbnailView {
+        width: thumbnail.width,
+        height: thumbnail.height,
+        size: thumbnail.size,
+    }
+}
+
+pub(crate) fn attachment_view(attachment: pb::Attachment) -> AttachmentView {
+    AttachmentView {
+        media_id: attachment.media_id,
+        content_type: attachment.content_type,
+        size: attachment.size,
+        sha256: attachment.sha256,
+        thumbnail: attachment.thumbnail.map(thumbnail_view),
+    }
+}
+
+fn media_view(media: pb::MediaInfo) -> MediaView {
+    let nonempty = |text: String| (!text.is_empty()).then_some(text);
+    MediaView {
+        media_id: media.media_id,
+        content_type: media.content_type,
+        size: media.size,
+        sha256: media.sha256,
+        state: media.state,
+        reason: nonempty(media.reason),
+        detail: nonempty(media.detail),
+        thumbnail: media.thumbnail.map(thumbnail_view),
+        created_ms: media.created_ms,
+    }
+}
+
+fn presigned_view(presigned: pb::PresignedRequest) -> PresignedView {
+    PresignedView {
+        method: presigned.method,
+        url: presigned.url,
+        headers: presigned
+            .headers
+            .into_iter()
+            .map(|h| (h.name, h.value))
+            .collect(),
+        expires_ms: presigned.expires_ms,
+    }
+}
+
+fn missing(what: &str) -> ApiError {
+    ApiError::new(
+        meridian_proto::ErrorCode::Internal,
+        format!("the core's answer lacks {what}"),
+    )
+}
+
+/// Issues an upload slot: a media id and a presigned PUT bound to the
+/// declared size, type and SHA-256, valid for 15 minutes.
+#[utoipa::path(post, path = "/v1/media", request_body = CreateUploadRequest, security(("bearer" = [])),
+    responses((status = 201, body = UploadSlotView), (status = 400, body = meridian_proto::frames::ErrorBody),
+              (status = 413, description = "media_too_large", body = meridian_proto::frames::ErrorBody),
+              (status = 415, description = "unsupported_media_type", body = meridian_proto::frames::ErrorBody),
+              (status = 503, description = "media_unavailable: object storage unreachable", body = meridian_proto::frames::ErrorBody)))]
+pub(crate) async fn create_upload(
+    state: Shared,
+    Authed(caller): Authed,
+    Body(body): Body<CreateUploadRequest>,
+) -> Result<(StatusCode, Json<UploadSlotView>), ApiError> {
+    let mut core = state.cores.of(&caller.user_id)?.client.clone();
+    let slot = core
+        .create_upload(pb::CreateUploadRequest {
+            caller: Some(caller),
+            size: body.size,
+            content_type: body.content_type,
+            sha256: body.sha256,
+        })
+        .await?
+        .into_inner();
+    Ok((
+        StatusCode::CREATED,
+        Json(UploadSlotView {
+            media: media_view(slot.media.ok_or_else(|| missing("media"))?),
+            upload: presigned_view(slot.upload.ok_or_else(|| missing("upload"))?),
+        }),
+    ))
+}
+
+/// After the PUT: checks the upload (size, SHA-256, content type; a
+/// thumbnail for images) and answers its state, waiting up to 10 s for the
+/// check (`checking` if it takes longer: call again).
+#[utoipa::path(post, path = "/v1/media/{media_id}/complete", security(("bearer" = [])),
+    params(("media_id" = String, Path, description = "From the upload slot")),
+    responses((status = 200, body = MediaView),
+              (status = 404, body = meridian_proto::frames::ErrorBody),
+              (status = 409, description = "media_not_uploaded", body = meridian_proto::frames::ErrorBody),
+              (status = 503, description = "media_unavailable", body = meridian_proto::frames::ErrorBody)))]
+pub(crate) async fn complete_upload(
+    state: Shared,
+    Authed(caller): Authed,
+    Path(media_id): Path<String>,
+) -> Result<Json<MediaView>, ApiError> {
+    let core = state.cores.of(&caller.user_id)?.client.clone();
+    let request = pb::MediaRequest {
+        caller: Some(caller),
+        media_id,
+    };
+    // Completing is idempotent: the check is queued once.
+    let media = crate::cores::idempotent(|| {
+        let (mut core, request) = (core.clone(), request.clone());
+        async move { core.complete_upload(request).await }
+    })
+    .await?
+    .into_inner();
+    Ok(Json(media_view(media)))
+}
+
+/// The caller's upload as it stands.
+#[utoipa::path(get, path = "/v1/media/{media_id}", security(("bearer" = [])),
+    params(("media_id" = String, Path, description = "From the upload slot")),
+    responses((status = 200, body = MediaView), (status = 404, body = meridian_proto::frames::ErrorBody)))]
+pub(crate) async fn get_media(
+    state: Shared,
+    Authed(caller): Authed,
+    Path(media_id): Path<String>,
+) -> Result<Json<MediaView>, ApiError> {
+    let core = state.cores.of(&caller.user_id)?.client.clone();
+    let request = pb::MediaRequest {
+        caller: Some(caller),
+        media_id,
+    };
+    let media = crate::cores::idempotent(|| {
+        let (mut core, request) = (core.clone(), request.clone());
+        async move { core.get_media(request).await }
+    })
+    .await?
+    .into_inner();
+    Ok(Json(media_view(media)))
+}
+
+/// Short-lived download URLs (content, and thumbnail for images) of an
+/// attachment, for members of the conversation.
+#[utoipa::path(get, path = "/v1/conversations/{conv_id}/messages/{msg_id}/media/{media_id}", security(("bearer" = [])),
+    params(("conv_id" = String, Path, description = "Conversation"),
+           ("msg_id" = String, Path, description = "The message carrying the media"),
+           ("media_id" = String, Path, description = "The attachment")),
+    responses((status = 200, body = MediaDownloadView),
+              (status = 403, description = "not_member", body = meridian_proto::frames::ErrorBody),
+              (status = 404, body = meridian_proto::frames::ErrorBody),
+              (status = 503, description = "media_unavailable", body = meridian_proto::frames::ErrorBody)))]
+pub(crate) async fn media_download(
+    state: Shared,
+    Authed(caller): Authed,
+    Path((conv_id, msg_id, media_id)): Path<(String, String, String)>,
+) -> Result<Json<MediaDownloadView>, ApiError> {
+    let core = state.cores.of(&caller.user_id)?.client.clone();
+    let request = pb::MediaDownloadRequest {
+        caller: Some(caller),
+        conv_id,
+        msg_id,
+        media_id,
+    };
+    let download = crate::cores::idempotent(|| {
+        let (mut core, request) = (core.clone(), request.clone());
+        async move { core.media_download(request).await }
+    })
+    .await?
+    .into_inner();
+    Ok(Json(MediaDownloadView {
+        attachment: attachment_view(download.attachment.ok_or_else(|| missing("attachment"))?),
+        download: presigned_view(download.download.ok_or_else(|| missing("download"))?),
+        thumbnail: download.thumbnail.map(presigned_view),
+    }))
+}

@@ -1,0 +1,132 @@
+//! The embedded S3 server of local runs and tests: `s3s` (the S3 protocol,
+//! SigV4 checked on every request, presigned URLs included) over `s3s-fs`
+//! (objects as files under a data directory), served on a listener from the
+//! network seam. aws-sdk-s3 talks to it exactly as to AWS S3.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
+use hyper_util::server::graceful::GracefulShutdown;
+use meridian_seams::net::Listener;
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Why the embedded server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmbeddedError {
+    /// The data directory cannot be created or opened.
+    #[error("embedded S3 data directory {path}: {reason}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The listener has no address.
+    #[error("embedded S3 listener: {0}")]
+    Listener(#[from] std::io::Error),
+}
+
+/// A running embedded S3 server.
+#[derive(Debug)]
+pub struct EmbeddedS3 {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl EmbeddedS3 {
+    /// Serves the objects under `root` (each bucket a directory; `buckets`
+    /// are created when missing) on `listener`, accepting requests signed
+    /// with the one key pair given.
+    ///
+    /// # Errors
+    /// When `root` cannot be created or opened.
+    pub async fn start(
+        root: &Path,
+        buckets: &[String],
+        listener: Box<dyn Listener>,
+        access_key_id: &str,
+        secret_access_key: &str,
+    ) -> Result<Self, EmbeddedError> {
+        let data_dir = |e: std::io::Error| EmbeddedError::DataDir {
+            path: root.display().to_string(),
+            reason: e.to_string(),
+        };
+        tokio::fs::create_dir_all(root).await.map_err(data_dir)?;
+        for bucket in buckets {
+            tokio::fs::create_dir_all(root.join(bucket))
+                .await
+                .map_err(data_dir)?;
+        }
+        let fs = s3s_fs::FileSystem::new(root).map_err(|e| EmbeddedError::DataDir {
+            path: root.display().to_string(),
+            reason: format!("{e:?}"),
+        })?;
+        let mut builder = S3ServiceBuilder::new(fs);
+        builder.set_auth(SimpleAuth::from_single(access_key_id, secret_access_key));
+        let service = builder.build();
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(serve(listener, service, stopped));
+        tracing::info!(%addr, root = %root.display(), "embedded S3 server listening");
+        Ok(Self { addr, stop, task })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The endpoint URL for clients (`http://127.0.0.1:port`).
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, lets open requests finish for up to five seconds,
+    /// and closes the listener.
+    pub async fn stop(self) {
+        self.stop.send_replace(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn serve(
+    mut listener: Box<dyn Listener>,
+    service: s3s::service::S3Service,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let http = ConnectionBuilder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    loop {
+        let io = tokio::select! {
+            biased;
+            _ = stopped.wait_for(|s| *s) => break,
+            accepted = listener.accept() => match accepted {
+                Ok(io) => io,
+                Err(error) => {
+                    tracing::warn!(%error, "embedded S3: accept failed");
+                    continue;
+                }
+            },
+        };
+        let connection = http.serve_connection(TokioIo::new(io), service.clone());
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("embedded S3: connections still open after 5 s; dropping them");
+    }
+}

@@ -1,0 +1,400 @@
+//! One region's bucket through aws-sdk-s3: presigned uploads and downloads,
+//! reads for the checks, thumbnail writes, deletes.
+//!
+//! The same code talks to AWS S3 in production and to the embedded S3
+//! server (`crate::embedded`) in local runs and tests; only the endpoint and
+//! credentials differ.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, retry::RetryConfig, timeout::TimeoutConfig,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+use meridian_seams::SharedClock;
+
+/// Where a region's media bucket is and how to sign for it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Target {
+    /// `http(s)://host:port` of an S3-compatible endpoint; `None` for AWS S3.
+    pub endpoint: Option<String>,
+    /// The AWS region name used in signatures (`us-east-1`).
+    pub aws_region: String,
+    /// The bucket.
+    pub bucket: String,
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for S3Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret never reaches a log.
+        f.debug_struct("S3Target")
+            .field("endpoint", &self.endpoint)
+            .field("aws_region", &self.aws_region)
+            .field("bucket", &self.bucket)
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An object-storage failure.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ObjectError {
+    /// The object does not exist.
+    #[error("no such object")]
+    NotFound,
+    /// The storage could not be reached or answered 5xx: retry later.
+    #[error("object storage unavailable: {0}")]
+    Unavailable(String),
+    /// The storage refused the request (4xx other than 404).
+    #[error("object storage refused the request: {0}")]
+    Refused(String),
+    /// A presigned request could not be built (bad expiry or input).
+    #[error("cannot presign: {0}")]
+    Presign(String),
+}
+
+impl ObjectError {
+    fn from_sdk<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+        error: SdkError<E, R>,
+        status: Option<u16>,
+    ) -> Self {
+        match &error {
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => {
+                Self::Unavailable(format!("{error:?}"))
+            }
+            _ => match status {
+                Some(404) => Self::NotFound,
+                Some(s) if s >= 500 => Self::Unavailable(format!("status {s}")),
+                Some(s) => {
+                    Self::Refused(format!("status {s}: {}", error.code().unwrap_or("no code")))
+                }
+                None => Self::Unavailable(format!("{error:?}")),
+            },
+        }
+    }
+}
+
+fn status_of<E, R: HasStatus>(error: &SdkError<E, R>) -> Option<u16> {
+    error.raw_response().map(HasStatus::status_code)
+}
+
+/// Responses whose HTTP status classifies an error.
+trait HasStatus {
+    fn status_code(&self) -> u16;
+}
+
+impl HasStatus for aws_sdk_s3::config::http::HttpResponse {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+macro_rules! sdk_call {
+    ($call:expr) => {
+        match $call.await {
+            Ok(output) => Ok(output),
+            Err(error) => {
+                let status = status_of(&error);
+                Err(ObjectError::from_sdk(error, status))
+            }
+        }
+    };
+}
+
+/// A presigned HTTP request: what a client sends, as is, to the storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presigned {
+    /// `PUT` or `GET`.
+    pub method: String,
+    /// The URL with the signature in its query.
+    pub url: String,
+    /// Headers the client must send exactly (they are signed).
+    pub headers: Vec<(String, String)>,
+    /// When the signature expires, unix ms.
+    pub expires_ms: u64,
+}
+
+fn presigned(request: &aws_sdk_s3::presigning::PresignedRequest, expires_ms: u64) -> Presigned {
+    Presigned {
+        method: request.method().to_string(),
+        url: request.uri().to_string(),
+        headers: request
+            .headers()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect(),
+        expires_ms,
+    }
+}
+
+/// An object's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Bytes.
+    pub size: u64,
+    /// The stored `Content-Type`.
+    pub content_type: Option<String>,
+}
+
+/// The injected clock as the SDK's time source, so signatures (and their
+/// expiry) follow the seam.
+struct SeamTime(SharedClock);
+
+impl std::fmt::Debug for SeamTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SeamTime")
+    }
+}
+
+impl aws_smithy_async::time::TimeSource for SeamTime {
+    fn now(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.0.wall_millis())
+    }
+}
+
+/// One bucket, through aws-sdk-s3.
+#[derive(Clone)]
+pub struct Bucket {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    clock: SharedClock,
+}
+
+impl std::fmt::Debug for Bucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bucket")
+            .field("bucket", &self.bucket)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bucket {
+    /// A client of `target`'s bucket. Calls time out after 10 s (connect:
+    /// 2 s) and are tried twice, so an unreachable storage answers quickly
+    /// with [`ObjectError::Unavailable`].
+    pub fn new(target: &S3Target, clock: SharedClock) -> Self {
+        let mut config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(target.aws_region.clone()))
+            .credentials_provider(Credentials::new(
+                target.access_key_id.clone(),
+                target.secret_access_key.clone(),
+                None,
+                None,
+                "meridian-region-config",
+            ))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(2))
+                    .operation_attempt_timeout(Duration::from_secs(10))
+                    .build(),
+            )
+            .retry_config(RetryConfig::standard().with_max_attempts(2))
+            .time_source(SeamTime(clock.clone()));
+        if let Some(endpoint) = &target.endpoint {
+            // S3-compatible servers serve buckets by path, not by host name.
+            config = config.endpoint_url(endpoint).force_path_style(true);
+        }
+        Self {
+            client: aws_sdk_s3::Client::from_conf(config.build()),
+            bucket: target.bucket.clone(),
+            clock,
+        }
+    }
+
+    /// The bucket's name.
+    pub fn name(&self) -> &str {
+        &self.bucket
+    }
+
+    fn presigning(&self, ttl: Duration) -> Result<(PresigningConfig, u64), ObjectError> {
+        let now_ms = self.clock.wall_millis();
+        let config = PresigningConfig::builder()
+            .start_time(UNIX_EPOCH + Duration::from_millis(now_ms))
+            .expires_in(ttl)
+            .build()
+            .map_err(|e| ObjectError::Presign(e.to_string()))?;
+        Ok((config, now_ms + ttl.as_millis() as u64))
+    }
+
+    /// A presigned PUT of `key` bound to its size, type and SHA-256: the
+    /// storage refuses a body of another length, another `Content-Type`
+    /// (both are signed headers) or other bytes (the checksum header).
+    ///
+    /// # Errors
+    /// [`ObjectError::Presign`] for an expiry beyond a week.
+    pub async fn presign_put(
+        &self,
+        key: &str,
+        size: u64,
+        content_type: &str,
+        sha256: &[u8; 32],
+        ttl: Duration,
+    ) -> Result<Presigned, ObjectError> {
+        use base64::Engine as _;
+        let (config, expires_ms) = self.presigning(ttl)?;
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_length(i64::try_from(size).unwrap_or(i64::MAX))
+            .content_type(content_type)
+            .checksum_sha256(base64::engine::general_purpose::STANDARD.encode(sha256))
+            .presigned(config)
+            .await
+            .map_err(|e| ObjectError::Presign(format!("{e:?}")))?;
+        Ok(presigned(&request, expires_ms))
+    }
+
+    /// A presigned GET of `key`.
+    ///
+    /// # Errors
+    /// [`ObjectError::Presign`] for an expiry beyond a week.
+    pub async fn presign_get(&self, key: &str, ttl: Duration) -> Result<Presigned, ObjectError> {
+        let (config, expires_ms) = self.presigning(ttl)?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(config)
+            .await
+            .map_err(|e| ObjectError::Presign(format!("{e:?}")))?;
+        Ok(presigned(&request, expires_ms))
+    }
+
+    /// Whether the bucket answers: a cheap `HeadBucket`.
+    ///
+    /// # Errors
+    /// [`ObjectError::Unavailable`] when the storage cannot be reached.
+    pub async fn check_reachable(&self) -> Result<(), ObjectError> {
+        sdk_call!(self.client.head_bucket().bucket(&self.bucket).send())?;
+        Ok(())
+    }
+
+    /// Creates the bucket when it does not exist (local runs).
+    ///
+    /// # Errors
+    /// When the storage refuses or cannot be reached.
+    pub async fn ensure_exists(&self) -> Result<(), ObjectError> {
+        match self.check_reachable().await {
+            Ok(()) => Ok(()),
+            Err(ObjectError::NotFound) => {
+                sdk_call!(self.client.create_bucket().bucket(&self.bucket).send())?;
+                Ok(())
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// The object's metadata, or `None` when it does not exist.
+    ///
+    /// # Errors
+    /// When the storage fails.
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, ObjectError> {
+        match sdk_call!(
+            self.client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+        ) {
+            Ok(out) => Ok(Some(ObjectMeta {
+                size: out
+                    .content_length()
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or(0),
+                content_type: out.content_type().map(str::to_string),
+            })),
+            Err(ObjectError::NotFound) => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Streams the object's bytes.
+    ///
+    /// # Errors
+    /// [`ObjectError::NotFound`], or a storage failure.
+    pub async fn read(&self, key: &str) -> Result<ObjectReader, ObjectError> {
+        let out = sdk_call!(
+            self.client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+        )?;
+        Ok(ObjectReader { body: out.body })
+    }
+
+    /// Writes a small object (thumbnails).
+    ///
+    /// # Errors
+    /// When the storage fails.
+    pub async fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+    ) -> Result<(), ObjectError> {
+        sdk_call!(
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .content_type(content_type)
+                .body(ByteStream::from(bytes))
+                .send()
+        )?;
+        Ok(())
+    }
+
+    /// Deletes an object (absent objects are not an error).
+    ///
+    /// # Errors
+    /// When the storage fails.
+    pub async fn delete(&self, key: &str) -> Result<(), ObjectError> {
+        match sdk_call!(
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+        ) {
+            Ok(_) | Err(ObjectError::NotFound) => Ok(()),
+            Err(other) => Err(other),
+        }
+    }
+}
+
+/// An object's bytes, chunk by chunk.
+#[derive(Debug)]
+pub struct ObjectReader {
+    body: ByteStream,
+}
+
+impl ObjectReader {
+    /// The next chunk, or `None` at the end.
+    ///
+    /// # Errors
+    /// [`ObjectError::Unavailable`] when the transfer breaks.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, ObjectError> {
+        match self.body.next().await {
+            None => Ok(None),
+            Some(Ok(bytes)) => Ok(Some(bytes)),
+            Some(Err(e)) => Err(ObjectError::Unavailable(e.to_string())),
+        }
+    }
+}
+
+/// Every region's bucket, by region name: presigning a download uses the
+/// bucket of the region where the media was uploaded.
+pub type Buckets = Arc<std::collections::BTreeMap<String, Bucket>>;

@@ -1,0 +1,95 @@
+//! Media wiring: every region's bucket as the core sees it, and the
+//! embedded S3 server of local runs.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::Context;
+use meridian_core::MediaDeps;
+use meridian_media::{Bucket, EmbeddedS3, S3Target};
+use meridian_seams::net::SharedNetwork;
+use meridian_seams::{Offload, SharedClock};
+
+use crate::config::RegionConfig;
+
+/// The access key of the embedded S3 servers of local runs.
+pub const LOCAL_ACCESS_KEY_ID: &str = "meridian-local";
+
+/// The secret of the embedded S3 servers of local runs (loopback only),
+/// unless `MERIDIAN_S3_SECRET_ACCESS_KEY` says otherwise.
+pub const LOCAL_SECRET_ACCESS_KEY: &str = "meridian-local-secret";
+
+/// The credentials of production buckets, from the environment.
+///
+/// # Errors
+/// When neither `MERIDIAN_S3_*` nor `AWS_*` credentials are set.
+pub fn credentials_from_env() -> anyhow::Result<(String, String)> {
+    let read = |names: [&str; 2]| names.iter().find_map(|name| std::env::var(name).ok());
+    let key = read(["MERIDIAN_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"]);
+    let secret = read(["MERIDIAN_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"]);
+    key.zip(secret)
+        .context("S3 credentials: set MERIDIAN_S3_ACCESS_KEY_ID and MERIDIAN_S3_SECRET_ACCESS_KEY")
+}
+
+/// The local secret (overridable through the environment).
+pub fn local_secret() -> String {
+    std::env::var("MERIDIAN_S3_SECRET_ACCESS_KEY")
+        .unwrap_or_else(|_| LOCAL_SECRET_ACCESS_KEY.to_string())
+}
+
+/// A region's bucket served by a local embedded server at `endpoint`.
+pub fn local_target(region: &RegionConfig, endpoint: String) -> Option<S3Target> {
+    let s3 = region.s3.as_ref()?;
+    Some(S3Target {
+        endpoint: Some(endpoint),
+        aws_region: s3.signing_region(),
+        bucket: s3.bucket.clone(),
+        access_key_id: LOCAL_ACCESS_KEY_ID.into(),
+        secret_access_key: local_secret(),
+    })
+}
+
+/// Starts `region`'s embedded S3 server on `listen` with its data under
+/// `dir`, holding the region's bucket.
+///
+/// # Errors
+/// When the region has no `[s3]`, or the address or directory is unusable.
+pub async fn start_embedded_s3(
+    region: &RegionConfig,
+    listen: SocketAddr,
+    dir: &Path,
+    network: &SharedNetwork,
+) -> anyhow::Result<(EmbeddedS3, S3Target)> {
+    let s3 = region
+        .s3
+        .as_ref()
+        .with_context(|| format!("region {} has no [s3] bucket", region.name))?;
+    let listener = network
+        .bind(listen)
+        .await
+        .with_context(|| format!("binding the embedded S3 server on {listen}"))?;
+    let server = EmbeddedS3::start(
+        dir,
+        std::slice::from_ref(&s3.bucket),
+        listener,
+        LOCAL_ACCESS_KEY_ID,
+        &local_secret(),
+    )
+    .await
+    .with_context(|| format!("starting region {}'s embedded S3 server", region.name))?;
+    let target = local_target(region, server.endpoint())
+        .with_context(|| format!("region {} has no [s3] bucket", region.name))?;
+    Ok((server, target))
+}
+
+/// The media dependencies of a core: a client of every region's bucket.
+pub fn media_deps(targets: &BTreeMap<String, S3Target>, clock: &SharedClock) -> MediaDeps {
+    MediaDeps {
+        buckets: targets
+            .iter()
+            .map(|(region, target)| (region.clone(), Bucket::new(target, clock.clone())))
+            .collect(),
+        offload: Offload::BlockingPool,
+    }
+}
