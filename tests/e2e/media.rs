@@ -68,6 +68,8 @@ impl Buckets {
         let deps = meridian_region::media::media_deps(&self.targets, &clock);
         Regions::start(names, TestLog::Embedded, |_, options| {
             options.media = deps.clone();
+            // Tests run the retention sweep themselves.
+            options.core.sweep_interval = std::time::Duration::from_secs(3600);
         })
         .await
     }
@@ -393,5 +395,92 @@ async fn bad_uploads_are_refused_and_a_stopped_storage_leaves_text_working() {
         .await
         .expect("poll");
     assert!(arrived, "text messaging works without object storage");
+    regions.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_expires_with_its_messages() {
+    let buckets = Buckets::start(&["us-east"]).await;
+    let regions = buckets.regions(&["us-east"]).await;
+    let alice = regions.user("us-east", "alice").await;
+    let bob = regions.user("us-east", "bob").await;
+    let alice_rest = regions.rest("us-east").with_token(&alice.token);
+    let bob_rest = regions.rest("us-east").with_token(&bob.token);
+    let conv = alice_rest
+        .direct(&bob.user_id)
+        .await
+        .expect("direct")
+        .conv_id;
+    let image = png(400, 400);
+    let sent_media = upload(&alice_rest, &image, "image/png").await;
+    assert_eq!(
+        alice_rest
+            .complete_upload(&sent_media.media.media_id)
+            .await
+            .expect("complete")
+            .state,
+        "ready"
+    );
+    // An upload that was never completed.
+    let abandoned = upload(&alice_rest, PDF, "application/pdf").await;
+    let mut alice_client = regions.client("us-east", &alice.token, 1).await;
+    let client_msg_id = alice_client.new_client_msg_id();
+    let sent = alice_client
+        .session()
+        .expect("session")
+        .send_with_attachments(
+            &conv,
+            &client_msg_id,
+            "look",
+            None,
+            0,
+            std::slice::from_ref(&sent_media.media.media_id),
+        )
+        .await
+        .expect("send");
+    let bucket = meridian_media::Bucket::new(
+        &buckets.targets["us-east"],
+        meridian_seams::SystemClock::shared(),
+    );
+    let key = |id: &str| meridian_core::media::object_key(id);
+    assert!(
+        bucket
+            .head(&key(&sent_media.media.media_id))
+            .await
+            .expect("head")
+            .is_some()
+    );
+
+    // A sweep now deletes nothing.
+    let region = &regions.handles["us-east"];
+    let sweeper = meridian_core::retention::Sweeper::new(region.messaging.clone());
+    assert_eq!(sweeper.sweep_once().await.expect("sweep").media_deleted, 0);
+
+    // 31 days later both are gone, with the message that carried one.
+    regions.clocks["us-east"].set_skew_millis(31 * 24 * 3600 * 1000);
+    let report = sweeper.sweep_once().await.expect("sweep");
+    assert_eq!(report.media_deleted, 2, "{report:?}");
+    for id in [&sent_media.media.media_id, &abandoned.media.media_id] {
+        assert_eq!(bucket.head(&key(id)).await.expect("head"), None, "{id}");
+    }
+    assert_eq!(
+        bucket
+            .head(&meridian_core::media::thumbnail_key(
+                &sent_media.media.media_id
+            ))
+            .await
+            .expect("head"),
+        None
+    );
+    let gone = bob_rest
+        .media_download(&conv, &sent.msg_id, &sent_media.media.media_id)
+        .await
+        .expect_err("pruned");
+    assert_eq!(code_of(gone), (404, ErrorCode::NotFound));
+    let record = alice_rest
+        .media(&sent_media.media.media_id)
+        .await
+        .expect_err("record gone");
+    assert_eq!(code_of(record), (404, ErrorCode::NotFound));
     regions.stop().await;
 }

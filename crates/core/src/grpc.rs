@@ -108,6 +108,7 @@ fn media_info(media: Media) -> pb::MediaInfo {
         MediaState::Pending => ("pending", String::new(), String::new()),
         MediaState::Checking => ("checking", String::new(), String::new()),
         MediaState::Ready => ("ready", String::new(), String::new()),
+        MediaState::Expired => ("expired", String::new(), String::new()),
         MediaState::Rejected { reason, detail } => ("rejected", reason, detail),
     };
     pb::MediaInfo {

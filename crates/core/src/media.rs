@@ -89,6 +89,25 @@ fn parse_sha256(text: &str) -> Result<[u8; 32], CoreError> {
     Ok(out)
 }
 
+/// Whether `media` is past its life at `now_ms`: the retention period
+/// after the last message that carried it (or after its upload, if none
+/// did); uploads never completed, and rejected ones, `grace_ms` after their
+/// upload URL expired.
+pub fn media_expired(media: &Media, now_ms: u64, retention_ms: u64, grace_ms: u64) -> bool {
+    let until = match media.state {
+        MediaState::Ready | MediaState::Checking => media
+            .last_attached_ms
+            .unwrap_or(media.created_ms)
+            .max(media.created_ms)
+            .saturating_add(retention_ms),
+        MediaState::Pending | MediaState::Rejected { .. } => {
+            media.upload_expires_ms.saturating_add(grace_ms)
+        }
+        MediaState::Expired => 0,
+    };
+    until < now_ms
+}
+
 impl Messaging {
     /// This region's bucket, or `media_unavailable` when none is configured.
     pub(crate) fn local_bucket(&self) -> Result<&Bucket, CoreError> {
@@ -255,7 +274,7 @@ impl Messaging {
             let media = store::get_media(&tx, media_id)
                 .await?
                 .ok_or_else(|| refused(ErrorCode::NotFound, format!("no media {media_id}")))?;
-            if matches!(media.state, MediaState::Ready | MediaState::Rejected { .. }) {
+            if !matches!(media.state, MediaState::Pending | MediaState::Checking) {
                 return Ok(media);
             }
             let changed = tx.watch(&meridian_store::keys::media(media_id));
@@ -295,6 +314,12 @@ impl Messaging {
                     return Err(refused(
                         ErrorCode::MediaRejected,
                         format!("media {media_id} was rejected ({reason}): {detail}"),
+                    ));
+                }
+                MediaState::Expired => {
+                    return Err(refused(
+                        ErrorCode::NotFound,
+                        format!("media {media_id} has expired"),
                     ));
                 }
                 MediaState::Pending | MediaState::Checking => {

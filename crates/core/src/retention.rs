@@ -1,7 +1,7 @@
 //! The retention sweep: records the versionstamp clock, then prunes inbox
 //! entries every device has passed or that are older than retention (moving
-//! the inbox floor so a lagging device is told `gap`), and history older than
-//! retention.
+//! the inbox floor so a lagging device is told `gap`), history older than
+//! retention, and this region's media past theirs (objects and record).
 
 use std::sync::Arc;
 
@@ -10,7 +10,9 @@ use meridian_store::keys::{self, STAMP_ZERO, Stamp};
 use meridian_store::{self as store};
 
 use crate::hlc::stamp_at;
+use crate::media::{media_expired, object_key, thumbnail_key};
 use crate::{CoreError, Messaging};
+use meridian_store::MediaState;
 
 /// Users or conversations listed per page. Each user's inbox is pruned in a
 /// transaction of its own, and each page of conversations in one transaction,
@@ -26,6 +28,8 @@ pub struct SweepReport {
     pub floors_moved: usize,
     /// Conversations whose history was examined.
     pub conversations: usize,
+    /// Media of this region deleted (objects and record) past retention.
+    pub media_deleted: usize,
 }
 
 /// Runs retention for one core.
@@ -110,7 +114,76 @@ impl Sweeper {
                 _ => break,
             }
         }
+        report.media_deleted = self.sweep_media(now).await?;
         Ok(report)
+    }
+
+    /// Deletes this region's media past retention. Each is first marked
+    /// `expired` in a transaction (which conflicts with a send attaching it
+    /// at that moment, so no message is accepted with media about to go),
+    /// then its objects are deleted, then its record. A storage failure
+    /// ends this pass; the next sweep resumes.
+    async fn sweep_media(&self, now: u64) -> Result<usize, CoreError> {
+        let Ok(bucket) = self.messaging.local_bucket() else {
+            return Ok(0);
+        };
+        let config = self.messaging.config();
+        let retention_ms = config.retention.as_millis() as u64;
+        let grace_ms = config.media.abandoned_grace.as_millis() as u64;
+        let db = self.messaging.db();
+        let mut deleted = 0;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let from = after.take();
+            let (page, last) = db
+                .run(|tx, _| {
+                    let from = from.as_deref();
+                    async move { Ok::<_, CoreError>(store::media_page(&tx, from, CHUNK).await?) }
+                })
+                .await?;
+            for media in &page {
+                if !media_expired(media, now, retention_ms, grace_ms) {
+                    continue;
+                }
+                let id = media.id.as_str();
+                let marked = db
+                    .run(|tx, _| async move {
+                        match store::get_media(&tx, id).await? {
+                            Some(mut fresh)
+                                if media_expired(&fresh, now, retention_ms, grace_ms) =>
+                            {
+                                fresh.state = MediaState::Expired;
+                                store::put_media(&tx, &fresh)?;
+                                Ok::<_, CoreError>(true)
+                            }
+                            _ => Ok(false),
+                        }
+                    })
+                    .await?;
+                if !marked {
+                    continue;
+                }
+                let removed = match bucket.delete(&object_key(id)).await {
+                    Ok(()) => bucket.delete(&thumbnail_key(id)).await,
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = removed {
+                    tracing::warn!(%error, media = %id, "media sweep: storage unavailable; resuming next sweep");
+                    return Ok(deleted);
+                }
+                db.run(|tx, _| async move {
+                    store::clear_media(&tx, id)?;
+                    Ok::<_, CoreError>(())
+                })
+                .await?;
+                deleted += 1;
+            }
+            match last {
+                Some(key) if page.len() == CHUNK => after = Some(key),
+                _ => break,
+            }
+        }
+        Ok(deleted)
     }
 
     /// The next `CHUNK` record ids in `range` after key `after`.

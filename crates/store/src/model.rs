@@ -149,6 +149,8 @@ pub enum MediaState {
     Checking,
     /// Checked: it may be sent.
     Ready,
+    /// Past retention: being deleted by the sweep; it can no longer be sent.
+    Expired,
     /// Failed a check; it can never be sent.
     Rejected {
         /// Stable reason (`type_mismatch`, `checksum_mismatch`…).
