@@ -65,7 +65,8 @@ impl Buckets {
 
     async fn regions(&self, names: &[&str]) -> Regions {
         let clock: SharedClock = meridian_seams::SystemClock::shared();
-        let deps = meridian_region::media::media_deps(&self.targets, &clock);
+        let deps =
+            meridian_region::media::media_deps(&self.targets, &clock, &TokioNetwork::shared());
         Regions::start(names, TestLog::Embedded, |_, options| {
             options.media = deps.clone();
             // Tests run the retention sweep themselves.
@@ -441,6 +442,7 @@ async fn media_expires_with_its_messages() {
     let bucket = meridian_media::Bucket::new(
         &buckets.targets["us-east"],
         meridian_seams::SystemClock::shared(),
+        &TokioNetwork::shared(),
     );
     let key = |id: &str| meridian_core::media::object_key(id);
     assert!(

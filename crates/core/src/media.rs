@@ -194,6 +194,7 @@ impl Messaging {
                 }
             })
             .await?;
+        metrics::counter!("meridian_media_upload_slots_total").increment(1);
         Ok(UploadSlot { media, upload })
     }
 

@@ -109,7 +109,10 @@ impl MediaChecker {
             match self.check(&media_id).await {
                 Ok(Some(outcome)) => {
                     match &outcome {
-                        Outcome::Ready(_) => round.ready += 1,
+                        Outcome::Ready(_) => {
+                            round.ready += 1;
+                            metrics::counter!("meridian_media_ready_total").increment(1);
+                        }
                         Outcome::Rejected { .. } => round.rejected += 1,
                     }
                     self.record(&queue_key, &media_id, Some(outcome)).await?;

@@ -20,6 +20,7 @@
 pub mod embedded;
 pub mod inspect;
 pub mod objects;
+pub mod seam_http;
 pub mod thumbnail;
 pub mod types;
 

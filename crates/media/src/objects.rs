@@ -16,6 +16,9 @@ use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use meridian_seams::SharedClock;
+use meridian_seams::net::SharedNetwork;
+
+use crate::seam_http::SeamHttpClient;
 
 /// Where a region's media bucket is and how to sign for it.
 #[derive(Clone, PartialEq, Eq)]
@@ -179,8 +182,10 @@ impl std::fmt::Debug for Bucket {
 impl Bucket {
     /// A client of `target`'s bucket. Calls time out after 10 s (connect:
     /// 2 s) and are tried twice, so an unreachable storage answers quickly
-    /// with [`ObjectError::Unavailable`].
-    pub fn new(target: &S3Target, clock: SharedClock) -> Self {
+    /// with [`ObjectError::Unavailable`]. A plain-HTTP endpoint (the
+    /// embedded server) is reached through `network`, the network seam;
+    /// HTTPS endpoints (AWS S3) through the SDK's own TLS client.
+    pub fn new(target: &S3Target, clock: SharedClock, network: &SharedNetwork) -> Self {
         let mut config = aws_sdk_s3::config::Builder::new()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(target.aws_region.clone()))
@@ -202,6 +207,9 @@ impl Bucket {
         if let Some(endpoint) = &target.endpoint {
             // S3-compatible servers serve buckets by path, not by host name.
             config = config.endpoint_url(endpoint).force_path_style(true);
+            if endpoint.starts_with("http://") {
+                config = config.http_client(SeamHttpClient::new(network.clone()));
+            }
         }
         Self {
             client: aws_sdk_s3::Client::from_conf(config.build()),

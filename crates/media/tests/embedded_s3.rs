@@ -37,6 +37,7 @@ fn bucket_at(endpoint: String, clock: meridian_seams::SharedClock) -> Bucket {
             secret_access_key: SECRET.into(),
         },
         clock,
+        &TokioNetwork::shared(),
     )
 }
 

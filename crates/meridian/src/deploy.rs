@@ -57,6 +57,9 @@ pub struct Common {
     /// Interval of the retention sweep, seconds.
     #[arg(long, default_value_t = 60)]
     sweep_secs: u64,
+    /// Largest media upload, MiB.
+    #[arg(long, default_value_t = 100)]
+    media_max_mib: u64,
     /// Sends per second allowed per device (sustained).
     #[arg(long, default_value_t = 50.0)]
     send_rate: f64,
@@ -151,6 +154,7 @@ impl Common {
         let mut core = CoreConfig::new(region.name.clone());
         core.retention = Duration::from_secs(self.retention_secs);
         core.sweep_interval = Duration::from_secs(self.sweep_secs.max(1));
+        core.media.max_bytes = self.media_max_mib.max(1) * 1024 * 1024;
         core.max_clock_offset = Duration::from_millis(
             self.max_clock_offset_ms
                 .unwrap_or(region.clock.max_offset_ms),
@@ -332,7 +336,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let rng = Rng::from_os().context("no entropy from the operating system")?;
     let clock = common.clock();
     let (s3_servers, s3_targets) = common.media(&deployment, &names).await?;
-    let media_deps = media::media_deps(&s3_targets, &clock);
+    let media_deps = media::media_deps(&s3_targets, &clock, &TokioNetwork::shared());
     let mut options = Vec::new();
     for name in &names {
         let region = deployment.region(name)?;
@@ -436,7 +440,7 @@ pub async fn core(args: PartArgs) -> anyhow::Result<()> {
         peers: common.peers(&deployment, &region.name),
         log: common.log(region)?,
         link: Default::default(),
-        media: media::media_deps(&s3_targets, &clock),
+        media: media::media_deps(&s3_targets, &clock, &TokioNetwork::shared()),
     })
     .await?;
     println!("meridian core: region {} on {}", region.name, handle.addr);

@@ -84,11 +84,15 @@ pub async fn start_embedded_s3(
 }
 
 /// The media dependencies of a core: a client of every region's bucket.
-pub fn media_deps(targets: &BTreeMap<String, S3Target>, clock: &SharedClock) -> MediaDeps {
+pub fn media_deps(
+    targets: &BTreeMap<String, S3Target>,
+    clock: &SharedClock,
+    network: &SharedNetwork,
+) -> MediaDeps {
     MediaDeps {
         buckets: targets
             .iter()
-            .map(|(region, target)| (region.clone(), Bucket::new(target, clock.clone())))
+            .map(|(region, target)| (region.clone(), Bucket::new(target, clock.clone(), network)))
             .collect(),
         offload: Offload::BlockingPool,
     }
