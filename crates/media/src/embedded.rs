@@ -71,11 +71,42 @@ impl EmbeddedS3 {
         })?;
         let mut builder = S3ServiceBuilder::new(fs);
         builder.set_auth(SimpleAuth::from_single(access_key_id, secret_access_key));
-        let service = builder.build();
+        let server = Self::serve_service(builder.build(), listener)?;
+        tracing::info!(addr = %server.addr, root = %root.display(), "embedded S3 server listening");
+        Ok(server)
+    }
+
+    /// Serves `backend` (in memory) on `listener`, SigV4 checked with the
+    /// one key pair given. `max_clock_skew_secs` bounds how far a signature's
+    /// time may be from the server's wall clock (S3's own is 15 minutes);
+    /// the simulation, whose clock is not the machine's, raises it.
+    ///
+    /// # Errors
+    /// When the listener has no address.
+    pub fn start_in_memory(
+        backend: crate::memory::MemoryS3,
+        listener: Box<dyn Listener>,
+        access_key_id: &str,
+        secret_access_key: &str,
+        max_clock_skew_secs: u32,
+    ) -> Result<Self, EmbeddedError> {
+        let mut builder = S3ServiceBuilder::new(backend);
+        builder.set_auth(SimpleAuth::from_single(access_key_id, secret_access_key));
+        let mut config = s3s::config::S3Config::default();
+        config.presigned_url_max_skew_time_secs = max_clock_skew_secs;
+        builder.set_config(std::sync::Arc::new(s3s::config::StaticConfigProvider::new(
+            std::sync::Arc::new(config),
+        )));
+        Self::serve_service(builder.build(), listener)
+    }
+
+    fn serve_service(
+        service: s3s::service::S3Service,
+        listener: Box<dyn Listener>,
+    ) -> Result<Self, EmbeddedError> {
         let addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(serve(listener, service, stopped));
-        tracing::info!(%addr, root = %root.display(), "embedded S3 server listening");
         Ok(Self { addr, stop, task })
     }
 

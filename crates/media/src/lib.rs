@@ -10,7 +10,8 @@
 //! - [`types`]: the allow-list of content types and the sniffing rules.
 //! - [`embedded::EmbeddedS3`]: the S3 server of local runs and tests
 //!   (`s3s` + `s3s-fs`, SigV4 on), so development, tests and production run
-//!   the same client code.
+//!   the same client code; over [`memory::MemoryS3`] it serves the
+//!   deterministic simulation.
 //!
 //! # What it must not touch
 //! No store, no domain rules (who may upload or download what is decided by
@@ -19,6 +20,7 @@
 
 pub mod embedded;
 pub mod inspect;
+pub mod memory;
 pub mod objects;
 pub mod seam_http;
 pub mod thumbnail;

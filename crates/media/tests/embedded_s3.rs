@@ -198,3 +198,43 @@ async fn expired_url_is_refused_and_a_stopped_server_is_unavailable() {
         "{error:?}"
     );
 }
+
+#[tokio::test]
+async fn the_in_memory_backend_serves_the_same_protocol() {
+    let network = TokioNetwork::shared();
+    let listener = network
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let backend = meridian_media::memory::MemoryS3::new(&["media".into()]);
+    let s3 = EmbeddedS3::start_in_memory(backend, listener, KEY_ID, SECRET, 900).unwrap();
+    let bucket = bucket_at(s3.endpoint(), SystemClock::shared());
+    bucket.check_reachable().await.unwrap();
+    let bytes = png();
+    let sha: [u8; 32] = Sha256::digest(&bytes).into();
+    let ttl = std::time::Duration::from_secs(600);
+    let slot = bucket
+        .presign_put("m/mem", bytes.len() as u64, "image/png", &sha, ttl)
+        .await
+        .unwrap();
+    // Other bytes of the same length: the checksum header refuses them.
+    let mut other = bytes.clone();
+    other[100] ^= 1;
+    assert_eq!(put(&slot, other, "").await.status(), 400);
+    assert_eq!(put(&slot, bytes.clone(), "").await.status(), 200);
+    let declared = Declared {
+        content_type: "image/png",
+        size: bytes.len() as u64,
+        sha256: &sha,
+    };
+    let checked = inspect(&bucket, "m/mem", declared, Offload::Inline)
+        .await
+        .unwrap();
+    assert!(checked.thumbnail.is_some());
+    let get = bucket.presign_get("m/mem", ttl).await.unwrap();
+    let downloaded = reqwest::get(&get.url).await.unwrap();
+    assert_eq!(downloaded.bytes().await.unwrap().as_ref(), bytes.as_slice());
+    bucket.delete("m/mem").await.unwrap();
+    assert_eq!(bucket.head("m/mem").await.unwrap(), None);
+    s3.stop().await;
+}
