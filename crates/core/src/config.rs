@@ -54,7 +54,8 @@ impl Default for MediaLimits {
             max_attachments: 10,
             upload_ttl: Duration::from_secs(15 * 60),
             download_ttl: Duration::from_secs(5 * 60),
-            complete_wait: Duration::from_secs(10),
+            // Under the gateway's 5 s deadline for a unary call to a core.
+            complete_wait: Duration::from_secs(4),
             abandoned_grace: Duration::from_secs(3600),
         }
     }

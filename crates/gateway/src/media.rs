@@ -99,7 +99,7 @@ pub(crate) async fn create_upload(
 }
 
 /// After the PUT: checks the upload (size, SHA-256, content type; a
-/// thumbnail for images) and answers its state, waiting up to 10 s for the
+/// thumbnail for images) and answers its state, waiting up to 4 s for the
 /// check (`checking` if it takes longer: call again).
 #[utoipa::path(post, path = "/v1/media/{media_id}/complete", security(("bearer" = [])),
     params(("media_id" = String, Path, description = "From the upload slot")),

@@ -141,3 +141,37 @@ impl HttpClient for SeamHttpClient {
         SharedHttpConnector::new(self.clone())
     }
 }
+
+/// Makes a presigned request (an upload's PUT, a download's GET) through
+/// the network seam, as a plain HTTP client would: the simulation's clients
+/// upload this way. Returns the status and the body.
+///
+/// # Errors
+/// When the connection fails.
+pub async fn send_presigned(
+    network: SharedNetwork,
+    presigned: &crate::Presigned,
+    body: Vec<u8>,
+) -> io::Result<(u16, bytes::Bytes)> {
+    use http_body_util::BodyExt;
+    let client: Client<SeamConnector, SdkBody> =
+        Client::builder(TokioExecutor::new()).build(SeamConnector(network));
+    let mut request = http::Request::builder()
+        .method(presigned.method.as_str())
+        .uri(presigned.url.as_str());
+    for (name, value) in &presigned.headers {
+        request = request.header(name, value);
+    }
+    let request = request
+        .body(SdkBody::from(body))
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let response = client.request(request).await.map_err(io::Error::other)?;
+    let status = response.status().as_u16();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(io::Error::other)?
+        .to_bytes();
+    Ok((status, bytes))
+}

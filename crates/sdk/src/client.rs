@@ -171,6 +171,22 @@ impl Client {
         payload: &str,
         reply_to: Option<&str>,
     ) -> Result<SentInfo, SdkError> {
+        self.send_with_attachments(conv_id, client_msg_id, payload, reply_to, &[])
+            .await
+    }
+
+    /// As [`Self::send`], carrying media (ready uploads of this user).
+    ///
+    /// # Errors
+    /// As [`Self::send`].
+    pub async fn send_with_attachments(
+        &mut self,
+        conv_id: &str,
+        client_msg_id: &str,
+        payload: &str,
+        reply_to: Option<&str>,
+        attachments: &[String],
+    ) -> Result<SentInfo, SdkError> {
         let mut last = SdkError::Closed;
         for _ in 0..8 {
             if self.session.is_none() {
@@ -181,7 +197,14 @@ impl Client {
                 continue;
             };
             match session
-                .send(conv_id, client_msg_id, payload, reply_to, max_hlc)
+                .send_with_attachments(
+                    conv_id,
+                    client_msg_id,
+                    payload,
+                    reply_to,
+                    max_hlc,
+                    attachments,
+                )
                 .await
             {
                 Ok(sent) => {

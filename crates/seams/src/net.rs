@@ -229,9 +229,9 @@ pub fn tonic_channel(
     tonic_channel_with_deadline(network, addr, keepalive, None)
 }
 
-/// [`tonic_channel`] whose every call must answer within `deadline` (sent
-/// to the server as `grpc-timeout`, so it gives up too). For unary calls
-/// only: a stream would be cut when the deadline passes.
+/// [`tonic_channel`] whose every call must answer within `deadline`,
+/// enforced on this side (it is not sent as `grpc-timeout`). For unary
+/// calls only: a stream would be cut when the deadline passes.
 ///
 /// # Errors
 /// When `addr` does not form a valid URI.

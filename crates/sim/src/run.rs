@@ -8,15 +8,16 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
-use meridian_core::CoreConfig;
+use meridian_core::{CoreConfig, MediaDeps};
 use meridian_gateway::GatewayConfig;
 use meridian_kv_memory::MemoryEngine;
+use meridian_media::{Bucket, EmbeddedS3, S3Target, memory::MemoryS3};
 use meridian_proto::core::core_client::CoreClient;
 use meridian_proto::core::{self as pb};
 use meridian_region::{CoreOptions, GatewayOptions, StoreChoice, start_core, start_gateway};
 use meridian_sdk::{Client, Connector, GatewayStream, Rest};
 use meridian_seams::net::{SharedNetwork, tonic_channel};
-use meridian_seams::{Rng, SharedClock};
+use meridian_seams::{Offload, Rng, SharedClock};
 
 use crate::workload::{ConvPlan, FaultAction, HEALED_BY, Plan, host, region_name};
 use crate::{SimClock, TurmoilNetwork};
@@ -81,6 +82,9 @@ pub struct SeedReport {
     pub sim_time: Duration,
     /// Regions the seed ran.
     pub regions: usize,
+    /// Delivered copies of messages carrying media, each checked to carry
+    /// exactly the attached media.
+    pub media_copies: usize,
 }
 
 /// How a seed ended.
@@ -89,6 +93,38 @@ pub type SeedOutcome = Result<SeedReport, String>;
 const EPOCH_MS: u64 = 1_800_000_000_000;
 const CORE_PORT: u16 = 7070;
 const GATEWAY_PORT: u16 = 8080;
+const S3_PORT: u16 = 9000;
+/// The key pair of the simulated S3 servers.
+const S3_KEY: (&str, &str) = ("sim-key", "sim-secret");
+/// Signatures are dated this far ahead of the simulated clock: `s3s` checks
+/// them against the machine's clock, which the simulation does not drive;
+/// dated decades ahead (within the servers' raised skew) they are always
+/// fresh, whatever the machine's date.
+const S3_SIGNING_AHEAD_MS: i64 = 50 * 365 * 24 * 3600 * 1000;
+
+/// The media a seed's first user uploads in setup; one of its messages
+/// carries it.
+fn sim_image() -> Vec<u8> {
+    // A 2x1 PNG (red, blue), spelled out: no encoder needed in the simulation.
+    const PNG: &[u8] = &[
+        0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44,
+        0x52, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x01, 0x08, 0x02, 0x00, 0x00, 0x00, 0x7b,
+        0x40, 0xe8, 0xdd, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8,
+        0xcf, 0x00, 0x04, 0xff, 0x01, 0x07, 0x00, 0x01, 0xff, 0xe2, 0x23, 0x9e, 0x59, 0x00, 0x00,
+        0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+    ];
+    PNG.to_vec()
+}
+
+fn s3_target(regions: usize, region: usize) -> S3Target {
+    S3Target {
+        endpoint: Some(format!("http://{}:{S3_PORT}", host("s3", regions, region))),
+        aws_region: "us-east-1".into(),
+        bucket: format!("media-{}", region_name(regions, region)),
+        access_key_id: S3_KEY.0.into(),
+        secret_access_key: S3_KEY.1.into(),
+    }
+}
 
 fn any_addr(port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)
@@ -114,6 +150,8 @@ struct DeviceOutcome {
     arrivals: Vec<(String, u64)>,
     /// conv index → msg_id → (hlc, origin region).
     seen: BTreeMap<usize, BTreeMap<String, (u64, String)>>,
+    /// msg_id → (media id, sha256) of every attachment, as delivered.
+    attachments: BTreeMap<String, Vec<(String, String)>>,
     wire_duplicates: u64,
     chain_breaks: u64,
     done_at: Option<Duration>,
@@ -133,6 +171,10 @@ struct Shared {
     receipts_sent: usize,
     /// Callers by user index (for the admin's membership change).
     callers: Vec<pb::Caller>,
+    /// The ready media of setup: (media id, SHA-256 hex).
+    media: Option<(String, String)>,
+    /// Messages acknowledged with that media attached.
+    with_media: BTreeSet<String>,
     /// When the membership change was first asked for, and acknowledged.
     membership_started: Option<Duration>,
     membership_done: Option<Duration>,
@@ -230,6 +272,35 @@ pub fn run_seed(seed: u64, faults: Faults) -> SeedOutcome {
     let shared: SharedState = Arc::default();
     let core_addr = |region: usize| format!("{}:{CORE_PORT}", host("core", regions, region));
 
+    // Each region's object storage: an in-memory S3 server on a host of its
+    // own (outside the core's, so a core crash keeps the objects).
+    let signing_clock: SharedClock = Arc::new(SimClock::new(EPOCH_MS, S3_SIGNING_AHEAD_MS));
+    let media_deps = MediaDeps {
+        buckets: (0..regions)
+            .map(|r| {
+                (
+                    region_name(regions, r).to_string(),
+                    Bucket::new(&s3_target(regions, r), signing_clock.clone(), &network),
+                )
+            })
+            .collect(),
+        offload: Offload::Inline,
+    };
+    for region in 0..regions {
+        let backend = MemoryS3::new(&[s3_target(regions, region).bucket]);
+        let s3_network = network.clone();
+        sim.host(host("s3", regions, region), move || {
+            let (network, backend) = (s3_network.clone(), backend.clone());
+            async move {
+                let listener = network.bind(any_addr(S3_PORT)).await?;
+                let _server =
+                    EmbeddedS3::start_in_memory(backend, listener, S3_KEY.0, S3_KEY.1, u32::MAX)?;
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+    }
+
     for (region, region_clock) in core_clocks.iter().enumerate() {
         let name = region_name(regions, region);
         // A region's engine lives outside its host, so a crash keeps what
@@ -242,12 +313,14 @@ pub fn run_seed(seed: u64, faults: Faults) -> SeedOutcome {
             .collect();
         let (core_network, boots) = (network.clone(), boots.clone());
         let core_clock: SharedClock = Arc::new(region_clock.clone());
+        let core_media = media_deps.clone();
         sim.host(host("core", regions, region), move || {
-            let (network, clock, engine, peers) = (
+            let (network, clock, engine, peers, media) = (
                 core_network.clone(),
                 core_clock.clone(),
                 engine.clone(),
                 peers.clone(),
+                core_media.clone(),
             );
             let boot = boots.fetch_add(1, Ordering::SeqCst);
             async move {
@@ -278,7 +351,7 @@ pub fn run_seed(seed: u64, faults: Faults) -> SeedOutcome {
                     peers,
                     log: Default::default(),
                     link,
-                    media: Default::default(),
+                    media,
                 })
                 .await?;
                 std::future::pending::<()>().await;
@@ -602,12 +675,70 @@ async fn setup(network: SharedNetwork, shared: SharedState, plan: Plan) -> HostR
             }
         }
     }
+    let media = upload_media(&network, &mut cores[plan.home(0)], &user_callers[0]).await?;
     let mut state = lock(&shared);
+    state.media = Some(media);
     state.callers = user_callers;
     state.tokens = tokens;
     state.conv_ids = conv_ids;
     state.setup_done = true;
     Ok(())
+}
+
+/// User 0 uploads an image through a presigned PUT (a plain HTTP request
+/// over the simulated network) and completes it until it is checked ready.
+async fn upload_media(
+    network: &SharedNetwork,
+    core: &mut CoreClient<tonic::transport::Channel>,
+    caller: &pb::Caller,
+) -> Result<(String, String), Box<dyn std::error::Error>> {
+    use sha2::Digest as _;
+    let image = sim_image();
+    let sha256 = hex::encode(sha2::Sha256::digest(&image));
+    let slot = core
+        .create_upload(pb::CreateUploadRequest {
+            caller: Some(caller.clone()),
+            size: image.len() as u64,
+            content_type: "image/png".into(),
+            sha256: sha256.clone(),
+        })
+        .await?
+        .into_inner();
+    let media_id = slot.media.map(|m| m.media_id).unwrap_or_default();
+    let upload = slot.upload.unwrap_or_default();
+    let presigned = meridian_media::Presigned {
+        method: upload.method,
+        url: upload.url,
+        headers: upload
+            .headers
+            .into_iter()
+            .map(|h| (h.name, h.value))
+            .collect(),
+        expires_ms: upload.expires_ms,
+    };
+    let (status, body) =
+        meridian_media::seam_http::send_presigned(network.clone(), &presigned, image).await?;
+    if status != 200 {
+        return Err(format!(
+            "presigned PUT answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        )
+        .into());
+    }
+    loop {
+        let media = core
+            .complete_upload(pb::MediaRequest {
+                caller: Some(caller.clone()),
+                media_id: media_id.clone(),
+            })
+            .await?
+            .into_inner();
+        match media.state.as_str() {
+            "ready" if media.thumbnail.is_some() => return Ok((media_id, sha256)),
+            "checking" => {}
+            other => return Err(format!("media {media_id} ended {other}: {}", media.detail).into()),
+        }
+    }
 }
 
 struct DeviceTask {
@@ -682,6 +813,11 @@ impl DeviceTask {
     }
 
     /// Records what arrived since the last call.
+    /// Whether this device is the first device of `user`.
+    fn first_device_of(&self, user: usize) -> bool {
+        self.plan.devices.iter().position(|d| d.user == user) == Some(self.index)
+    }
+
     fn absorb(&self, client: &Client, conv_of: &BTreeMap<String, usize>) {
         let mut state = lock(&self.shared);
         let outcome = state.outcomes.entry(self.index).or_default();
@@ -691,6 +827,16 @@ impl DeviceTask {
             for message in client.timeline(conv_id) {
                 let seen = outcome.seen.entry(*conv).or_default();
                 if !seen.contains_key(&message.msg_id) {
+                    if !message.attachments.is_empty() {
+                        outcome.attachments.insert(
+                            message.msg_id.clone(),
+                            message
+                                .attachments
+                                .iter()
+                                .map(|a| (a.media_id.clone(), a.sha256.clone()))
+                                .collect(),
+                        );
+                    }
                     seen.insert(
                         message.msg_id.clone(),
                         (message.hlc, message.origin_region.clone()),
@@ -724,9 +870,13 @@ impl DeviceTask {
 
     async fn run(self) -> HostResult {
         let device = self.plan.devices[self.index].clone();
-        let (token, conv_ids) = {
+        let (token, conv_ids, media) = {
             let state = lock(&self.shared);
-            (state.tokens[self.index].clone(), state.conv_ids.clone())
+            (
+                state.tokens[self.index].clone(),
+                state.conv_ids.clone(),
+                state.media.clone(),
+            )
         };
         let conv_of: BTreeMap<String, usize> = conv_ids
             .iter()
@@ -777,10 +927,22 @@ impl DeviceTask {
                 .membership
                 .as_ref()
                 .is_some_and(|c| !c.join && c.user == device.user && c.conv == send.conv);
+            // The first send of the first user's first device carries the
+            // setup's media.
+            let attach: Vec<String> = match (&media, n) {
+                (Some((media_id, _)), 0) if self.first_device_of(0) => vec![media_id.clone()],
+                _ => Vec::new(),
+            };
             for _ in 0..attempts {
                 let sent = loop {
                     match client
-                        .send(conv_id, &client_msg_id, &payload, reply_to.as_deref())
+                        .send_with_attachments(
+                            conv_id,
+                            &client_msg_id,
+                            &payload,
+                            reply_to.as_deref(),
+                            &attach,
+                        )
                         .await
                     {
                         Ok(sent) => break sent,
@@ -800,6 +962,9 @@ impl DeviceTask {
                     }
                 };
                 let mut state = lock(&self.shared);
+                if !attach.is_empty() {
+                    state.with_media.insert(sent.msg_id.clone());
+                }
                 let first = state.acked.insert(
                     sent.msg_id.clone(),
                     Acked {
@@ -878,6 +1043,28 @@ fn check(seed: u64, plan: &Plan, state: &Shared, faults: usize, sim_time: Durati
     let mut wire_duplicates = 0;
     let mut chain_breaks = 0;
     let mut last_done = Duration::ZERO;
+    // 0. Media: a message carries exactly what its sender attached, in every
+    //    member's copy in every region.
+    let expected = state.media.clone().map(|m| vec![m]).unwrap_or_default();
+    let mut media_copies = 0;
+    for (index, device) in plan.devices.iter().enumerate() {
+        let Some(outcome) = state.outcomes.get(&index) else {
+            continue;
+        };
+        for seen in outcome.seen.values() {
+            for msg_id in seen.keys() {
+                let carried = outcome.attachments.get(msg_id).cloned().unwrap_or_default();
+                let attached = state.with_media.contains(msg_id);
+                media_copies += usize::from(attached);
+                if (attached && carried != expected) || (!attached && !carried.is_empty()) {
+                    return fail(format!(
+                        "{} sees {msg_id} carrying {carried:?} (attached: {attached})",
+                        device.name
+                    ));
+                }
+            }
+        }
+    }
     // 1. Every acknowledged send reached every member device.
     for (index, device) in plan.devices.iter().enumerate() {
         let Some(outcome) = state.outcomes.get(&index) else {
@@ -993,6 +1180,7 @@ fn check(seed: u64, plan: &Plan, state: &Shared, faults: usize, sim_time: Durati
         chain_breaks,
         faults,
         refused_stamps: state.refused_stamps,
+        media_copies,
         membership_change: state.membership_done.is_some(),
         regions: plan.regions,
         receipts: state.receipts_sent,
