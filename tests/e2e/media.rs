@@ -150,6 +150,13 @@ async fn an_image_sent_in_us_east_is_downloaded_with_its_thumbnail_in_eu_west() 
     let thumb = media.thumbnail.clone().expect("thumbnail");
     assert_eq!((thumb.width, thumb.height), (320, 160));
 
+    // The upload URL is still valid: other bytes written through it after
+    // the check never reach a recipient (the checked copy is frozen).
+    let mut swapped = image.clone();
+    let last = swapped.len() - 1;
+    swapped[last] ^= 0xff;
+    let _ = plain(&slot.upload, Some(swapped)).await;
+
     let mut alice_client = regions.client("us-east", &alice.token, 1).await;
     let mut bob_client = regions.client("eu-west", &bob.token, 2).await;
     let client_msg_id = alice_client.new_client_msg_id();
@@ -462,8 +469,10 @@ async fn media_expires_with_its_messages() {
     regions.clocks["us-east"].set_skew_millis(31 * 24 * 3600 * 1000);
     let report = sweeper.sweep_once().await.expect("sweep");
     assert_eq!(report.media_deleted, 2, "{report:?}");
+    let upload = |id: &str| meridian_core::media::upload_key(id);
     for id in [&sent_media.media.media_id, &abandoned.media.media_id] {
         assert_eq!(bucket.head(&key(id)).await.expect("head"), None, "{id}");
+        assert_eq!(bucket.head(&upload(id)).await.expect("head"), None, "{id}");
     }
     assert_eq!(
         bucket

@@ -60,6 +60,14 @@ pub fn object_key(media_id: &str) -> String {
     format!("media/{uuid}")
 }
 
+/// The object key a media's presigned PUT writes. The check copies it to
+/// [`object_key`], which no URL can write, before reading it: bytes replaced
+/// through a still-valid upload URL after the check never reach anyone.
+pub fn upload_key(media_id: &str) -> String {
+    let uuid = media_id.split('@').next().unwrap_or(media_id);
+    format!("uploads/{uuid}")
+}
+
 /// The object key of a media's thumbnail.
 pub fn thumbnail_key(media_id: &str) -> String {
     format!("{}.thumb.jpg", object_key(media_id))
@@ -165,7 +173,7 @@ impl Messaging {
         let media_id = format!("{}@{}", self.ids().uuid_v7(), self.config().region);
         let upload = bucket
             .presign_put(
-                &object_key(&media_id),
+                &upload_key(&media_id),
                 size,
                 content_type,
                 &digest,
@@ -239,7 +247,7 @@ impl Messaging {
         if media.state == MediaState::Pending {
             let bucket = self.local_bucket()?;
             let stored = bucket
-                .head(&object_key(media_id))
+                .head(&upload_key(media_id))
                 .await
                 .map_err(unavailable)?;
             if stored.is_none() {

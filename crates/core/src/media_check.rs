@@ -14,7 +14,7 @@ use std::time::Duration;
 use meridian_media::{Declared, InspectError, inspect, thumbnail::THUMBNAIL_CONTENT_TYPE};
 use meridian_store::{self as store, MediaState, MediaThumbnail};
 
-use crate::media::{object_key, thumbnail_key};
+use crate::media::{object_key, thumbnail_key, upload_key};
 use crate::{CoreError, Messaging};
 
 /// Checks taken off the queue per round.
@@ -149,12 +149,25 @@ impl MediaChecker {
         }
         let bucket = self.messaging.local_bucket()?;
         let key = object_key(media_id);
+        // Freeze the upload where no presigned URL can write, then check
+        // the frozen copy (a re-run after a crash finds the copy made).
+        match bucket.copy(&upload_key(media_id), &key).await {
+            Ok(()) => {}
+            Err(meridian_media::ObjectError::NotFound) => {}
+            Err(error) => return Err(CheckError::Storage(error)),
+        }
         let declared = Declared {
             content_type: &media.content_type,
             size: media.size,
             sha256: &sha256,
         };
-        match inspect(bucket, &key, declared, self.messaging.media_offload()).await {
+        let outcome = inspect(bucket, &key, declared, self.messaging.media_offload()).await;
+        if !matches!(outcome, Err(InspectError::Storage(_)))
+            && let Err(error) = bucket.delete(&upload_key(media_id)).await
+        {
+            tracing::warn!(%error, media = %media_id, "upload copy not deleted; the sweep will");
+        }
+        match outcome {
             Ok(inspection) => {
                 let thumbnail = match inspection.thumbnail {
                     Some(thumb) => {

@@ -10,7 +10,7 @@ use meridian_store::keys::{self, STAMP_ZERO, Stamp};
 use meridian_store::{self as store};
 
 use crate::hlc::stamp_at;
-use crate::media::{media_expired, object_key, thumbnail_key};
+use crate::media::{media_expired, object_key, thumbnail_key, upload_key};
 use crate::{CoreError, Messaging};
 use meridian_store::MediaState;
 
@@ -163,10 +163,13 @@ impl Sweeper {
                 if !marked {
                     continue;
                 }
-                let removed = match bucket.delete(&object_key(id)).await {
-                    Ok(()) => bucket.delete(&thumbnail_key(id)).await,
-                    Err(error) => Err(error),
-                };
+                let mut removed = Ok(());
+                for key in [upload_key(id), object_key(id), thumbnail_key(id)] {
+                    removed = bucket.delete(&key).await;
+                    if removed.is_err() {
+                        break;
+                    }
+                }
                 if let Err(error) = removed {
                     tracing::warn!(%error, media = %id, "media sweep: storage unavailable; resuming next sweep");
                     return Ok(deleted);

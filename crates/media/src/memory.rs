@@ -146,6 +146,25 @@ impl S3 for MemoryS3 {
         }))
     }
 
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let CopySource::Bucket { bucket, key, .. } = &req.input.copy_source else {
+            return Err(s3_error!(NotImplemented, "copy from an access point"));
+        };
+        let object = self.object(bucket, key)?;
+        self.with(|state| {
+            let objects = state
+                .buckets
+                .get_mut(&req.input.bucket)
+                .ok_or_else(|| s3_error!(NoSuchBucket))?;
+            objects.insert(req.input.key.clone(), object);
+            Ok::<_, s3s::S3Error>(())
+        })?;
+        Ok(S3Response::new(CopyObjectOutput::default()))
+    }
+
     async fn head_object(
         &self,
         req: S3Request<HeadObjectInput>,

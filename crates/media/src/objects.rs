@@ -365,6 +365,22 @@ impl Bucket {
         Ok(())
     }
 
+    /// Copies `from` to `to` inside the bucket (server side).
+    ///
+    /// # Errors
+    /// [`ObjectError::NotFound`] when `from` does not exist; storage failures.
+    pub async fn copy(&self, from: &str, to: &str) -> Result<(), ObjectError> {
+        sdk_call!(
+            self.client
+                .copy_object()
+                .bucket(&self.bucket)
+                .copy_source(format!("{}/{from}", self.bucket))
+                .key(to)
+                .send()
+        )?;
+        Ok(())
+    }
+
     /// Deletes an object (absent objects are not an error).
     ///
     /// # Errors
