@@ -154,6 +154,9 @@ impl MediaChecker {
         match bucket.copy(&upload_key(media_id), &key).await {
             Ok(()) => {}
             Err(meridian_media::ObjectError::NotFound) => {}
+            Err(meridian_media::ObjectError::Refused(detail)) => {
+                return Ok(Some(refused_by_storage(&detail)));
+            }
             Err(error) => return Err(CheckError::Storage(error)),
         }
         let declared = Declared {
@@ -198,6 +201,11 @@ impl MediaChecker {
                     detail: rejection.to_string(),
                 }))
             }
+            // A refusal does not clear by waiting: reject this upload
+            // rather than hold every later one behind it.
+            Err(InspectError::Storage(meridian_media::ObjectError::Refused(detail))) => {
+                Ok(Some(refused_by_storage(&detail)))
+            }
             Err(InspectError::Storage(error)) => Err(CheckError::Storage(error)),
             Err(other) => Err(CheckError::Storage(
                 meridian_media::ObjectError::Unavailable(other.to_string()),
@@ -240,6 +248,15 @@ impl MediaChecker {
                 Ok(())
             })
             .await
+    }
+}
+
+fn refused_by_storage(detail: &str) -> Outcome {
+    tracing::warn!(%detail, "media check: object storage refused; rejecting the upload");
+    metrics::counter!("meridian_media_rejected_total", "reason" => "storage_refused").increment(1);
+    Outcome::Rejected {
+        reason: "storage_refused".into(),
+        detail: format!("object storage refused the check: {detail}"),
     }
 }
 

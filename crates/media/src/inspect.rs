@@ -146,13 +146,20 @@ pub async fn inspect(
     }
     let content_type = declared.content_type.to_string();
     let made = offload
-        .run(move || make_thumbnail(&kept, &content_type))
+        // A decoder panic on crafted bytes must reject this upload, not end
+        // the worker that checks every other one.
+        .run(move || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                make_thumbnail(&kept, &content_type)
+            }))
+        })
         .await
         .map_err(|e| ObjectError::Unavailable(e.to_string()))?;
     match made {
-        Ok(thumbnail) => Ok(Inspection {
+        Ok(Ok(thumbnail)) => Ok(Inspection {
             thumbnail: Some(thumbnail),
         }),
-        Err(error) => Err(Rejection::Undecodable(error.to_string()).into()),
+        Ok(Err(error)) => Err(Rejection::Undecodable(error.to_string()).into()),
+        Err(_) => Err(Rejection::Undecodable("the image decoder failed".into()).into()),
     }
 }

@@ -184,7 +184,7 @@ pub struct MediaView {
     /// `pending` (upload, then complete), `checking`, `ready` or `rejected`.
     pub state: String,
     /// For `rejected`: `size_mismatch`, `checksum_mismatch`, `type_mismatch`,
-    /// `undecodable_image` or `not_uploaded`.
+    /// `undecodable_image`, `not_uploaded` or `storage_refused`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// For `rejected`: detail for humans.
