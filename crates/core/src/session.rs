@@ -436,17 +436,16 @@ async fn deliver_step(
     }
     let batch = messaging.config().delivery_batch;
     let entries = store::read_inbox(&tx, &caller.user_id, cursor, batch).await?;
+    // A short read saw the whole inbox at this snapshot: wait for the head to
+    // move rather than reading the inbox again to find it empty (half of all
+    // inbox range reads, each of which visits every table of the LSM).
+    // Only snapshot reads: the commit registers the watch and cannot
+    // conflict; anything appended after this snapshot fires it at once.
+    let wake = (entries.len() < batch)
+        .then(|| tx.watch(&meridian_store::keys::inbox_head(&caller.user_id)));
     let Some((last, _)) = entries.last() else {
-        // Only snapshot reads so far: this commit registers the watch and
-        // cannot conflict; anything appended after the read fires it at once.
-        let wake = tx.watch(&meridian_store::keys::inbox_head(&caller.user_id));
         tx.commit().await?;
-        tokio::select! {
-            biased;
-            fired = wake => fired?,
-            () = down.closed() => return Ok(Flow::Stop),
-        }
-        return Ok(Flow::Continue);
+        return wait_for_inbox(wake, down).await;
     };
     let last = *last;
     let after = store::stamp_to_hex(cursor);
@@ -474,8 +473,25 @@ async fn deliver_step(
             through: store::stamp_to_hex(&last),
         })),
     };
+    if wake.is_some() {
+        tx.commit().await?;
+    }
     if down.send(Ok(frame)).await.is_err() {
         return Ok(Flow::Stop);
+    }
+    wait_for_inbox(wake, down).await
+}
+
+/// Waits for `wake` (the inbox head moved), if there is one, or for the
+/// session to end.
+async fn wait_for_inbox(wake: Option<meridian_kv::Watch>, down: &Down) -> Result<Flow, CoreError> {
+    let Some(wake) = wake else {
+        return Ok(Flow::Continue);
+    };
+    tokio::select! {
+        biased;
+        fired = wake => fired?,
+        () = down.closed() => return Ok(Flow::Stop),
     }
     Ok(Flow::Continue)
 }

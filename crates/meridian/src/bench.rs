@@ -231,23 +231,23 @@ pub(crate) fn spawn_receiver(
 
 /// Sends at `rate` msg/s in total across `pairs` for `seconds` (after a
 /// second of warm-up), never waiting for `sent`, so the offered rate stays
-/// fixed; receivers keep reading for `tail` more. Returns the sorted
-/// send→deliver latencies (ns) and the messages delivered after warm-up.
+/// fixed; receivers keep reading for `tail` more.
 pub(crate) async fn fixed_rate_latency(
     pairs: Vec<Pair>,
     rate: u64,
     seconds: u64,
     tail: Duration,
-) -> (Vec<u64>, u64) {
+) -> LatencySamples {
     let count = pairs.len();
     let origin = now();
     let warmup = origin + Duration::from_secs(1);
     let stop = warmup + Duration::from_secs(seconds);
     let delivered = Arc::new(AtomicU64::new(0));
+    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::new()));
     let per_sender = Duration::from_secs_f64(count as f64 / rate.max(1) as f64);
     let mut receivers = Vec::new();
     let mut senders = Vec::new();
-    for pair in pairs {
+    for (index, pair) in pairs.into_iter().enumerate() {
         receivers.push(spawn_receiver(
             pair.receiver,
             origin,
@@ -256,7 +256,12 @@ pub(crate) async fn fixed_rate_latency(
             delivered.clone(),
         ));
         let (sender, conv) = (pair.sender, pair.conv);
+        let acknowledged = acknowledged.clone();
         senders.push(tokio::spawn(async move {
+            // Senders start spread over one period, so the offered load is
+            // even rather than every sender's send landing at once.
+            let phase = per_sender.mul_f64(index as f64 / count.max(1) as f64);
+            tokio::time::sleep(phase).await;
             let mut tick = tokio::time::interval(per_sender);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let mut n = 0u64;
@@ -264,12 +269,20 @@ pub(crate) async fn fixed_rate_latency(
                 tick.tick().await;
                 let sent_at = now().saturating_sub(origin).as_nanos();
                 let (sender, conv) = (sender.clone(), conv.clone());
+                let acknowledged = acknowledged.clone();
                 n += 1;
                 let id = format!("l{n}");
                 tokio::spawn(async move {
-                    let _ = sender
+                    let sent = sender
                         .send(&conv, &id, &format!("t={sent_at}"), None, 0)
                         .await;
+                    let took = now().saturating_sub(origin).as_nanos() as u64;
+                    if sent.is_ok()
+                        && sent_at >= warmup.saturating_sub(origin).as_nanos()
+                        && let Ok(mut acknowledged) = acknowledged.lock()
+                    {
+                        acknowledged.push(took.saturating_sub(sent_at as u64));
+                    }
                 });
             }
         }));
@@ -282,7 +295,23 @@ pub(crate) async fn fixed_rate_latency(
         .flatten()
         .collect();
     latencies.sort_unstable();
-    (latencies, delivered.load(Ordering::Relaxed))
+    let mut acknowledged = acknowledged.lock().map(|a| a.clone()).unwrap_or_default();
+    acknowledged.sort_unstable();
+    LatencySamples {
+        delivered_latencies: latencies,
+        acknowledged_latencies: acknowledged,
+        delivered: delivered.load(Ordering::Relaxed),
+    }
+}
+
+/// What [`fixed_rate_latency`] measured.
+pub(crate) struct LatencySamples {
+    /// Sorted send→deliver latencies (ns), after warm-up.
+    pub(crate) delivered_latencies: Vec<u64>,
+    /// Sorted send→`sent` latencies (ns): the sender's acknowledgement.
+    pub(crate) acknowledged_latencies: Vec<u64>,
+    /// Messages delivered after warm-up.
+    pub(crate) delivered: u64,
 }
 
 /// Server memory per idle, authenticated WebSocket, on a fresh server so
@@ -416,17 +445,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let server = start_server().await?;
     let rest = Rest::new(&server.base);
     let pairs = make_pairs(&rest, args.pairs).await?;
-    let (latencies, delivered) =
-        fixed_rate_latency(pairs, args.rate, args.seconds, Duration::from_secs(2)).await;
+    let samples = fixed_rate_latency(pairs, args.rate, args.seconds, Duration::from_secs(2)).await;
+    let latencies = &samples.delivered_latencies;
     let ms = |ns: u64| ns as f64 / 1e6;
     println!(
-        "latency at {} msg/s offered: send->deliver p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples, {:.0} msg/s delivered)",
+        "latency at {} msg/s offered: send->deliver p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples, {:.0} msg/s delivered); send->sent p50 {:.2} ms, p99 {:.2} ms",
         args.rate,
-        ms(percentile(&latencies, 0.50)),
-        ms(percentile(&latencies, 0.99)),
+        ms(percentile(latencies, 0.50)),
+        ms(percentile(latencies, 0.99)),
         ms(latencies.last().copied().unwrap_or(0)),
         latencies.len(),
-        delivered as f64 / args.seconds as f64
+        samples.delivered as f64 / args.seconds as f64,
+        ms(percentile(&samples.acknowledged_latencies, 0.50)),
+        ms(percentile(&samples.acknowledged_latencies, 0.99)),
     );
 
     Ok(())

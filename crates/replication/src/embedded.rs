@@ -117,30 +117,43 @@ impl ReplicationLog for EmbeddedLog {
         if records.is_empty() {
             return Ok(());
         }
-        let now = self.clock.wall_millis();
-        let partitions = self.partitions;
         self.db
-            .run(|tx, _| async move {
-                let mut ends: BTreeMap<u32, u64> = BTreeMap::new();
-                for record in records {
-                    let partition = partition_for(&record.key, partitions);
-                    let next = match ends.get(&partition) {
-                        Some(next) => *next,
-                        None => read_end(&tx, topic, partition).await?,
-                    };
-                    tx.set(
-                        &record_key(topic, partition, next),
-                        &encode_record(now, &record.key, &record.value),
-                    )?;
-                    ends.insert(partition, next + 1);
-                }
-                for (partition, end) in &ends {
-                    tx.set(&end_key(topic, *partition), &end.to_be_bytes())?;
-                }
-                tx.atomic_add(&head_key(topic), 1)?;
-                Ok::<_, LogError>(())
-            })
+            .run(|tx, _| async move { self.append_in(&tx, topic, records).await })
             .await
+    }
+
+    fn appends_in_store(&self) -> bool {
+        true
+    }
+
+    async fn append_in(
+        &self,
+        tx: &Transaction,
+        topic: &str,
+        records: &[AppendRecord],
+    ) -> Result<(), LogError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.wall_millis();
+        let mut ends: BTreeMap<u32, u64> = BTreeMap::new();
+        for record in records {
+            let partition = partition_for(&record.key, self.partitions);
+            let next = match ends.get(&partition) {
+                Some(next) => *next,
+                None => read_end(tx, topic, partition).await?,
+            };
+            tx.set(
+                &record_key(topic, partition, next),
+                &encode_record(now, &record.key, &record.value),
+            )?;
+            ends.insert(partition, next + 1);
+        }
+        for (partition, end) in &ends {
+            tx.set(&end_key(topic, *partition), &end.to_be_bytes())?;
+        }
+        tx.atomic_add(&head_key(topic), 1)?;
+        Ok(())
     }
 
     async fn reader(

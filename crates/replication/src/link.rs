@@ -15,6 +15,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::log::LogRecord;
 use crate::{Applier, ApplyError};
 
+/// Most frames applied in one round (frames waiting when a round starts are
+/// applied together).
+const MAX_FRAMES_PER_ROUND: usize = 256;
+
 /// Timings and sizes of a link.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
@@ -224,73 +228,136 @@ impl Link {
                 self.status.send_modify(|s| s.connected = true);
                 self.record_up(true);
             }
-            match frame.kind {
-                Some(pb::link_down::Kind::Batch(batch)) => {
-                    if let Err(ended) = self.apply_batch(batch, &up).await {
-                        return ended;
+            // Frames that arrived while the last round applied are applied
+            // together: one transaction per partition, the partitions at
+            // once, so a busy link costs a few group commits per round
+            // rather than one per frame.
+            let mut batches = Vec::new();
+            let mut next = Some(frame);
+            let mut ended = None;
+            while let Some(frame) = next.take() {
+                match frame.kind {
+                    Some(pb::link_down::Kind::Batch(batch)) => batches.push(batch),
+                    Some(pb::link_down::Kind::Heartbeat(heartbeat)) => {
+                        self.status.send_modify(|s| {
+                            for end in &heartbeat.log_end {
+                                s.log_end.insert(end.partition, end.offset);
+                            }
+                        });
+                        if batches.is_empty() {
+                            self.record_lag(None);
+                        }
+                    }
+                    None => {}
+                }
+                if batches.len() >= MAX_FRAMES_PER_ROUND {
+                    break;
+                }
+                match futures::FutureExt::now_or_never(down.message()) {
+                    None => {}
+                    Some(Ok(Some(frame))) => next = Some(frame),
+                    Some(Ok(None)) => {
+                        ended = Some(Ended::Broken("source closed the stream".into()))
+                    }
+                    Some(Err(status)) => {
+                        ended = Some(Ended::Broken(format!("stream failed: {status}")));
                     }
                 }
-                Some(pb::link_down::Kind::Heartbeat(heartbeat)) => {
-                    self.status.send_modify(|s| {
-                        for end in &heartbeat.log_end {
-                            s.log_end.insert(end.partition, end.offset);
-                        }
-                    });
-                    self.record_lag(None);
-                }
-                None => {}
+            }
+            if !batches.is_empty()
+                && let Err(ended) = self.apply_batches(batches, &up).await
+            {
+                return ended;
+            }
+            if let Some(ended) = ended {
+                return ended;
             }
         }
     }
 
-    async fn apply_batch(
+    /// Applies `batches` (in arrival order, possibly several per partition):
+    /// each partition's records in one call, the partitions concurrently
+    /// (they are independent: a conversation lives on one partition), then
+    /// reports every partition's progress to the source.
+    async fn apply_batches(
         &self,
-        batch: pb::Batch,
+        batches: Vec<pb::Batch>,
         up: &mpsc::Sender<pb::LinkUp>,
     ) -> Result<(), Ended> {
-        let partition = batch.partition;
-        let records: Vec<LogRecord> = batch
-            .records
-            .into_iter()
-            .map(|r| LogRecord {
+        let mut by_partition: BTreeMap<u32, (Vec<LogRecord>, u64)> = BTreeMap::new();
+        for batch in batches {
+            let (records, log_end) = by_partition.entry(batch.partition).or_default();
+            *log_end = (*log_end).max(batch.log_end);
+            records.extend(batch.records.into_iter().map(|r| LogRecord {
                 offset: r.offset,
                 key: r.key,
                 value: r.value.into(),
                 appended_ms: r.appended_ms,
-            })
-            .collect();
-        let newest_appended = records.last().map(|r| r.appended_ms);
-        let outcome = self
-            .applier
-            .apply(&self.source, partition, &records)
-            .await
-            .map_err(|ApplyError(e)| Ended::Broken(format!("apply failed: {e}")))?;
-        let applied_count = records
-            .iter()
-            .filter(|r| r.offset < outcome.next_offset)
-            .count();
-        metrics::counter!("meridian_replication_applied_total", "source" => self.source.clone(), "destination" => self.destination.clone())
-            .increment(applied_count as u64);
-        self.status.send_modify(|s| {
-            s.applied.insert(partition, outcome.next_offset);
-            let end = s.log_end.entry(partition).or_default();
-            *end = (*end).max(batch.log_end);
-            if outcome.refused.is_some() && s.refused_at != Some((partition, outcome.next_offset)) {
-                s.refused += 1;
-                s.refused_at = Some((partition, outcome.next_offset));
-            }
-        });
-        self.record_lag(newest_appended.filter(|_| outcome.refused.is_none()));
-        let report = pb::LinkUp {
-            kind: Some(pb::link_up::Kind::Applied(pb::Applied {
-                partition,
-                offset: outcome.next_offset,
-            })),
-        };
-        if up.send(report).await.is_err() {
-            return Err(Ended::Broken("stream closed".into()));
+            }));
         }
-        match outcome.refused {
+        let applies = by_partition
+            .iter()
+            .map(|(&partition, (records, _))| async move {
+                (
+                    partition,
+                    self.applier.apply(&self.source, partition, records).await,
+                )
+            });
+        let outcomes = futures::future::join_all(applies).await;
+        let mut refused = None;
+        let mut broken = None;
+        let mut newest_appended: Option<u64> = None;
+        for (partition, outcome) in outcomes {
+            let (records, log_end) = &by_partition[&partition];
+            let outcome = match outcome {
+                Ok(outcome) => outcome,
+                Err(ApplyError(e)) => {
+                    // Other partitions' applies stand (each recorded its
+                    // offset); the link reconnects from what was recorded.
+                    broken.get_or_insert(format!("apply failed: {e}"));
+                    continue;
+                }
+            };
+            let applied_count = records
+                .iter()
+                .filter(|r| r.offset < outcome.next_offset)
+                .count();
+            metrics::counter!("meridian_replication_applied_total", "source" => self.source.clone(), "destination" => self.destination.clone())
+                .increment(applied_count as u64);
+            self.status.send_modify(|s| {
+                s.applied.insert(partition, outcome.next_offset);
+                let end = s.log_end.entry(partition).or_default();
+                *end = (*end).max(*log_end);
+                if outcome.refused.is_some()
+                    && s.refused_at != Some((partition, outcome.next_offset))
+                {
+                    s.refused += 1;
+                    s.refused_at = Some((partition, outcome.next_offset));
+                }
+            });
+            if outcome.refused.is_none()
+                && let Some(last) = records.last()
+            {
+                newest_appended = Some(newest_appended.unwrap_or(0).max(last.appended_ms));
+            }
+            let report = pb::LinkUp {
+                kind: Some(pb::link_up::Kind::Applied(pb::Applied {
+                    partition,
+                    offset: outcome.next_offset,
+                })),
+            };
+            if up.send(report).await.is_err() {
+                return Err(Ended::Broken("stream closed".into()));
+            }
+            if let Some(reason) = outcome.refused {
+                refused.get_or_insert(reason);
+            }
+        }
+        self.record_lag(newest_appended);
+        if let Some(reason) = broken {
+            return Err(Ended::Broken(reason));
+        }
+        match refused {
             Some(reason) => Err(Ended::Refused(reason)),
             None => Ok(()),
         }

@@ -41,6 +41,9 @@ pub enum LogError {
     /// A stored record could not be decoded.
     #[error("corrupt log record: {0}")]
     Corrupt(String),
+    /// `append_in` on a log that does not live in the caller's store.
+    #[error("this log does not live in the store")]
+    NotInStore,
 }
 
 /// The topic carrying changes from `source_region` to `dest_region` (the
@@ -84,6 +87,25 @@ pub trait ReplicationLog: Send + Sync + 'static {
     /// per partition. On error some may have been appended (the caller
     /// retries, so a record can appear twice).
     async fn append(&self, topic: &str, records: &[AppendRecord]) -> Result<(), LogError>;
+
+    /// Whether [`ReplicationLog::append_in`] is served: the log lives in the
+    /// store whose transactions its callers run (the embedded log), so a
+    /// relay can move outbox entries into it and clear them in one commit.
+    fn appends_in_store(&self) -> bool {
+        false
+    }
+
+    /// Appends `records` as part of `tx`, a transaction on the store this
+    /// log lives in; only when [`ReplicationLog::appends_in_store`].
+    async fn append_in(
+        &self,
+        tx: &meridian_kv::Transaction,
+        topic: &str,
+        records: &[AppendRecord],
+    ) -> Result<(), LogError> {
+        let _ = (tx, topic, records);
+        Err(LogError::NotInStore)
+    }
 
     /// A reader of `topic` starting at `from` per partition (0 when absent).
     async fn reader(

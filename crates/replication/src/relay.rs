@@ -107,16 +107,30 @@ impl Relay {
                 value: entry.value.clone(),
             })
             .collect();
-        self.log.append(&self.topic, &records).await?;
-        // Only now may the outbox forget them; a crash before this line
-        // appends them again, which the destination's apply skips.
         let (destination, after, count) = (self.destination.as_str(), self.cleared, entries.len());
-        self.db
-            .run(|tx, _| async move {
-                store::clear_outbox(&tx, destination, after.as_ref(), &last, count)?;
-                Ok::<_, store::StoreError>(())
-            })
-            .await?;
+        if self.log.appends_in_store() {
+            // The log lives in this store: append and clear in one commit,
+            // so the relay costs one group commit per round, not two.
+            let (log, topic, records) = (&self.log, self.topic.as_str(), &records);
+            self.db
+                .run(|tx, _| async move {
+                    log.append_in(&tx, topic, records).await?;
+                    store::clear_outbox(&tx, destination, after.as_ref(), &last, count)
+                        .map_err(RelayError::from)?;
+                    Ok::<_, RelayError>(())
+                })
+                .await?;
+        } else {
+            self.log.append(&self.topic, &records).await?;
+            // Only now may the outbox forget them; a crash before this line
+            // appends them again, which the destination's apply skips.
+            self.db
+                .run(|tx, _| async move {
+                    store::clear_outbox(&tx, destination, after.as_ref(), &last, count)?;
+                    Ok::<_, store::StoreError>(())
+                })
+                .await?;
+        }
         self.cleared = Some(last);
         metrics::counter!("meridian_relayed_total", "source" => self.source.clone(), "destination" => self.destination.clone())
             .increment(records.len() as u64);
@@ -130,6 +144,21 @@ enum RelayError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Log(#[from] crate::LogError),
+}
+
+impl From<meridian_kv::KvError> for RelayError {
+    fn from(error: meridian_kv::KvError) -> Self {
+        Self::Log(error.into())
+    }
+}
+
+impl meridian_kv::TxnError for RelayError {
+    fn as_kv(&self) -> Option<&meridian_kv::KvError> {
+        match self {
+            Self::Store(error) => meridian_kv::TxnError::as_kv(error),
+            Self::Log(error) => meridian_kv::TxnError::as_kv(error),
+        }
+    }
 }
 
 #[cfg(test)]

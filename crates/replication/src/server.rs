@@ -20,6 +20,10 @@ use crate::log::{LogRecord, SharedLog, topic_for};
 const MAX_BATCH: usize = 512;
 /// Largest window a destination may ask for.
 const MAX_WINDOW: u32 = 65_536;
+/// Longest a stream leaves applied entries untrimmed while it is busy.
+const TRIM_INTERVAL: Duration = Duration::from_millis(250);
+/// Applied entries that trigger a trim at once.
+const TRIM_BACKLOG: u64 = 4096;
 /// How long a new link stream may take to send `open`.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -173,7 +177,9 @@ impl Replication for LinkServer {
             destination: open.destination,
             window,
             sent: from.clone(),
-            applied: from,
+            applied: from.clone(),
+            trimmed: from,
+            trimmed_at: Duration::ZERO,
             ends: BTreeMap::new(),
             ends_read_at: Duration::ZERO,
         };
@@ -198,6 +204,10 @@ struct Pump {
     sent: BTreeMap<u32, u64>,
     /// Next offset the destination reported applied, per partition.
     applied: BTreeMap<u32, u64>,
+    /// Offset below which this stream trimmed the log, per partition.
+    trimmed: BTreeMap<u32, u64>,
+    /// When this stream last trimmed.
+    trimmed_at: Duration,
     /// The log's end offsets as last read, and when.
     ends: BTreeMap<u32, u64>,
     ends_read_at: Duration,
@@ -241,7 +251,7 @@ impl Pump {
                 match report {
                     Some(Ok(pb::LinkUp {
                         kind: Some(pb::link_up::Kind::Applied(applied)),
-                    })) => self.on_applied(applied).await,
+                    })) => self.on_applied(applied),
                     Some(Ok(_)) => {}
                     Some(Err(_)) | None => {
                         tracing::info!(destination = %self.destination, "replication link closed");
@@ -249,6 +259,7 @@ impl Pump {
                     }
                 }
             }
+            self.trim_applied().await;
             let room = (self.window - self.in_flight()).min(MAX_BATCH as u64 * 8) as usize;
             let wait = self
                 .heartbeat
@@ -313,25 +324,49 @@ impl Pump {
         }
     }
 
-    async fn on_applied(&mut self, applied: pb::Applied) {
+    fn on_applied(&mut self, applied: pb::Applied) {
         let previous = self.applied.get(&applied.partition).copied().unwrap_or(0);
         // Never past what this stream sent: a report beyond it (a confused or
         // stale destination) must not trim entries nobody applied.
         let sent = self.sent.get(&applied.partition).copied().unwrap_or(0);
-        let applied = pb::Applied {
-            partition: applied.partition,
-            offset: applied.offset.min(sent),
-        };
-        if applied.offset <= previous {
+        let offset = applied.offset.min(sent);
+        if offset > previous {
+            self.applied.insert(applied.partition, offset);
+        }
+    }
+
+    /// Trims what the destination applied since the last trim, at most once
+    /// per [`TRIM_INTERVAL`] unless [`TRIM_BACKLOG`] entries wait: a trim is
+    /// a write transaction, and one per report would put a commit between
+    /// every two reads of a busy link.
+    async fn trim_applied(&mut self) {
+        let untrimmed: u64 = self
+            .applied
+            .iter()
+            .map(|(p, applied)| applied.saturating_sub(self.trimmed.get(p).copied().unwrap_or(0)))
+            .sum();
+        let now = self.clock.monotonic();
+        if untrimmed == 0
+            || (untrimmed < TRIM_BACKLOG && now.saturating_sub(self.trimmed_at) < TRIM_INTERVAL)
+        {
             return;
         }
-        self.applied.insert(applied.partition, applied.offset);
-        if let Err(error) = self
-            .log
-            .trim(&self.topic, applied.partition, previous, applied.offset)
-            .await
-        {
-            tracing::warn!(%error, "trimming the replication log failed");
+        self.trimmed_at = now;
+        let due: Vec<(u32, u64, u64)> = self
+            .applied
+            .iter()
+            .filter_map(|(&partition, &applied)| {
+                let trimmed = self.trimmed.get(&partition).copied().unwrap_or(0);
+                (applied > trimmed).then_some((partition, trimmed, applied))
+            })
+            .collect();
+        for (partition, from, to) in due {
+            match self.log.trim(&self.topic, partition, from, to).await {
+                Ok(()) => {
+                    self.trimmed.insert(partition, to);
+                }
+                Err(error) => tracing::warn!(%error, "trimming the replication log failed"),
+            }
         }
     }
 
