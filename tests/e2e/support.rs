@@ -257,7 +257,9 @@ impl Regions {
                 .map(|((_, to), proxy)| (to.clone(), proxy.addr().to_string()))
                 .collect();
             if log == TestLog::Kafka {
-                let broker = meridian_testbed::Broker::start().expect("tansu broker");
+                let broker = meridian_testbed::Broker::start(&network)
+                    .await
+                    .expect("tansu broker");
                 options.log = meridian_region::LogChoice::Kafka(
                     meridian_replication::kafka::KafkaConfig::new(broker.bootstrap(), 4),
                 );

@@ -243,6 +243,9 @@ impl Messaging {
         caller: &Caller,
         media_id: &str,
     ) -> Result<Media, CoreError> {
+        // `complete_wait` bounds the whole call, the storage's HEAD
+        // included, so it answers inside the gateway's deadline.
+        let started = self.ids().clock().monotonic();
         let media = self.own_media(caller, media_id).await?;
         if media.state == MediaState::Pending {
             let bucket = self.local_bucket()?;
@@ -269,8 +272,12 @@ impl Messaging {
                 })
                 .await?;
         }
-        self.wait_checked(media_id, self.config().media.complete_wait)
-            .await
+        let spent = self.ids().clock().monotonic().saturating_sub(started);
+        self.wait_checked(
+            media_id,
+            self.config().media.complete_wait.saturating_sub(spent),
+        )
+        .await
     }
 
     /// Waits until the check of `media_id` ends or `wait` passes; returns

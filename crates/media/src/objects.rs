@@ -163,6 +163,14 @@ impl aws_smithy_async::time::TimeSource for SeamTime {
     }
 }
 
+/// The budget of a storage call made while a client waits (a bucket's
+/// health before an upload slot, the `HEAD` of `complete`): one attempt of
+/// at most 1.5 s, so the request answers `media_unavailable` well inside the
+/// gateway's 5 s deadline instead of timing out there while the core still
+/// waits on the storage.
+const REQUEST_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const REQUEST_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1500);
+
 /// One bucket, through aws-sdk-s3.
 #[derive(Clone)]
 pub struct Bucket {
@@ -182,7 +190,9 @@ impl std::fmt::Debug for Bucket {
 impl Bucket {
     /// A client of `target`'s bucket. Calls time out after 10 s (connect:
     /// 2 s) and are tried twice, so an unreachable storage answers quickly
-    /// with [`ObjectError::Unavailable`]. A plain-HTTP endpoint (the
+    /// with [`ObjectError::Unavailable`]; the calls a client waits on
+    /// ([`Bucket::check_reachable`], [`Bucket::head`]) get one attempt of
+    /// 1.5 s. A plain-HTTP endpoint (the
     /// embedded server) is reached through `network`, the network seam;
     /// HTTPS endpoints (AWS S3) through the SDK's own TLS client.
     pub fn new(target: &S3Target, clock: SharedClock, network: &SharedNetwork) -> Self {
@@ -216,6 +226,18 @@ impl Bucket {
             bucket: target.bucket.clone(),
             clock,
         }
+    }
+
+    /// The configuration override of a call a client waits on.
+    fn request_budget() -> aws_sdk_s3::config::Builder {
+        aws_sdk_s3::config::Builder::default()
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(REQUEST_CONNECT_TIMEOUT)
+                    .operation_attempt_timeout(REQUEST_ATTEMPT_TIMEOUT)
+                    .build(),
+            )
+            .retry_config(RetryConfig::standard().with_max_attempts(1))
     }
 
     /// The bucket's name.
@@ -280,12 +302,20 @@ impl Bucket {
         Ok(presigned(&request, expires_ms))
     }
 
-    /// Whether the bucket answers: a cheap `HeadBucket`.
+    /// Whether the bucket answers: a cheap `HeadBucket` (one attempt of
+    /// 1.5 s).
     ///
     /// # Errors
     /// [`ObjectError::Unavailable`] when the storage cannot be reached.
     pub async fn check_reachable(&self) -> Result<(), ObjectError> {
-        sdk_call!(self.client.head_bucket().bucket(&self.bucket).send())?;
+        sdk_call!(
+            self.client
+                .head_bucket()
+                .bucket(&self.bucket)
+                .customize()
+                .config_override(Self::request_budget())
+                .send()
+        )?;
         Ok(())
     }
 
@@ -304,7 +334,8 @@ impl Bucket {
         }
     }
 
-    /// The object's metadata, or `None` when it does not exist.
+    /// The object's metadata, or `None` when it does not exist (one
+    /// attempt of 1.5 s).
     ///
     /// # Errors
     /// When the storage fails.
@@ -314,6 +345,8 @@ impl Bucket {
                 .head_object()
                 .bucket(&self.bucket)
                 .key(key)
+                .customize()
+                .config_override(Self::request_budget())
                 .send()
         ) {
             Ok(out) => Ok(Some(ObjectMeta {

@@ -78,11 +78,12 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let regions = dir.path().join("regions");
     std::fs::create_dir_all(&regions)?;
+    let network = TokioNetwork::shared();
     let brokers = match options.log {
         LogKind::Embedded => None,
         LogKind::Kafka => Some((
-            meridian_testbed::Broker::start()?,
-            meridian_testbed::Broker::start()?,
+            meridian_testbed::Broker::start(&network).await?,
+            meridian_testbed::Broker::start(&network).await?,
         )),
     };
     let log_section = |broker: Option<&meridian_testbed::Broker>| match broker {
@@ -92,7 +93,6 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
             b.bootstrap()
         ),
     };
-    let network = TokioNetwork::shared();
     let (us_gateway, us_core, eu_gateway, eu_core) = (
         free_port(&network).await?,
         free_port(&network).await?,

@@ -67,8 +67,12 @@ async fn killing_the_destination_mid_apply_neither_loses_nor_duplicates_embedded
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_destination_mid_apply_neither_loses_nor_duplicates_kafka() {
-    let us = meridian_testbed::Broker::start().expect("tansu");
-    let eu = meridian_testbed::Broker::start().expect("tansu");
+    let us = meridian_testbed::Broker::start(&meridian_seams::net::TokioNetwork::shared())
+        .await
+        .expect("tansu");
+    let eu = meridian_testbed::Broker::start(&meridian_seams::net::TokioNetwork::shared())
+        .await
+        .expect("tansu");
     killing_the_destination_mid_apply(&[
         "--log".into(),
         "kafka".into(),

@@ -24,7 +24,9 @@ fn records(keys: &[&str], tag: &str) -> Vec<AppendRecord> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_are_read_back_per_partition_from_any_offset() {
-    let broker = Broker::start().expect("tansu");
+    let broker = Broker::start(&meridian_seams::net::TokioNetwork::shared())
+        .await
+        .expect("tansu");
     let log = KafkaLog::new(KafkaConfig::new(broker.bootstrap(), 3)).expect("clients");
     let topic = &meridian_replication::topic_for("a", "b");
     log.ensure_topic(topic).await.expect("create");

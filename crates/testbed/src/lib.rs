@@ -10,9 +10,17 @@
 //! # What it must not touch
 //! Meridian's own crates: it starts processes and reports where they listen.
 
-use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
+use std::time::Duration;
+
+use meridian_seams::net::SharedNetwork;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// How long a broker may take to report ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Starting a component failed.
 #[derive(Debug, thiserror::Error)]
@@ -52,10 +60,16 @@ fn tansu_binary() -> Result<PathBuf, TestbedError> {
     ))
 }
 
-/// A free loopback port.
-fn free_port() -> Result<u16, TestbedError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
+/// A free loopback port, found through the network seam (tansu binds it
+/// right after).
+async fn free_port(network: &SharedNetwork) -> Result<u16, TestbedError> {
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let listener = network
+        .bind(any)
+        .await
+        .map_err(|e| TestbedError::Start(format!("no free port: {e}")))?;
+    listener
+        .local_addr()
         .map(|a| a.port())
         .map_err(|e| TestbedError::Start(format!("no free port: {e}")))
 }
@@ -74,17 +88,18 @@ impl std::fmt::Debug for Broker {
 }
 
 impl Broker {
-    /// Starts a broker and waits until it reports ready.
+    /// Starts a broker on a free loopback port (found through `network`)
+    /// and waits until it reports ready, at most 60 s.
     ///
     /// # Errors
     /// tansu missing, or not ready.
-    pub fn start() -> Result<Self, TestbedError> {
+    pub async fn start(network: &SharedNetwork) -> Result<Self, TestbedError> {
         let binary = tansu_binary()?;
         let dir = tempfile::tempdir().map_err(|e| TestbedError::Start(e.to_string()))?;
         // A port taken between the probe and tansu's bind fails loudly
         // below ("exited before ready"); retried on a new port.
         for _ in 0..3 {
-            let port = free_port()?;
+            let port = free_port(network).await?;
             let url = format!("tcp://127.0.0.1:{port}");
             let mut child = Command::new(&binary)
                 .arg("broker")
@@ -100,6 +115,7 @@ impl Broker {
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
+                .kill_on_drop(true)
                 .spawn()
                 .map_err(|e| TestbedError::Start(format!("running {}: {e}", binary.display())))?;
             let stdout = child
@@ -107,26 +123,30 @@ impl Broker {
                 .take()
                 .ok_or_else(|| TestbedError::Start("no stdout".into()))?;
             let mut lines = BufReader::new(stdout).lines();
-            let ready = lines
-                .by_ref()
-                .map_while(Result::ok)
-                .any(|l| l.starts_with("ready"));
+            let ready = tokio::time::timeout(READY_TIMEOUT, async {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if line.starts_with("ready") {
+                        return true;
+                    }
+                }
+                false
+            })
+            .await
+            .unwrap_or(false);
             if ready {
-                // Keep draining so tansu never blocks on a full pipe (test
-                // tooling, outside any simulated path).
-                #[allow(clippy::disallowed_methods)]
-                std::thread::spawn(move || for _ in lines {});
+                // Keep draining so tansu never blocks on a full pipe; the
+                // task ends when the broker exits.
+                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
                 return Ok(Self {
                     child,
                     port,
                     _dir: dir,
                 });
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            let _ = child.kill().await;
         }
         Err(TestbedError::Start(
-            "tansu exited before it was ready".into(),
+            "tansu exited (or stayed silent for 60 s) before it was ready".into(),
         ))
     }
 
@@ -138,7 +158,7 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // The runtime reaps the process once it is gone.
+        let _ = self.child.start_kill();
     }
 }
