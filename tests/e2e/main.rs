@@ -15,3 +15,4 @@ mod media;
 mod receipts;
 mod regions;
 mod retention;
+mod sharding;

@@ -15,7 +15,6 @@ use meridian_kv::Transaction;
 use meridian_replication::{Applier, ApplyError, ApplyOutcome, LogRecord};
 use meridian_store::{self as store, Change, InboxEntry, Replicated};
 
-use crate::peers::region_of;
 use crate::{CoreError, Messaging};
 
 /// Most records per apply transaction.
@@ -199,9 +198,9 @@ impl Messaging {
     /// does not own).
     fn made_by_its_source(&self, change: &Replicated, source: &str, offset: u64) -> bool {
         let owner_ok = match &change.change {
-            Change::Conversation { conversation, .. } => {
-                region_of(&conversation.id).is_none_or(|owner| owner == source)
-            }
+            Change::Conversation { conversation, .. } => self
+                .site_of(&conversation.id)
+                .is_none_or(|owner| owner == source),
             _ => true,
         };
         if change.origin_region == source && owner_ok {
@@ -214,7 +213,7 @@ impl Messaging {
     }
 
     fn homed_here(&self, user: &str) -> bool {
-        region_of(user) == Some(self.config().region.as_str())
+        self.is_local(user)
     }
 
     async fn apply_change(&self, tx: &Transaction, change: &Replicated) -> Result<(), CoreError> {

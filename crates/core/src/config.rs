@@ -5,8 +5,12 @@ use std::time::Duration;
 /// How a core behaves; every limit the protocol documents lives here.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
-    /// This region's name; stamped on every message it accepts.
+    /// This core's site: its region's name, or `{region}_{shard}` in a
+    /// sharded region. Stamped on every message it accepts, and the name
+    /// other sites replicate to and from.
     pub region: String,
+    /// Every region's shard count: which site an id belongs to.
+    pub topology: meridian_proto::sites::Topology,
     /// Largest message payload, bytes.
     pub max_payload_bytes: usize,
     /// Largest group, members (creator included).
@@ -62,10 +66,11 @@ impl Default for MediaLimits {
 }
 
 impl CoreConfig {
-    /// Defaults for `region`.
+    /// Defaults for the site `region` of an unsharded deployment.
     pub fn new(region: impl Into<String>) -> Self {
         Self {
             region: region.into(),
+            topology: meridian_proto::sites::Topology::unsharded(),
             max_payload_bytes: 64 * 1024,
             max_group_members: 100,
             max_name_chars: 128,

@@ -121,7 +121,7 @@ impl Messaging {
     pub(crate) fn local_bucket(&self) -> Result<&Bucket, CoreError> {
         self.media()
             .buckets
-            .get(&self.config().region)
+            .get(self.home_region())
             .ok_or_else(|| unavailable("no bucket configured for this region"))
     }
 
@@ -170,7 +170,7 @@ impl Messaging {
         let digest = parse_sha256(sha256)?;
         let bucket = self.local_bucket()?;
         bucket.check_reachable().await.map_err(unavailable)?;
-        let media_id = format!("{}@{}", self.ids().uuid_v7(), self.config().region);
+        let media_id = self.new_local_id();
         let upload = bucket
             .presign_put(
                 &upload_key(&media_id),
@@ -413,7 +413,7 @@ impl Messaging {
                     .ok_or_else(not_found)
             })
             .await?;
-        let origin = region_of(media_id).unwrap_or(self.config().region.as_str());
+        let origin = region_of(media_id).unwrap_or(self.home_region());
         let bucket = self
             .media()
             .buckets

@@ -14,7 +14,7 @@ use meridian_store::{
 use sha2::{Digest, Sha256};
 
 use crate::media::MediaDeps;
-use crate::peers::{Peers, region_of};
+use crate::peers::Peers;
 use crate::validate;
 use crate::{CoreConfig, CoreError, Hlc};
 
@@ -134,10 +134,33 @@ impl Messaging {
         &self.hlc
     }
 
-    /// Whether `id` (a user, device or group) belongs to this region; ids
+    /// Whether `id` (a user, device or group) belongs to this site; ids
     /// without a region (direct conversations) count as local.
     pub fn is_local(&self, id: &str) -> bool {
-        region_of(id).is_none_or(|region| region == self.config.region)
+        self.site_of(id)
+            .is_none_or(|site| site == self.config.region)
+    }
+
+    /// The site `id` belongs to (`None` for direct conversations).
+    pub(crate) fn site_of<'a>(&self, id: &'a str) -> Option<std::borrow::Cow<'a, str>> {
+        self.config.topology.site_of(id)
+    }
+
+    /// The region this site belongs to: the suffix of the ids it creates.
+    pub(crate) fn home_region(&self) -> &str {
+        meridian_proto::sites::region_of_site(&self.config.region)
+    }
+
+    /// A new id for something created here (a user, device, group or
+    /// media): `{uuid}@{region}`, drawn until it belongs to this site (about
+    /// as many draws as the region has shards).
+    pub(crate) fn new_local_id(&self) -> String {
+        loop {
+            let id = format!("{}@{}", self.ids.uuid_v7(), self.home_region());
+            if self.is_local(&id) {
+                return id;
+            }
+        }
     }
 
     /// Splits users into those homed here and those homed in each other
@@ -147,15 +170,18 @@ impl Messaging {
         users: impl IntoIterator<Item = &'a str>,
     ) -> (
         Vec<&'a str>,
-        std::collections::BTreeMap<&'a str, Vec<String>>,
+        std::collections::BTreeMap<String, Vec<String>>,
     ) {
         let mut local = Vec::new();
-        let mut remote: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+        let mut remote: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for user in users {
-            match region_of(user) {
+            match self.site_of(user) {
                 Some(region) if region != self.config.region => {
-                    if self.peers.knows(region) {
-                        remote.entry(region).or_default().push(user.to_string());
+                    if self.peers.knows(&region) {
+                        remote
+                            .entry(region.into_owned())
+                            .or_default()
+                            .push(user.to_string());
                     } else {
                         // No relay drains an outbox to a region this core
                         // does not peer with: nothing is queued for it.
@@ -187,7 +213,7 @@ impl Messaging {
         for (region, notify) in remote {
             store::put_outbox(
                 tx,
-                region,
+                &region,
                 &store::Replicated {
                     origin_region: self.config.region.clone(),
                     hlc,
@@ -224,7 +250,7 @@ impl Messaging {
 
     /// Refuses a group change at a core other than the group's owner's.
     fn require_owner_region(&self, conv_id: &str) -> Result<(), CoreError> {
-        match region_of(conv_id) {
+        match self.site_of(conv_id) {
             Some(region) if region != self.config.region => Err(refused(
                 ErrorCode::WrongRegion,
                 format!("group {conv_id} is changed in its owner region {region}"),
@@ -242,10 +268,11 @@ impl Messaging {
         user_ids: &[String],
     ) -> Result<(), CoreError> {
         for user_id in user_ids {
-            let Some(region) = region_of(user_id).filter(|r| *r != self.config.region) else {
+            let Some(region) = self.site_of(user_id).filter(|r| *r != self.config.region) else {
                 continue;
             };
-            if !self.peers.knows(region) || !self.peers.user_exists(region, caller, user_id).await?
+            if !self.peers.knows(&region)
+                || !self.peers.user_exists(&region, caller, user_id).await?
             {
                 return Err(refused(ErrorCode::NotFound, format!("no user {user_id}")));
             }
@@ -290,12 +317,12 @@ impl Messaging {
         validate::name("display_name", display_name, 64)?;
         validate::name("device_label", device_label, 64)?;
         let user = User {
-            id: format!("{}@{}", self.ids.uuid_v7(), self.config.region),
+            id: self.new_local_id(),
             display_name: display_name.to_string(),
-            home_region: self.config.region.clone(),
+            home_region: self.home_region().to_string(),
             created_ms: self.now_ms(),
         };
-        let device_id = format!("{}@{}", self.ids.uuid_v7(), self.config.region);
+        let device_id = self.new_local_id();
         let (token, token_hash) = self.new_token(&device_id);
         let device = Device {
             id: device_id.clone(),
@@ -371,7 +398,7 @@ impl Messaging {
     /// `invalid_name`; store failures.
     pub async fn add_device(&self, caller: &Caller, label: &str) -> Result<Credentials, CoreError> {
         validate::name("label", label, 64)?;
-        let device_id = format!("{}@{}", self.ids.uuid_v7(), self.config.region);
+        let device_id = self.new_local_id();
         let (token, token_hash) = self.new_token(&device_id);
         let device = Device {
             id: device_id.clone(),
@@ -568,11 +595,11 @@ impl Messaging {
         // The peer's home region gets its copy now rather than when the
         // replicated state arrives, so the peer can send at once. If it does
         // not answer, the replicated state still gets there.
-        if let Some(region) = region_of(peer).filter(|r| *r != self.config.region)
+        if let Some(region) = self.site_of(peer).filter(|r| *r != self.config.region)
             && let Err(error) = self
                 .peers
                 .ensure_direct(
-                    region,
+                    &region,
                     &caller.user_id,
                     peer,
                     detail.conversation.created_ms,
@@ -604,8 +631,7 @@ impl Messaging {
                 "a direct conversation needs two users",
             ));
         }
-        let here = Some(self.config.region.as_str());
-        let (local, other) = match (region_of(user_a) == here, region_of(user_b) == here) {
+        let (local, other) = match (self.is_local(user_a), self.is_local(user_b)) {
             (true, false) => (user_a, user_b),
             (false, true) => (user_b, user_a),
             _ => {
@@ -615,7 +641,7 @@ impl Messaging {
                 ));
             }
         };
-        if !region_of(other).is_some_and(|r| self.peers.knows(r)) {
+        if !self.site_of(other).is_some_and(|r| self.peers.knows(&r)) {
             return Err(refused(
                 ErrorCode::BadRequest,
                 format!("{other} is not homed in a peer region"),
@@ -692,7 +718,7 @@ impl Messaging {
             ));
         }
         self.require_remote_users_exist(caller, &others).await?;
-        let conv_id = format!("{}@{}", self.ids.uuid_v7(), self.config.region);
+        let conv_id = self.new_local_id();
         let now = self.now_ms();
         self.db
             .run(|tx, _| {
@@ -1084,7 +1110,7 @@ impl Messaging {
                     for (region, recipients) in remote {
                         store::put_outbox(
                             &tx,
-                            region,
+                            &region,
                             &store::Replicated {
                                 origin_region: self.config.region.clone(),
                                 hlc,
@@ -1172,12 +1198,13 @@ impl Messaging {
                                 at_ms: now,
                             },
                         )?;
-                    } else if let Some(region) =
-                        region_of(&message.sender_user).filter(|region| self.peers.knows(region))
+                    } else if let Some(region) = self
+                        .site_of(&message.sender_user)
+                        .filter(|region| self.peers.knows(region))
                     {
                         store::put_outbox(
                             &tx,
-                            region,
+                            &region,
                             &store::Replicated {
                                 origin_region: self.config.region.clone(),
                                 hlc: self.stamp()?,

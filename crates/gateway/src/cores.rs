@@ -1,16 +1,19 @@
-//! The cores this gateway forwards to: one per region. A request goes to
-//! the core of the region its subject belongs to — a caller's home region
-//! (read from the user or device id), a group's owner region — which is the
-//! local core on the fast path and another region's core otherwise. Each
-//! region has a unary client (every call with a deadline) and one
-//! multiplexed session stream ([`Mux`]).
+//! The cores this gateway forwards to: one per site (a region, or one shard
+//! of a sharded region). A request goes to the core of the site its subject
+//! belongs to — a caller's home site (from the user or device id and the
+//! deployment's shard counts), a group's owner site — which is a local core
+//! on the fast path and another region's otherwise. Each site has a unary
+//! client (every call with a deadline) and one multiplexed session stream
+//! ([`Mux`]).
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use meridian_proto::ErrorCode;
 use meridian_proto::core::core_client::CoreClient;
-use meridian_proto::{ErrorCode, region_of};
+use meridian_proto::sites::{Topology, region_of_site};
 use tonic::transport::Channel;
 
 use crate::ApiError;
@@ -31,10 +34,13 @@ pub(crate) struct RegionCore {
     pub(crate) mux: Mux,
 }
 
-/// Every region's core, by region name.
+/// Every site's core, by site name.
 pub(crate) struct Cores {
     local: String,
+    topology: Topology,
     by_region: BTreeMap<String, RegionCore>,
+    /// Spreads registrations over a sharded region's sites.
+    next_registration: AtomicUsize,
 }
 
 fn client(channel: Channel) -> CoreClient<Channel> {
@@ -44,8 +50,12 @@ fn client(channel: Channel) -> CoreClient<Channel> {
 }
 
 impl Cores {
-    /// Starts a session stream to every region's core.
-    pub(crate) fn start(local: &str, channels: BTreeMap<String, CoreChannels>) -> Self {
+    /// Starts a session stream to every site's core.
+    pub(crate) fn start(
+        local: &str,
+        topology: Topology,
+        channels: BTreeMap<String, CoreChannels>,
+    ) -> Self {
         let by_region = channels
             .into_iter()
             .map(|(region, channels)| {
@@ -58,30 +68,44 @@ impl Cores {
             .collect();
         Self {
             local: local.to_string(),
+            topology,
             by_region,
+            next_registration: AtomicUsize::new(0),
         }
     }
 
-    /// The core of `region`.
-    pub(crate) fn region(&self, region: &str) -> Result<&RegionCore, ApiError> {
-        self.by_region.get(region).ok_or_else(|| {
+    /// The core of `site`.
+    fn site(&self, site: &str) -> Result<&RegionCore, ApiError> {
+        self.by_region.get(site).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::NotFound,
-                format!("no region `{region}` is known to this gateway"),
+                format!(
+                    "no region `{}` is known to this gateway",
+                    region_of_site(site)
+                ),
             )
         })
     }
 
-    /// This gateway's own region's core.
-    pub(crate) fn local(&self) -> Result<&RegionCore, ApiError> {
-        self.region(&self.local)
+    /// A core of `region` to register a user with: its only site, or the
+    /// next of its shards in turn (the core draws an id that hashes to it).
+    pub(crate) fn for_registration(&self, region: &str) -> Result<&RegionCore, ApiError> {
+        let sites = self.topology.sites_of(region);
+        let turn = self.next_registration.fetch_add(1, Ordering::Relaxed);
+        self.site(&sites[turn % sites.len()])
     }
 
-    /// The core of the region `id` (a user, device or group) belongs to;
-    /// the local core for ids without a region.
+    /// A core of this gateway's own region, for calls about no particular
+    /// id.
+    pub(crate) fn local(&self) -> Result<&RegionCore, ApiError> {
+        self.for_registration(&self.local)
+    }
+
+    /// The core of the site `id` (a user, device or group) belongs to; a
+    /// local core for ids without a region.
     pub(crate) fn of(&self, id: &str) -> Result<&RegionCore, ApiError> {
-        match region_of(id) {
-            Some(region) => self.region(region),
+        match self.topology.site_of(id) {
+            Some(site) => self.site(&site),
             None => self.local(),
         }
     }
@@ -89,25 +113,29 @@ impl Cores {
     /// The core that authenticates `token` (`"{device_id}.{secret}"`).
     pub(crate) fn of_token(&self, token: &str) -> Result<&RegionCore, ApiError> {
         let device = token.split_once('.').map_or(token, |(device, _)| device);
-        match region_of(device) {
-            Some(region) => self
-                .region(region)
+        match self.topology.site_of(device) {
+            Some(site) => self
+                .site(&site)
                 .map_err(|_| ApiError::new(ErrorCode::InvalidToken, "the token is not valid")),
             None => self.local(),
         }
     }
 
-    /// Region name → whether its session stream is up.
+    /// Whether every site of this gateway's region has its session stream.
+    pub(crate) fn local_connected(&self) -> bool {
+        self.topology.sites_of(&self.local).iter().all(|site| {
+            self.by_region
+                .get(site)
+                .is_some_and(|c| c.mux.is_connected())
+        })
+    }
+
+    /// Site name → whether its session stream is up.
     pub(crate) fn connected(&self) -> BTreeMap<&str, bool> {
         self.by_region
             .iter()
             .map(|(region, core)| (region.as_str(), core.mux.is_connected()))
             .collect()
-    }
-
-    /// This gateway's region.
-    pub(crate) fn local_region(&self) -> &str {
-        &self.local
     }
 }
 

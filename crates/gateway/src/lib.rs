@@ -41,6 +41,8 @@ pub use openapi::openapi_json;
 pub struct GatewayConfig {
     /// Region this gateway runs in (reported by `/readyz`).
     pub region: String,
+    /// Every region's shard count: which site's core serves an id.
+    pub topology: meridian_proto::sites::Topology,
     /// Largest WebSocket frame answered with `frame_too_large` rather than
     /// accepted, bytes.
     pub max_frame_bytes: usize,
@@ -81,6 +83,7 @@ impl GatewayConfig {
     pub fn new(region: impl Into<String>) -> Self {
         Self {
             region: region.into(),
+            topology: meridian_proto::sites::Topology::unsharded(),
             max_frame_bytes: 128 * 1024,
             hard_max_frame_bytes: 1024 * 1024,
             max_payload_bytes: 64 * 1024,
@@ -114,8 +117,8 @@ pub(crate) struct AppState {
 /// A gateway's dependencies: the channels to every region's core, the
 /// clock, and the Prometheus handle if metrics are recorded.
 pub struct GatewayDeps {
-    /// gRPC channels to each region's core (through the network seam),
-    /// including this gateway's own region (`GatewayConfig::region`).
+    /// gRPC channels to each site's core (through the network seam), by
+    /// site name, including this gateway's own region's sites.
     pub cores: BTreeMap<String, CoreChannels>,
     /// The injected clock.
     pub clock: SharedClock,
@@ -132,7 +135,7 @@ fn router_and_state(config: GatewayConfig, deps: GatewayDeps) -> (Router, Arc<Ap
     let state = Arc::new(AppState {
         stopping: tokio::sync::watch::channel(false).0,
         limits: limits::Limits::new(&config, deps.clock.clone()),
-        cores: cores::Cores::start(&config.region, deps.cores),
+        cores: cores::Cores::start(&config.region, config.topology.clone(), deps.cores),
         config,
         metrics: deps.metrics,
     });

@@ -168,7 +168,7 @@ async fn readyz(state: Shared) -> impl IntoResponse {
         .iter()
         .map(|(region, up)| format!("{region}={}", if *up { "up" } else { "down" }))
         .collect();
-    if connected.get(state.cores.local_region()) == Some(&true) {
+    if state.cores.local_connected() {
         (
             StatusCode::OK,
             format!("ready {} ({})", state.config.region, regions.join(" ")),
@@ -217,7 +217,7 @@ async fn register(
         ));
     }
     let mut core = match body.home_region.as_deref() {
-        Some(region) => state.cores.region(region)?,
+        Some(region) => state.cores.for_registration(region)?,
         None => state.cores.local()?,
     }
     .client

@@ -12,6 +12,7 @@ use anyhow::Context;
 use meridian_core::CoreConfig;
 use meridian_gateway::GatewayConfig;
 use meridian_media::{EmbeddedS3, S3Target};
+use meridian_proto::sites::Topology;
 use meridian_region::config::{Deployment, RegionConfig};
 use meridian_region::media;
 use meridian_region::{
@@ -20,6 +21,43 @@ use meridian_region::{
 };
 use meridian_seams::net::TokioNetwork;
 use meridian_seams::{Rng, SharedClock, SystemClock};
+
+/// One site: a region, or one shard of a sharded region, served by its own
+/// core over its own store. Shard `i` binds and is reached at the region's
+/// core and gateway ports + `i`.
+struct Site<'a> {
+    region: &'a RegionConfig,
+    shard: u32,
+    name: String,
+}
+
+/// The sites of `region`, in shard order.
+fn sites<'a>(topology: &Topology, region: &'a RegionConfig) -> Vec<Site<'a>> {
+    (0..topology.shards_of(&region.name))
+        .map(|shard| Site {
+            region,
+            shard,
+            name: topology.site_name(&region.name, shard),
+        })
+        .collect()
+}
+
+/// `host:port` with the port moved up by `shard`.
+fn shifted(addr: &str, shard: u32) -> anyhow::Result<String> {
+    if shard == 0 {
+        return Ok(addr.to_string());
+    }
+    let (host, port) = addr
+        .rsplit_once(':')
+        .with_context(|| format!("`{addr}` has no port"))?;
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("`{addr}` has no numeric port"))?;
+    let port = port
+        .checked_add(u16::try_from(shard)?)
+        .with_context(|| format!("`{addr}`: no port for shard {shard}"))?;
+    Ok(format!("{host}:{port}"))
+}
 
 /// Which addresses of the region files to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -88,7 +126,8 @@ pub struct Common {
 pub struct DevArgs {
     #[command(flatten)]
     common: Common,
-    /// Run only this region (default: every region of the directory).
+    /// Run only this region (default: every region of the directory; a
+    /// sharded region runs all its shards).
     #[arg(long)]
     region: Option<String>,
     /// Client-facing address, overriding the region file (one region only).
@@ -107,6 +146,10 @@ pub struct PartArgs {
     /// The region whose part to run.
     #[arg(long)]
     region: String,
+    /// `meridian core` of a sharded region: which shard (each shard is a
+    /// core over its own store).
+    #[arg(long, default_value_t = 0)]
+    shard: u32,
     /// Listen address, overriding the region file.
     #[arg(long)]
     listen: Option<SocketAddr>,
@@ -130,28 +173,31 @@ impl Common {
         Arc::new(SystemClock::with_skew(self.clock_skew_ms))
     }
 
-    /// The address others use to reach `region`'s core.
-    fn core_address(&self, region: &RegionConfig) -> String {
-        match self.profile {
-            Profile::Local => region.local.core.clone(),
-            Profile::Production => region.advertise.core.clone(),
-        }
+    /// The address others use to reach `site`'s core.
+    fn core_address(&self, site: &Site<'_>) -> anyhow::Result<String> {
+        let base = match self.profile {
+            Profile::Local => &site.region.local.core,
+            Profile::Production => &site.region.advertise.core,
+        };
+        shifted(base, site.shard)
     }
 
-    /// The addresses `region` binds.
-    fn binds(&self, region: &RegionConfig) -> anyhow::Result<(SocketAddr, SocketAddr)> {
+    /// The addresses `site` binds (gateway, core).
+    fn binds(&self, site: &Site<'_>) -> anyhow::Result<(SocketAddr, SocketAddr)> {
         let addresses = match self.profile {
-            Profile::Local => &region.local,
-            Profile::Production => &region.listen,
+            Profile::Local => &site.region.local,
+            Profile::Production => &site.region.listen,
         };
         Ok((
-            parse_addr(&addresses.gateway, "gateway address")?,
-            parse_addr(&addresses.core, "core address")?,
+            parse_addr(&shifted(&addresses.gateway, site.shard)?, "gateway address")?,
+            parse_addr(&shifted(&addresses.core, site.shard)?, "core address")?,
         ))
     }
 
-    fn core_config(&self, region: &RegionConfig) -> CoreConfig {
-        let mut core = CoreConfig::new(region.name.clone());
+    fn core_config(&self, topology: &Topology, site: &Site<'_>) -> CoreConfig {
+        let region = site.region;
+        let mut core = CoreConfig::new(site.name.clone());
+        core.topology = topology.clone();
         core.retention = Duration::from_secs(self.retention_secs);
         core.sweep_interval = Duration::from_secs(self.sweep_secs.max(1));
         core.media.max_bytes = self.media_max_mib.max(1) * 1024 * 1024;
@@ -162,19 +208,26 @@ impl Common {
         core
     }
 
-    fn gateway_config(&self, region: &RegionConfig) -> GatewayConfig {
+    fn gateway_config(&self, topology: &Topology, region: &RegionConfig) -> GatewayConfig {
         let mut gateway = GatewayConfig::new(region.name.clone());
+        gateway.topology = topology.clone();
         gateway.sends_per_second = self.send_rate;
         gateway.send_burst = self.send_rate.max(gateway.send_burst);
         gateway.registrations_per_minute = self.registrations_per_minute;
         gateway
     }
 
-    fn store(&self, region: &RegionConfig) -> anyhow::Result<StoreChoice> {
-        if region.store.engine == "foundationdb" {
-            return foundationdb_store(region);
+    fn store(&self, site: &Site<'_>) -> anyhow::Result<StoreChoice> {
+        if site.region.store.engine == "foundationdb" {
+            return foundationdb_store(site);
         }
-        Ok(StoreChoice::Fjall(self.region_dir(region)))
+        let dir = self.region_dir(site.region);
+        if site.region.store.shard_count() <= 1 {
+            return Ok(StoreChoice::Fjall(dir));
+        }
+        let mut name = dir.file_name().unwrap_or_default().to_os_string();
+        name.push(format!("_{}", site.shard));
+        Ok(StoreChoice::Fjall(dir.with_file_name(name)))
     }
 
     fn log(&self, region: &RegionConfig) -> anyhow::Result<LogChoice> {
@@ -274,40 +327,58 @@ impl Common {
         Ok((servers, targets))
     }
 
-    /// The other regions' core addresses, as `region` reaches them.
-    fn peers(&self, deployment: &Deployment, region: &str) -> BTreeMap<String, String> {
-        deployment
-            .peers_of(region)
+    /// Every other site's core address, as `site` reaches them: the sites
+    /// of its peer regions and its own region's other shards.
+    fn peers(
+        &self,
+        deployment: &Deployment,
+        topology: &Topology,
+        site: &Site<'_>,
+    ) -> anyhow::Result<BTreeMap<String, String>> {
+        let mut peers = BTreeMap::new();
+        let regions = deployment
+            .peers_of(&site.region.name)
             .into_iter()
             .filter_map(|peer| deployment.regions.get(peer))
-            .map(|peer| (peer.name.clone(), self.core_address(peer)))
-            .collect()
+            .chain(std::iter::once(site.region));
+        for region in regions {
+            for other in sites(topology, region) {
+                if other.name != site.name {
+                    peers.insert(other.name.clone(), self.core_address(&other)?);
+                }
+            }
+        }
+        Ok(peers)
     }
 }
 
-/// The FoundationDB store of `region`, when this binary has the backend.
+/// The FoundationDB store of `site`, when this binary has the backend: the
+/// cluster of its shard.
 #[cfg(feature = "fdb")]
-fn foundationdb_store(region: &RegionConfig) -> anyhow::Result<StoreChoice> {
-    anyhow::ensure!(
-        region.store.cluster_files.len() <= 1,
-        "region {}: sharding users across {} FoundationDB clusters is not served yet (docs/foundationdb.md)",
-        region.name,
-        region.store.cluster_files.len()
-    );
-    let cluster_file = region
-        .store
-        .cluster_file
-        .clone()
-        .or_else(|| region.store.cluster_files.first().cloned())
-        .with_context(|| format!("region {}: store.cluster_file is required", region.name))?;
+fn foundationdb_store(site: &Site<'_>) -> anyhow::Result<StoreChoice> {
+    let store = &site.region.store;
+    let cluster_file = if store.cluster_files.len() > 1 {
+        store.cluster_files.get(site.shard as usize).cloned()
+    } else {
+        store
+            .cluster_file
+            .clone()
+            .or_else(|| store.cluster_files.first().cloned())
+    }
+    .with_context(|| {
+        format!(
+            "region {}: store.cluster_file is required",
+            site.region.name
+        )
+    })?;
     Ok(StoreChoice::FoundationDb(cluster_file))
 }
 
 #[cfg(not(feature = "fdb"))]
-fn foundationdb_store(region: &RegionConfig) -> anyhow::Result<StoreChoice> {
+fn foundationdb_store(site: &Site<'_>) -> anyhow::Result<StoreChoice> {
     anyhow::bail!(
         "region {}: store engine `foundationdb` needs a binary built with `--features fdb`",
-        region.name
+        site.region.name
     )
 }
 
@@ -337,27 +408,36 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let clock = common.clock();
     let (s3_servers, s3_targets) = common.media(&deployment, &names).await?;
     let media_deps = media::media_deps(&s3_targets, &clock, &TokioNetwork::shared());
+    let topology = deployment.topology();
     let mut options = Vec::new();
+    let mut site_names = Vec::new();
     for name in &names {
         let region = deployment.region(name)?;
-        let (gateway_listen, core_listen) = common.binds(region)?;
-        options.push(RegionOptions {
-            core: common.core_config(region),
-            gateway: common.gateway_config(region),
-            store: common.store(region)?,
-            gateway_listen: args.listen.unwrap_or(gateway_listen),
-            core_listen: Listen::Address(args.core_listen.unwrap_or(core_listen)),
-            network: TokioNetwork::shared(),
-            clock: clock.clone(),
-            rng: Rng::seeded(rng.next_u64()),
-            metrics: Some(metrics.clone()),
-            // One region alone reaches its peers where the files say;
-            // several in this process are peered by start_regions.
-            peers: common.peers(&deployment, name),
-            log: common.log(region)?,
-            link: Default::default(),
-            media: media_deps.clone(),
-        });
+        for site in sites(&topology, region) {
+            anyhow::ensure!(
+                site.shard == 0 || (args.listen.is_none() && args.core_listen.is_none()),
+                "--listen and --core-listen need an unsharded region"
+            );
+            let (gateway_listen, core_listen) = common.binds(&site)?;
+            options.push(RegionOptions {
+                core: common.core_config(&topology, &site),
+                gateway: common.gateway_config(&topology, region),
+                store: common.store(&site)?,
+                gateway_listen: args.listen.unwrap_or(gateway_listen),
+                core_listen: Listen::Address(args.core_listen.unwrap_or(core_listen)),
+                network: TokioNetwork::shared(),
+                clock: clock.clone(),
+                rng: Rng::seeded(rng.next_u64()),
+                metrics: Some(metrics.clone()),
+                // One site alone reaches its peers where the files say;
+                // several in this process are peered by start_regions.
+                peers: common.peers(&deployment, &topology, &site)?,
+                log: common.log(region)?,
+                link: Default::default(),
+                media: media_deps.clone(),
+            });
+            site_names.push((name.clone(), site.name.clone()));
+        }
     }
     let handles = if options.len() == 1 {
         let single = options.pop().context("one region")?;
@@ -365,10 +445,14 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     } else {
         start_regions(options).await?
     };
-    println!("meridian dev: {} region(s) up", handles.len());
-    for (name, region) in names.iter().zip(&handles) {
+    println!("meridian dev: {} region(s) up", names.len());
+    for ((name, site), region) in site_names.iter().zip(&handles) {
         let base = format!("http://{}", region.gateway_addr);
-        println!("region {name}");
+        if site == name {
+            println!("region {name}");
+        } else {
+            println!("region {name}, shard {site}");
+        }
         println!("  REST      {base}/v1   (OpenAPI: {base}/v1/openapi.json)");
         println!("  WebSocket ws://{}/v1/ws", region.gateway_addr);
         println!("  health    {base}/healthz  {base}/readyz  {base}/metrics");
@@ -403,7 +487,19 @@ pub async fn core(args: PartArgs) -> anyhow::Result<()> {
     let common = &args.common;
     let deployment = common.deployment()?;
     let region = deployment.region(&args.region)?;
-    let (_, core_listen) = common.binds(region)?;
+    let topology = deployment.topology();
+    let site = sites(&topology, region)
+        .into_iter()
+        .find(|site| site.shard == args.shard)
+        .with_context(|| {
+            format!(
+                "region {} has {} shard(s); no shard {}",
+                region.name,
+                topology.shards_of(&region.name),
+                args.shard
+            )
+        })?;
+    let (_, core_listen) = common.binds(&site)?;
     let metrics = metrics_recorder()?;
     if let Some(addr) = args.metrics_listen {
         let listener = TokioNetwork::shared()
@@ -427,23 +523,31 @@ pub async fn core(args: PartArgs) -> anyhow::Result<()> {
     }
     let clock = common.clock();
     let (s3_servers, s3_targets) = common
-        .media(&deployment, std::slice::from_ref(&region.name))
+        // The region's local storage server runs with its first shard.
+        .media(
+            &deployment,
+            if site.shard == 0 {
+                std::slice::from_ref(&region.name)
+            } else {
+                &[]
+            },
+        )
         .await?;
     let handle = start_core(CoreOptions {
-        config: common.core_config(region),
-        store: common.store(region)?,
+        config: common.core_config(&topology, &site),
+        store: common.store(&site)?,
         listen: Listen::Address(args.listen.unwrap_or(core_listen)),
         network: TokioNetwork::shared(),
         clock: clock.clone(),
         rng: Rng::from_os().context("no entropy from the operating system")?,
         sweep: true,
-        peers: common.peers(&deployment, &region.name),
+        peers: common.peers(&deployment, &topology, &site)?,
         log: common.log(region)?,
         link: Default::default(),
         media: media::media_deps(&s3_targets, &clock, &TokioNetwork::shared()),
     })
     .await?;
-    println!("meridian core: region {} on {}", region.name, handle.addr);
+    println!("meridian core: site {} on {}", site.name, handle.addr);
     crate::shutdown_signal().await?;
     handle.stop().await;
     for server in s3_servers {
@@ -464,11 +568,16 @@ pub async fn gateway(args: PartArgs) -> anyhow::Result<()> {
     );
     let deployment = common.deployment()?;
     let region = deployment.region(&args.region)?;
-    let (gateway_listen, _) = common.binds(region)?;
-    let mut cores = common.peers(&deployment, &region.name);
-    cores.insert(region.name.clone(), common.core_address(region));
+    let topology = deployment.topology();
+    let first = sites(&topology, region)
+        .into_iter()
+        .next()
+        .context("a region has a site")?;
+    let (gateway_listen, _) = common.binds(&first)?;
+    let mut cores = common.peers(&deployment, &topology, &first)?;
+    cores.insert(first.name.clone(), common.core_address(&first)?);
     let handle = start_gateway(GatewayOptions {
-        config: common.gateway_config(region),
+        config: common.gateway_config(&topology, region),
         listen: args.listen.unwrap_or(gateway_listen),
         cores,
         network: TokioNetwork::shared(),

@@ -63,6 +63,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         (0, 0, 0, 0, 0, 0);
     let mut membership_changes = 0;
     let mut by_regions = [0usize; 4];
+    let mut sharded = 0;
     let mut receipts = 0;
     let mut media_copies = 0;
     let mut worst_convergence = Duration::ZERO;
@@ -94,6 +95,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
                 breaks += report.chain_breaks;
                 membership_changes += usize::from(report.membership_change);
                 by_regions[report.regions.min(3)] += 1;
+                sharded += usize::from(report.sharded);
                 receipts += report.receipts;
                 media_copies += report.media_copies;
                 worst_convergence = worst_convergence.max(report.convergence);
@@ -110,7 +112,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
     }
     let elapsed = clock.monotonic() - started;
     println!(
-        "{} seeds in {:.1} s ({:.1} seeds/s, {:.0} seeds/min); {} failed; seeds with 1/2/3 regions {}/{}/{}; faults injected {injected}; membership changes mid-run {membership_changes}; read receipts {receipts}; media copies checked {media_copies}; messages {messages}, deliveries {deliveries}, raw wire duplicates {duplicates}; lost delivery frames detected {breaks}; stamps beyond the max offset refused {refused}; worst convergence after heal {:.1} s (simulated)",
+        "{} seeds in {:.1} s ({:.1} seeds/s, {:.0} seeds/min); {} failed; seeds with 1/2/3 regions {}/{}/{} (of the 3-site seeds, {sharded} with us-east in two shards); faults injected {injected}; membership changes mid-run {membership_changes}; read receipts {receipts}; media copies checked {media_copies}; messages {messages}, deliveries {deliveries}, raw wire duplicates {duplicates}; lost delivery frames detected {breaks}; stamps beyond the max offset refused {refused}; worst convergence after heal {:.1} s (simulated)",
         args.seeds,
         elapsed.as_secs_f64(),
         args.seeds as f64 / elapsed.as_secs_f64().max(1e-9),

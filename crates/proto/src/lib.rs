@@ -24,6 +24,7 @@ pub mod replication {
 }
 
 pub mod frames;
+pub mod sites;
 
 mod codes;
 pub use codes::{ERROR_CODE_METADATA, ErrorCode};

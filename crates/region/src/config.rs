@@ -73,10 +73,26 @@ pub struct StoreConfig {
     #[serde(default)]
     pub cluster_file: Option<PathBuf>,
     /// Several FoundationDB clusters sharing the region's users by a hash
-    /// of the user id (docs/foundationdb.md); not yet served (a region with
-    /// more than one refuses to start).
+    /// of the user id, one site per cluster (docs/foundationdb.md,
+    /// "Sharding").
     #[serde(default)]
     pub cluster_files: Vec<PathBuf>,
+    /// Shards of the embedded store (fjall): one site, with its own data
+    /// directory, per shard. With FoundationDB the shard count is the number
+    /// of `cluster_files`.
+    #[serde(default)]
+    pub shards: Option<u32>,
+}
+
+impl StoreConfig {
+    /// How many shards (sites) the region has: `cluster_files` with
+    /// FoundationDB, `shards` with fjall, else 1.
+    pub fn shard_count(&self) -> u32 {
+        if self.engine == "foundationdb" && self.cluster_files.len() > 1 {
+            return self.cluster_files.len() as u32;
+        }
+        self.shards.unwrap_or(1).max(1)
+    }
 }
 
 fn default_engine() -> String {
@@ -90,6 +106,7 @@ impl Default for StoreConfig {
             data_dir: None,
             cluster_file: None,
             cluster_files: Vec::new(),
+            shards: None,
         }
     }
 }
@@ -275,7 +292,29 @@ impl Deployment {
             "store.engine must be `fjall` or `foundationdb`, not `{}`",
             region.store.engine
         );
+        let shards = region.store.shard_count();
+        anyhow::ensure!(
+            shards <= meridian_proto::sites::MAX_SHARDS,
+            "store: at most {} shards, not {shards}",
+            meridian_proto::sites::MAX_SHARDS
+        );
+        anyhow::ensure!(
+            region.store.engine != "foundationdb"
+                || region.store.shards.is_none_or(|n| n == shards),
+            "store.shards ({:?}) must match the {} cluster_files",
+            region.store.shards,
+            region.store.cluster_files.len()
+        );
         Ok(region)
+    }
+
+    /// Every region's shard count.
+    pub fn topology(&self) -> meridian_proto::sites::Topology {
+        meridian_proto::sites::Topology::new(
+            self.regions
+                .values()
+                .map(|r| (r.name.clone(), r.store.shard_count())),
+        )
     }
 
     /// The peers of `region`.

@@ -303,7 +303,11 @@ pub async fn start_core(options: CoreOptions) -> anyhow::Result<CoreHandle> {
     if options.sweep {
         tasks.spawn_until_stopped(Sweeper::new(messaging.clone()).run());
     }
-    if options.media.buckets.contains_key(&region) {
+    if options
+        .media
+        .buckets
+        .contains_key(meridian_proto::sites::region_of_site(&region))
+    {
         tasks.spawn_until_stopped(MediaChecker::new(messaging.clone()).run());
     }
     Ok(CoreHandle {
@@ -370,11 +374,12 @@ pub async fn start_gateway(options: GatewayOptions) -> anyhow::Result<GatewayHan
         };
         cores.insert(region.clone(), channels);
     }
-    anyhow::ensure!(
-        cores.contains_key(&options.config.region),
-        "no core address for the gateway's own region {}",
-        options.config.region
-    );
+    for site in options.config.topology.sites_of(&options.config.region) {
+        anyhow::ensure!(
+            cores.contains_key(&site),
+            "no core address for the gateway's own region's site {site}"
+        );
+    }
     let deps = GatewayDeps {
         cores,
         clock: options.clock,
@@ -515,10 +520,11 @@ pub async fn start_region(options: RegionOptions) -> anyhow::Result<RegionHandle
     })
 }
 
-/// Starts several regions in this process, each peered with all the others.
-/// Their cores' listeners are bound first, so every region knows the
-/// others' addresses even when ports are chosen by the OS. Each option's
-/// `peers` is replaced.
+/// Starts several regions (or sites) in this process, each peered with all
+/// the others. Their cores' listeners are bound first, so every one knows
+/// the others' addresses even when ports are chosen by the OS. Each option's
+/// `peers` gets the others' bound addresses, over what it had (a sharded
+/// region started alone keeps its peers in other processes).
 ///
 /// # Errors
 /// When a store cannot be opened or a listener cannot be bound.
@@ -540,11 +546,12 @@ pub async fn start_regions(regions: Vec<RegionOptions>) -> anyhow::Result<Vec<Re
     }
     let mut handles = Vec::with_capacity(bound.len());
     for mut options in bound {
-        options.peers = addrs
-            .iter()
-            .filter(|(region, _)| **region != options.core.region)
-            .map(|(region, addr)| (region.clone(), addr.clone()))
-            .collect();
+        options.peers.extend(
+            addrs
+                .iter()
+                .filter(|(region, _)| **region != options.core.region)
+                .map(|(region, addr)| (region.clone(), addr.clone())),
+        );
         handles.push(start_region(options).await?);
     }
     Ok(handles)

@@ -19,8 +19,9 @@ use meridian_sdk::{Client, Connector, GatewayStream, Rest};
 use meridian_seams::net::{SharedNetwork, tonic_channel};
 use meridian_seams::{Offload, Rng, SharedClock};
 
-use crate::workload::{ConvPlan, FaultAction, HEALED_BY, Plan, host, region_name};
+use crate::workload::{ConvPlan, FaultAction, HEALED_BY, Plan, Sites, host, region_name};
 use crate::{SimClock, TurmoilNetwork};
+use meridian_proto::sites::region_of_site;
 
 /// Which kinds of fault a run injects.
 #[derive(Debug, Clone, Copy)]
@@ -80,8 +81,10 @@ pub struct SeedReport {
     pub convergence: Duration,
     /// Simulated time of the whole run.
     pub sim_time: Duration,
-    /// Regions the seed ran.
+    /// Sites the seed ran (regions, or shards of a region).
     pub regions: usize,
+    /// Whether us-east ran in two shards (sites us-east_0 and us-east_1).
+    pub sharded: bool,
     /// Delivered copies of messages carrying media, each checked to carry
     /// exactly the attached media.
     pub media_copies: usize,
@@ -116,14 +119,26 @@ fn sim_image() -> Vec<u8> {
     PNG.to_vec()
 }
 
-fn s3_target(regions: usize, region: usize) -> S3Target {
+/// The bucket of site `region`'s region, served from the host of the
+/// region's first site (a sharded region's sites share one bucket).
+fn s3_target(sites: Sites, region: usize) -> S3Target {
+    let first = (0..sites.count)
+        .find(|r| {
+            region_of_site(region_name(sites, *r)) == region_of_site(region_name(sites, region))
+        })
+        .unwrap_or(region);
     S3Target {
-        endpoint: Some(format!("http://{}:{S3_PORT}", host("s3", regions, region))),
+        endpoint: Some(format!("http://{}:{S3_PORT}", host("s3", sites, first))),
         aws_region: "us-east-1".into(),
-        bucket: format!("media-{}", region_name(regions, region)),
+        bucket: format!("media-{}", region_of_site(region_name(sites, region))),
         access_key_id: S3_KEY.0.into(),
         secret_access_key: S3_KEY.1.into(),
     }
+}
+
+/// The S3 endpoint on site `region`'s own host.
+fn s3_target_of_own_host(sites: Sites, region: usize) -> Option<String> {
+    Some(format!("http://{}:{S3_PORT}", host("s3", sites, region)))
 }
 
 fn any_addr(port: u16) -> SocketAddr {
@@ -267,10 +282,12 @@ pub fn run_seed(seed: u64, faults: Faults) -> SeedOutcome {
     let network: SharedNetwork = Arc::new(TurmoilNetwork);
     let clock: SharedClock = Arc::new(SimClock::new(EPOCH_MS, 0));
     let regions = plan.regions;
+    let sites = plan.sites();
+    let topology = sites.topology();
     // Each region's core clock, which clock-jump faults move.
     let core_clocks: Vec<SimClock> = (0..regions).map(|_| SimClock::new(EPOCH_MS, 0)).collect();
     let shared: SharedState = Arc::default();
-    let core_addr = |region: usize| format!("{}:{CORE_PORT}", host("core", regions, region));
+    let core_addr = |region: usize| format!("{}:{CORE_PORT}", host("core", sites, region));
 
     // Each region's object storage: an in-memory S3 server on a host of its
     // own (outside the core's, so a core crash keeps the objects).
@@ -279,17 +296,21 @@ pub fn run_seed(seed: u64, faults: Faults) -> SeedOutcome {
         buckets: (0..regions)
             .map(|r| {
                 (
-                    region_name(regions, r).to_string(),
-                    Bucket::new(&s3_target(regions, r), signing_clock.clone(), &network),
+                    region_of_site(region_name(sites, r)).to_string(),
+                    Bucket::new(&s3_target(sites, r), signing_clock.clone(), &network),
                 )
             })
             .collect(),
         offload: Offload::Inline,
     };
     for region in 0..regions {
-        let backend = MemoryS3::new(&[s3_target(regions, region).bucket]);
+        let target = s3_target(sites, region);
+        if target.endpoint != s3_target_of_own_host(sites, region) {
+            continue; // the region's first site serves its bucket
+        }
+        let backend = MemoryS3::new(&[target.bucket]);
         let s3_network = network.clone();
-        sim.host(host("s3", regions, region), move || {
+        sim.host(host("s3", sites, region), move || {
             let (network, backend) = (s3_network.clone(), backend.clone());
             async move {
                 let listener = network.bind(any_addr(S3_PORT)).await?;
@@ -302,19 +323,20 @@ pub fn run_seed(seed: u64, faults: Faults) -> SeedOutcome {
     }
 
     for (region, region_clock) in core_clocks.iter().enumerate() {
-        let name = region_name(regions, region);
+        let name = region_name(sites, region);
         // A region's engine lives outside its host, so a crash keeps what
         // was committed and loses what was not.
         let engine = MemoryEngine::new();
         let boots = Arc::new(AtomicU64::new(0));
         let peers: BTreeMap<String, String> = (0..regions)
             .filter(|r| *r != region)
-            .map(|r| (region_name(regions, r).to_string(), core_addr(r)))
+            .map(|r| (region_name(sites, r).to_string(), core_addr(r)))
             .collect();
         let (core_network, boots) = (network.clone(), boots.clone());
         let core_clock: SharedClock = Arc::new(region_clock.clone());
         let core_media = media_deps.clone();
-        sim.host(host("core", regions, region), move || {
+        let core_topology = topology.clone();
+        sim.host(host("core", sites, region), move || {
             let (network, clock, engine, peers, media) = (
                 core_network.clone(),
                 core_clock.clone(),
@@ -323,8 +345,10 @@ pub fn run_seed(seed: u64, faults: Faults) -> SeedOutcome {
                 core_media.clone(),
             );
             let boot = boots.fetch_add(1, Ordering::SeqCst);
+            let topology = core_topology.clone();
             async move {
                 let mut config = CoreConfig::new(name);
+                config.topology = topology;
                 config.sweep_interval = Duration::from_secs(3600);
                 // Short link timings: simulated partitions drop data
                 // silently, and every link must notice and resume.
@@ -359,13 +383,16 @@ pub fn run_seed(seed: u64, faults: Faults) -> SeedOutcome {
             }
         });
         let cores: BTreeMap<String, String> = (0..regions)
-            .map(|r| (region_name(regions, r).to_string(), core_addr(r)))
+            .map(|r| (region_name(sites, r).to_string(), core_addr(r)))
             .collect();
         let (network, clock) = (network.clone(), clock.clone());
-        sim.host(host("gateway", regions, region), move || {
+        let gateway_topology = topology.clone();
+        sim.host(host("gateway", sites, region), move || {
             let (network, clock, cores) = (network.clone(), clock.clone(), cores.clone());
+            let topology = gateway_topology.clone();
             async move {
-                let mut config = GatewayConfig::new(name);
+                let mut config = GatewayConfig::new(region_of_site(name));
+                config.topology = topology;
                 config.connects_per_minute = 6_000.0;
                 config.sends_per_second = 1_000.0;
                 // Short liveness periods: partitions drop data silently, and
@@ -581,7 +608,7 @@ fn core_client(
 async fn setup(network: SharedNetwork, shared: SharedState, plan: Plan) -> HostResult {
     let mut cores = Vec::new();
     for region in 0..plan.regions {
-        let addr = format!("{}:{CORE_PORT}", host("core", plan.regions, region));
+        let addr = format!("{}:{CORE_PORT}", host("core", plan.sites(), region));
         cores.push(core_client(network.clone(), &addr)?);
     }
     // Each user registers at its home region's core, which may still be
@@ -756,7 +783,7 @@ impl DeviceTask {
         let region = self.plan.gateway_of[self.index];
         format!(
             "{}:{GATEWAY_PORT}",
-            host("gateway", self.plan.regions, region)
+            host("gateway", self.plan.sites(), region)
         )
     }
 
@@ -1183,6 +1210,7 @@ fn check(seed: u64, plan: &Plan, state: &Shared, faults: usize, sim_time: Durati
         media_copies,
         membership_change: state.membership_done.is_some(),
         regions: plan.regions,
+        sharded: plan.sharded,
         receipts: state.receipts_sent,
         convergence: last_done.saturating_sub(HEALED_BY),
         sim_time,

@@ -84,8 +84,10 @@ pub(crate) struct MembershipChange {
 /// The whole plan of one seed.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
-    /// Regions (1–3); user `u` is homed in region `u % regions`.
+    /// Sites (1–3); user `u` is homed in site `u % regions`.
     pub(crate) regions: usize,
+    /// Whether the sites are us-east in two shards and eu-west.
+    pub(crate) sharded: bool,
     /// The region whose gateway each device connects through (usually its
     /// user's home; sometimes another, as any gateway serves any user).
     pub(crate) gateway_of: Vec<usize>,
@@ -102,10 +104,35 @@ pub(crate) const HEALED_BY: Duration = Duration::from_secs(8);
 /// Region names of a multi-region run.
 pub(crate) const REGION_NAMES: [&str; 3] = ["us-east", "eu-west", "ap-southeast"];
 
-/// The name of region `region` among `regions` (`sim` when alone).
-pub(crate) fn region_name(regions: usize, region: usize) -> &'static str {
-    if regions <= 1 {
+/// The sites of a sharded three-site run: us-east in two shards (each a
+/// core over its own store) and eu-west.
+pub(crate) const SHARDED_SITE_NAMES: [&str; 3] = ["us-east_0", "us-east_1", "eu-west"];
+
+/// A seed's sites: how many (each a core, a gateway and a place users are
+/// homed), and whether they are [`SHARDED_SITE_NAMES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sites {
+    pub(crate) count: usize,
+    pub(crate) sharded: bool,
+}
+
+impl Sites {
+    /// Which site every id belongs to.
+    pub(crate) fn topology(self) -> meridian_proto::sites::Topology {
+        if self.sharded {
+            meridian_proto::sites::Topology::new([("us-east".to_string(), 2)])
+        } else {
+            meridian_proto::sites::Topology::unsharded()
+        }
+    }
+}
+
+/// The name of site `region` among `sites` (`sim` when alone).
+pub(crate) fn region_name(sites: Sites, region: usize) -> &'static str {
+    if sites.count <= 1 {
         "sim"
+    } else if sites.sharded {
+        SHARDED_SITE_NAMES[region % SHARDED_SITE_NAMES.len()]
     } else {
         REGION_NAMES[region % REGION_NAMES.len()]
     }
@@ -113,15 +140,23 @@ pub(crate) fn region_name(regions: usize, region: usize) -> &'static str {
 
 /// The host running `part` ("core" or "gateway") of region `region`: plain
 /// `core`/`gateway` in a one-region run, so its traces keep their names.
-pub(crate) fn host(part: &str, regions: usize, region: usize) -> String {
-    if regions <= 1 {
+pub(crate) fn host(part: &str, sites: Sites, region: usize) -> String {
+    if sites.count <= 1 {
         part.to_string()
     } else {
-        format!("{part}-{}", region_name(regions, region))
+        format!("{part}-{}", region_name(sites, region))
     }
 }
 
 impl Plan {
+    /// The seed's sites.
+    pub(crate) fn sites(&self) -> Sites {
+        Sites {
+            count: self.regions,
+            sharded: self.sharded,
+        }
+    }
+
     /// The home region of `user`.
     pub(crate) fn home(&self, user: usize) -> usize {
         user % self.regions
@@ -212,6 +247,14 @@ impl Plan {
         } else {
             topo.random_range(1..=faults.regions.min(REGION_NAMES.len()))
         };
+        // A three-site seed sometimes shards us-east in two (drawn from a
+        // stream of its own, so other seeds' plans do not change).
+        let sharded = regions == 3
+            && ChaCha8Rng::seed_from_u64(seed ^ 0x5a4d_ed00_0000_0001).random_bool(0.3);
+        let sites = Sites {
+            count: regions,
+            sharded,
+        };
         let gateway_of: Vec<usize> = devices
             .iter()
             .map(|d| {
@@ -230,7 +273,7 @@ impl Plan {
             } else {
                 topo.random_range(0..regions)
             };
-            (host("gateway", regions, r), host("core", regions, c))
+            (host("gateway", sites, r), host("core", sites, c))
         };
         let mut fault_list = Vec::new();
         if faults.partitions {
@@ -242,7 +285,7 @@ impl Plan {
                     let index = rng.random_range(0..devices.len());
                     (
                         devices[index].name.clone(),
-                        host("gateway", regions, gateway_of[index]),
+                        host("gateway", sites, gateway_of[index]),
                     )
                 };
                 let at = Duration::from_millis(rng.random_range(0..6_000));
@@ -259,7 +302,7 @@ impl Plan {
                 } else {
                     (
                         devices[index].name.clone(),
-                        host("gateway", regions, gateway_of[index]),
+                        host("gateway", sites, gateway_of[index]),
                     )
                 };
                 let at = Duration::from_millis(rng.random_range(0..6_000));
@@ -277,7 +320,7 @@ impl Plan {
             for _ in 0..topo.random_range(0..=3usize) {
                 let a = topo.random_range(0..regions);
                 let b = (a + topo.random_range(1..regions)) % regions;
-                let (a, b) = (host("core", regions, a), host("core", regions, b));
+                let (a, b) = (host("core", sites, a), host("core", sites, b));
                 let at = Duration::from_millis(topo.random_range(0..6_000));
                 let heal = at + Duration::from_millis(topo.random_range(50..3_000));
                 fault_list.push((at, FaultAction::Partition(a.clone(), b.clone())));
@@ -296,13 +339,14 @@ impl Plan {
                 if rng.random_bool(0.35) {
                     let at = Duration::from_millis(rng.random_range(0..7_000));
                     let region = topo.random_range(0..regions);
-                    fault_list.push((at, FaultAction::Bounce(host(part, regions, region))));
+                    fault_list.push((at, FaultAction::Bounce(host(part, sites, region))));
                 }
             }
         }
         fault_list.sort_by_key(|(at, _)| *at);
         Self {
             regions,
+            sharded,
             gateway_of,
             users,
             devices,

@@ -88,3 +88,17 @@ fn regression_seeds_436_726_851_937_session_opening_times_out() {
         run_seed(seed, Faults::ALL_ONE_REGION).unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
+/// Seeds 5 and 10 shard us-east in two sites. They found a sharded site
+/// that never checked uploads: the media checker started only when the
+/// buckets knew the core's own name, and buckets are keyed by region, not
+/// by site, so `complete` answered `checking` for ever.
+#[test]
+fn regression_seeds_5_10_sharded_sites_check_their_uploads() {
+    let _serial = serial();
+    for seed in [5, 10] {
+        let report = run_seed(seed, Faults::ALL).unwrap_or_else(|e| panic!("{e}"));
+        assert!(report.sharded, "seed {seed} runs us-east in two shards");
+        assert!(report.media_copies > 0, "seed {seed} delivered its media");
+    }
+}
