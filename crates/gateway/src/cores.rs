@@ -90,6 +90,13 @@ impl Cores {
     /// A core of `region` to register a user with: its only site, or the
     /// next of its shards in turn (the core draws an id that hashes to it).
     pub(crate) fn for_registration(&self, region: &str) -> Result<&RegionCore, ApiError> {
+        if region_of_site(region) != region {
+            // A site's name is not a region a client may ask for.
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no region `{region}` is known to this gateway"),
+            ));
+        }
         let sites = self.topology.sites_of(region);
         let turn = self.next_registration.fetch_add(1, Ordering::Relaxed);
         self.site(&sites[turn % sites.len()])
@@ -107,6 +114,21 @@ impl Cores {
         match self.topology.site_of(id) {
             Some(site) => self.site(&site),
             None => self.local(),
+        }
+    }
+
+    /// The core that changes conversation `conv_id`: its owner site for a
+    /// group, the caller's home site for an id without a region (a direct
+    /// conversation, which that site holds and refuses to change as a
+    /// group).
+    pub(crate) fn of_conversation(
+        &self,
+        conv_id: &str,
+        caller_user_id: &str,
+    ) -> Result<&RegionCore, ApiError> {
+        match self.topology.site_of(conv_id) {
+            Some(site) => self.site(&site),
+            None => self.of(caller_user_id),
         }
     }
 

@@ -449,7 +449,11 @@ async fn rename(
     Path(conv_id): Path<String>,
     Body(body): Body<RenameRequest>,
 ) -> Result<Json<ConversationView>, ApiError> {
-    let mut core = state.cores.of(&conv_id)?.client.clone();
+    let mut core = state
+        .cores
+        .of_conversation(&conv_id, &caller.user_id)?
+        .client
+        .clone();
     let info = core
         .rename_group(pb::RenameGroupRequest {
             caller: Some(caller),
@@ -482,7 +486,11 @@ async fn add_members(
     Path(conv_id): Path<String>,
     Body(body): Body<AddMembersRequest>,
 ) -> Result<Json<ConversationView>, ApiError> {
-    let mut core = state.cores.of(&conv_id)?.client.clone();
+    let mut core = state
+        .cores
+        .of_conversation(&conv_id, &caller.user_id)?
+        .client
+        .clone();
     let info = core
         .add_members(pb::AddMembersRequest {
             caller: Some(caller),
@@ -502,7 +510,11 @@ async fn remove_member(
     Authed(caller): Authed,
     Path((conv_id, user_id)): Path<(String, String)>,
 ) -> Result<Json<ConversationView>, ApiError> {
-    let mut core = state.cores.of(&conv_id)?.client.clone();
+    let mut core = state
+        .cores
+        .of_conversation(&conv_id, &caller.user_id)?
+        .client
+        .clone();
     let info = core
         .remove_member(pb::RemoveMemberRequest {
             caller: Some(caller),

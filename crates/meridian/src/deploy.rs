@@ -566,6 +566,10 @@ pub async fn gateway(args: PartArgs) -> anyhow::Result<()> {
         args.metrics_listen.is_none(),
         "a gateway serves /metrics on its client port; --metrics-listen is for `meridian core`"
     );
+    anyhow::ensure!(
+        args.shard == 0,
+        "a gateway serves every shard of its region; --shard is for `meridian core`"
+    );
     let deployment = common.deployment()?;
     let region = deployment.region(&args.region)?;
     let topology = deployment.topology();

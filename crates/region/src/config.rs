@@ -88,8 +88,9 @@ impl StoreConfig {
     /// How many shards (sites) the region has: `cluster_files` with
     /// FoundationDB, `shards` with fjall, else 1.
     pub fn shard_count(&self) -> u32 {
-        if self.engine == "foundationdb" && self.cluster_files.len() > 1 {
-            return self.cluster_files.len() as u32;
+        if self.engine == "foundationdb" {
+            // One cluster per shard: never two shards in one keyspace.
+            return self.cluster_files.len().max(1) as u32;
         }
         self.shards.unwrap_or(1).max(1)
     }
@@ -301,7 +302,7 @@ impl Deployment {
         anyhow::ensure!(
             region.store.engine != "foundationdb"
                 || region.store.shards.is_none_or(|n| n == shards),
-            "store.shards ({:?}) must match the {} cluster_files",
+            "store.shards ({:?}) must match the number of cluster_files ({}): one cluster per shard",
             region.store.shards,
             region.store.cluster_files.len()
         );
@@ -385,5 +386,30 @@ mod tests {
         let bad_log = format!("{base}\n[log]\nkind = \"carrier-pigeon\"\n");
         let error = Deployment::parse(&bad_log).expect_err("refused");
         assert!(error.to_string().contains("log.kind"), "{error}");
+    }
+
+    #[test]
+    fn shards_come_from_the_store_and_never_share_a_cluster() {
+        let base = "name = \"x\"\n[listen]\ngateway = \"0.0.0.0:1\"\ncore = \"0.0.0.0:2\"\n\
+                    [advertise]\ngateway = \"a:1\"\ncore = \"a:2\"\n\
+                    [local]\ngateway = \"127.0.0.1:1\"\ncore = \"127.0.0.1:2\"\n";
+        let fjall = Deployment::parse(&format!("{base}[store]\nshards = 3\n")).expect("fjall");
+        assert_eq!(fjall.store.shard_count(), 3);
+        let two_clusters = format!(
+            "{base}[store]\nengine = \"foundationdb\"\ncluster_files = [\"a.cluster\", \"b.cluster\"]\n"
+        );
+        let fdb = Deployment::parse(&two_clusters).expect("two clusters");
+        assert_eq!(fdb.store.shard_count(), 2);
+        // Two shards over one cluster would share one keyspace: refused.
+        let one_cluster = format!(
+            "{base}[store]\nengine = \"foundationdb\"\ncluster_file = \"a.cluster\"\nshards = 2\n"
+        );
+        let error = Deployment::parse(&one_cluster).expect_err("refused");
+        assert!(
+            error.to_string().contains("one cluster per shard"),
+            "{error}"
+        );
+        let too_many = format!("{base}[store]\nshards = 65\n");
+        assert!(Deployment::parse(&too_many).is_err());
     }
 }

@@ -223,6 +223,13 @@ fn open_database(store: &StoreChoice, clock: SharedClock, rng: Rng) -> anyhow::R
 /// # Errors
 /// When the store cannot be opened or the listener cannot be bound.
 pub async fn start_core(options: CoreOptions) -> anyhow::Result<CoreHandle> {
+    let site = &options.config.region;
+    let region = meridian_proto::sites::region_of_site(site);
+    anyhow::ensure!(
+        options.config.topology.sites_of(region).contains(site),
+        "core {site}: not a site of region {region} in this deployment's topology ({} shard(s))",
+        options.config.topology.shards_of(region)
+    );
     let db = open_database(&options.store, options.clock.clone(), options.rng.clone())?;
     let ids = Ids::new(options.clock.clone(), options.rng.clone());
     let region = options.config.region.clone();
