@@ -212,10 +212,6 @@ impl Messaging {
         false
     }
 
-    fn homed_here(&self, user: &str) -> bool {
-        self.is_local(user)
-    }
-
     async fn apply_change(&self, tx: &Transaction, change: &Replicated) -> Result<(), CoreError> {
         match &change.change {
             Change::Message {
@@ -235,7 +231,7 @@ impl Messaging {
                     origin_region: message.origin_region.clone(),
                     msg_id: message.msg_id.clone(),
                 };
-                for user in recipients.iter().filter(|u| self.homed_here(u)) {
+                for user in recipients.iter().filter(|u| self.is_local(u)) {
                     store::append_inbox(tx, user, &entry)?;
                 }
             }
@@ -271,7 +267,7 @@ impl Messaging {
                     conv_id: conversation.id.clone(),
                     version: conversation.version,
                 };
-                for user in notify.iter().filter(|u| self.homed_here(u)) {
+                for user in notify.iter().filter(|u| self.is_local(u)) {
                     store::append_inbox(tx, user, &entry)?;
                 }
             }
@@ -283,7 +279,7 @@ impl Messaging {
                 kind,
                 at_ms,
             } => {
-                if self.homed_here(to_user)
+                if self.is_local(to_user)
                     && store::mark_receipt_applied(tx, conv_id, msg_id, from_user, *kind).await?
                 {
                     store::append_inbox(

@@ -16,7 +16,8 @@ use futures::future::join_all;
 use meridian_faultproxy::Proxy;
 use meridian_sdk::{Rest, Session};
 use meridian_seams::SystemClock;
-use meridian_seams::net::{SharedNetwork, TokioNetwork};
+use meridian_seams::net::TokioNetwork;
+use meridian_testbed::free_port;
 
 use crate::bench::{
     Pair, Server, fixed_rate_latency, now, percentile, sender_session, start_child,
@@ -30,13 +31,6 @@ pub(crate) struct Options {
     pub(crate) log: LogKind,
     pub(crate) delay: Duration,
     pub(crate) link_entries: u64,
-}
-
-/// A free loopback port, found through the network seam (the child binds
-/// it right after).
-async fn free_port(network: &SharedNetwork) -> anyhow::Result<u16> {
-    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    Ok(network.bind(any).await?.local_addr()?.port())
 }
 
 /// Writes a production-profile region file: bind on `core`, reached by the

@@ -85,9 +85,10 @@ pub fn region_of_site(site: &str) -> &str {
         .map_or(site, |(region, _)| region)
 }
 
-/// FNV-1a, 32-bit: stable across builds and processes (placement must never
-/// change while users exist).
-fn fnv1a(text: &str) -> u32 {
+/// FNV-1a, 32-bit: stable across builds and processes. It places ids on
+/// shards and conversations on log partitions, neither of which may move
+/// while data exists.
+pub fn fnv1a(text: &str) -> u32 {
     let mut hash: u32 = 0x811c_9dc5;
     for byte in text.as_bytes() {
         hash ^= u32::from(*byte);

@@ -57,12 +57,7 @@ pub fn topic_for(source_region: &str, dest_region: &str) -> String {
 /// The partition of `key` among `partitions`: FNV-1a, stable across
 /// processes and builds (a conversation must always map to one partition).
 pub fn partition_for(key: &str, partitions: u32) -> u32 {
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in key.as_bytes() {
-        hash ^= u32::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    hash % partitions.max(1)
+    meridian_proto::sites::fnv1a(key) % partitions.max(1)
 }
 
 /// Reads a topic from given offsets, for one link stream.

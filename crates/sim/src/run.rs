@@ -119,26 +119,25 @@ fn sim_image() -> Vec<u8> {
     PNG.to_vec()
 }
 
-/// The bucket of site `region`'s region, served from the host of the
-/// region's first site (a sharded region's sites share one bucket).
+/// The first site of site `region`'s region: its host serves the region's
+/// bucket (a sharded region's sites share one).
+fn bucket_site(sites: Sites, region: usize) -> usize {
+    let of = |r: usize| region_of_site(region_name(sites, r));
+    (0..region).find(|r| of(*r) == of(region)).unwrap_or(region)
+}
+
+/// The bucket of site `region`'s region.
 fn s3_target(sites: Sites, region: usize) -> S3Target {
-    let first = (0..sites.count)
-        .find(|r| {
-            region_of_site(region_name(sites, *r)) == region_of_site(region_name(sites, region))
-        })
-        .unwrap_or(region);
     S3Target {
-        endpoint: Some(format!("http://{}:{S3_PORT}", host("s3", sites, first))),
+        endpoint: Some(format!(
+            "http://{}:{S3_PORT}",
+            host("s3", sites, bucket_site(sites, region))
+        )),
         aws_region: "us-east-1".into(),
         bucket: format!("media-{}", region_of_site(region_name(sites, region))),
         access_key_id: S3_KEY.0.into(),
         secret_access_key: S3_KEY.1.into(),
     }
-}
-
-/// The S3 endpoint on site `region`'s own host.
-fn s3_target_of_own_host(sites: Sites, region: usize) -> Option<String> {
-    Some(format!("http://{}:{S3_PORT}", host("s3", sites, region)))
 }
 
 fn any_addr(port: u16) -> SocketAddr {
@@ -294,6 +293,7 @@ pub fn run_seed(seed: u64, faults: Faults) -> SeedOutcome {
     let signing_clock: SharedClock = Arc::new(SimClock::new(EPOCH_MS, S3_SIGNING_AHEAD_MS));
     let media_deps = MediaDeps {
         buckets: (0..regions)
+            .filter(|r| bucket_site(sites, *r) == *r)
             .map(|r| {
                 (
                     region_of_site(region_name(sites, r)).to_string(),
@@ -304,11 +304,10 @@ pub fn run_seed(seed: u64, faults: Faults) -> SeedOutcome {
         offload: Offload::Inline,
     };
     for region in 0..regions {
-        let target = s3_target(sites, region);
-        if target.endpoint != s3_target_of_own_host(sites, region) {
+        if bucket_site(sites, region) != region {
             continue; // the region's first site serves its bucket
         }
-        let backend = MemoryS3::new(&[target.bucket]);
+        let backend = MemoryS3::new(&[s3_target(sites, region).bucket]);
         let s3_network = network.clone();
         sim.host(host("s3", sites, region), move || {
             let (network, backend) = (s3_network.clone(), backend.clone());

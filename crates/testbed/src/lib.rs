@@ -60,18 +60,14 @@ fn tansu_binary() -> Result<PathBuf, TestbedError> {
     ))
 }
 
-/// A free loopback port, found through the network seam (tansu binds it
-/// right after).
-async fn free_port(network: &SharedNetwork) -> Result<u16, TestbedError> {
+/// A free loopback port, found through the network seam (the caller's
+/// process or child binds it right after).
+///
+/// # Errors
+/// When no loopback port can be bound.
+pub async fn free_port(network: &SharedNetwork) -> std::io::Result<u16> {
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    let listener = network
-        .bind(any)
-        .await
-        .map_err(|e| TestbedError::Start(format!("no free port: {e}")))?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|e| TestbedError::Start(format!("no free port: {e}")))
+    Ok(network.bind(any).await?.local_addr()?.port())
 }
 
 /// A running tansu broker; killed when dropped.
@@ -99,7 +95,9 @@ impl Broker {
         // A port taken between the probe and tansu's bind fails loudly
         // below ("exited before ready"); retried on a new port.
         for _ in 0..3 {
-            let port = free_port(network).await?;
+            let port = free_port(network)
+                .await
+                .map_err(|e| TestbedError::Start(format!("no free port: {e}")))?;
             let url = format!("tcp://127.0.0.1:{port}");
             let mut child = Command::new(&binary)
                 .arg("broker")
