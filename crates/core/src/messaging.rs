@@ -1139,10 +1139,28 @@ impl Messaging {
     /// # Errors
     /// Store failures.
     pub async fn ack(&self, caller: &Caller, cursor: &Stamp) -> Result<(), CoreError> {
+        self.ack_many(std::iter::once((caller, cursor))).await
+    }
+
+    /// Moves several devices' cursors forward in one transaction (each as
+    /// [`Messaging::ack`] would): the acks of one gateway stream that
+    /// arrived while the previous ones committed.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn ack_many<'a>(
+        &self,
+        acks: impl Iterator<Item = (&'a Caller, &'a Stamp)> + Clone,
+    ) -> Result<(), CoreError> {
         self.db
-            .run(|tx, _| async move {
-                store::advance_cursor(&tx, &caller.user_id, &caller.device_id, cursor)?;
-                Ok::<_, CoreError>(())
+            .run(|tx, _| {
+                let acks = acks.clone();
+                async move {
+                    for (caller, cursor) in acks {
+                        store::advance_cursor(&tx, &caller.user_id, &caller.device_id, cursor)?;
+                    }
+                    Ok::<_, CoreError>(())
+                }
             })
             .await
     }

@@ -141,6 +141,11 @@ pub(crate) async fn serve_stream(
     let stream = registry.new_stream();
     let mut sessions: BTreeMap<u64, Attached> = BTreeMap::new();
     let inflight = Arc::new(Semaphore::new(messaging.config().max_inflight_per_stream));
+    let acks = Arc::new(AckBatch::default());
+    let ack_writer = tokio::spawn(acks.clone().write_until_closed(messaging.clone()));
+    // Closed however this stream ends, including by being dropped at
+    // shutdown: the writer then writes what waits and stops.
+    let _close_acks = CloseOnDrop(acks.clone());
     while let Ok(Some(up)) = inbound.message().await {
         let Some(kind) = up.kind else { continue };
         match kind {
@@ -278,31 +283,16 @@ pub(crate) async fn serve_stream(
                         .await;
                     continue;
                 }
-                let (messaging, caller, state, down) = (
-                    messaging.clone(),
-                    attached.caller.clone(),
-                    attached.state.clone(),
-                    down.clone(),
+                acks.push(
+                    ack.session,
+                    PendingAck {
+                        session: ack.session,
+                        caller: attached.caller.clone(),
+                        cursor,
+                        state: attached.state.clone(),
+                        down: down.clone(),
+                    },
                 );
-                let session = ack.session;
-                tokio::spawn(async move {
-                    match messaging.ack(&caller, &cursor).await {
-                        Ok(()) => {
-                            // Only a durable ack opens the flow-control window.
-                            state.unacked().retain(|s| *s > cursor);
-                            state.acked.send_if_modified(|current| {
-                                let newer = cursor > *current;
-                                if newer {
-                                    *current = cursor;
-                                }
-                                newer
-                            });
-                        }
-                        Err(error) => {
-                            let _ = down.send(Ok(error_frame(session, 0, &error))).await;
-                        }
-                    }
-                });
             }
             session_up::Kind::Receipt(receipt) => {
                 let attached = sessions
@@ -344,6 +334,130 @@ pub(crate) async fn serve_stream(
     for (session, attached) in sessions {
         attached.task.abort();
         registry.remove(&attached.caller.device_id, stream, session);
+    }
+    // Acks already received are still written (the devices would otherwise
+    // be sent those items again when they resume).
+    acks.close();
+    let _ = ack_writer.await;
+}
+
+/// Closes the stream's ack batch when dropped.
+struct CloseOnDrop(Arc<AckBatch>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// An acknowledgement waiting to be written.
+struct PendingAck {
+    session: u64,
+    caller: Caller,
+    cursor: Stamp,
+    state: Arc<DeliveryState>,
+    down: Down,
+}
+
+/// The acks of one gateway stream, written together: those that arrive
+/// while one write commits go into the next, as one transaction, and a
+/// session's later ack replaces its earlier one. An ack is a blind byte-max
+/// of the device's cursor, so batching changes no outcome, only the number
+/// of commits: with one ack per delivered frame, acks were two of every
+/// three commits of 1:1 traffic.
+#[derive(Default)]
+struct AckBatch {
+    pending: Mutex<AckQueue>,
+    wake: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct AckQueue {
+    /// Keyed by session and its delivery state: a session number attached
+    /// again (a new state) keeps the old attachment's ack apart.
+    by_session: BTreeMap<(u64, usize), PendingAck>,
+    closed: bool,
+}
+
+/// Acks written per transaction, far below the transaction size limit.
+const ACKS_PER_COMMIT: usize = 1024;
+
+impl AckBatch {
+    fn queue(&self) -> std::sync::MutexGuard<'_, AckQueue> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, session: u64, ack: PendingAck) {
+        let key = (session, Arc::as_ptr(&ack.state) as usize);
+        let mut queue = self.queue();
+        match queue.by_session.get_mut(&key) {
+            // Acks are cumulative: the higher cursor stands for both.
+            Some(waiting) if waiting.cursor >= ack.cursor => {}
+            Some(waiting) => *waiting = ack,
+            None => {
+                queue.by_session.insert(key, ack);
+            }
+        }
+        drop(queue);
+        self.wake.notify_one();
+    }
+
+    fn close(&self) {
+        self.queue().closed = true;
+        self.wake.notify_one();
+    }
+
+    /// Writes waiting acks until the stream closed and nothing waits.
+    async fn write_until_closed(self: Arc<Self>, messaging: Arc<Messaging>) {
+        loop {
+            // Everything waiting, so no session waits behind others; written
+            // in transactions of at most ACKS_PER_COMMIT.
+            let (waiting, closed) = {
+                let mut queue = self.queue();
+                (std::mem::take(&mut queue.by_session), queue.closed)
+            };
+            if waiting.is_empty() {
+                if closed {
+                    return;
+                }
+                self.wake.notified().await;
+                continue;
+            }
+            let waiting: Vec<PendingAck> = waiting.into_values().collect();
+            for batch in waiting.chunks(ACKS_PER_COMMIT) {
+                self.write(&messaging, batch).await;
+            }
+        }
+    }
+
+    /// Writes `batch` in one transaction, then opens the flow-control window
+    /// of each session in it (or tells it the write failed).
+    async fn write(&self, messaging: &Messaging, batch: &[PendingAck]) {
+        let result = messaging
+            .ack_many(batch.iter().map(|ack| (&ack.caller, &ack.cursor)))
+            .await;
+        for ack in batch {
+            match &result {
+                Ok(()) => {
+                    // Only a durable ack opens the flow-control window.
+                    ack.state.unacked().retain(|s| *s > ack.cursor);
+                    ack.state.acked.send_if_modified(|current| {
+                        let newer = ack.cursor > *current;
+                        if newer {
+                            *current = ack.cursor;
+                        }
+                        newer
+                    });
+                }
+                Err(error) => {
+                    let frame = error_frame(ack.session, 0, error);
+                    let down = ack.down.clone();
+                    tokio::spawn(async move {
+                        let _ = down.send(Ok(frame)).await;
+                    });
+                }
+            }
+        }
     }
 }
 

@@ -13,7 +13,6 @@
 //!
 //! This is the only crate that imports fjall.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -21,7 +20,7 @@ use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 use futures::future::BoxFuture;
 use meridian_kv::KvError;
-use meridian_kv::engine::{Engine, EngineMutation, EnginePair, EngineSnapshot};
+use meridian_kv::engine::{Engine, EngineBatch, EnginePair, EngineSnapshot};
 
 /// The fjall-backed engine. Clones share the same open database.
 #[derive(Clone)]
@@ -61,42 +60,31 @@ impl FjallEngine {
         })
     }
 
-    fn write_blocking(&self, batch: Vec<EngineMutation>) -> Result<(), KvError> {
+    fn write_blocking(&self, batch: &EngineBatch) -> Result<(), KvError> {
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        // Collapse the batch to one final state per key first: fjall gives
-        // every item of a batch the same sequence number, so two items for
-        // one key would leave the winner undefined.
-        let mut last_state: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        for mutation in batch {
-            match mutation {
-                EngineMutation::Set(key, value) => {
-                    last_state.insert(key, Some(value));
+        let mut writes = self.db.batch().durability(Some(PersistMode::SyncAll));
+        // fjall has no range tombstone: a cleared range is removed key by
+        // key. Keys the batch also names get their final state below instead
+        // (fjall gives every item of a batch one sequence number, so a key
+        // must appear once).
+        if !batch.cleared.is_empty() {
+            let snapshot = self.db.snapshot();
+            for (begin, end) in &batch.cleared {
+                if begin >= end {
+                    continue;
                 }
-                EngineMutation::Clear(key) => {
-                    last_state.insert(key, None);
-                }
-                EngineMutation::ClearRange(begin, end) => {
-                    // fjall has no range tombstone: clear key by key, both the
-                    // stored keys and those this batch set earlier.
-                    if begin >= end {
-                        continue;
-                    }
-                    let snapshot = self.db.snapshot();
-                    for guard in snapshot.range(&self.keyspace, begin.as_slice()..end.as_slice()) {
-                        let key = guard.key().map_err(KvError::engine)?;
-                        last_state.insert(key.to_vec(), None);
-                    }
-                    for (_, state) in last_state.range_mut(begin..end) {
-                        *state = None;
+                for guard in snapshot.range(&self.keyspace, begin.as_slice()..end.as_slice()) {
+                    let key = guard.key().map_err(KvError::engine)?;
+                    if !batch.values.contains_key(key.as_ref()) {
+                        writes.remove(&self.keyspace, key);
                     }
                 }
             }
         }
-        let mut writes = self.db.batch().durability(Some(PersistMode::SyncAll));
-        for (key, state) in last_state {
+        for (key, state) in &batch.values {
             match state {
-                Some(value) => writes.insert(&self.keyspace, key, value),
-                None => writes.remove(&self.keyspace, key),
+                Some(value) => writes.insert(&self.keyspace, key.as_slice(), value.as_slice()),
+                None => writes.remove(&self.keyspace, key.as_slice()),
             }
         }
         writes.commit().map_err(KvError::engine)?;
@@ -150,17 +138,18 @@ impl Engine for FjallEngine {
         })
     }
 
-    fn write(&self, batch: Vec<EngineMutation>) -> BoxFuture<'static, Result<(), KvError>> {
+    fn write(&self, batch: Arc<EngineBatch>) -> BoxFuture<'static, Result<(), KvError>> {
         let engine = self.clone();
+        // Started now, not when first polled: the committer resolves the
+        // next batch while this one is written. The engine owns its fsync
+        // thread work; fjall never runs under simulation (the memory engine
+        // does).
+        #[allow(clippy::disallowed_methods)]
+        let task = tokio::task::spawn_blocking(move || engine.write_blocking(&batch));
         Box::pin(async move {
-            // The engine owns its fsync thread work; fjall never runs under
-            // simulation (the memory engine does).
-            #[allow(clippy::disallowed_methods)]
-            tokio::task::spawn_blocking(move || engine.write_blocking(batch))
-                .await
-                .map_err(|join| KvError::CommitUnknownResult {
-                    reason: format!("engine write task failed: {join}"),
-                })?
+            task.await.map_err(|join| KvError::CommitUnknownResult {
+                reason: format!("engine write task failed: {join}"),
+            })?
         })
     }
 }

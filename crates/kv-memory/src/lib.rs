@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use imbl::OrdMap;
 use meridian_kv::KvError;
-use meridian_kv::engine::{Engine, EngineMutation, EnginePair, EngineSnapshot};
+use meridian_kv::engine::{Engine, EngineBatch, EnginePair, EngineSnapshot};
 
 /// A fault to inject into the next engine writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,25 +119,26 @@ impl EngineSnapshot for MemorySnapshot {
     }
 }
 
-fn apply(data: &mut OrdMap<Bytes, Bytes>, batch: Vec<EngineMutation>) {
-    for mutation in batch {
-        match mutation {
-            EngineMutation::Set(key, value) => {
-                data.insert(Bytes::from(key), Bytes::from(value));
+fn apply(data: &mut OrdMap<Bytes, Bytes>, batch: &EngineBatch) {
+    for (begin, end) in &batch.cleared {
+        if begin < end {
+            let doomed: Vec<Bytes> = data
+                .range(Bytes::copy_from_slice(begin)..Bytes::copy_from_slice(end))
+                .map(|(k, _)| k.clone())
+                .filter(|k| !batch.values.contains_key(k.as_ref()))
+                .collect();
+            for key in doomed {
+                data.remove(&key);
             }
-            EngineMutation::Clear(key) => {
+        }
+    }
+    for (key, state) in &batch.values {
+        match state {
+            Some(value) => {
+                data.insert(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
+            }
+            None => {
                 data.remove(key.as_slice());
-            }
-            EngineMutation::ClearRange(begin, end) => {
-                if begin < end {
-                    let doomed: Vec<Bytes> = data
-                        .range(Bytes::from(begin)..Bytes::from(end))
-                        .map(|(k, _)| k.clone())
-                        .collect();
-                    for key in doomed {
-                        data.remove(&key);
-                    }
-                }
             }
         }
     }
@@ -148,18 +149,32 @@ impl Engine for MemoryEngine {
         Box::new(MemorySnapshot(self.lock().data.clone()))
     }
 
-    fn write(&self, batch: Vec<EngineMutation>) -> BoxFuture<'static, Result<(), KvError>> {
+    fn write(&self, batch: Arc<EngineBatch>) -> BoxFuture<'static, Result<(), KvError>> {
         let mut state = self.lock();
         let fault = state.faults.pop_front();
         if fault != Some(Fault::FailWithoutApplying) {
             let mut data = state.data.clone();
-            apply(&mut data, batch);
+            apply(&mut data, &batch);
             state.data = data;
             state.writes += 1;
         }
-        Box::pin(std::future::ready(match fault {
+        let outcome = match fault {
             None => Ok(()),
             Some(fault) => Err(KvError::engine(InjectedFault(fault))),
+        };
+        // The write completes one scheduling turn later, as a real one would
+        // (never at once): the committer then resolves the next batch while
+        // this one is "being written", so the simulation exercises that
+        // pipeline too. Still no thread and no timer.
+        let mut yielded = false;
+        Box::pin(futures::future::poll_fn(move |cx| {
+            if yielded {
+                std::task::Poll::Ready(outcome.clone())
+            } else {
+                yielded = true;
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            }
         }))
     }
 }

@@ -4,12 +4,13 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
 use meridian_seams::{Rng, SharedClock};
 
 use crate::KvError;
-use crate::engine::{Engine, EngineMutation, EngineSnapshot};
+use crate::engine::{Engine, EngineBatch, EngineSnapshot};
 use crate::keys::{KeyRange, RangeSet};
 use crate::resolver::{Resolver, Verdict};
 use crate::runner::RetryOptions;
@@ -76,19 +77,27 @@ impl Default for DatabaseOptions {
 }
 
 /// The resolver's memory and the registered watches, shared by the
-/// committer and watch registration: recording a batch and firing its
-/// watches happen under one lock, so a watch registered concurrently either
-/// sees the batch as written or is fired by it — never neither.
+/// committer and watch registration. A batch is recorded with the resolver
+/// when its write starts; publishing it (moving `published`) and firing its
+/// watches happen later, together, under this lock, so a watch registered
+/// concurrently either sees the batch as published (and fires at once) or is
+/// fired by it — never neither, and never by a batch not yet readable.
 struct Conflicts {
     resolver: Resolver,
     watches: BTreeMap<Vec<u8>, Vec<oneshot::Sender<()>>>,
+    /// The newest batch the engine has written and readers can see. The
+    /// resolver may already know the next one.
+    published: u64,
 }
 
 impl Conflicts {
     /// Registers a watch on `key` for a transaction that read at
     /// `read_version`, firing it at once if the key changed since.
     fn register(&mut self, read_version: u64, key: Vec<u8>, sender: oneshot::Sender<()>) {
-        if self.resolver.written_since(read_version, &key) {
+        if self
+            .resolver
+            .written_between(read_version, self.published, &key)
+        {
             let _ = sender.send(());
         } else {
             let waiting = self.watches.entry(key).or_default();
@@ -180,6 +189,7 @@ impl NativeDatabase {
         let conflicts = Arc::new(Mutex::new(Conflicts {
             resolver: Resolver::new(version),
             watches: BTreeMap::new(),
+            published: version,
         }));
         let committer = Committer {
             engine,
@@ -188,6 +198,7 @@ impl NativeDatabase {
             clock: clock.clone(),
             version,
             max_batch: options.max_batch_transactions.clamp(1, u16::MAX as usize),
+            deferred: Vec::new(),
         };
         let (stopped_tx, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -270,13 +281,26 @@ impl NativeDatabase {
     }
 }
 
+/// Turns commit requests into batches and hands them to the engine.
+///
+/// Group commit, pipelined one deep: while the engine writes (and fsyncs)
+/// batch N, the requests arriving meanwhile are resolved into batch N+1 —
+/// conflict checks against everything up to N, atomic operations read
+/// through N's final values, versionstamps assigned. N+1 goes to the engine
+/// once N is written, published and answered, so batches reach the engine,
+/// become readable and are acknowledged strictly in version order.
 struct Committer {
     engine: Arc<dyn Engine>,
     current: Arc<Mutex<Current>>,
     conflicts: Arc<Mutex<Conflicts>>,
     clock: SharedClock,
+    /// The newest version handed to a batch (written, or being written).
     version: u64,
     max_batch: usize,
+    /// Conflicts found while a batch was being written, answered once it is
+    /// published: answered at once, the retry would begin before that batch
+    /// is readable and conflict again.
+    deferred: Vec<oneshot::Sender<Result<CommitInfo, KvError>>>,
 }
 
 struct Accepted {
@@ -287,36 +311,22 @@ struct Accepted {
     watches: Vec<(Vec<u8>, oneshot::Sender<()>)>,
 }
 
-/// What the batch has written so far, for resolving atomic adds in order.
-#[derive(Default)]
-struct BatchOverlay {
-    values: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    cleared: Vec<KeyRange>,
+/// The batch requests join while the engine writes the previous one.
+struct OpenBatch {
+    version: u64,
+    changes: EngineBatch,
+    accepted: Vec<Accepted>,
+    /// What the transactions accepted so far wrote: a later one that read
+    /// any of it conflicts.
+    writes: RangeSet,
 }
 
-impl BatchOverlay {
-    fn read(&self, key: &[u8], snapshot: &dyn EngineSnapshot) -> Result<Option<Vec<u8>>, KvError> {
-        if let Some(value) = self.values.get(key) {
-            return Ok(value.clone());
-        }
-        if self.cleared.iter().any(|r| r.contains(key)) {
-            return Ok(None);
-        }
-        Ok(snapshot.get(key)?.map(|b| b.to_vec()))
-    }
-
-    fn clear_range(&mut self, begin: &[u8], end: &[u8]) {
-        let inside: Vec<Vec<u8>> = self
-            .values
-            .range(begin.to_vec()..end.to_vec())
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in inside {
-            self.values.insert(key, None);
-        }
-        self.cleared
-            .push(KeyRange::new(begin.to_vec(), end.to_vec()));
-    }
+/// A batch the engine is writing; its resolver entry is already recorded.
+struct InFlight {
+    version: u64,
+    changes: Arc<EngineBatch>,
+    accepted: Vec<Accepted>,
+    writes: RangeSet,
 }
 
 fn stamp(payload: &[u8], offset: usize, versionstamp: &[u8; 10]) -> Vec<u8> {
@@ -325,69 +335,199 @@ fn stamp(payload: &[u8], offset: usize, versionstamp: &[u8; 10]) -> Vec<u8> {
     out
 }
 
+/// The value an atomic operation builds on: the open batch's, else the
+/// batch being written's, else the published snapshot's.
+fn read_base(
+    key: &[u8],
+    open: &EngineBatch,
+    in_flight: Option<&EngineBatch>,
+    snapshot: &dyn EngineSnapshot,
+) -> Result<Option<Vec<u8>>, KvError> {
+    if let Some(state) = open.state_of(key) {
+        return Ok(state.map(<[u8]>::to_vec));
+    }
+    if let Some(state) = in_flight.and_then(|batch| batch.state_of(key)) {
+        return Ok(state.map(<[u8]>::to_vec));
+    }
+    Ok(snapshot.get(key)?.map(|b| b.to_vec()))
+}
+
+/// Applies one mutation to the open batch's final state; returns the range
+/// a versionstamped key wrote (known only now).
+fn apply_mutation(
+    changes: &mut EngineBatch,
+    mutation: PendingMutation,
+    versionstamp: &[u8; 10],
+    in_flight: Option<&EngineBatch>,
+    snapshot: &dyn EngineSnapshot,
+) -> Result<Option<KeyRange>, KvError> {
+    match mutation {
+        PendingMutation::Set(key, value) => {
+            changes.values.insert(key, Some(value));
+        }
+        PendingMutation::Clear(key) => {
+            changes.values.insert(key, None);
+        }
+        PendingMutation::ClearRange(begin, end) => {
+            if begin < end {
+                for (_, state) in changes.values.range_mut(begin.clone()..end.clone()) {
+                    *state = None;
+                }
+                changes.cleared.push((begin, end));
+            }
+        }
+        PendingMutation::Add(key, delta) => {
+            let base = read_base(&key, changes, in_flight, snapshot)?;
+            let value = apply_add(base.as_deref(), delta);
+            changes.values.insert(key, Some(value));
+        }
+        PendingMutation::ByteMax(key, value) => {
+            let base = read_base(&key, changes, in_flight, snapshot)?;
+            let value = crate::transaction::apply_byte_max(base.as_deref(), &value);
+            changes.values.insert(key, Some(value));
+        }
+        PendingMutation::VersionstampedKey(payload, offset, value) => {
+            let key = stamp(&payload, offset, versionstamp);
+            let written = KeyRange::single(&key);
+            changes.values.insert(key, Some(value));
+            return Ok(Some(written));
+        }
+        PendingMutation::VersionstampedValue(key, payload, offset) => {
+            changes
+                .values
+                .insert(key, Some(stamp(&payload, offset, versionstamp)));
+        }
+    }
+    Ok(None)
+}
+
 impl Committer {
     async fn run(mut self, mut queue: mpsc::Receiver<CommitRequest>) {
-        let mut batch = Vec::with_capacity(self.max_batch);
-        while queue.recv_many(&mut batch, self.max_batch).await > 0 {
-            self.commit_batch(std::mem::take(&mut batch)).await;
+        let mut incoming = Vec::with_capacity(self.max_batch);
+        let mut open: Option<OpenBatch> = None;
+        let mut in_flight: Option<InFlight> = None;
+        let mut write: Option<BoxFuture<'static, Result<(), KvError>>> = None;
+        let mut closed = false;
+        loop {
+            if let Some(writing) = write.as_mut() {
+                let room = self.max_batch - open.as_ref().map_or(0, |o| o.accepted.len());
+                tokio::select! {
+                    biased;
+                    outcome = writing => {
+                        write = None;
+                        let failed = outcome.is_err();
+                        if let Some(done) = in_flight.take() {
+                            self.publish(done, outcome);
+                        }
+                        if failed {
+                            // The open batch was resolved on top of the failed
+                            // one (atomic operations read its values); it
+                            // must not reach the engine. Nothing of it was
+                            // recorded or written, so its transactions retry.
+                            abandon(open.take(), || KvError::NotCommitted);
+                        }
+                    }
+                    received = queue.recv_many(&mut incoming, room), if room > 0 && !closed => {
+                        if received == 0 {
+                            closed = true;
+                        }
+                        let changes = in_flight.as_ref().map(|f| f.changes.clone());
+                        self.resolve(&mut open, incoming.drain(..), changes.as_deref());
+                    }
+                }
+                continue;
+            }
+            if let Some(batch) = open.take() {
+                if let Some((flight, future)) = self.start(batch) {
+                    in_flight = Some(flight);
+                    write = Some(future);
+                }
+                continue;
+            }
+            if closed {
+                return;
+            }
+            if queue.recv_many(&mut incoming, self.max_batch).await == 0 {
+                closed = true;
+                continue;
+            }
+            self.resolve(&mut open, incoming.drain(..), None);
         }
     }
 
-    async fn commit_batch(&mut self, requests: Vec<CommitRequest>) {
-        let version = self.version + 1;
+    /// Resolves `requests` into the open batch, refusing those that conflict.
+    fn resolve(
+        &mut self,
+        open: &mut Option<OpenBatch>,
+        requests: impl Iterator<Item = CommitRequest>,
+        in_flight: Option<&EngineBatch>,
+    ) {
         let snapshot = lock_current(&self.current).snapshot.clone();
-        let mut overlay = BatchOverlay::default();
-        let mut engine_batch = Vec::new();
-        let mut accepted: Vec<Accepted> = Vec::new();
-        // What the transactions accepted so far in this batch wrote: a later
-        // one that read any of it conflicts.
-        let mut batch_writes = RangeSet::default();
         for request in requests {
+            let batch = open.get_or_insert_with(|| OpenBatch {
+                version: self.version + 1,
+                changes: EngineBatch::default(),
+                accepted: Vec::new(),
+                writes: RangeSet::default(),
+            });
             let verdict = lock_conflicts(&self.conflicts)
                 .resolver
                 .check(request.read_version, &request.read_conflicts);
             let conflicts_in_batch = request
                 .read_conflicts
                 .iter()
-                .any(|read| batch_writes.intersects(read));
+                .any(|read| batch.writes.intersects(read));
             let refusal = match verdict {
                 Verdict::TooOld => Some(KvError::TransactionTooOld),
                 Verdict::Conflict => Some(KvError::NotCommitted),
                 Verdict::Commit if conflicts_in_batch => Some(KvError::NotCommitted),
                 Verdict::Commit => None,
             };
-            if let Some(error) = refusal {
-                let _ = request.reply.send(Err(error));
-                continue;
+            match refusal {
+                Some(KvError::NotCommitted) if in_flight.is_some() => {
+                    self.deferred.push(request.reply);
+                    continue;
+                }
+                Some(error) => {
+                    let _ = request.reply.send(Err(error));
+                    continue;
+                }
+                None => {}
             }
-            let order = accepted.len() as u16;
+            let order = batch.accepted.len() as u16;
             let mut versionstamp = [0u8; 10];
-            versionstamp[..8].copy_from_slice(&version.to_be_bytes());
+            versionstamp[..8].copy_from_slice(&batch.version.to_be_bytes());
             versionstamp[8..].copy_from_slice(&order.to_be_bytes());
             let mut writes = request.write_conflicts;
+            let mut failure = None;
             for mutation in request.mutations {
-                match self.resolve(mutation, &versionstamp, &mut overlay, snapshot.as_ref()) {
-                    Ok((resolved, written)) => {
-                        engine_batch.push(resolved);
-                        writes.extend(written);
-                    }
+                match apply_mutation(
+                    &mut batch.changes,
+                    mutation,
+                    &versionstamp,
+                    in_flight,
+                    snapshot.as_ref(),
+                ) {
+                    Ok(written) => writes.extend(written),
                     Err(error) => {
-                        // Reading the base of an atomic add failed: the engine
-                        // is unwell; this batch cannot be trusted to be whole.
-                        let _ = request.reply.send(Err(error));
-                        for done in accepted {
-                            let _ = done.reply.send(Err(KvError::CommitUnknownResult {
-                                reason: "the batch was abandoned".into(),
-                            }));
-                        }
-                        return;
+                        failure = Some(error);
+                        break;
                     }
                 }
             }
-            for range in &writes {
-                batch_writes.insert(range);
+            if let Some(error) = failure {
+                // Reading the base of an atomic operation failed: the engine
+                // is unwell, and this request's changes are half in the
+                // batch. Abandon the whole open batch (nothing of it was
+                // recorded or written).
+                let _ = request.reply.send(Err(error));
+                abandon(open.take(), || KvError::NotCommitted);
+                continue;
             }
-            accepted.push(Accepted {
+            for range in &writes {
+                batch.writes.insert(range);
+            }
+            batch.accepted.push(Accepted {
                 reply: request.reply,
                 versionstamp,
                 read_version: request.read_version,
@@ -395,47 +535,71 @@ impl Committer {
                 watches: request.watches,
             });
         }
-        if accepted.is_empty() {
-            return;
+    }
+
+    /// Seals the open batch: records its writes with the resolver (so the
+    /// next batch is checked against them) and starts the engine's write.
+    fn start(
+        &mut self,
+        mut batch: OpenBatch,
+    ) -> Option<(InFlight, BoxFuture<'static, Result<(), KvError>>)> {
+        if batch.accepted.is_empty() {
+            return None;
         }
-        if engine_batch.is_empty() {
-            // Only watches: nothing to write, no version consumed, no fsync
-            // (a delivery loop waiting on an idle inbox costs nothing).
-            for tx in accepted {
-                let mut conflicts = lock_conflicts(&self.conflicts);
+        if batch.changes.is_empty() {
+            // Only watches: nothing to write, no version consumed, no fsync.
+            let mut conflicts = lock_conflicts(&self.conflicts);
+            for tx in batch.accepted {
                 for (key, sender) in tx.watches {
                     conflicts.register(tx.read_version, key, sender);
                 }
-                drop(conflicts);
                 let _ = tx.reply.send(Ok(CommitInfo {
-                    version: self.version,
+                    version: conflicts.published,
                     versionstamp: None,
                 }));
             }
-            return;
+            return None;
         }
-        engine_batch.push(EngineMutation::Set(
+        // Whatever the write's outcome, this version may exist: never hand
+        // it out again, and treat its writes as committed when resolving.
+        self.version = batch.version;
+        batch.changes.values.insert(
             VERSION_KEY.to_vec(),
-            version.to_be_bytes().to_vec(),
-        ));
-        let outcome = self.engine.write(engine_batch).await;
-        // Whether or not the write reached the disk, this version may exist:
-        // never hand it out again, and treat its writes as committed when
-        // resolving later transactions.
-        self.version = version;
+            Some(batch.version.to_be_bytes().to_vec()),
+        );
+        let now = self.clock.monotonic();
+        lock_conflicts(&self.conflicts)
+            .resolver
+            .record(batch.version, now, batch.writes.clone());
+        let changes = Arc::new(batch.changes);
+        let future = self.engine.write(changes.clone());
+        Some((
+            InFlight {
+                version: batch.version,
+                changes,
+                accepted: batch.accepted,
+                writes: batch.writes,
+            },
+            future,
+        ))
+    }
+
+    /// A written batch becomes readable, fires its watches and is answered.
+    fn publish(&mut self, batch: InFlight, outcome: Result<(), KvError>) {
         {
             let mut current = lock_current(&self.current);
-            current.version = version;
+            current.version = batch.version;
             current.snapshot = Arc::from(self.engine.snapshot());
         }
-        let now = self.clock.monotonic();
-        // Fire, register and record under one lock (see `Conflicts`).
-        // Watches registered by this batch fire at once if the key changed
-        // after the transaction's read version: in an earlier batch, or by
-        // another transaction of this one (which commits at the same version
-        // but is unordered with respect to the watcher's reads).
+        let mut accepted = batch.accepted;
+        // Fire and register under one lock (see `Conflicts`). Watches
+        // registered by this batch fire at once if the key changed after the
+        // transaction's read version: in an earlier batch, or by another
+        // transaction of this one (which commits at the same version but is
+        // unordered with respect to the watcher's reads).
         let mut conflicts = lock_conflicts(&self.conflicts);
-        conflicts.fire(&batch_writes);
+        conflicts.published = batch.version;
+        conflicts.fire(&batch.writes);
         if accepted.iter().any(|tx| !tx.watches.is_empty()) {
             let written_by: Vec<Vec<KeyRange>> =
                 accepted.iter().map(|a| a.writes.clone()).collect();
@@ -452,12 +616,11 @@ impl Committer {
                 }
             }
         }
-        conflicts.resolver.record(version, now, batch_writes);
         drop(conflicts);
         for tx in accepted {
             let result = match &outcome {
                 Ok(()) => Ok(CommitInfo {
-                    version,
+                    version: batch.version,
                     versionstamp: Some(tx.versionstamp),
                 }),
                 Err(error) => Err(KvError::CommitUnknownResult {
@@ -466,51 +629,265 @@ impl Committer {
             };
             let _ = tx.reply.send(result);
         }
+        for refused in self.deferred.drain(..) {
+            let _ = refused.send(Err(KvError::NotCommitted));
+        }
+    }
+}
+
+/// Refuses every transaction of a batch that will not be written.
+fn abandon(batch: Option<OpenBatch>, error: impl Fn() -> KvError) {
+    for tx in batch.into_iter().flat_map(|b| b.accepted) {
+        let _ = tx.reply.send(Err(error()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The pipeline, observed through an engine whose writes wait for the
+    //! test's permission: what is resolved, visible and answered while a
+    //! batch is being written.
+
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use futures::FutureExt;
+    use meridian_seams::clock::ManualClock;
+    use meridian_seams::{Rng, SharedClock};
+    use tokio::sync::Semaphore;
+
+    use crate::engine::{Engine, EngineBatch, EnginePair, EngineSnapshot};
+    use crate::{Database, DatabaseOptions, KvError};
+
+    type Data = BTreeMap<Vec<u8>, Vec<u8>>;
+
+    /// Applies a batch only once the test adds a permit; counts writes begun.
+    #[derive(Clone)]
+    struct GatedEngine {
+        data: Arc<Mutex<Data>>,
+        gate: Arc<Semaphore>,
+        begun: Arc<Mutex<usize>>,
+        /// The next write fails without applying anything.
+        fail: Arc<AtomicBool>,
     }
 
-    fn resolve(
-        &self,
-        mutation: PendingMutation,
-        versionstamp: &[u8; 10],
-        overlay: &mut BatchOverlay,
-        snapshot: &dyn EngineSnapshot,
-    ) -> Result<(EngineMutation, Option<KeyRange>), KvError> {
-        Ok(match mutation {
-            PendingMutation::Set(key, value) => {
-                overlay.values.insert(key.clone(), Some(value.clone()));
-                (EngineMutation::Set(key, value), None)
+    struct Frozen(Data);
+
+    impl EngineSnapshot for Frozen {
+        fn get(&self, key: &[u8]) -> Result<Option<Bytes>, KvError> {
+            Ok(self.0.get(key).map(|v| Bytes::copy_from_slice(v)))
+        }
+
+        fn range<'a>(
+            &'a self,
+            begin: &[u8],
+            end: &[u8],
+            reverse: bool,
+        ) -> Box<dyn Iterator<Item = Result<EnginePair, KvError>> + 'a> {
+            let pairs: Vec<_> = self
+                .0
+                .range(begin.to_vec()..end.to_vec())
+                .map(|(k, v)| Ok((Bytes::copy_from_slice(k), Bytes::copy_from_slice(v))))
+                .collect();
+            if reverse {
+                Box::new(pairs.into_iter().rev())
+            } else {
+                Box::new(pairs.into_iter())
             }
-            PendingMutation::Clear(key) => {
-                overlay.values.insert(key.clone(), None);
-                (EngineMutation::Clear(key), None)
+        }
+    }
+
+    impl Engine for GatedEngine {
+        fn snapshot(&self) -> Box<dyn EngineSnapshot> {
+            Box::new(Frozen(self.data.lock().expect("data").clone()))
+        }
+
+        fn write(
+            &self,
+            batch: Arc<EngineBatch>,
+        ) -> futures::future::BoxFuture<'static, Result<(), KvError>> {
+            *self.begun.lock().expect("begun") += 1;
+            let engine = self.clone();
+            Box::pin(async move {
+                engine.gate.acquire().await.expect("gate").forget();
+                if engine.fail.swap(false, Ordering::SeqCst) {
+                    return Err(KvError::engine(std::io::Error::other("disk on fire")));
+                }
+                let mut data = engine.data.lock().expect("data");
+                for (key, state) in &batch.values {
+                    match state {
+                        Some(value) => data.insert(key.clone(), value.clone()),
+                        None => data.remove(key),
+                    };
+                }
+                Ok(())
+            })
+        }
+    }
+
+    fn open() -> (Database, GatedEngine) {
+        let engine = GatedEngine {
+            data: Arc::default(),
+            gate: Arc::new(Semaphore::new(0)),
+            begun: Arc::default(),
+            fail: Arc::default(),
+        };
+        let clock: SharedClock = Arc::new(ManualClock::new(1_000));
+        let db = Database::open(
+            Arc::new(engine.clone()),
+            clock,
+            Rng::seeded(1),
+            DatabaseOptions::default(),
+        )
+        .expect("open");
+        (db, engine)
+    }
+
+    async fn settle() {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    async fn add(db: &Database, key: &'static [u8]) -> Result<crate::CommitInfo, KvError> {
+        let tx = db.begin();
+        tx.atomic_add(key, 1)?;
+        tx.commit().await
+    }
+
+    #[tokio::test]
+    async fn the_next_batch_is_resolved_while_one_is_written_and_answered_after_it() {
+        let (db, engine) = open();
+        let first = tokio::spawn({
+            let db = db.clone();
+            async move { add(&db, b"counter").await }
+        });
+        settle().await;
+        assert_eq!(
+            *engine.begun.lock().expect("begun"),
+            1,
+            "batch 1 is being written"
+        );
+
+        // A watcher that read before batch 1 is not woken while it is written.
+        let watcher = db.begin();
+        let mut woken = watcher.watch(b"counter");
+        watcher.commit().await.expect("watch");
+
+        let second = tokio::spawn({
+            let db = db.clone();
+            async move { add(&db, b"counter").await }
+        });
+        settle().await;
+        assert_eq!(
+            *engine.begun.lock().expect("begun"),
+            1,
+            "batch 2 waits for batch 1's write"
+        );
+        assert!(!first.is_finished() && !second.is_finished());
+        assert!(
+            (&mut woken).now_or_never().is_none(),
+            "nothing is readable yet"
+        );
+        assert_eq!(db.begin().get(b"counter").await.expect("get"), None);
+
+        engine.gate.add_permits(1);
+        let first = first.await.expect("task").expect("first commit");
+        settle().await;
+        assert!(
+            woken.now_or_never().is_some(),
+            "batch 1 published fires the watch"
+        );
+        assert_eq!(
+            *engine.begun.lock().expect("begun"),
+            2,
+            "batch 2 is being written"
+        );
+        assert!(
+            !second.is_finished(),
+            "batch 2 is answered only once written"
+        );
+
+        engine.gate.add_permits(1);
+        let second = second.await.expect("task").expect("second commit");
+        assert!(second.version > first.version);
+        let value = db.begin().get(b"counter").await.expect("get").expect("set");
+        assert_eq!(
+            &value[..],
+            &2i64.to_le_bytes(),
+            "batch 2's add read batch 1's value while it was being written"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_read_of_what_the_batch_in_flight_writes_conflicts() {
+        let (db, engine) = open();
+        // Read "k" before batch 1, which writes it, is published.
+        let reader = db.begin();
+        assert_eq!(reader.get(b"k").await.expect("get"), None);
+        reader.set(b"other", b"x").expect("set");
+        let writer = tokio::spawn({
+            let db = db.clone();
+            async move {
+                let tx = db.begin();
+                tx.set(b"k", b"v")?;
+                tx.commit().await
             }
-            PendingMutation::ClearRange(begin, end) => {
-                overlay.clear_range(&begin, &end);
-                (EngineMutation::ClearRange(begin, end), None)
-            }
-            PendingMutation::Add(key, delta) => {
-                let base = overlay.read(&key, snapshot)?;
-                let value = apply_add(base.as_deref(), delta);
-                overlay.values.insert(key.clone(), Some(value.clone()));
-                (EngineMutation::Set(key, value), None)
-            }
-            PendingMutation::ByteMax(key, value) => {
-                let base = overlay.read(&key, snapshot)?;
-                let value = crate::transaction::apply_byte_max(base.as_deref(), &value);
-                overlay.values.insert(key.clone(), Some(value.clone()));
-                (EngineMutation::Set(key, value), None)
-            }
-            PendingMutation::VersionstampedKey(payload, offset, value) => {
-                let key = stamp(&payload, offset, versionstamp);
-                overlay.values.insert(key.clone(), Some(value.clone()));
-                let written = KeyRange::single(&key);
-                (EngineMutation::Set(key, value), Some(written))
-            }
-            PendingMutation::VersionstampedValue(key, payload, offset) => {
-                let value = stamp(&payload, offset, versionstamp);
-                overlay.values.insert(key.clone(), Some(value.clone()));
-                (EngineMutation::Set(key, value), None)
-            }
-        })
+        });
+        settle().await;
+        let reader = tokio::spawn(async move { reader.commit().await });
+        settle().await;
+        engine.gate.add_permits(2);
+        writer.await.expect("task").expect("writer commits");
+        let refused = tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .expect("answered")
+            .expect("task");
+        assert!(
+            matches!(refused, Err(KvError::NotCommitted)),
+            "the reader saw k before batch 1 wrote it: {refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_resolved_on_a_failed_write_is_never_written() {
+        let (db, engine) = open();
+        engine.fail.store(true, Ordering::SeqCst);
+        let first = tokio::spawn({
+            let db = db.clone();
+            async move { add(&db, b"counter").await }
+        });
+        settle().await;
+        // Resolved while batch 1 is written: its add reads batch 1's value.
+        let second = tokio::spawn({
+            let db = db.clone();
+            async move { add(&db, b"counter").await }
+        });
+        settle().await;
+        engine.gate.add_permits(2);
+        let first = first.await.expect("task");
+        assert!(
+            matches!(first, Err(KvError::CommitUnknownResult { .. })),
+            "{first:?}"
+        );
+        let second = second.await.expect("task");
+        assert!(
+            matches!(second, Err(KvError::NotCommitted)),
+            "built on a failed batch, it is refused, not written: {second:?}"
+        );
+        assert_eq!(
+            *engine.begun.lock().expect("begun"),
+            1,
+            "batch 2 never started"
+        );
+        assert_eq!(db.begin().get(b"counter").await.expect("get"), None);
+        // The database goes on: a retry commits and reads the stored state.
+        engine.gate.add_permits(1);
+        add(&db, b"counter").await.expect("retry commits");
+        let value = db.begin().get(b"counter").await.expect("get").expect("set");
+        assert_eq!(&value[..], &1i64.to_le_bytes());
     }
 }

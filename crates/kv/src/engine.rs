@@ -6,6 +6,9 @@
 //! versionstamps, atomic operations and watches live in the transaction layer,
 //! once, for every engine.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
@@ -31,16 +34,40 @@ pub trait EngineSnapshot: Send + Sync {
     ) -> Box<dyn Iterator<Item = Result<EnginePair, KvError>> + 'a>;
 }
 
-/// One change in an engine write batch, already resolved (no atomic ops or
-/// versionstamp placeholders remain).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EngineMutation {
-    /// Write `value` at `key`.
-    Set(Vec<u8>, Vec<u8>),
-    /// Remove `key`.
-    Clear(Vec<u8>),
-    /// Remove every key in `[begin, end)`.
-    ClearRange(Vec<u8>, Vec<u8>),
+/// One group commit as the engine writes it: the final state of every key
+/// the batch touched, already resolved (no atomic operations or
+/// versionstamp placeholders remain, and a key written twice appears once).
+///
+/// The transaction layer builds it while resolving the batch and keeps
+/// reading it (for the atomic operations of the next batch) while the engine
+/// writes it, so it is shared rather than moved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineBatch {
+    /// Ranges `[begin, end)` cleared by the batch: every stored key in them
+    /// that `values` does not name is removed.
+    pub cleared: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The final state of each key the batch set or cleared (`None` removes
+    /// it); it takes precedence over `cleared`.
+    pub values: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl EngineBatch {
+    /// Whether the batch writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.cleared.is_empty() && self.values.is_empty()
+    }
+
+    /// What the batch says of `key`: `Some(state)` if it set, cleared or
+    /// range-cleared it, `None` if the stored value stands.
+    pub fn state_of(&self, key: &[u8]) -> Option<Option<&[u8]>> {
+        if let Some(value) = self.values.get(key) {
+            return Some(value.as_deref());
+        }
+        self.cleared
+            .iter()
+            .any(|(begin, end)| begin.as_slice() <= key && key < end.as_slice())
+            .then_some(None)
+    }
 }
 
 /// A storage engine under the transaction layer.
@@ -49,11 +76,12 @@ pub trait Engine: Send + Sync + 'static {
     fn snapshot(&self) -> Box<dyn EngineSnapshot>;
 
     /// Applies `batch` atomically and durably: when the future resolves with
-    /// `Ok`, every mutation survives a crash; after a crash either all of the
-    /// batch is visible or none of it.
+    /// `Ok`, every change survives a crash; after a crash either all of the
+    /// batch is visible or none of it. The transaction layer never starts a
+    /// write before the previous one resolved.
     ///
     /// # Errors
     /// Engine failures; the transaction layer reports them to the batch's
     /// transactions as `commit_unknown_result`.
-    fn write(&self, batch: Vec<EngineMutation>) -> BoxFuture<'static, Result<(), KvError>>;
+    fn write(&self, batch: Arc<EngineBatch>) -> BoxFuture<'static, Result<(), KvError>>;
 }

@@ -57,12 +57,18 @@ impl Resolver {
         Verdict::Commit
     }
 
-    /// Whether `key` was written after `read_version`.
-    pub(crate) fn written_since(&self, read_version: u64, key: &[u8]) -> bool {
+    /// Whether `key` was written by a batch with `after < version <= through`.
+    ///
+    /// Watches ask up to the published version only: a batch is recorded
+    /// here before the engine has written it (so the next batch can be
+    /// resolved against it meanwhile), and a watcher woken by it before it
+    /// is readable would read the old state and wait again, at once.
+    pub(crate) fn written_between(&self, after: u64, through: u64, key: &[u8]) -> bool {
         self.history
             .iter()
             .rev()
-            .take_while(|batch| batch.version > read_version)
+            .skip_while(|batch| batch.version > through)
+            .take_while(|batch| batch.version > after)
             .any(|batch| batch.writes.contains(key))
     }
 
@@ -103,6 +109,17 @@ mod tests {
         assert_eq!(r.check(0, &[KeyRange::single(b"a")]), Verdict::Conflict);
         assert_eq!(r.check(1, &[KeyRange::single(b"a")]), Verdict::Commit);
         assert_eq!(r.check(0, &[KeyRange::single(b"b")]), Verdict::Commit);
+    }
+
+    #[test]
+    fn watches_see_only_published_batches() {
+        let mut r = Resolver::new(0);
+        r.record(1, Duration::ZERO, set(b"a"));
+        r.record(2, Duration::ZERO, set(b"b"));
+        assert!(r.written_between(0, 1, b"a"));
+        assert!(!r.written_between(0, 1, b"b"), "batch 2 is not published");
+        assert!(r.written_between(0, 2, b"b"));
+        assert!(!r.written_between(1, 2, b"a"), "read at 1 already saw a");
     }
 
     #[test]

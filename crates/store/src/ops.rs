@@ -353,7 +353,7 @@ pub async fn history_page(
 }
 
 /// Appends `entry` to `user_id`'s inbox at this commit's versionstamp and
-/// bumps the inbox head (which wakes anyone watching it).
+/// touches the inbox head (which wakes anyone watching it).
 ///
 /// # Errors
 /// Store limits.
@@ -363,8 +363,20 @@ pub fn append_inbox(tx: &Transaction, user_id: &str, entry: &InboxEntry) -> Resu
         &keys::new_inbox_entry(user_id, user_version),
         &encode(entry),
     )?;
-    tx.atomic_add(&keys::inbox_head(user_id), 1)?;
-    Ok(())
+    touch_watched(tx, &keys::inbox_head(user_id))
+}
+
+/// Sets `key` to this commit's versionstamp: a new value at every commit,
+/// so it wakes anyone watching the key (the inbox head), and records when a
+/// commit happened (the versionstamp clock). A blind write, unlike an
+/// atomic add, which the committer must resolve against the stored value.
+///
+/// # Errors
+/// Store limits.
+pub fn touch_watched(tx: &Transaction, key: &[u8]) -> Result<(), StoreError> {
+    let mut template = vec![0u8; 10];
+    template.extend_from_slice(&0u32.to_le_bytes());
+    Ok(tx.set_versionstamped_value(key, &template)?)
 }
 
 /// Up to `limit` inbox entries strictly after `after`, in arrival order.
@@ -484,9 +496,7 @@ pub fn put_send_record(
 /// # Errors
 /// Store limits.
 pub fn record_vclock(tx: &Transaction, unix_ms: u64) -> Result<(), StoreError> {
-    let mut template = vec![0u8; 10];
-    template.extend_from_slice(&0u32.to_le_bytes());
-    Ok(tx.set_versionstamped_value(&keys::vclock_at(unix_ms), &template)?)
+    touch_watched(tx, &keys::vclock_at(unix_ms))
 }
 
 /// The newest versionstamp recorded at or before `unix_ms`, if any.
