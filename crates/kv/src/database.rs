@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
@@ -64,6 +65,9 @@ pub struct DatabaseOptions {
     pub queue_depth: usize,
     /// The retry loop's bounds.
     pub retry: RetryOptions,
+    /// The `store` label of the committer's metrics (a core's site name),
+    /// so several databases in one process report apart.
+    pub metrics_label: String,
 }
 
 impl Default for DatabaseOptions {
@@ -72,6 +76,7 @@ impl Default for DatabaseOptions {
             max_batch_transactions: 2048,
             queue_depth: 8192,
             retry: RetryOptions::default(),
+            metrics_label: "default".to_string(),
         }
     }
 }
@@ -199,6 +204,7 @@ impl NativeDatabase {
             version,
             max_batch: options.max_batch_transactions.clamp(1, u16::MAX as usize),
             deferred: Vec::new(),
+            metrics: CommitMetrics::new(&options.metrics_label),
         };
         let (stopped_tx, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -301,6 +307,27 @@ struct Committer {
     /// published: answered at once, the retry would begin before that batch
     /// is readable and conflict again.
     deferred: Vec<oneshot::Sender<Result<CommitInfo, KvError>>>,
+    metrics: CommitMetrics,
+}
+
+/// What the committer reports: the engine's write time per batch (its sum
+/// over a period, divided by the period, is how busy the one serial write
+/// path is) and the transactions per batch.
+struct CommitMetrics {
+    write_seconds: metrics::Histogram,
+    batch_transactions: metrics::Histogram,
+    conflicts: metrics::Counter,
+}
+
+impl CommitMetrics {
+    fn new(store: &str) -> Self {
+        let store = store.to_string();
+        Self {
+            write_seconds: metrics::histogram!("meridian_kv_engine_write_seconds", "store" => store.clone()),
+            batch_transactions: metrics::histogram!("meridian_kv_batch_transactions", "store" => store.clone()),
+            conflicts: metrics::counter!("meridian_kv_conflicts_total", "store" => store),
+        }
+    }
 }
 
 struct Accepted {
@@ -324,6 +351,8 @@ struct OpenBatch {
 /// A batch the engine is writing; its resolver entry is already recorded.
 struct InFlight {
     version: u64,
+    /// When the engine's write began (the clock's monotonic time).
+    started: Duration,
     changes: Arc<EngineBatch>,
     accepted: Vec<Accepted>,
     writes: RangeSet,
@@ -483,6 +512,9 @@ impl Committer {
                 Verdict::Commit if conflicts_in_batch => Some(KvError::NotCommitted),
                 Verdict::Commit => None,
             };
+            if matches!(refusal, Some(KvError::NotCommitted)) {
+                self.metrics.conflicts.increment(1);
+            }
             match refusal {
                 Some(KvError::NotCommitted) if in_flight.is_some() => {
                     self.deferred.push(request.reply);
@@ -576,6 +608,7 @@ impl Committer {
         Some((
             InFlight {
                 version: batch.version,
+                started: now,
                 changes,
                 accepted: batch.accepted,
                 writes: batch.writes,
@@ -586,6 +619,11 @@ impl Committer {
 
     /// A written batch becomes readable, fires its watches and is answered.
     fn publish(&mut self, batch: InFlight, outcome: Result<(), KvError>) {
+        let written = self.clock.monotonic().saturating_sub(batch.started);
+        self.metrics.write_seconds.record(written.as_secs_f64());
+        self.metrics
+            .batch_transactions
+            .record(batch.accepted.len() as f64);
         {
             let mut current = lock_current(&self.current);
             current.version = batch.version;

@@ -314,6 +314,56 @@ pub(crate) struct LatencySamples {
     pub(crate) delivered: u64,
 }
 
+/// The committer's sums at one moment: engine write seconds and writes
+/// (batches), and transactions committed.
+struct CommitterSums {
+    write_seconds: f64,
+    batches: f64,
+    transactions: f64,
+}
+
+async fn committer_sums(base: &str) -> anyhow::Result<CommitterSums> {
+    use crate::bench_regions::metric_sum;
+    Ok(CommitterSums {
+        write_seconds: metric_sum(base, "meridian_kv_engine_write_seconds_sum", &[]).await?,
+        batches: metric_sum(base, "meridian_kv_engine_write_seconds_count", &[]).await?,
+        transactions: metric_sum(base, "meridian_kv_batch_transactions_sum", &[]).await?,
+    })
+}
+
+/// Reads the server's committer figures at `from` and `to` (benchmark
+/// clock) and describes the interval: how busy the one serial engine-write
+/// path was, and how large its batches were. A figure that depends little on
+/// how loaded the rest of the machine is, unlike the latencies.
+fn committer_between(
+    base: String,
+    from: Duration,
+    to: Duration,
+) -> tokio::task::JoinHandle<String> {
+    tokio::spawn(async move {
+        tokio::time::sleep(from.saturating_sub(now())).await;
+        let Ok(start) = committer_sums(&base).await else {
+            return "committer: /metrics unreadable".to_string();
+        };
+        tokio::time::sleep(to.saturating_sub(now())).await;
+        let Ok(end) = committer_sums(&base).await else {
+            return "committer: /metrics unreadable".to_string();
+        };
+        let seconds = to.saturating_sub(from).as_secs_f64().max(1e-9);
+        let batches = end.batches - start.batches;
+        let transactions = end.transactions - start.transactions;
+        let busy = end.write_seconds - start.write_seconds;
+        format!(
+            "committer: {:.0} commits/s in {:.0} batches/s ({:.1} per batch); engine writing {:.0}% of the time, {:.2} ms per batch",
+            transactions / seconds,
+            batches / seconds,
+            transactions / batches.max(1.0),
+            100.0 * busy / seconds,
+            1e3 * busy / batches.max(1.0),
+        )
+    })
+}
+
 /// Server memory per idle, authenticated WebSocket, on a fresh server so
 /// nothing earlier already sits in its allocator.
 async fn idle_phase(count: usize) -> anyhow::Result<()> {
@@ -399,6 +449,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let warmup = origin + Duration::from_secs(1);
     let stop = warmup + Duration::from_secs(args.seconds);
     let delivered = Arc::new(AtomicU64::new(0));
+    let committer = committer_between(server.base.clone(), warmup, stop);
     let mut receivers = Vec::new();
     let mut senders = Vec::new();
     for pair in pairs {
@@ -438,6 +489,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.pairs,
         args.pipeline
     );
+    println!("  {}", committer.await?);
 
     drop(server);
 
@@ -445,6 +497,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let server = start_server().await?;
     let rest = Rest::new(&server.base);
     let pairs = make_pairs(&rest, args.pairs).await?;
+    // The load runs from one second after the call for `seconds`.
+    let measured = now() + Duration::from_secs(1);
+    let committer = committer_between(
+        server.base.clone(),
+        measured,
+        measured + Duration::from_secs(args.seconds),
+    );
     let samples = fixed_rate_latency(pairs, args.rate, args.seconds, Duration::from_secs(2)).await;
     let latencies = &samples.delivered_latencies;
     let ms = |ns: u64| ns as f64 / 1e6;
@@ -459,6 +518,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ms(percentile(&samples.acknowledged_latencies, 0.50)),
         ms(percentile(&samples.acknowledged_latencies, 0.99)),
     );
+    println!("  {}", committer.await?);
 
     Ok(())
 }

@@ -57,6 +57,12 @@ fn write_region(
 /// A counter's value from Prometheus text, summed over series whose labels
 /// include every one of `labels`.
 async fn counter(base: &str, name: &str, labels: &[&str]) -> anyhow::Result<u64> {
+    Ok(metric_sum(base, name, labels).await? as u64)
+}
+
+/// The sum of the samples of metric `name` (the series whose line starts
+/// with it and whose labels include every one of `labels`) at `base/metrics`.
+pub(crate) async fn metric_sum(base: &str, name: &str, labels: &[&str]) -> anyhow::Result<f64> {
     let text = reqwest::get(format!("{base}/metrics"))
         .await?
         .text()
@@ -65,7 +71,7 @@ async fn counter(base: &str, name: &str, labels: &[&str]) -> anyhow::Result<u64>
         .lines()
         .filter(|line| line.starts_with(name) && labels.iter().all(|l| line.contains(l)))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64)
+        .sum::<f64>())
 }
 
 pub(crate) async fn run(options: Options) -> anyhow::Result<()> {

@@ -200,7 +200,12 @@ impl CoreHandle {
 }
 
 /// Opens the region's database over its store.
-fn open_database(store: &StoreChoice, clock: SharedClock, rng: Rng) -> anyhow::Result<Database> {
+fn open_database(
+    store: &StoreChoice,
+    site: &str,
+    clock: SharedClock,
+    rng: Rng,
+) -> anyhow::Result<Database> {
     let engine: Arc<dyn Engine> = match store {
         StoreChoice::Fjall(dir) => Arc::new(
             meridian_kv_fjall::FjallEngine::open(dir.join("store"))
@@ -213,7 +218,11 @@ fn open_database(store: &StoreChoice, clock: SharedClock, rng: Rng) -> anyhow::R
                 .with_context(|| format!("opening FoundationDB via {}", cluster_file.display()));
         }
     };
-    Database::open(engine, clock, rng, DatabaseOptions::default()).context("opening the database")
+    let options = DatabaseOptions {
+        metrics_label: site.to_string(),
+        ..DatabaseOptions::default()
+    };
+    Database::open(engine, clock, rng, options).context("opening the database")
 }
 
 /// Opens the store and serves the core's gRPC services (`Core` for
@@ -230,7 +239,12 @@ pub async fn start_core(options: CoreOptions) -> anyhow::Result<CoreHandle> {
         "core {site}: not a site of region {region} in this deployment's topology ({} shard(s))",
         options.config.topology.shards_of(region)
     );
-    let db = open_database(&options.store, options.clock.clone(), options.rng.clone())?;
+    let db = open_database(
+        &options.store,
+        site,
+        options.clock.clone(),
+        options.rng.clone(),
+    )?;
     let ids = Ids::new(options.clock.clone(), options.rng.clone());
     let region = options.config.region.clone();
     let mut peer_channels = BTreeMap::new();
