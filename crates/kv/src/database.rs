@@ -287,6 +287,9 @@ impl NativeDatabase {
     }
 }
 
+/// Requests resolved between two looks at the write in flight.
+const RESOLVE_STEP: usize = 32;
+
 /// Turns commit requests into batches and hands them to the engine.
 ///
 /// Group commit, pipelined one deep: while the engine writes (and fsyncs)
@@ -439,7 +442,11 @@ impl Committer {
         let mut closed = false;
         loop {
             if let Some(writing) = write.as_mut() {
-                let room = self.max_batch - open.as_ref().map_or(0, |o| o.accepted.len());
+                // Resolve in small steps, so the finished write is noticed
+                // (and its batch published) between them rather than after
+                // a whole queue's worth of resolution.
+                let room = (self.max_batch - open.as_ref().map_or(0, |o| o.accepted.len()))
+                    .min(RESOLVE_STEP);
                 tokio::select! {
                     biased;
                     outcome = writing => {
