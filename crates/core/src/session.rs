@@ -425,14 +425,14 @@ impl AckBatch {
             }
             let waiting: Vec<PendingAck> = waiting.into_values().collect();
             for batch in waiting.chunks(ACKS_PER_COMMIT) {
-                self.write(&messaging, batch).await;
+                Self::write(&messaging, batch).await;
             }
         }
     }
 
     /// Writes `batch` in one transaction, then opens the flow-control window
     /// of each session in it (or tells it the write failed).
-    async fn write(&self, messaging: &Messaging, batch: &[PendingAck]) {
+    async fn write(messaging: &Messaging, batch: &[PendingAck]) {
         let result = messaging
             .ack_many(batch.iter().map(|ack| (&ack.caller, &ack.cursor)))
             .await;

@@ -112,11 +112,11 @@ impl Conflicts {
     }
 
     /// Fires every watch on a key in `writes`.
-    fn fire(&mut self, writes: &RangeSet) {
+    fn fire<'a>(&mut self, writes: impl Iterator<Item = &'a KeyRange>) {
         if self.watches.is_empty() {
             return;
         }
-        for (begin, end) in writes.iter() {
+        for KeyRange { begin, end } in writes {
             let keys: Vec<Vec<u8>> = self
                 .watches
                 .range(begin.clone()..end.clone())
@@ -357,8 +357,8 @@ struct InFlight {
     /// When the engine's write began (the clock's monotonic time).
     started: Duration,
     changes: Arc<EngineBatch>,
+    /// Each keeps the ranges it wrote: together, what the batch wrote.
     accepted: Vec<Accepted>,
-    writes: RangeSet,
 }
 
 fn stamp(payload: &[u8], offset: usize, versionstamp: &[u8; 10]) -> Vec<u8> {
@@ -467,8 +467,8 @@ impl Committer {
                         if received == 0 {
                             closed = true;
                         }
-                        let changes = in_flight.as_ref().map(|f| f.changes.clone());
-                        self.resolve(&mut open, incoming.drain(..), changes.as_deref());
+                        let changes = in_flight.as_ref().map(|f| f.changes.as_ref());
+                        self.resolve(&mut open, incoming.drain(..), changes);
                     }
                 }
                 continue;
@@ -609,7 +609,7 @@ impl Committer {
         let now = self.clock.monotonic();
         lock_conflicts(&self.conflicts)
             .resolver
-            .record(batch.version, now, batch.writes.clone());
+            .record(batch.version, now, batch.writes);
         let changes = Arc::new(batch.changes);
         let future = self.engine.write(changes.clone());
         Some((
@@ -618,7 +618,6 @@ impl Committer {
                 started: now,
                 changes,
                 accepted: batch.accepted,
-                writes: batch.writes,
             },
             future,
         ))
@@ -644,7 +643,7 @@ impl Committer {
         // unordered with respect to the watcher's reads).
         let mut conflicts = lock_conflicts(&self.conflicts);
         conflicts.published = batch.version;
-        conflicts.fire(&batch.writes);
+        conflicts.fire(accepted.iter().flat_map(|tx| &tx.writes));
         if accepted.iter().any(|tx| !tx.watches.is_empty()) {
             let written_by: Vec<Vec<KeyRange>> =
                 accepted.iter().map(|a| a.writes.clone()).collect();
@@ -684,255 +683,5 @@ impl Committer {
 fn abandon(batch: Option<OpenBatch>, error: impl Fn() -> KvError) {
     for tx in batch.into_iter().flat_map(|b| b.accepted) {
         let _ = tx.reply.send(Err(error()));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    //! The pipeline, observed through an engine whose writes wait for the
-    //! test's permission: what is resolved, visible and answered while a
-    //! batch is being written.
-
-    use std::collections::BTreeMap;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex};
-    use std::time::Duration;
-
-    use bytes::Bytes;
-    use futures::FutureExt;
-    use meridian_seams::clock::ManualClock;
-    use meridian_seams::{Rng, SharedClock};
-    use tokio::sync::Semaphore;
-
-    use crate::engine::{Engine, EngineBatch, EnginePair, EngineSnapshot};
-    use crate::{Database, DatabaseOptions, KvError};
-
-    type Data = BTreeMap<Vec<u8>, Vec<u8>>;
-
-    /// Applies a batch only once the test adds a permit; counts writes begun.
-    #[derive(Clone)]
-    struct GatedEngine {
-        data: Arc<Mutex<Data>>,
-        gate: Arc<Semaphore>,
-        begun: Arc<Mutex<usize>>,
-        /// The next write fails without applying anything.
-        fail: Arc<AtomicBool>,
-    }
-
-    struct Frozen(Data);
-
-    impl EngineSnapshot for Frozen {
-        fn get(&self, key: &[u8]) -> Result<Option<Bytes>, KvError> {
-            Ok(self.0.get(key).map(|v| Bytes::copy_from_slice(v)))
-        }
-
-        fn range<'a>(
-            &'a self,
-            begin: &[u8],
-            end: &[u8],
-            reverse: bool,
-        ) -> Box<dyn Iterator<Item = Result<EnginePair, KvError>> + 'a> {
-            let pairs: Vec<_> = self
-                .0
-                .range(begin.to_vec()..end.to_vec())
-                .map(|(k, v)| Ok((Bytes::copy_from_slice(k), Bytes::copy_from_slice(v))))
-                .collect();
-            if reverse {
-                Box::new(pairs.into_iter().rev())
-            } else {
-                Box::new(pairs.into_iter())
-            }
-        }
-    }
-
-    impl Engine for GatedEngine {
-        fn snapshot(&self) -> Box<dyn EngineSnapshot> {
-            Box::new(Frozen(self.data.lock().expect("data").clone()))
-        }
-
-        fn write(
-            &self,
-            batch: Arc<EngineBatch>,
-        ) -> futures::future::BoxFuture<'static, Result<(), KvError>> {
-            *self.begun.lock().expect("begun") += 1;
-            let engine = self.clone();
-            Box::pin(async move {
-                engine.gate.acquire().await.expect("gate").forget();
-                if engine.fail.swap(false, Ordering::SeqCst) {
-                    return Err(KvError::engine(std::io::Error::other("disk on fire")));
-                }
-                let mut data = engine.data.lock().expect("data");
-                for (key, state) in &batch.values {
-                    match state {
-                        Some(value) => data.insert(key.clone(), value.clone()),
-                        None => data.remove(key),
-                    };
-                }
-                Ok(())
-            })
-        }
-    }
-
-    fn open() -> (Database, GatedEngine) {
-        let engine = GatedEngine {
-            data: Arc::default(),
-            gate: Arc::new(Semaphore::new(0)),
-            begun: Arc::default(),
-            fail: Arc::default(),
-        };
-        let clock: SharedClock = Arc::new(ManualClock::new(1_000));
-        let db = Database::open(
-            Arc::new(engine.clone()),
-            clock,
-            Rng::seeded(1),
-            DatabaseOptions::default(),
-        )
-        .expect("open");
-        (db, engine)
-    }
-
-    async fn settle() {
-        for _ in 0..50 {
-            tokio::task::yield_now().await;
-        }
-    }
-
-    async fn add(db: &Database, key: &'static [u8]) -> Result<crate::CommitInfo, KvError> {
-        let tx = db.begin();
-        tx.atomic_add(key, 1)?;
-        tx.commit().await
-    }
-
-    #[tokio::test]
-    async fn the_next_batch_is_resolved_while_one_is_written_and_answered_after_it() {
-        let (db, engine) = open();
-        let first = tokio::spawn({
-            let db = db.clone();
-            async move { add(&db, b"counter").await }
-        });
-        settle().await;
-        assert_eq!(
-            *engine.begun.lock().expect("begun"),
-            1,
-            "batch 1 is being written"
-        );
-
-        // A watcher that read before batch 1 is not woken while it is written.
-        let watcher = db.begin();
-        let mut woken = watcher.watch(b"counter");
-        watcher.commit().await.expect("watch");
-
-        let second = tokio::spawn({
-            let db = db.clone();
-            async move { add(&db, b"counter").await }
-        });
-        settle().await;
-        assert_eq!(
-            *engine.begun.lock().expect("begun"),
-            1,
-            "batch 2 waits for batch 1's write"
-        );
-        assert!(!first.is_finished() && !second.is_finished());
-        assert!(
-            (&mut woken).now_or_never().is_none(),
-            "nothing is readable yet"
-        );
-        assert_eq!(db.begin().get(b"counter").await.expect("get"), None);
-
-        engine.gate.add_permits(1);
-        let first = first.await.expect("task").expect("first commit");
-        settle().await;
-        assert!(
-            woken.now_or_never().is_some(),
-            "batch 1 published fires the watch"
-        );
-        assert_eq!(
-            *engine.begun.lock().expect("begun"),
-            2,
-            "batch 2 is being written"
-        );
-        assert!(
-            !second.is_finished(),
-            "batch 2 is answered only once written"
-        );
-
-        engine.gate.add_permits(1);
-        let second = second.await.expect("task").expect("second commit");
-        assert!(second.version > first.version);
-        let value = db.begin().get(b"counter").await.expect("get").expect("set");
-        assert_eq!(
-            &value[..],
-            &2i64.to_le_bytes(),
-            "batch 2's add read batch 1's value while it was being written"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_read_of_what_the_batch_in_flight_writes_conflicts() {
-        let (db, engine) = open();
-        // Read "k" before batch 1, which writes it, is published.
-        let reader = db.begin();
-        assert_eq!(reader.get(b"k").await.expect("get"), None);
-        reader.set(b"other", b"x").expect("set");
-        let writer = tokio::spawn({
-            let db = db.clone();
-            async move {
-                let tx = db.begin();
-                tx.set(b"k", b"v")?;
-                tx.commit().await
-            }
-        });
-        settle().await;
-        let reader = tokio::spawn(async move { reader.commit().await });
-        settle().await;
-        engine.gate.add_permits(2);
-        writer.await.expect("task").expect("writer commits");
-        let refused = tokio::time::timeout(Duration::from_secs(5), reader)
-            .await
-            .expect("answered")
-            .expect("task");
-        assert!(
-            matches!(refused, Err(KvError::NotCommitted)),
-            "the reader saw k before batch 1 wrote it: {refused:?}"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_batch_resolved_on_a_failed_write_is_never_written() {
-        let (db, engine) = open();
-        engine.fail.store(true, Ordering::SeqCst);
-        let first = tokio::spawn({
-            let db = db.clone();
-            async move { add(&db, b"counter").await }
-        });
-        settle().await;
-        // Resolved while batch 1 is written: its add reads batch 1's value.
-        let second = tokio::spawn({
-            let db = db.clone();
-            async move { add(&db, b"counter").await }
-        });
-        settle().await;
-        engine.gate.add_permits(2);
-        let first = first.await.expect("task");
-        assert!(
-            matches!(first, Err(KvError::CommitUnknownResult { .. })),
-            "{first:?}"
-        );
-        let second = second.await.expect("task");
-        assert!(
-            matches!(second, Err(KvError::NotCommitted)),
-            "built on a failed batch, it is refused, not written: {second:?}"
-        );
-        assert_eq!(
-            *engine.begun.lock().expect("begun"),
-            1,
-            "batch 2 never started"
-        );
-        assert_eq!(db.begin().get(b"counter").await.expect("get"), None);
-        // The database goes on: a retry commits and reads the stored state.
-        engine.gate.add_permits(1);
-        add(&db, b"counter").await.expect("retry commits");
-        let value = db.begin().get(b"counter").await.expect("get").expect("set");
-        assert_eq!(&value[..], &1i64.to_le_bytes());
     }
 }

@@ -153,11 +153,6 @@ impl RangeSet {
     pub(crate) fn len(&self) -> usize {
         self.ranges.len()
     }
-
-    /// The ranges, ascending.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Vec<u8>, &Vec<u8>)> {
-        self.ranges.iter()
-    }
 }
 
 #[cfg(test)]

@@ -323,11 +323,12 @@ struct CommitterSums {
 }
 
 async fn committer_sums(base: &str) -> anyhow::Result<CommitterSums> {
-    use crate::bench_regions::metric_sum;
+    use crate::bench_regions::{metrics_text, sum_in};
+    let text = metrics_text(base).await?;
     Ok(CommitterSums {
-        write_seconds: metric_sum(base, "meridian_kv_engine_write_seconds_sum", &[]).await?,
-        batches: metric_sum(base, "meridian_kv_engine_write_seconds_count", &[]).await?,
-        transactions: metric_sum(base, "meridian_kv_batch_transactions_sum", &[]).await?,
+        write_seconds: sum_in(&text, "meridian_kv_engine_write_seconds_sum", &[]),
+        batches: sum_in(&text, "meridian_kv_engine_write_seconds_count", &[]),
+        transactions: sum_in(&text, "meridian_kv_batch_transactions_sum", &[]),
     })
 }
 

@@ -60,18 +60,26 @@ async fn counter(base: &str, name: &str, labels: &[&str]) -> anyhow::Result<u64>
     Ok(metric_sum(base, name, labels).await? as u64)
 }
 
-/// The sum of the samples of metric `name` (the series whose line starts
-/// with it and whose labels include every one of `labels`) at `base/metrics`.
-pub(crate) async fn metric_sum(base: &str, name: &str, labels: &[&str]) -> anyhow::Result<f64> {
-    let text = reqwest::get(format!("{base}/metrics"))
+/// The sum of the samples of metric `name` at `base/metrics` (see [`sum_in`]).
+async fn metric_sum(base: &str, name: &str, labels: &[&str]) -> anyhow::Result<f64> {
+    Ok(sum_in(&metrics_text(base).await?, name, labels))
+}
+
+/// The Prometheus text at `base/metrics`.
+pub(crate) async fn metrics_text(base: &str) -> anyhow::Result<String> {
+    Ok(reqwest::get(format!("{base}/metrics"))
         .await?
         .text()
-        .await?;
-    Ok(text
-        .lines()
+        .await?)
+}
+
+/// The sum of the samples of metric `name` in Prometheus `text`: the series
+/// whose line starts with it and whose labels include every one of `labels`.
+pub(crate) fn sum_in(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
         .filter(|line| line.starts_with(name) && labels.iter().all(|l| line.contains(l)))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>())
+        .sum()
 }
 
 pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
