@@ -43,6 +43,14 @@ pub struct BenchArgs {
     /// Idle WebSocket connections for the memory phase (0 skips it).
     #[arg(long, default_value_t = 10_000)]
     idle: usize,
+    /// The single-region phases to run, in this order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "idle,throughput,latency"
+    )]
+    phases: Vec<Phase>,
     /// Runs the cross-region benchmark instead: two regions as separate
     /// processes, their links through a proxy adding a one-way delay.
     #[arg(long)]
@@ -57,6 +65,17 @@ pub struct BenchArgs {
     /// throughput phase.
     #[arg(long, default_value_t = 50_000)]
     link_entries: u64,
+}
+
+/// A phase of the single-region benchmark.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phase {
+    /// Server memory per idle WebSocket.
+    Idle,
+    /// Sustained delivered msg/s.
+    Throughput,
+    /// Send→deliver latency at a fixed offered rate.
+    Latency,
 }
 
 pub(crate) struct Server {
@@ -130,6 +149,20 @@ pub(crate) async fn start_child(args: &[String]) -> anyhow::Result<Server> {
         base,
         _dir: None,
     })
+}
+
+/// CPU time (user + system) process `pid` has used, all its threads, dead
+/// ones included. `/proc/<pid>/stat` counts in USER_HZ ticks, which the
+/// kernel's user ABI fixes at 100 per second.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat.rsplit_once(')').context("stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are the 14th and 15th fields; `after` starts at the 3rd.
+    let ticks: u64 = fields.get(11).context("utime")?.parse::<u64>()?
+        + fields.get(12).context("stime")?.parse::<u64>()?;
+    Ok(ticks as f64 / 100.0)
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
@@ -320,6 +353,9 @@ struct CommitterSums {
     write_seconds: f64,
     batches: f64,
     transactions: f64,
+    /// The engine write's p99 and maximum over the exporter's recent window.
+    write_p99: f64,
+    write_max: f64,
 }
 
 async fn committer_sums(base: &str) -> anyhow::Result<CommitterSums> {
@@ -329,6 +365,16 @@ async fn committer_sums(base: &str) -> anyhow::Result<CommitterSums> {
         write_seconds: sum_in(&text, "meridian_kv_engine_write_seconds_sum", &[]),
         batches: sum_in(&text, "meridian_kv_engine_write_seconds_count", &[]),
         transactions: sum_in(&text, "meridian_kv_batch_transactions_sum", &[]),
+        write_p99: sum_in(
+            &text,
+            "meridian_kv_engine_write_seconds{",
+            &["quantile=\"0.99\""],
+        ),
+        write_max: sum_in(
+            &text,
+            "meridian_kv_engine_write_seconds{",
+            &["quantile=\"1\""],
+        ),
     })
 }
 
@@ -337,32 +383,72 @@ async fn committer_sums(base: &str) -> anyhow::Result<CommitterSums> {
 /// path was, and how large its batches were. A figure that depends little on
 /// how loaded the rest of the machine is, unlike the latencies.
 fn committer_between(
-    base: String,
+    server: &Server,
     from: Duration,
     to: Duration,
-) -> tokio::task::JoinHandle<String> {
+) -> tokio::task::JoinHandle<ServerSample> {
+    let base = server.base.clone();
+    let pid = server.child.id();
+    let cpu = move || pid.and_then(|pid| cpu_seconds(pid).ok()).unwrap_or(0.0);
     tokio::spawn(async move {
         tokio::time::sleep(from.saturating_sub(now())).await;
+        let cpu_start = cpu();
         let Ok(start) = committer_sums(&base).await else {
-            return "committer: /metrics unreadable".to_string();
+            return ServerSample::unreadable();
         };
         tokio::time::sleep(to.saturating_sub(now())).await;
+        let cpu_end = cpu();
         let Ok(end) = committer_sums(&base).await else {
-            return "committer: /metrics unreadable".to_string();
+            return ServerSample::unreadable();
         };
         let seconds = to.saturating_sub(from).as_secs_f64().max(1e-9);
         let batches = end.batches - start.batches;
         let transactions = end.transactions - start.transactions;
         let busy = end.write_seconds - start.write_seconds;
-        format!(
-            "committer: {:.0} commits/s in {:.0} batches/s ({:.1} per batch); engine writing {:.0}% of the time, {:.2} ms per batch",
+        let committer = format!(
+            "committer: {:.0} commits/s in {:.0} batches/s ({:.1} per batch); engine writing {:.0}% of the time, {:.2} ms per batch (p99 {:.2} ms, max {:.2} ms)",
             transactions / seconds,
             batches / seconds,
             transactions / batches.max(1.0),
             100.0 * busy / seconds,
             1e3 * busy / batches.max(1.0),
-        )
+            1e3 * end.write_p99,
+            1e3 * end.write_max,
+        );
+        ServerSample {
+            committer,
+            cpu_seconds: cpu_end - cpu_start,
+        }
     })
+}
+
+/// What the server did during a measured phase.
+struct ServerSample {
+    /// The committer's figures, as a line.
+    committer: String,
+    /// CPU time the server process used.
+    cpu_seconds: f64,
+}
+
+impl ServerSample {
+    fn unreadable() -> Self {
+        Self {
+            committer: "committer: /metrics unreadable".to_string(),
+            cpu_seconds: 0.0,
+        }
+    }
+
+    /// The committer line and the server's CPU per delivered message over
+    /// `seconds`: a figure the rest of the machine's load changes less than
+    /// it changes latency.
+    fn describe(&self, delivered: u64, seconds: f64) -> String {
+        format!(
+            "{}\n  server CPU: {:.0}% of one core, {:.0} us per delivered message",
+            self.committer,
+            100.0 * self.cpu_seconds / seconds.max(1e-9),
+            1e6 * self.cpu_seconds / delivered.max(1) as f64,
+        )
+    }
 }
 
 /// Server memory per idle, authenticated WebSocket, on a fresh server so
@@ -438,11 +524,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await;
     }
     println!("meridian bench ({build} build), each phase against a fresh `meridian dev` child");
-    if args.idle > 0 {
+    if args.idle > 0 && args.phases.contains(&Phase::Idle) {
         idle_phase(args.idle).await?;
     }
+    if args.phases.contains(&Phase::Throughput) {
+        throughput_phase(&args).await?;
+    }
+    if args.phases.contains(&Phase::Latency) {
+        latency_phase(&args).await?;
+    }
+    Ok(())
+}
 
-    // Sustained delivered msg/s, 1:1, senders as fast as they can.
+/// Sustained delivered msg/s, 1:1, senders as fast as they can.
+async fn throughput_phase(args: &BenchArgs) -> anyhow::Result<()> {
     let server = start_server().await?;
     let rest = Rest::new(&server.base);
     let pairs = make_pairs(&rest, args.pairs).await?;
@@ -450,7 +545,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let warmup = origin + Duration::from_secs(1);
     let stop = warmup + Duration::from_secs(args.seconds);
     let delivered = Arc::new(AtomicU64::new(0));
-    let committer = committer_between(server.base.clone(), warmup, stop);
+    let committer = committer_between(&server, warmup, stop);
     let mut receivers = Vec::new();
     let mut senders = Vec::new();
     for pair in pairs {
@@ -490,18 +585,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.pairs,
         args.pipeline
     );
-    println!("  {}", committer.await?);
+    println!(
+        "  {}",
+        committer.await?.describe(total, args.seconds as f64)
+    );
+    Ok(())
+}
 
-    drop(server);
-
-    // Latency at a fixed offered rate.
+/// Send→deliver latency at a fixed offered rate.
+async fn latency_phase(args: &BenchArgs) -> anyhow::Result<()> {
     let server = start_server().await?;
     let rest = Rest::new(&server.base);
     let pairs = make_pairs(&rest, args.pairs).await?;
     // The load runs from one second after the call for `seconds`.
     let measured = now() + Duration::from_secs(1);
     let committer = committer_between(
-        server.base.clone(),
+        &server,
         measured,
         measured + Duration::from_secs(args.seconds),
     );
@@ -519,7 +618,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ms(percentile(&samples.acknowledged_latencies, 0.50)),
         ms(percentile(&samples.acknowledged_latencies, 0.99)),
     );
-    println!("  {}", committer.await?);
-
+    println!(
+        "  {}",
+        committer
+            .await?
+            .describe(samples.delivered, args.seconds as f64)
+    );
     Ok(())
 }
