@@ -1,6 +1,7 @@
 //! Groups: a send reaches 100 members; the 101st is refused.
 
-use meridian_sdk::ErrorCode;
+use meridian_sdk::frames::{ConversationView, RegisterResponse};
+use meridian_sdk::{Client, ErrorCode};
 
 use crate::support::{Harness, PATIENCE};
 
@@ -78,15 +79,12 @@ async fn a_group_of_100_receives_one_send_and_refuses_a_101st_member() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_admins_change_a_group_and_members_may_leave() {
     let h = Harness::start().await;
-    let admin = h.user("admin").await;
-    let member = h.user("member").await;
-    let newcomer = h.user("newcomer").await;
-    let group = h
-        .rest
-        .with_token(&admin.token)
-        .create_group("club", std::slice::from_ref(&member.user_id))
-        .await
-        .unwrap();
+    let Trio {
+        admin,
+        member,
+        newcomer,
+        group,
+    } = trio(&h, "club").await;
     let as_member = h.rest.with_token(&member.token);
     let refused = as_member
         .add_members(&group.conv_id, std::slice::from_ref(&newcomer.user_id))
@@ -152,4 +150,130 @@ async fn only_admins_change_a_group_and_members_may_leave() {
         1
     );
     h.stop().await;
+}
+
+/// A send's fan-out follows every membership change at once: the core keeps
+/// the member ids of recently used conversations, and must never send with
+/// (or authorize against) a list older than the conversation record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_follow_membership_changes_at_once() {
+    let mut h = Harness::start().await;
+    let Trio {
+        admin,
+        member,
+        newcomer,
+        group,
+    } = trio(&h, "changing").await;
+    let mut admin_client = h.client(&admin.token).await;
+    let mut member_client = h.client(&member.token).await;
+    let mut newcomer_client = h.client(&newcomer.token).await;
+
+    // Both members send: the member list is now read (and kept) by the core.
+    let id = admin_client.new_client_msg_id();
+    let first = admin_client
+        .send(&group.conv_id, &id, "before", None)
+        .await
+        .unwrap();
+    let id = member_client.new_client_msg_id();
+    member_client
+        .send(&group.conv_id, &id, "me too", None)
+        .await
+        .unwrap();
+
+    // Removed: the member's next send is refused at once.
+    h.rest
+        .with_token(&admin.token)
+        .remove_member(&group.conv_id, &member.user_id)
+        .await
+        .unwrap();
+    let id = member_client.new_client_msg_id();
+    let refused = member_client
+        .send(&group.conv_id, &id, "still here?", None)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::NotMember));
+
+    // Added: the very next send reaches the newcomer, and not the removed.
+    h.rest
+        .with_token(&admin.token)
+        .add_members(&group.conv_id, std::slice::from_ref(&newcomer.user_id))
+        .await
+        .unwrap();
+    let id = admin_client.new_client_msg_id();
+    let after = admin_client
+        .send(&group.conv_id, &id, "after", None)
+        .await
+        .unwrap();
+    assert!(
+        receives(&mut newcomer_client, &group.conv_id, &after.msg_id).await,
+        "the newcomer receives the first send after joining"
+    );
+    assert!(
+        !has(&newcomer_client, &group.conv_id, &first.msg_id),
+        "nothing sent before joining is delivered"
+    );
+    // The removed member: a direct message sent after "after" lands in
+    // their inbox behind anything "after" could have put there (an inbox is
+    // in arrival order), so once it is here, "after" would be too.
+    let direct = h
+        .rest
+        .with_token(&admin.token)
+        .direct(&member.user_id)
+        .await
+        .unwrap();
+    let id = admin_client.new_client_msg_id();
+    let marker = admin_client
+        .send(&direct.conv_id, &id, "marker", None)
+        .await
+        .unwrap();
+    assert!(receives(&mut member_client, &direct.conv_id, &marker.msg_id).await);
+    assert!(
+        has(&member_client, &group.conv_id, &first.msg_id),
+        "the member received what was sent before the removal"
+    );
+    assert!(
+        !has(&member_client, &group.conv_id, &after.msg_id),
+        "a removed member receives nothing sent after the removal"
+    );
+    h.stop().await;
+}
+
+/// Whether `client` has shown `msg_id` in `conv_id`.
+fn has(client: &Client, conv_id: &str, msg_id: &str) -> bool {
+    client.timeline(conv_id).iter().any(|m| m.msg_id == msg_id)
+}
+
+/// Polls `client` until it shows `msg_id` in `conv_id` (false if it never does).
+async fn receives(client: &mut Client, conv_id: &str, msg_id: &str) -> bool {
+    client
+        .poll_until(PATIENCE, |c| has(c, conv_id, msg_id))
+        .await
+        .unwrap()
+}
+
+/// An admin, a member and a newcomer (not yet in), and the group of the
+/// first two.
+struct Trio {
+    admin: RegisterResponse,
+    member: RegisterResponse,
+    newcomer: RegisterResponse,
+    group: ConversationView,
+}
+
+async fn trio(h: &Harness, name: &str) -> Trio {
+    let admin = h.user("admin").await;
+    let member = h.user("member").await;
+    let newcomer = h.user("newcomer").await;
+    let group = h
+        .rest
+        .with_token(&admin.token)
+        .create_group(name, std::slice::from_ref(&member.user_id))
+        .await
+        .unwrap();
+    Trio {
+        admin,
+        member,
+        newcomer,
+        group,
+    }
 }

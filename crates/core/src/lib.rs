@@ -36,6 +36,7 @@ pub mod grpc;
 mod hlc;
 pub mod media;
 pub mod media_check;
+mod members_cache;
 mod messaging;
 pub mod peers;
 pub mod retention;

@@ -14,6 +14,7 @@ use meridian_store::{
 use sha2::{Digest, Sha256};
 
 use crate::media::MediaDeps;
+use crate::members_cache::MembersCache;
 use crate::peers::Peers;
 use crate::validate;
 use crate::{CoreConfig, CoreError, Hlc};
@@ -70,6 +71,8 @@ pub struct Messaging {
     config: CoreConfig,
     peers: Peers,
     media: MediaDeps,
+    /// Member ids by conversation for the send path (see the module).
+    members: MembersCache,
 }
 
 impl std::fmt::Debug for Messaging {
@@ -121,6 +124,7 @@ impl Messaging {
             config,
             peers,
             media,
+            members: MembersCache::new(),
         })
     }
 
@@ -1048,11 +1052,12 @@ impl Messaging {
                     {
                         return Ok(first);
                     }
-                    // One range read gives the fan-out and the membership
-                    // check (the point reads of `require_member` run only
-                    // to name the refusal).
-                    let members = store::list_members(&tx, &input.conv_id).await?;
-                    if !members.iter().any(|m| m.user_id == caller.user_id) {
+                    // The conversation record and its cached member ids
+                    // give the fan-out and the membership check (the point
+                    // reads of `require_member` run only to name the
+                    // refusal); a membership change conflicts on the record.
+                    let members = self.members.members(&tx, &input.conv_id).await?;
+                    if !members.user_ids.contains(&caller.user_id) {
                         Self::require_member(&tx, &input.conv_id, &caller.user_id).await?;
                         return Err(refused(
                             ErrorCode::NotMember,
@@ -1099,7 +1104,7 @@ impl Messaging {
                         msg_id: msg_id.clone(),
                     };
                     let (local, remote) =
-                        self.by_region(members.iter().map(|m| m.user_id.as_str()));
+                        self.by_region(members.user_ids.iter().map(String::as_str));
                     for user in local {
                         store::append_inbox(&tx, user, &entry)?;
                     }
