@@ -55,10 +55,18 @@ pub(crate) struct MembersCache {
 
 impl MembersCache {
     pub(crate) fn new() -> Self {
+        // A fixed shard count: quick_cache's default follows the machine's
+        // cores, and capacity is split per shard, so which entries are
+        // evicted (and so which reads a send runs) would depend on the host.
+        let options = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(65_536)
+            .weight_capacity(CACHED_MEMBER_IDS)
+            .shards(16)
+            .build()
+            .expect("constant cache options are valid");
         Self {
-            cache: quick_cache::sync::Cache::with(
-                65_536,
-                CACHED_MEMBER_IDS,
+            cache: quick_cache::sync::Cache::with_options(
+                options,
                 ByMemberCount,
                 Hasher::default(),
                 Default::default(),
