@@ -1,7 +1,7 @@
 //! Groups: a send reaches 100 members; the 101st is refused.
 
 use meridian_sdk::frames::{ConversationView, RegisterResponse};
-use meridian_sdk::{Client, ErrorCode};
+use meridian_sdk::{Client, ErrorCode, SdkError, SentInfo};
 
 use crate::support::{Harness, PATIENCE};
 
@@ -169,14 +169,10 @@ async fn sends_follow_membership_changes_at_once() {
     let mut newcomer_client = h.client(&newcomer.token).await;
 
     // Both members send: the member list is now read (and kept) by the core.
-    let id = admin_client.new_client_msg_id();
-    let first = admin_client
-        .send(&group.conv_id, &id, "before", None)
+    let first = send(&mut admin_client, &group.conv_id, "before")
         .await
         .unwrap();
-    let id = member_client.new_client_msg_id();
-    member_client
-        .send(&group.conv_id, &id, "me too", None)
+    send(&mut member_client, &group.conv_id, "me too")
         .await
         .unwrap();
 
@@ -186,9 +182,7 @@ async fn sends_follow_membership_changes_at_once() {
         .remove_member(&group.conv_id, &member.user_id)
         .await
         .unwrap();
-    let id = member_client.new_client_msg_id();
-    let refused = member_client
-        .send(&group.conv_id, &id, "still here?", None)
+    let refused = send(&mut member_client, &group.conv_id, "still here?")
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Some(ErrorCode::NotMember));
@@ -199,9 +193,7 @@ async fn sends_follow_membership_changes_at_once() {
         .add_members(&group.conv_id, std::slice::from_ref(&newcomer.user_id))
         .await
         .unwrap();
-    let id = admin_client.new_client_msg_id();
-    let after = admin_client
-        .send(&group.conv_id, &id, "after", None)
+    let after = send(&mut admin_client, &group.conv_id, "after")
         .await
         .unwrap();
     assert!(
@@ -221,9 +213,7 @@ async fn sends_follow_membership_changes_at_once() {
         .direct(&member.user_id)
         .await
         .unwrap();
-    let id = admin_client.new_client_msg_id();
-    let marker = admin_client
-        .send(&direct.conv_id, &id, "marker", None)
+    let marker = send(&mut admin_client, &direct.conv_id, "marker")
         .await
         .unwrap();
     assert!(receives(&mut member_client, &direct.conv_id, &marker.msg_id).await);
@@ -276,4 +266,10 @@ async fn trio(h: &Harness, name: &str) -> Trio {
         newcomer,
         group,
     }
+}
+
+/// Sends `payload` from `client` under a fresh `client_msg_id`.
+async fn send(client: &mut Client, conv_id: &str, payload: &str) -> Result<SentInfo, SdkError> {
+    let id = client.new_client_msg_id();
+    client.send(conv_id, &id, payload, None).await
 }

@@ -361,20 +361,19 @@ struct CommitterSums {
 async fn committer_sums(base: &str) -> anyhow::Result<CommitterSums> {
     use crate::bench_regions::{metrics_text, sum_in};
     let text = metrics_text(base).await?;
+    let write_quantile = |q: &str| {
+        sum_in(
+            &text,
+            "meridian_kv_engine_write_seconds{",
+            &[&format!("quantile=\"{q}\"")],
+        )
+    };
     Ok(CommitterSums {
         write_seconds: sum_in(&text, "meridian_kv_engine_write_seconds_sum", &[]),
         batches: sum_in(&text, "meridian_kv_engine_write_seconds_count", &[]),
         transactions: sum_in(&text, "meridian_kv_batch_transactions_sum", &[]),
-        write_p99: sum_in(
-            &text,
-            "meridian_kv_engine_write_seconds{",
-            &["quantile=\"0.99\""],
-        ),
-        write_max: sum_in(
-            &text,
-            "meridian_kv_engine_write_seconds{",
-            &["quantile=\"1\""],
-        ),
+        write_p99: write_quantile("0.99"),
+        write_max: write_quantile("1"),
     })
 }
 
@@ -394,12 +393,12 @@ fn committer_between(
         tokio::time::sleep(from.saturating_sub(now())).await;
         let cpu_start = cpu();
         let Ok(start) = committer_sums(&base).await else {
-            return ServerSample::unreadable();
+            return ServerSample::unreadable(to.saturating_sub(from));
         };
         tokio::time::sleep(to.saturating_sub(now())).await;
         let cpu_end = cpu();
         let Ok(end) = committer_sums(&base).await else {
-            return ServerSample::unreadable();
+            return ServerSample::unreadable(to.saturating_sub(from));
         };
         let seconds = to.saturating_sub(from).as_secs_f64().max(1e-9);
         let batches = end.batches - start.batches;
@@ -418,6 +417,7 @@ fn committer_between(
         ServerSample {
             committer,
             cpu_seconds: cpu_end - cpu_start,
+            seconds,
         }
     })
 }
@@ -428,24 +428,27 @@ struct ServerSample {
     committer: String,
     /// CPU time the server process used.
     cpu_seconds: f64,
+    /// How long the sample ran.
+    seconds: f64,
 }
 
 impl ServerSample {
-    fn unreadable() -> Self {
+    fn unreadable(span: Duration) -> Self {
         Self {
             committer: "committer: /metrics unreadable".to_string(),
             cpu_seconds: 0.0,
+            seconds: span.as_secs_f64(),
         }
     }
 
-    /// The committer line and the server's CPU per delivered message over
-    /// `seconds`: a figure the rest of the machine's load changes less than
-    /// it changes latency.
-    fn describe(&self, delivered: u64, seconds: f64) -> String {
+    /// The committer line and the server's CPU per delivered message: a
+    /// figure the rest of the machine's load changes less than it changes
+    /// latency.
+    fn describe(&self, delivered: u64) -> String {
         format!(
             "{}\n  server CPU: {:.0}% of one core, {:.0} us per delivered message",
             self.committer,
-            100.0 * self.cpu_seconds / seconds.max(1e-9),
+            100.0 * self.cpu_seconds / self.seconds.max(1e-9),
             1e6 * self.cpu_seconds / delivered.max(1) as f64,
         )
     }
@@ -585,10 +588,7 @@ async fn throughput_phase(args: &BenchArgs) -> anyhow::Result<()> {
         args.pairs,
         args.pipeline
     );
-    println!(
-        "  {}",
-        committer.await?.describe(total, args.seconds as f64)
-    );
+    println!("  {}", committer.await?.describe(total));
     Ok(())
 }
 
@@ -618,11 +618,6 @@ async fn latency_phase(args: &BenchArgs) -> anyhow::Result<()> {
         ms(percentile(&samples.acknowledged_latencies, 0.50)),
         ms(percentile(&samples.acknowledged_latencies, 0.99)),
     );
-    println!(
-        "  {}",
-        committer
-            .await?
-            .describe(samples.delivered, args.seconds as f64)
-    );
+    println!("  {}", committer.await?.describe(samples.delivered));
     Ok(())
 }
