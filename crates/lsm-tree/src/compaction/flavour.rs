@@ -382,7 +382,13 @@ impl StandardCompaction {
         if self.created_tables.is_none() {
             self.seal(opts, dst_lvl)?;
         }
-        Ok(self.created_tables.take().unwrap_or_default())
+        // None only if sealing failed before, and the worker stops then;
+        // an empty output here would install a version without the inputs.
+        self.created_tables.take().ok_or_else(|| {
+            crate::Error::from(std::io::Error::other(
+                "compaction output was not sealed (sealing failed earlier)",
+            ))
+        })
     }
 
     fn consume_writer(
