@@ -46,14 +46,7 @@
 // PATCH(meridian): a vendored copy of upstream's crate, linted upstream;
 // its warnings (dead code upstream keeps, unsafe blocks upstream audits in
 // UNSAFE.md) are not Meridian's to fix, so builds do not print them.
-#![allow(
-    warnings,
-    unsafe_code,
-    clippy::all,
-    clippy::pedantic,
-    clippy::nursery,
-    clippy::cargo
-)]
+#![allow(warnings)]
 #![cfg_attr(coverage_nightly, feature(coverage_attribute))]
 
 #[doc(hidden)]

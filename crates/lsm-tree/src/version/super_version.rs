@@ -11,7 +11,7 @@ use crate::{
 use std::{
     collections::VecDeque,
     path::Path,
-    sync::{mpsc, Arc, Mutex, RwLock},
+    sync::{mpsc, Arc, RwLock},
 };
 
 /// Retires super versions: their memtables are freed on a thread of its own,
@@ -23,7 +23,7 @@ use std::{
 /// may reuse the id and a late drop would delete the new table's file.
 fn retire(retired: Vec<SuperVersion>) {
     type Memtables = (Arc<Memtable>, Arc<SealedMemtables>);
-    static FREER: std::sync::OnceLock<Option<Mutex<mpsc::Sender<Vec<Memtables>>>>> =
+    static FREER: std::sync::OnceLock<Option<mpsc::Sender<Vec<Memtables>>>> =
         std::sync::OnceLock::new();
 
     if retired.is_empty() {
@@ -51,21 +51,17 @@ fn retire(retired: Vec<SuperVersion>) {
             .name("lsm-memtable-free".into())
             .spawn(move || receiver.into_iter().for_each(drop))
         {
-            Ok(_) => Some(Mutex::new(sender)),
+            Ok(_) => Some(sender),
             Err(e) => {
                 log::warn!("Could not start the memtable-freeing thread, freeing inline: {e:?}");
                 None
             }
         }
     });
-    let unsent = match freer {
-        Some(sender) => match sender.lock() {
-            Ok(sender) => sender.send(memtables).err().map(|e| e.0),
-            Err(_) => Some(memtables),
-        },
-        None => Some(memtables),
-    };
-    drop(unsent);
+    // Unsent (no thread), the memtables are freed here.
+    if let Some(sender) = freer {
+        let _unsent = sender.send(memtables);
+    }
 }
 
 /// A super version is a point-in-time snapshot of memtables and a [`Version`] (list of disk files)
