@@ -232,7 +232,7 @@ impl Messaging {
                     msg_id: message.msg_id.clone(),
                 };
                 for user in recipients.iter().filter(|u| self.is_local(u)) {
-                    store::append_inbox(tx, user, &entry)?;
+                    self.append_inbox(tx, user, &entry)?;
                 }
             }
             Change::Conversation {
@@ -268,7 +268,7 @@ impl Messaging {
                     version: conversation.version,
                 };
                 for user in notify.iter().filter(|u| self.is_local(u)) {
-                    store::append_inbox(tx, user, &entry)?;
+                    self.append_inbox(tx, user, &entry)?;
                 }
             }
             Change::Receipt {
@@ -282,7 +282,7 @@ impl Messaging {
                 if self.is_local(to_user)
                     && store::mark_receipt_applied(tx, conv_id, msg_id, from_user, *kind).await?
                 {
-                    store::append_inbox(
+                    self.append_inbox(
                         tx,
                         to_user,
                         &InboxEntry::Receipt {

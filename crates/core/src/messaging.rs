@@ -8,7 +8,7 @@ use meridian_proto::ErrorCode;
 use meridian_seams::Ids;
 use meridian_store::keys::Stamp;
 use meridian_store::{
-    self as store, Conversation, ConversationKind, Device, InboxEntry, Member, Message,
+    self as store, Conversation, ConversationKind, Device, InboxEntry, InboxFeed, Member, Message,
     ReceiptKind, Role, SendRecord, User,
 };
 use sha2::{Digest, Sha256};
@@ -73,6 +73,9 @@ pub struct Messaging {
     media: MediaDeps,
     /// Member ids by conversation for the send path (see the module).
     members: MembersCache,
+    /// Inbox tails from the committed batches, for delivery (none on
+    /// FoundationDB, where this process does not see every commit).
+    inbox_feed: Option<Arc<InboxFeed>>,
 }
 
 impl std::fmt::Debug for Messaging {
@@ -118,14 +121,35 @@ impl Messaging {
             config.max_clock_offset.as_millis() as u64,
         );
         Arc::new(Self {
-            db,
             ids,
             hlc,
             config,
             peers,
             media,
             members: MembersCache::new(),
+            inbox_feed: InboxFeed::follow(&db),
+            db,
         })
+    }
+
+    /// Appends `entry` to `user`'s inbox, waking its delivery loops the way
+    /// they wait here (the feed, or a watch on the inbox head).
+    pub(crate) fn append_inbox(
+        &self,
+        tx: &meridian_kv::Transaction,
+        user: &str,
+        entry: &InboxEntry,
+    ) -> Result<(), store::StoreError> {
+        let wakeup = match self.inbox_feed {
+            Some(_) => store::InboxWakeup::Feed,
+            None => store::InboxWakeup::HeadWatch,
+        };
+        store::append_inbox(tx, user, entry, wakeup)
+    }
+
+    /// The inbox feed, where the store has one.
+    pub(crate) fn inbox_feed(&self) -> Option<&Arc<InboxFeed>> {
+        self.inbox_feed.as_ref()
     }
 
     /// Object storage.
@@ -505,7 +529,7 @@ impl Messaging {
             version: conv.version,
         };
         for user in users.into_iter().filter(|u| self.is_local(u)) {
-            store::append_inbox(tx, &user, &entry)?;
+            self.append_inbox(tx, &user, &entry)?;
         }
         Ok(())
     }
@@ -1106,7 +1130,7 @@ impl Messaging {
                     let (local, remote) =
                         self.by_region(members.user_ids.iter().map(String::as_str));
                     for user in local {
-                        store::append_inbox(&tx, user, &entry)?;
+                        self.append_inbox(&tx, user, &entry)?;
                     }
                     // Members homed elsewhere get it through their region's
                     // core, as counted here: a member removed concurrently in
@@ -1210,7 +1234,7 @@ impl Messaging {
                         continue;
                     }
                     if self.is_local(&message.sender_user) {
-                        store::append_inbox(
+                        self.append_inbox(
                             &tx,
                             &message.sender_user,
                             &InboxEntry::Receipt {

@@ -10,7 +10,7 @@ use meridian_proto::core::{
     self as pb, Delivery, SessionDown, SessionUp, delivery, session_down, session_up,
 };
 use meridian_store::keys::Stamp;
-use meridian_store::{self as store, InboxEntry, ReceiptKind};
+use meridian_store::{self as store, FeedRead, InboxEntry, InboxSubscription, ReceiptKind};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tonic::Status;
@@ -492,6 +492,11 @@ async fn deliver(
     if down.send(Ok(ready)).await.is_err() {
         return;
     }
+    // Subscribed before the first look at the inbox, so that no commit
+    // falls between the look and the wait.
+    let mut feed = messaging
+        .inbox_feed()
+        .map(|feed| feed.subscribe(&caller.user_id, cursor));
     let mut acked = state.acked.subscribe();
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -500,7 +505,16 @@ async fn deliver(
                 return;
             }
         }
-        match deliver_step(&messaging, session, &caller, &state, &down, &mut cursor).await {
+        let step = deliver_step(
+            &messaging,
+            session,
+            &caller,
+            &state,
+            &down,
+            &mut cursor,
+            feed.as_mut(),
+        );
+        match step.await {
             Ok(Flow::Continue) => backoff = Duration::from_millis(5),
             Ok(Flow::Stop) => return,
             Err(error) if error.code() == ErrorCode::Unavailable => {
@@ -517,12 +531,19 @@ async fn deliver(
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flow {
     Continue,
     Stop,
 }
 
-/// One round of delivery: a gap, a batch, or a wait for the inbox head.
+/// One round of delivery: a gap, a batch, or a wait for the inbox to grow.
+///
+/// With an inbox feed (the native store), what commits append is taken from
+/// the feed; the store is read only when the feed does not know the entries
+/// after the cursor (just attached, far behind, or retention at work).
+/// Without one (FoundationDB), the inbox is read from the store and a watch
+/// on its head waits for more.
 async fn deliver_step(
     messaging: &Messaging,
     session: u64,
@@ -530,7 +551,32 @@ async fn deliver_step(
     state: &DeliveryState,
     down: &Down,
     cursor: &mut Stamp,
+    mut feed: Option<&mut InboxSubscription>,
 ) -> Result<Flow, CoreError> {
+    let batch = messaging.config().delivery_batch;
+    if let Some(feed) = feed.as_deref_mut() {
+        // Before looking, so a commit after the look wakes the wait below.
+        feed.mark_seen();
+        if let FeedRead::Entries(entries) = feed.read(cursor, batch) {
+            if entries.is_empty() {
+                return wait_for_feed(feed, down).await;
+            }
+            // Opened only for an entry whose message its commit did not carry.
+            let mut tx = None;
+            let mut items = Vec::with_capacity(entries.len());
+            for entry in &entries {
+                let item = match entry.message() {
+                    Some(message) => Some(delivery::Item::Message(message_info(message?))),
+                    None => {
+                        let tx = tx.get_or_insert_with(|| messaging.db().begin());
+                        delivery_item(tx, &entry.entry).await?
+                    }
+                };
+                items.push((entry.stamp, item));
+            }
+            return Ok(send_deliveries(session, state, down, cursor, items).await);
+        }
+    }
     let tx = messaging.db().begin();
     let floor = store::get_inbox_floor(&tx, &caller.user_id).await?;
     if floor > *cursor {
@@ -548,52 +594,89 @@ async fn deliver_step(
         *cursor = floor;
         return Ok(Flow::Continue);
     }
-    let batch = messaging.config().delivery_batch;
     let entries = store::read_inbox(&tx, &caller.user_id, cursor, batch).await?;
-    // A short read saw the whole inbox at this snapshot: wait for the head to
-    // move rather than reading the inbox again to find it empty (half of all
-    // inbox range reads, each of which visits every table of the LSM).
-    // Only snapshot reads: the commit registers the watch and cannot
-    // conflict; anything appended after this snapshot fires it at once.
-    let wake = (entries.len() < batch)
+    // A short read saw the whole inbox at this snapshot: wait for it to grow
+    // rather than reading it again to find it empty (half of all inbox range
+    // reads, each of which visits every table of the LSM). The feed was
+    // marked before this snapshot; without one, a watch registered at it
+    // (only snapshot reads: the commit cannot conflict) fires at once for
+    // anything appended after it.
+    let caught_up = entries.len() < batch;
+    let wake = (caught_up && feed.is_none())
         .then(|| tx.watch(&meridian_store::keys::inbox_head(&caller.user_id)));
-    let Some((last, _)) = entries.last() else {
-        tx.commit().await?;
-        return wait_for_inbox(wake, down).await;
-    };
-    let last = *last;
-    let after = store::stamp_to_hex(cursor);
     let mut items = Vec::with_capacity(entries.len());
     for (stamp, entry) in &entries {
-        // None: the message was pruned from history by retention; skip it.
-        if let Some(item) = delivery_item(&tx, entry).await? {
-            items.push(Delivery {
-                cursor: store::stamp_to_hex(stamp),
-                item: Some(item),
-            });
-            state.unacked().push_back(*stamp);
+        items.push((*stamp, delivery_item(&tx, entry).await?));
+    }
+    if wake.is_some() {
+        tx.commit().await?;
+    }
+    if !items.is_empty() && send_deliveries(session, state, down, cursor, items).await == Flow::Stop
+    {
+        return Ok(Flow::Stop);
+    }
+    if !caught_up {
+        return Ok(Flow::Continue);
+    }
+    match feed {
+        Some(feed) => wait_for_feed(feed, down).await,
+        None => wait_for_inbox(wake, down).await,
+    }
+}
+
+/// Sends `items` (inbox entries after `cursor`, in order; `None` for an
+/// entry skipped because retention removed its message) as one `deliver`
+/// frame, records them as awaiting acks, and moves `cursor` past them.
+async fn send_deliveries(
+    session: u64,
+    state: &DeliveryState,
+    down: &Down,
+    cursor: &mut Stamp,
+    items: Vec<(Stamp, Option<delivery::Item>)>,
+) -> Flow {
+    let Some(&(last, _)) = items.last() else {
+        return Flow::Continue;
+    };
+    let after = store::stamp_to_hex(cursor);
+    let mut delivered = Vec::with_capacity(items.len());
+    {
+        let mut unacked = state.unacked();
+        for (stamp, item) in items {
+            if let Some(item) = item {
+                delivered.push(Delivery {
+                    cursor: store::stamp_to_hex(&stamp),
+                    item: Some(item),
+                });
+                unacked.push_back(stamp);
+            }
+        }
+        // The chain's end is ackable even when its entry was skipped.
+        if unacked.back() != Some(&last) {
+            unacked.push_back(last);
         }
     }
     *cursor = last;
-    // The chain's end is ackable even when its entry was skipped.
-    if state.unacked().back() != Some(&last) {
-        state.unacked().push_back(last);
-    }
     let frame = SessionDown {
         kind: Some(session_down::Kind::Deliver(pb::Deliver {
             session,
-            items,
+            items: delivered,
             after,
             through: store::stamp_to_hex(&last),
         })),
     };
-    if wake.is_some() {
-        tx.commit().await?;
-    }
     if down.send(Ok(frame)).await.is_err() {
-        return Ok(Flow::Stop);
+        return Flow::Stop;
     }
-    wait_for_inbox(wake, down).await
+    Flow::Continue
+}
+
+/// Waits for the feed to change, or for the session to end.
+async fn wait_for_feed(feed: &mut InboxSubscription, down: &Down) -> Result<Flow, CoreError> {
+    tokio::select! {
+        biased;
+        () = feed.changed() => Ok(Flow::Continue),
+        () = down.closed() => Ok(Flow::Stop),
+    }
 }
 
 /// Waits for `wake` (the inbox head moved), if there is one, or for the
@@ -615,21 +698,9 @@ async fn delivery_item(
     entry: &InboxEntry,
 ) -> Result<Option<delivery::Item>, CoreError> {
     Ok(match entry {
-        InboxEntry::Message {
-            conv_id,
-            hlc,
-            origin_region,
-            msg_id,
-        } => {
-            let at = store::Position {
-                hlc: *hlc,
-                origin_region: origin_region.clone(),
-                msg_id: msg_id.clone(),
-            };
-            store::get_message(tx, conv_id, &at)
-                .await?
-                .map(|message| delivery::Item::Message(message_info(message)))
-        }
+        InboxEntry::Message { .. } => store::get_entry_message(tx, entry)
+            .await?
+            .map(|message| delivery::Item::Message(message_info(message))),
         InboxEntry::Receipt {
             conv_id,
             msg_id,

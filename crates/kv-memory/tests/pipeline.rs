@@ -193,3 +193,78 @@ async fn a_batch_resolved_on_a_failed_write_is_never_written() {
     let value = db.begin().get(b"counter").await.expect("get").expect("set");
     assert_eq!(&value[..], &1i64.to_le_bytes());
 }
+
+/// A written batch as an observer saw it (its version and keys), or `None`
+/// for a write of unknown outcome.
+type Seen = Option<(u64, Vec<Vec<u8>>)>;
+
+/// Records what a [`meridian_kv::CommitObserver`] is told.
+#[derive(Default)]
+struct Recorder {
+    seen: Mutex<Vec<Seen>>,
+}
+
+impl meridian_kv::CommitObserver for Recorder {
+    fn committed(&self, version: u64, changes: &EngineBatch) {
+        let keys = changes
+            .values
+            .keys()
+            .filter(|k| !k.starts_with(b"\xff"))
+            .cloned()
+            .collect();
+        self.seen.lock().expect("seen").push(Some((version, keys)));
+    }
+
+    fn outcome_unknown(&self) {
+        self.seen.lock().expect("seen").push(None);
+    }
+}
+
+#[tokio::test]
+async fn observers_see_each_written_batch_in_order_before_its_commits_are_answered() {
+    let (db, engine) = open();
+    let recorder = Arc::new(Recorder::default());
+    assert!(db.observe_commits(recorder.clone()));
+    let tx = db.begin();
+    let mut template = b"k".to_vec();
+    template.extend_from_slice(&[0u8; 10]);
+    template.extend_from_slice(&1u32.to_le_bytes());
+    tx.set_versionstamped_key(&template, b"v").expect("set");
+    let first = tokio::spawn(async move { tx.commit().await });
+    settle().await;
+    assert!(
+        recorder.seen.lock().expect("seen").is_empty(),
+        "not yet written"
+    );
+    engine.gate.add_permits(1);
+    let info = first.await.expect("join").expect("commit");
+    let stamp = info.versionstamp.expect("versionstamp");
+    let mut written = b"k".to_vec();
+    written.extend_from_slice(&stamp);
+    assert_eq!(
+        recorder.seen.lock().expect("seen").clone(),
+        vec![Some((info.version, vec![written]))],
+        "the observer saw the batch, its versionstamp filled in, before the answer"
+    );
+
+    engine.inner.inject(Fault::ApplyThenFail);
+    let second = spawn_add(&db);
+    settle().await;
+    engine.gate.add_permits(1);
+    assert!(second.await.expect("join").is_err());
+    let after = spawn_add(&db);
+    settle().await;
+    engine.gate.add_permits(1);
+    let info = after.await.expect("join").expect("commit");
+    let seen = recorder.seen.lock().expect("seen").clone();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(
+        seen[1], None,
+        "a write of unknown outcome is reported as such"
+    );
+    assert_eq!(
+        seen[2],
+        Some((info.version, vec![b"counter".to_vec()])),
+        "later batches are still seen"
+    );
+}

@@ -32,6 +32,25 @@ pub struct CommitInfo {
     pub versionstamp: Option<[u8; 10]>,
 }
 
+/// Sees every batch the committer writes, in version order: after the batch
+/// is durable and readable, before its watches fire and its transactions are
+/// answered. What an observer builds from the batches is therefore complete
+/// and in order by the time anyone woken by the batch looks.
+///
+/// It runs on the committer, the one serial path of every commit: it must be
+/// quick and must not block.
+pub trait CommitObserver: Send + Sync {
+    /// Batch `version` was written: `changes` holds each key's final state
+    /// (versionstamps filled in) and the ranges it cleared.
+    fn committed(&self, version: u64, changes: &EngineBatch);
+    /// A batch's write failed with an unknown outcome: it may or may not be
+    /// stored, so anything followed up to now may be incomplete.
+    fn outcome_unknown(&self);
+}
+
+/// The observers of one database, shared by its handles and its committer.
+type Observers = Arc<std::sync::RwLock<Vec<Arc<dyn CommitObserver>>>>;
+
 /// A mutation as a transaction buffered it, before the committer resolves
 /// atomic operations and versionstamps.
 #[derive(Debug, Clone)]
@@ -150,6 +169,7 @@ struct Inner {
     clock: SharedClock,
     rng: Rng,
     options: DatabaseOptions,
+    observers: Observers,
 }
 
 /// A handle to a transactional database over some [`Engine`]. Cheap to clone.
@@ -196,8 +216,10 @@ impl NativeDatabase {
             watches: BTreeMap::new(),
             published: version,
         }));
+        let observers = Observers::default();
         let committer = Committer {
             engine,
+            observers: observers.clone(),
             current: current.clone(),
             conflicts: conflicts.clone(),
             clock: clock.clone(),
@@ -220,8 +242,18 @@ impl NativeDatabase {
                 clock,
                 rng,
                 options,
+                observers,
             }),
         })
+    }
+
+    /// Adds an observer of every batch committed from now on.
+    pub fn observe_commits(&self, observer: Arc<dyn CommitObserver>) {
+        self.inner
+            .observers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(observer);
     }
 
     /// Drops this handle and waits until the committer has stopped and
@@ -300,6 +332,7 @@ const RESOLVE_STEP: usize = 32;
 /// become readable and are acknowledged strictly in version order.
 struct Committer {
     engine: Arc<dyn Engine>,
+    observers: Observers,
     current: Arc<Mutex<Current>>,
     conflicts: Arc<Mutex<Conflicts>>,
     clock: SharedClock,
@@ -634,6 +667,17 @@ impl Committer {
             let mut current = lock_current(&self.current);
             current.version = batch.version;
             current.snapshot = Arc::from(self.engine.snapshot());
+        }
+        for observer in self
+            .observers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            match &outcome {
+                Ok(()) => observer.committed(batch.version, &batch.changes),
+                Err(_) => observer.outcome_unknown(),
+            }
         }
         let mut accepted = batch.accepted;
         // Fire and register under one lock (see `Conflicts`). Watches

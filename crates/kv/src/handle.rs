@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use meridian_seams::{Rng, SharedClock};
 
-use crate::database::{CommitInfo, DatabaseOptions, NativeDatabase};
+use crate::database::{CommitInfo, CommitObserver, DatabaseOptions, NativeDatabase};
 use crate::engine::Engine;
 use crate::runner::RetryOptions;
 use crate::transaction::{KeyValue, NativeTransaction, RangeOption, Watch};
@@ -101,6 +101,21 @@ impl Database {
             DbKind::Native(db) => db.committed_version(),
             #[cfg(feature = "fdb")]
             DbKind::Fdb(_) => 0,
+        }
+    }
+
+    /// Adds `observer` of every batch this process commits, in commit
+    /// order, if the backend commits through this process's committer (the
+    /// native layer). Returns false on FoundationDB: other processes commit
+    /// to the same cluster, so no process sees every commit.
+    pub fn observe_commits(&self, observer: Arc<dyn CommitObserver>) -> bool {
+        match &self.kind {
+            DbKind::Native(db) => {
+                db.observe_commits(observer);
+                true
+            }
+            #[cfg(feature = "fdb")]
+            DbKind::Fdb(_) => false,
         }
     }
 

@@ -40,7 +40,7 @@ mod fdb;
 pub use fdb::shutdown as shutdown_foundationdb;
 mod handle;
 
-pub use database::{CommitInfo, DatabaseOptions};
+pub use database::{CommitInfo, CommitObserver, DatabaseOptions};
 pub use error::{KvError, TxnError};
 pub use foundationdb_tuple as tuple;
 pub use handle::{Database, Transaction};

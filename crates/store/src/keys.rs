@@ -12,7 +12,7 @@
 //! | `("msg", conv, hlc, origin_region, msg_id)` | [`crate::Message`]: history in display order |
 //! | `("msg_by_id", conv, msg_id)` | `(hlc, origin_region)`: locate a message by id |
 //! | `("inbox", user, stamp)` | [`crate::InboxEntry`]: delivery queue in arrival order (12-byte tuple versionstamp) |
-//! | `("inbox_head", user)` | versionstamp of the last commit that wrote the inbox (watched, never read) |
+//! | `("inbox_head", user)` | versionstamp of the last commit that wrote the inbox (watched, never read; only where delivery watches it, see [`crate::InboxWakeup`]) |
 //! | `("inbox_floor", user)` | stamp through which retention removed unacknowledged entries |
 //! | `("idem", device, client_msg_id)` | [`crate::SendRecord`]: first result of a send |
 //! | `("vclock", unix_ms)` | versionstamp committed at that time (retention cut-offs) |

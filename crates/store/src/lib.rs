@@ -8,18 +8,22 @@
 //! [`meridian_kv::Transaction`] and reads or writes a few keys; it never
 //! commits, so the core composes them into one transaction per operation
 //! (a send is one transaction: message, inbox entries, inbox heads,
-//! idempotency record).
+//! idempotency record). The inbox feed ([`InboxFeed`]) follows the
+//! committed batches of a native store to keep the tails of inboxes being
+//! delivered.
 //!
 //! # What it must not touch
 //! No tonic, axum, Kafka or S3; no domain decisions (who may do what lives in
 //! `meridian-core`). No engine: only the `meridian-kv` interface.
 
+mod feed;
 pub mod keys;
 mod media;
 pub mod model;
 mod ops;
 mod replication;
 
+pub use feed::{FeedEntry, FeedRead, InboxFeed, InboxSubscription};
 pub use media::*;
 pub use model::*;
 pub use ops::*;

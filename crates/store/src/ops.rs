@@ -289,6 +289,38 @@ pub async fn get_message(
     }
 }
 
+/// The history key of the message that a message entry names (`None` for
+/// other entries).
+pub fn entry_message_key(entry: &InboxEntry) -> Option<Vec<u8>> {
+    match entry {
+        InboxEntry::Message {
+            conv_id,
+            hlc,
+            origin_region,
+            msg_id,
+        } => Some(keys::message(conv_id, *hlc, origin_region, msg_id)),
+        _ => None,
+    }
+}
+
+/// The message that a message entry names: `None` for other entries, and
+/// for a message retention already removed from history. A snapshot read.
+///
+/// # Errors
+/// Store failures or a corrupt record.
+pub async fn get_entry_message(
+    tx: &Transaction,
+    entry: &InboxEntry,
+) -> Result<Option<Message>, StoreError> {
+    let Some(key) = entry_message_key(entry) else {
+        return Ok(None);
+    };
+    match tx.get_snapshot(&key).await? {
+        Some(raw) => Ok(Some(decode("message", &raw)?)),
+        None => Ok(None),
+    }
+}
+
 /// The position of a message by id, if it exists.
 ///
 /// # Errors
@@ -352,18 +384,37 @@ pub async fn history_page(
         .collect()
 }
 
-/// Appends `entry` to `user_id`'s inbox at this commit's versionstamp and
-/// touches the inbox head (which wakes anyone watching it).
+/// How delivery loops learn that an inbox grew.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboxWakeup {
+    /// They watch the inbox head, which every append touches.
+    HeadWatch,
+    /// They follow the [`crate::InboxFeed`]: the head is not written (two
+    /// fewer keys in a direct message's commit).
+    Feed,
+}
+
+/// Appends `entry` to `user_id`'s inbox at this commit's versionstamp, and
+/// touches the inbox head (which wakes anyone watching it) unless delivery
+/// follows the inbox feed.
 ///
 /// # Errors
 /// Store limits.
-pub fn append_inbox(tx: &Transaction, user_id: &str, entry: &InboxEntry) -> Result<(), StoreError> {
+pub fn append_inbox(
+    tx: &Transaction,
+    user_id: &str,
+    entry: &InboxEntry,
+    wakeup: InboxWakeup,
+) -> Result<(), StoreError> {
     let user_version = tx.next_user_version();
     tx.set_versionstamped_key(
         &keys::new_inbox_entry(user_id, user_version),
         &encode(entry),
     )?;
-    touch_watched(tx, &keys::inbox_head(user_id))
+    match wakeup {
+        InboxWakeup::HeadWatch => touch_watched(tx, &keys::inbox_head(user_id)),
+        InboxWakeup::Feed => Ok(()),
+    }
 }
 
 /// Sets `key` to this commit's versionstamp: a new value at every commit,

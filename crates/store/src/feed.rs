@@ -1,0 +1,541 @@
+//! The inbox feed: the tail of each watched inbox, kept in memory from the
+//! stream of committed batches, so a delivery loop gets what a commit
+//! appended to its device's inbox without reading it back from the store.
+//!
+//! Reading it back was the largest part of delivering: an inbox range read
+//! merges every memtable and level-0 table of the LSM, then a point read
+//! fetches each message, for every device, after every commit.
+//!
+//! The feed follows a database only where every commit passes through this
+//! process's committer ([`meridian_kv::Database::observe_commits`]: the
+//! native layer over fjall or memory). On FoundationDB other processes
+//! write the same inboxes, so no feed is attached and delivery reads the
+//! store as before.
+//!
+//! **What a tail promises.** A user's tail holds every entry of the user's
+//! inbox whose stamp lies above `known_after`, as committed, in stamp order,
+//! each with the message it names when that message was written by the same
+//! commit. Whatever the feed cannot follow exactly — an inbox entry removed,
+//! the retention floor moved, a message removed from history, a write of
+//! unknown outcome — makes the tail unknown until the next append, and its
+//! readers read the store. A reader whose cursor lies below `known_after`
+//! reads the store too. So a read from the feed returns exactly what a store
+//! read at the newest version would.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use meridian_kv::CommitObserver;
+use meridian_kv::engine::EngineBatch;
+use meridian_kv::tuple::{Subspace, Versionstamp, pack};
+use tokio::sync::watch;
+
+use crate::keys::Stamp;
+use crate::ops::decode;
+use crate::{InboxEntry, Message, StoreError};
+
+/// Entries a tail keeps beyond its slowest reader's cursor; past that the
+/// oldest go, and a reader that far behind reads the store.
+const MAX_TAIL_ENTRIES: usize = 2048;
+
+/// An inbox entry as the feed holds it.
+#[derive(Debug, Clone)]
+pub struct FeedEntry {
+    /// Its stamp in the inbox.
+    pub stamp: Stamp,
+    /// The entry.
+    pub entry: InboxEntry,
+    /// The stored message the entry names, when the same commit wrote it.
+    message: Option<Bytes>,
+}
+
+impl FeedEntry {
+    /// The message the entry names, when the committing batch carried it
+    /// (otherwise read it from the store).
+    ///
+    /// # Errors
+    /// A corrupt message record.
+    pub fn message(&self) -> Option<Result<Message, StoreError>> {
+        self.message.as_ref().map(|raw| decode("message", raw))
+    }
+}
+
+/// Tails of the inboxes someone reads, fed by a database's commits.
+#[derive(Default)]
+pub struct InboxFeed {
+    state: Mutex<FeedState>,
+}
+
+#[derive(Default)]
+struct FeedState {
+    /// Ordered, so what wakes in which order is the same in every run (the
+    /// deterministic simulation replays traces).
+    tails: BTreeMap<String, Tail>,
+    next_reader: u64,
+}
+
+struct Tail {
+    /// Every entry above this stamp is in `entries`; `None`: unknown until
+    /// the next commit appends to the inbox.
+    known_after: Option<Stamp>,
+    entries: VecDeque<FeedEntry>,
+    /// Each reader's cursor (entries all of them passed are dropped) and
+    /// the signal bumped whenever the tail changes: an append, or it became
+    /// unknown. One channel per reader, signalled in reader order, so the
+    /// order of wake-ups is the same in every run (the deterministic
+    /// simulation replays traces; a channel shared by several waiters wakes
+    /// them in an order tokio picks at random).
+    readers: BTreeMap<u64, Reader>,
+}
+
+struct Reader {
+    cursor: Stamp,
+    changed: watch::Sender<u64>,
+}
+
+impl Tail {
+    fn forget(&mut self) {
+        self.known_after = None;
+        self.entries.clear();
+        self.signal();
+    }
+
+    fn signal(&self) {
+        for reader in self.readers.values() {
+            reader.changed.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    fn append(&mut self, version: u64, entry: FeedEntry) {
+        let known_after = *self
+            .known_after
+            .get_or_insert_with(|| stamp_before_version(version));
+        let in_order = self
+            .entries
+            .back()
+            .map_or(entry.stamp > known_after, |last| entry.stamp > last.stamp);
+        if !in_order {
+            // Cannot happen with one committer; if it did, stop trusting.
+            self.forget();
+            return;
+        }
+        self.entries.push_back(entry);
+        self.trim();
+        // Readers take the feed's lock to look, so a woken reader sees the
+        // whole batch, however many entries it appends after this one.
+        self.signal();
+    }
+
+    /// Drops entries every reader has passed, and the oldest beyond the cap.
+    fn trim(&mut self) {
+        let slowest = self.readers.values().map(|r| r.cursor).min();
+        while let Some(front) = self.entries.front() {
+            let passed = slowest.is_some_and(|cursor| front.stamp <= cursor);
+            if !passed && self.entries.len() <= MAX_TAIL_ENTRIES {
+                break;
+            }
+            self.known_after = Some(front.stamp);
+            self.entries.pop_front();
+        }
+    }
+}
+
+/// The greatest stamp below every stamp of commit `version` (whose stamps
+/// are `version` as 8 big-endian bytes, 2 bytes of order in the batch, 2 of
+/// user version).
+fn stamp_before_version(version: u64) -> Stamp {
+    let mut stamp = [0xffu8; 12];
+    stamp[..8].copy_from_slice(&version.saturating_sub(1).to_be_bytes());
+    stamp
+}
+
+impl InboxFeed {
+    /// A feed following `db`'s commits, or `None` where the backend cannot
+    /// show every commit to this process (FoundationDB).
+    pub fn follow(db: &meridian_kv::Database) -> Option<Arc<Self>> {
+        let feed = Arc::new(Self::default());
+        db.observe_commits(feed.clone()).then_some(feed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FeedState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts following `user`'s inbox for a reader at `cursor`. The tail is
+    /// unknown until the next commit appends to the inbox, so read the store
+    /// first (after this call, so nothing falls between the two).
+    pub fn subscribe(self: &Arc<Self>, user: &str, cursor: Stamp) -> InboxSubscription {
+        let mut state = self.lock();
+        let id = state.next_reader;
+        state.next_reader += 1;
+        let tail = state.tails.entry(user.to_string()).or_insert_with(|| Tail {
+            known_after: None,
+            entries: VecDeque::new(),
+            readers: BTreeMap::new(),
+        });
+        let (changed, receiver) = watch::channel(0);
+        tail.readers.insert(id, Reader { cursor, changed });
+        InboxSubscription {
+            feed: self.clone(),
+            user: user.to_string(),
+            id,
+            changed: receiver,
+        }
+    }
+
+    fn forget_all(&self) {
+        for tail in self.lock().tails.values_mut() {
+            tail.forget();
+        }
+    }
+}
+
+/// What the feed can say of the entries after a cursor.
+#[derive(Debug)]
+pub enum FeedRead {
+    /// Every entry after the cursor, up to the limit (empty: none yet).
+    Entries(Vec<FeedEntry>),
+    /// The feed does not know them: read the store.
+    Unknown,
+}
+
+/// One reader of one inbox's tail. Dropping it stops following the inbox
+/// once no reader is left.
+pub struct InboxSubscription {
+    feed: Arc<InboxFeed>,
+    user: String,
+    id: u64,
+    changed: watch::Receiver<u64>,
+}
+
+impl InboxSubscription {
+    /// Marks every change so far as seen: [`Self::changed`] then waits for
+    /// a later one. Call it before looking (at the feed or the store).
+    pub fn mark_seen(&mut self) {
+        self.changed.borrow_and_update();
+    }
+
+    /// Waits for a change after the last [`Self::mark_seen`].
+    pub async fn changed(&mut self) {
+        // The sender lives as long as this subscription keeps its tail.
+        if self.changed.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Up to `limit` entries after `cursor`, if the tail knows them all;
+    /// records `cursor` as this reader's position.
+    pub fn read(&self, cursor: &Stamp, limit: usize) -> FeedRead {
+        let mut state = self.feed.lock();
+        let Some(tail) = state.tails.get_mut(&self.user) else {
+            return FeedRead::Unknown;
+        };
+        if let Some(reader) = tail.readers.get_mut(&self.id) {
+            reader.cursor = *cursor;
+        }
+        tail.trim();
+        match tail.known_after {
+            Some(known_after) if *cursor >= known_after => FeedRead::Entries(
+                tail.entries
+                    .iter()
+                    .skip_while(|e| e.stamp <= *cursor)
+                    .take(limit)
+                    .cloned()
+                    .collect(),
+            ),
+            _ => FeedRead::Unknown,
+        }
+    }
+}
+
+impl Drop for InboxSubscription {
+    fn drop(&mut self) {
+        let mut state = self.feed.lock();
+        if let Some(tail) = state.tails.get_mut(&self.user) {
+            tail.readers.remove(&self.id);
+            if tail.readers.is_empty() {
+                state.tails.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// The key prefixes the feed follows, packed once.
+struct Prefixes {
+    inbox: Subspace,
+    inbox_floor: Subspace,
+    message: Vec<u8>,
+}
+
+fn prefixes() -> &'static Prefixes {
+    static PREFIXES: std::sync::OnceLock<Prefixes> = std::sync::OnceLock::new();
+    PREFIXES.get_or_init(|| Prefixes {
+        inbox: Subspace::from_bytes(pack(&("inbox",))),
+        inbox_floor: Subspace::from_bytes(pack(&("inbox_floor",))),
+        message: pack(&("msg",)),
+    })
+}
+
+/// Whether `[begin, end)` overlaps the keys starting with `prefix`.
+fn overlaps(begin: &[u8], end: &[u8], prefix: &[u8]) -> bool {
+    let prefix_end = meridian_kv::strinc(prefix);
+    begin < prefix_end.as_slice() && end > prefix
+}
+
+impl CommitObserver for InboxFeed {
+    fn committed(&self, version: u64, changes: &EngineBatch) {
+        let mut state = self.lock();
+        if state.tails.is_empty() {
+            return;
+        }
+        let p = prefixes();
+        let removes_followed = changes.cleared.iter().any(|(begin, end)| {
+            overlaps(begin, end, p.inbox.bytes())
+                || overlaps(begin, end, p.inbox_floor.bytes())
+                || overlaps(begin, end, &p.message)
+        }) || changes
+            .values
+            .range(p.message.clone()..meridian_kv::strinc(&p.message))
+            .any(|(_, value)| value.is_none());
+        if removes_followed {
+            // Retention at work: rare, and simplest followed by the store.
+            drop(state);
+            self.forget_all();
+            return;
+        }
+        let (begin, end) = p.inbox.range();
+        let mut messages: HashMap<&[u8], Bytes> = HashMap::new();
+        for (key, value) in changes.values.range(begin..end) {
+            let Ok((user, stamp)) = p.inbox.unpack::<(String, Versionstamp)>(key) else {
+                continue;
+            };
+            let Some(tail) = state.tails.get_mut(&user) else {
+                continue;
+            };
+            let Some(value) = value else {
+                tail.forget();
+                continue;
+            };
+            let Ok(entry) = decode::<InboxEntry>("inbox entry", value) else {
+                tail.forget();
+                continue;
+            };
+            let message = crate::entry_message_key(&entry).and_then(|key| {
+                let (key, raw) = changes.values.get_key_value(&key)?;
+                let raw = raw.as_ref()?;
+                Some(
+                    messages
+                        .entry(key.as_slice())
+                        .or_insert_with(|| Bytes::copy_from_slice(raw))
+                        .clone(),
+                )
+            });
+            tail.append(
+                version,
+                FeedEntry {
+                    stamp: *stamp.as_bytes(),
+                    entry,
+                    message,
+                },
+            );
+        }
+        let (begin, end) = p.inbox_floor.range();
+        for (key, _) in changes.values.range(begin..end) {
+            if let Ok((user,)) = p.inbox_floor.unpack::<(String,)>(key)
+                && let Some(tail) = state.tails.get_mut(&user)
+            {
+                tail.forget();
+            }
+        }
+    }
+
+    fn outcome_unknown(&self) {
+        self.forget_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use meridian_kv::{Database, DatabaseOptions};
+    use meridian_seams::clock::ManualClock;
+    use meridian_seams::{Rng, SharedClock};
+
+    use super::*;
+    use crate::keys::STAMP_ZERO;
+
+    fn open() -> Database {
+        let clock: SharedClock = Arc::new(ManualClock::new(1_800_000_000_000));
+        Database::open(
+            Arc::new(meridian_kv_memory::MemoryEngine::new()),
+            clock,
+            Rng::seeded(7),
+            DatabaseOptions::default(),
+        )
+        .expect("open")
+    }
+
+    fn message(n: u64) -> Message {
+        Message {
+            msg_id: format!("m{n}"),
+            conv_id: "c".into(),
+            sender_user: "alice".into(),
+            sender_device: "d".into(),
+            client_msg_id: format!("k{n}"),
+            hlc: n,
+            origin_region: "r".into(),
+            payload: format!("p{n}"),
+            reply_to: None,
+            sent_ms: n,
+            attachments: Vec::new(),
+        }
+    }
+
+    /// Commits message `n` into the history and `users`' inboxes.
+    async fn send(db: &Database, n: u64, users: &[&str]) {
+        let tx = db.begin();
+        let m = message(n);
+        crate::put_message(&tx, &m).expect("put");
+        for user in users {
+            crate::append_inbox(
+                &tx,
+                user,
+                &InboxEntry::Message {
+                    conv_id: m.conv_id.clone(),
+                    hlc: m.hlc,
+                    origin_region: m.origin_region.clone(),
+                    msg_id: m.msg_id.clone(),
+                },
+                crate::InboxWakeup::Feed,
+            )
+            .expect("append");
+        }
+        tx.commit().await.expect("commit");
+    }
+
+    async fn stored(db: &Database, user: &str, after: &Stamp) -> Vec<Stamp> {
+        let tx = db.begin();
+        crate::read_inbox(&tx, user, after, 1000)
+            .await
+            .expect("read")
+            .into_iter()
+            .map(|(stamp, _)| stamp)
+            .collect()
+    }
+
+    fn entries(read: FeedRead) -> Vec<FeedEntry> {
+        match read {
+            FeedRead::Entries(entries) => entries,
+            FeedRead::Unknown => panic!("the feed should know the entries"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_subscribed_inbox_gets_each_appended_entry_with_its_message() {
+        let db = open();
+        let feed = InboxFeed::follow(&db).expect("native databases are followed");
+        send(&db, 1, &["bob"]).await;
+        let mut sub = feed.subscribe("bob", STAMP_ZERO);
+        assert!(
+            matches!(sub.read(&STAMP_ZERO, 10), FeedRead::Unknown),
+            "what came before the subscription is read from the store"
+        );
+        let first = stored(&db, "bob", &STAMP_ZERO).await;
+        send(&db, 2, &["bob", "carol"]).await;
+        assert!(
+            matches!(sub.read(&first[0], 10), FeedRead::Unknown),
+            "the tail starts with the commit that follows the subscription: \
+             the reader may not have read up to it"
+        );
+        let second = stored(&db, "bob", &first[0]).await;
+        sub.mark_seen();
+        send(&db, 3, &["bob"]).await;
+        send(&db, 4, &["bob"]).await;
+        tokio::time::timeout(std::time::Duration::from_secs(5), sub.changed())
+            .await
+            .expect("the append wakes the subscriber");
+        let got = entries(sub.read(&second[0], 10));
+        let from_store = stored(&db, "bob", &second[0]).await;
+        assert_eq!(
+            got.iter().map(|e| e.stamp).collect::<Vec<_>>(),
+            from_store,
+            "the feed holds exactly what the store holds after the cursor"
+        );
+        let messages: Vec<Message> = got
+            .iter()
+            .map(|e| e.message().expect("carried").expect("decodes"))
+            .collect();
+        assert_eq!(messages, vec![message(3), message(4)]);
+        assert_eq!(entries(sub.read(&from_store[1], 10)).len(), 0, "caught up");
+        assert!(
+            matches!(sub.read(&STAMP_ZERO, 10), FeedRead::Unknown),
+            "a cursor before what the feed knows reads the store"
+        );
+        let other = feed.subscribe("carol", STAMP_ZERO);
+        assert!(
+            matches!(other.read(&STAMP_ZERO, 10), FeedRead::Unknown),
+            "inboxes nobody followed at the time were not kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn pruning_or_moving_the_floor_sends_readers_to_the_store() {
+        let db = open();
+        let feed = InboxFeed::follow(&db).expect("followed");
+        let sub = feed.subscribe("bob", STAMP_ZERO);
+        send(&db, 1, &["bob"]).await;
+        send(&db, 2, &["bob"]).await;
+        let all = stored(&db, "bob", &STAMP_ZERO).await;
+        assert_eq!(entries(sub.read(&all[0], 10)).len(), 1);
+
+        let tx = db.begin();
+        crate::prune_inbox(&tx, "bob", &all[0]).expect("prune");
+        tx.commit().await.expect("commit");
+        assert!(matches!(sub.read(&all[0], 10), FeedRead::Unknown));
+
+        send(&db, 3, &["bob"]).await;
+        let now = stored(&db, "bob", &all[1]).await;
+        assert_eq!(entries(sub.read(&now[0], 10)).len(), 0, "known again");
+        let tx = db.begin();
+        crate::set_inbox_floor(&tx, "bob", &all[1]).expect("floor");
+        tx.commit().await.expect("commit");
+        assert!(matches!(sub.read(&now[0], 10), FeedRead::Unknown));
+    }
+
+    #[tokio::test]
+    async fn entries_every_reader_passed_are_dropped_and_the_tail_is_capped() {
+        let db = open();
+        let feed = InboxFeed::follow(&db).expect("followed");
+        let slow = feed.subscribe("bob", STAMP_ZERO);
+        let fast = feed.subscribe("bob", STAMP_ZERO);
+        send(&db, 0, &["bob"]).await;
+        let base = stored(&db, "bob", &STAMP_ZERO).await[0];
+        for n in 1..=3 {
+            send(&db, n, &["bob"]).await;
+        }
+        let all = stored(&db, "bob", &base).await;
+        assert_eq!(entries(fast.read(&all[2], 10)).len(), 0);
+        assert_eq!(
+            entries(slow.read(&base, 10)).len(),
+            3,
+            "kept for the slower reader"
+        );
+        assert_eq!(entries(slow.read(&all[1], 10)).len(), 1);
+        assert!(
+            matches!(slow.read(&base, 10), FeedRead::Unknown),
+            "dropped once both readers passed them"
+        );
+        drop(fast);
+        for n in 4..(5 + MAX_TAIL_ENTRIES as u64) {
+            send(&db, n, &["bob"]).await;
+        }
+        assert!(
+            matches!(slow.read(&all[2], 10), FeedRead::Unknown),
+            "a reader beyond the cap reads the store"
+        );
+        drop(slow);
+        assert!(feed.lock().tails.is_empty(), "unfollowed without readers");
+    }
+}
