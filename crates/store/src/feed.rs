@@ -22,7 +22,7 @@
 //! reads the store too. So a read from the feed returns exactly what a store
 //! read at the newest version would.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -38,6 +38,20 @@ use crate::{InboxEntry, Message, StoreError};
 /// Entries a tail keeps beyond its slowest reader's cursor; past that the
 /// oldest go, and a reader that far behind reads the store.
 const MAX_TAIL_ENTRIES: usize = 2048;
+
+/// Bytes (mostly message payloads) a tail keeps beyond its slowest reader:
+/// a device that stops reading (its window full of unacked deliveries) pins
+/// no more than this.
+const MAX_TAIL_BYTES: usize = 1 << 20;
+
+/// Bytes all tails together keep; past it the largest tails are dropped
+/// (their readers read the store) until half of it is left.
+const MAX_FEED_BYTES: usize = 256 << 20;
+
+/// What an entry costs a tail: its message, plus the entry's own fields.
+fn entry_bytes(entry: &FeedEntry) -> usize {
+    entry.message.as_ref().map_or(0, Bytes::len) + 128
+}
 
 /// An inbox entry as the feed holds it.
 #[derive(Debug, Clone)]
@@ -72,6 +86,8 @@ struct FeedState {
     /// Ordered, so what wakes in which order is the same in every run (the
     /// deterministic simulation replays traces).
     tails: BTreeMap<String, Tail>,
+    /// The sum of the tails' `bytes`.
+    bytes: usize,
     next_reader: u64,
 }
 
@@ -80,6 +96,8 @@ struct Tail {
     /// the next commit appends to the inbox.
     known_after: Option<Stamp>,
     entries: VecDeque<FeedEntry>,
+    /// What `entries` cost ([`entry_bytes`]).
+    bytes: usize,
     /// Each reader's cursor (entries all of them passed are dropped) and
     /// the signal bumped whenever the tail changes: an append, or it became
     /// unknown. One channel per reader, signalled in reader order, so the
@@ -98,6 +116,7 @@ impl Tail {
     fn forget(&mut self) {
         self.known_after = None;
         self.entries.clear();
+        self.bytes = 0;
         self.signal();
     }
 
@@ -120,6 +139,7 @@ impl Tail {
             self.forget();
             return;
         }
+        self.bytes += entry_bytes(&entry);
         self.entries.push_back(entry);
         self.trim();
         // Readers take the feed's lock to look, so a woken reader sees the
@@ -127,15 +147,17 @@ impl Tail {
         self.signal();
     }
 
-    /// Drops entries every reader has passed, and the oldest beyond the cap.
+    /// Drops entries every reader has passed, and the oldest beyond the caps.
     fn trim(&mut self) {
         let slowest = self.readers.values().map(|r| r.cursor).min();
         while let Some(front) = self.entries.front() {
             let passed = slowest.is_some_and(|cursor| front.stamp <= cursor);
-            if !passed && self.entries.len() <= MAX_TAIL_ENTRIES {
+            let over = self.entries.len() > MAX_TAIL_ENTRIES || self.bytes > MAX_TAIL_BYTES;
+            if !passed && !over {
                 break;
             }
             self.known_after = Some(front.stamp);
+            self.bytes -= entry_bytes(front);
             self.entries.pop_front();
         }
     }
@@ -172,6 +194,7 @@ impl InboxFeed {
         let tail = state.tails.entry(user.to_string()).or_insert_with(|| Tail {
             known_after: None,
             entries: VecDeque::new(),
+            bytes: 0,
             readers: BTreeMap::new(),
         });
         let (changed, receiver) = watch::channel(0);
@@ -185,9 +208,11 @@ impl InboxFeed {
     }
 
     fn forget_all(&self) {
-        for tail in self.lock().tails.values_mut() {
+        let mut state = self.lock();
+        for tail in state.tails.values_mut() {
             tail.forget();
         }
+        state.bytes = 0;
     }
 }
 
@@ -228,13 +253,16 @@ impl InboxSubscription {
     /// records `cursor` as this reader's position.
     pub fn read(&self, cursor: &Stamp, limit: usize) -> FeedRead {
         let mut state = self.feed.lock();
-        let Some(tail) = state.tails.get_mut(&self.user) else {
+        let FeedState { tails, bytes, .. } = &mut *state;
+        let Some(tail) = tails.get_mut(&self.user) else {
             return FeedRead::Unknown;
         };
         if let Some(reader) = tail.readers.get_mut(&self.id) {
             reader.cursor = *cursor;
         }
+        let before = tail.bytes;
         tail.trim();
+        *bytes = *bytes - before + tail.bytes;
         match tail.known_after {
             Some(known_after) if *cursor >= known_after => FeedRead::Entries(
                 tail.entries
@@ -254,8 +282,10 @@ impl Drop for InboxSubscription {
         let mut state = self.feed.lock();
         if let Some(tail) = state.tails.get_mut(&self.user) {
             tail.readers.remove(&self.id);
-            if tail.readers.is_empty() {
-                state.tails.remove(&self.user);
+            if tail.readers.is_empty()
+                && let Some(tail) = state.tails.remove(&self.user)
+            {
+                state.bytes -= tail.bytes;
             }
         }
     }
@@ -304,48 +334,84 @@ impl CommitObserver for InboxFeed {
             self.forget_all();
             return;
         }
+        let FeedState { tails, bytes, .. } = &mut *state;
         let (begin, end) = p.inbox.range();
         let mut messages: HashMap<&[u8], Bytes> = HashMap::new();
+        // Users whose tail this batch made unknown: the rest of their
+        // entries in it must not make the tail known again below them.
+        let mut forgotten = BTreeSet::new();
         for (key, value) in changes.values.range(begin..end) {
             let Ok((user, stamp)) = p.inbox.unpack::<(String, Versionstamp)>(key) else {
                 continue;
             };
-            let Some(tail) = state.tails.get_mut(&user) else {
+            let Some(tail) = tails.get_mut(&user) else {
                 continue;
             };
-            let Some(value) = value else {
-                tail.forget();
+            if forgotten.contains(&user) {
                 continue;
-            };
-            let Ok(entry) = decode::<InboxEntry>("inbox entry", value) else {
-                tail.forget();
-                continue;
-            };
-            let message = crate::entry_message_key(&entry).and_then(|key| {
-                let (key, raw) = changes.values.get_key_value(&key)?;
-                let raw = raw.as_ref()?;
-                Some(
-                    messages
-                        .entry(key.as_slice())
-                        .or_insert_with(|| Bytes::copy_from_slice(raw))
-                        .clone(),
-                )
-            });
-            tail.append(
-                version,
-                FeedEntry {
-                    stamp: *stamp.as_bytes(),
-                    entry,
-                    message,
-                },
-            );
+            }
+            let before = tail.bytes;
+            let entry = value
+                .as_ref()
+                .and_then(|value| decode::<InboxEntry>("inbox entry", value).ok());
+            match entry {
+                Some(entry) => {
+                    let message = crate::entry_message_key(&entry).and_then(|key| {
+                        let (key, raw) = changes.values.get_key_value(&key)?;
+                        let raw = raw.as_ref()?;
+                        Some(
+                            messages
+                                .entry(key.as_slice())
+                                .or_insert_with(|| Bytes::copy_from_slice(raw))
+                                .clone(),
+                        )
+                    });
+                    tail.append(
+                        version,
+                        FeedEntry {
+                            stamp: *stamp.as_bytes(),
+                            entry,
+                            message,
+                        },
+                    );
+                }
+                // Removed, or undecodable (the store read reports it).
+                None => {
+                    tail.forget();
+                    forgotten.insert(user);
+                }
+            }
+            *bytes = *bytes - before + tail.bytes;
         }
         let (begin, end) = p.inbox_floor.range();
         for (key, _) in changes.values.range(begin..end) {
             if let Ok((user,)) = p.inbox_floor.unpack::<(String,)>(key)
-                && let Some(tail) = state.tails.get_mut(&user)
+                && let Some(tail) = tails.get_mut(&user)
             {
+                *bytes -= tail.bytes;
                 tail.forget();
+            }
+        }
+        if *bytes > MAX_FEED_BYTES {
+            let mut largest: Vec<(usize, &String)> = tails
+                .iter()
+                .map(|(user, tail)| (tail.bytes, user))
+                .collect();
+            largest.sort_unstable_by(|a, b| b.cmp(a));
+            let mut shed = Vec::new();
+            let mut left = *bytes;
+            for (size, user) in largest {
+                if left <= MAX_FEED_BYTES / 2 {
+                    break;
+                }
+                left -= size;
+                shed.push(user.clone());
+            }
+            for user in shed {
+                if let Some(tail) = tails.get_mut(&user) {
+                    *bytes -= tail.bytes;
+                    tail.forget();
+                }
             }
         }
     }
@@ -378,6 +444,10 @@ mod tests {
     }
 
     fn message(n: u64) -> Message {
+        sized_message(n, 1)
+    }
+
+    fn sized_message(n: u64, payload_bytes: usize) -> Message {
         Message {
             msg_id: format!("m{n}"),
             conv_id: "c".into(),
@@ -386,7 +456,11 @@ mod tests {
             client_msg_id: format!("k{n}"),
             hlc: n,
             origin_region: "r".into(),
-            payload: format!("p{n}"),
+            payload: if payload_bytes == 1 {
+                format!("p{n}")
+            } else {
+                "x".repeat(payload_bytes)
+            },
             reply_to: None,
             sent_ms: n,
             attachments: Vec::new(),
@@ -395,8 +469,12 @@ mod tests {
 
     /// Commits message `n` into the history and `users`' inboxes.
     async fn send(db: &Database, n: u64, users: &[&str]) {
+        send_sized(db, n, users, 1).await;
+    }
+
+    async fn send_sized(db: &Database, n: u64, users: &[&str], payload_bytes: usize) {
         let tx = db.begin();
-        let m = message(n);
+        let m = sized_message(n, payload_bytes);
         crate::put_message(&tx, &m).expect("put");
         for user in users {
             crate::append_inbox(
@@ -537,5 +615,26 @@ mod tests {
         );
         drop(slow);
         assert!(feed.lock().tails.is_empty(), "unfollowed without readers");
+        assert_eq!(feed.lock().bytes, 0);
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_stops_reading_pins_a_bounded_number_of_bytes() {
+        let db = open();
+        let feed = InboxFeed::follow(&db).expect("followed");
+        let stalled = feed.subscribe("bob", STAMP_ZERO);
+        let _other = feed.subscribe("carol", STAMP_ZERO);
+        for n in 0..40 {
+            send_sized(&db, n, &["bob", "carol"], 60_000).await;
+        }
+        let state = feed.lock();
+        let held: usize = state.tails.values().map(|t| t.bytes).sum();
+        assert_eq!(state.bytes, held, "the total follows the tails");
+        for tail in state.tails.values() {
+            assert!(tail.bytes <= MAX_TAIL_BYTES, "{} bytes", tail.bytes);
+            assert!(tail.entries.len() < 40, "the oldest were dropped");
+        }
+        drop(state);
+        assert!(matches!(stalled.read(&STAMP_ZERO, 10), FeedRead::Unknown));
     }
 }
