@@ -494,7 +494,7 @@ async fn deliver(
     }
     // Subscribed before the first look at the inbox, so that no commit
     // falls between the look and the wait.
-    let mut feed = messaging
+    let feed = messaging
         .inbox_feed()
         .map(|feed| feed.subscribe(&caller.user_id, cursor));
     let mut acked = state.acked.subscribe();
@@ -512,7 +512,7 @@ async fn deliver(
             &state,
             &down,
             &mut cursor,
-            feed.as_mut(),
+            feed.as_ref(),
         );
         match step.await {
             Ok(Flow::Continue) => backoff = Duration::from_millis(5),
@@ -551,31 +551,29 @@ async fn deliver_step(
     state: &DeliveryState,
     down: &Down,
     cursor: &mut Stamp,
-    mut feed: Option<&mut InboxSubscription>,
+    feed: Option<&InboxSubscription>,
 ) -> Result<Flow, CoreError> {
     let batch = messaging.config().delivery_batch;
-    if let Some(feed) = feed.as_deref_mut() {
-        // Before looking, so a commit after the look wakes the wait below.
-        feed.mark_seen();
-        if let FeedRead::Entries(entries) = feed.read(cursor, batch) {
-            if entries.is_empty() {
-                return wait_for_feed(feed, down).await;
-            }
-            // Opened only for an entry whose message its commit did not carry.
-            let mut tx = None;
-            let mut items = Vec::with_capacity(entries.len());
-            for entry in &entries {
-                let item = match entry.message() {
-                    Some(message) => Some(delivery::Item::Message(message_info(message?))),
-                    None => {
-                        let tx = tx.get_or_insert_with(|| messaging.db().begin());
-                        delivery_item(tx, &entry.entry).await?
-                    }
-                };
-                items.push((entry.stamp, item));
-            }
-            return Ok(send_deliveries(session, state, down, cursor, items).await);
+    if let Some(feed) = feed
+        && let FeedRead::Entries(entries) = feed.read(cursor, batch)
+    {
+        if entries.is_empty() {
+            return wait_for_feed(feed, down).await;
         }
+        // Opened only for an entry whose message its commit did not carry.
+        let mut tx = None;
+        let mut items = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            let item = match entry.message() {
+                Some(message) => Some(delivery::Item::Message(message_info(message?))),
+                None => {
+                    let tx = tx.get_or_insert_with(|| messaging.db().begin());
+                    delivery_item(tx, &entry.entry).await?
+                }
+            };
+            items.push((entry.stamp, item));
+        }
+        return Ok(send_deliveries(session, state, down, cursor, items).await);
     }
     let tx = messaging.db().begin();
     let floor = store::get_inbox_floor(&tx, &caller.user_id).await?;
@@ -597,8 +595,9 @@ async fn deliver_step(
     let entries = store::read_inbox(&tx, &caller.user_id, cursor, batch).await?;
     // A short read saw the whole inbox at this snapshot: wait for it to grow
     // rather than reading it again to find it empty (half of all inbox range
-    // reads, each of which visits every table of the LSM). The feed was
-    // marked before this snapshot; without one, a watch registered at it
+    // reads, each of which visits every table of the LSM). A commit after this
+    // snapshot signals the feed (the signal waits for the wait); without
+    // one, a watch registered at it
     // (only snapshot reads: the commit cannot conflict) fires at once for
     // anything appended after it.
     let caught_up = entries.len() < batch;
@@ -671,7 +670,7 @@ async fn send_deliveries(
 }
 
 /// Waits for the feed to change, or for the session to end.
-async fn wait_for_feed(feed: &mut InboxSubscription, down: &Down) -> Result<Flow, CoreError> {
+async fn wait_for_feed(feed: &InboxSubscription, down: &Down) -> Result<Flow, CoreError> {
     tokio::select! {
         biased;
         () = feed.changed() => Ok(Flow::Continue),

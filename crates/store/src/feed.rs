@@ -29,7 +29,7 @@ use bytes::Bytes;
 use meridian_kv::CommitObserver;
 use meridian_kv::engine::EngineBatch;
 use meridian_kv::tuple::{Subspace, Versionstamp, pack};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use crate::keys::Stamp;
 use crate::ops::decode;
@@ -99,17 +99,19 @@ struct Tail {
     /// What `entries` cost ([`entry_bytes`]).
     bytes: usize,
     /// Each reader's cursor (entries all of them passed are dropped) and
-    /// the signal bumped whenever the tail changes: an append, or it became
-    /// unknown. One channel per reader, signalled in reader order, so the
-    /// order of wake-ups is the same in every run (the deterministic
-    /// simulation replays traces; a channel shared by several waiters wakes
-    /// them in an order tokio picks at random).
-    readers: BTreeMap<u64, Reader>,
+    /// the signal given whenever the tail changes: an append, or it became
+    /// unknown. One `Notify` per reader (small: one per attached session),
+    /// signalled in reader order, so the order of wake-ups is the same in
+    /// every run (the deterministic simulation replays traces).
+    /// In subscription order (ids only grow); a `Vec`, as a user has few
+    /// devices and a map's node would cost each session hundreds of bytes.
+    readers: Vec<Reader>,
 }
 
 struct Reader {
+    id: u64,
     cursor: Stamp,
-    changed: watch::Sender<u64>,
+    changed: Arc<Notify>,
 }
 
 impl Tail {
@@ -121,8 +123,9 @@ impl Tail {
     }
 
     fn signal(&self) {
-        for reader in self.readers.values() {
-            reader.changed.send_modify(|n| *n = n.wrapping_add(1));
+        for reader in &self.readers {
+            // A permit when the reader is not waiting: it cannot miss this.
+            reader.changed.notify_one();
         }
     }
 
@@ -149,7 +152,7 @@ impl Tail {
 
     /// Drops entries every reader has passed, and the oldest beyond the caps.
     fn trim(&mut self) {
-        let slowest = self.readers.values().map(|r| r.cursor).min();
+        let slowest = self.readers.iter().map(|r| r.cursor).min();
         while let Some(front) = self.entries.front() {
             let passed = slowest.is_some_and(|cursor| front.stamp <= cursor);
             let over = self.entries.len() > MAX_TAIL_ENTRIES || self.bytes > MAX_TAIL_BYTES;
@@ -195,15 +198,19 @@ impl InboxFeed {
             known_after: None,
             entries: VecDeque::new(),
             bytes: 0,
-            readers: BTreeMap::new(),
+            readers: Vec::new(),
         });
-        let (changed, receiver) = watch::channel(0);
-        tail.readers.insert(id, Reader { cursor, changed });
+        let changed = Arc::new(Notify::new());
+        tail.readers.push(Reader {
+            id,
+            cursor,
+            changed: changed.clone(),
+        });
         InboxSubscription {
             feed: self.clone(),
             user: user.to_string(),
             id,
-            changed: receiver,
+            changed,
         }
     }
 
@@ -231,22 +238,16 @@ pub struct InboxSubscription {
     feed: Arc<InboxFeed>,
     user: String,
     id: u64,
-    changed: watch::Receiver<u64>,
+    changed: Arc<Notify>,
 }
 
 impl InboxSubscription {
-    /// Marks every change so far as seen: [`Self::changed`] then waits for
-    /// a later one. Call it before looking (at the feed or the store).
-    pub fn mark_seen(&mut self) {
-        self.changed.borrow_and_update();
-    }
-
-    /// Waits for a change after the last [`Self::mark_seen`].
-    pub async fn changed(&mut self) {
-        // The sender lives as long as this subscription keeps its tail.
-        if self.changed.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
+    /// Waits for a change of the tail since the previous wait ended (or
+    /// since [`InboxFeed::subscribe`]): a change made while the reader was
+    /// looking (at the feed or the store) ends the next wait at once, so
+    /// none is missed; one already seen may end a wait needlessly.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     /// Up to `limit` entries after `cursor`, if the tail knows them all;
@@ -257,7 +258,7 @@ impl InboxSubscription {
         let Some(tail) = tails.get_mut(&self.user) else {
             return FeedRead::Unknown;
         };
-        if let Some(reader) = tail.readers.get_mut(&self.id) {
+        if let Some(reader) = tail.readers.iter_mut().find(|r| r.id == self.id) {
             reader.cursor = *cursor;
         }
         let before = tail.bytes;
@@ -281,7 +282,7 @@ impl Drop for InboxSubscription {
     fn drop(&mut self) {
         let mut state = self.feed.lock();
         if let Some(tail) = state.tails.get_mut(&self.user) {
-            tail.readers.remove(&self.id);
+            tail.readers.retain(|r| r.id != self.id);
             if tail.readers.is_empty()
                 && let Some(tail) = state.tails.remove(&self.user)
             {
@@ -515,7 +516,7 @@ mod tests {
         let db = open();
         let feed = InboxFeed::follow(&db).expect("native databases are followed");
         send(&db, 1, &["bob"]).await;
-        let mut sub = feed.subscribe("bob", STAMP_ZERO);
+        let sub = feed.subscribe("bob", STAMP_ZERO);
         assert!(
             matches!(sub.read(&STAMP_ZERO, 10), FeedRead::Unknown),
             "what came before the subscription is read from the store"
@@ -528,7 +529,6 @@ mod tests {
              the reader may not have read up to it"
         );
         let second = stored(&db, "bob", &first[0]).await;
-        sub.mark_seen();
         send(&db, 3, &["bob"]).await;
         send(&db, 4, &["bob"]).await;
         tokio::time::timeout(std::time::Duration::from_secs(5), sub.changed())
