@@ -564,12 +564,13 @@ async fn deliver_step(
         let mut tx = None;
         let mut items = Vec::with_capacity(entries.len());
         for entry in &entries {
-            let item = match entry.message() {
-                Some(message) => Some(delivery::Item::Message(message_info(message?))),
-                None => {
+            let item = match (entry.message(), &entry.entry) {
+                (Some(message), _) => Some(delivery::Item::Message(message_info(message?))),
+                (None, InboxEntry::Message { .. }) => {
                     let tx = tx.get_or_insert_with(|| messaging.db().begin());
                     delivery_item(tx, &entry.entry).await?
                 }
+                (None, notice) => notice_item(notice),
             };
             items.push((entry.stamp, item));
         }
@@ -595,11 +596,11 @@ async fn deliver_step(
     let entries = store::read_inbox(&tx, &caller.user_id, cursor, batch).await?;
     // A short read saw the whole inbox at this snapshot: wait for it to grow
     // rather than reading it again to find it empty (half of all inbox range
-    // reads, each of which visits every table of the LSM). A commit after this
-    // snapshot signals the feed (the signal waits for the wait); without
-    // one, a watch registered at it
-    // (only snapshot reads: the commit cannot conflict) fires at once for
-    // anything appended after it.
+    // reads, each of which visits every table of the LSM). A commit after
+    // this snapshot signals the feed (kept as a permit until the wait);
+    // without a feed, a watch registered at this snapshot (only snapshot
+    // reads: the commit cannot conflict) fires at once for anything
+    // appended after it.
     let caught_up = entries.len() < batch;
     let wake = (caught_up && feed.is_none())
         .then(|| tx.watch(&meridian_store::keys::inbox_head(&caller.user_id)));
@@ -692,6 +693,8 @@ async fn wait_for_inbox(wake: Option<meridian_kv::Watch>, down: &Down) -> Result
     Ok(Flow::Continue)
 }
 
+/// The delivery item of `entry`, reading its message from the store:
+/// `None` for a message retention already removed from history.
 async fn delivery_item(
     tx: &meridian_kv::Transaction,
     entry: &InboxEntry,
@@ -700,6 +703,15 @@ async fn delivery_item(
         InboxEntry::Message { .. } => store::get_entry_message(tx, entry)
             .await?
             .map(|message| delivery::Item::Message(message_info(message))),
+        notice => notice_item(notice),
+    })
+}
+
+/// The delivery item of an entry that carries all it says (a receipt or a
+/// conversation change); `None` for a message entry.
+fn notice_item(entry: &InboxEntry) -> Option<delivery::Item> {
+    match entry {
+        InboxEntry::Message { .. } => None,
         InboxEntry::Receipt {
             conv_id,
             msg_id,
@@ -723,5 +735,5 @@ async fn delivery_item(
                 version: *version,
             }))
         }
-    })
+    }
 }

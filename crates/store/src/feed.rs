@@ -213,13 +213,50 @@ impl InboxFeed {
             changed,
         }
     }
+}
 
-    fn forget_all(&self) {
-        let mut state = self.lock();
-        for tail in state.tails.values_mut() {
+impl FeedState {
+    /// Runs `change` on `user`'s tail, if it is followed, keeping `bytes`
+    /// the sum of the tails' bytes.
+    fn with_tail<R>(&mut self, user: &str, change: impl FnOnce(&mut Tail) -> R) -> Option<R> {
+        let tail = self.tails.get_mut(user)?;
+        let before = tail.bytes;
+        let outcome = change(tail);
+        self.bytes = self.bytes - before + tail.bytes;
+        Some(outcome)
+    }
+
+    fn forget_all(&mut self) {
+        for tail in self.tails.values_mut() {
             tail.forget();
         }
-        state.bytes = 0;
+        self.bytes = 0;
+    }
+
+    /// Past the feed's budget, drops the largest tails until half is left.
+    fn shed(&mut self) {
+        if self.bytes <= MAX_FEED_BYTES {
+            return;
+        }
+        let mut largest: Vec<(usize, &String)> = self
+            .tails
+            .iter()
+            .map(|(user, tail)| (tail.bytes, user))
+            .collect();
+        largest.sort_unstable_by(|a, b| b.cmp(a));
+        let mut left = self.bytes;
+        let shed: Vec<String> = largest
+            .into_iter()
+            .take_while(|&(size, _)| {
+                let over = left > MAX_FEED_BYTES / 2;
+                left = left.saturating_sub(size);
+                over
+            })
+            .map(|(_, user)| user.clone())
+            .collect();
+        for user in shed {
+            self.with_tail(&user, Tail::forget);
+        }
     }
 }
 
@@ -253,28 +290,24 @@ impl InboxSubscription {
     /// Up to `limit` entries after `cursor`, if the tail knows them all;
     /// records `cursor` as this reader's position.
     pub fn read(&self, cursor: &Stamp, limit: usize) -> FeedRead {
-        let mut state = self.feed.lock();
-        let FeedState { tails, bytes, .. } = &mut *state;
-        let Some(tail) = tails.get_mut(&self.user) else {
-            return FeedRead::Unknown;
-        };
-        if let Some(reader) = tail.readers.iter_mut().find(|r| r.id == self.id) {
-            reader.cursor = *cursor;
-        }
-        let before = tail.bytes;
-        tail.trim();
-        *bytes = *bytes - before + tail.bytes;
-        match tail.known_after {
-            Some(known_after) if *cursor >= known_after => FeedRead::Entries(
-                tail.entries
-                    .iter()
-                    .skip_while(|e| e.stamp <= *cursor)
-                    .take(limit)
-                    .cloned()
-                    .collect(),
-            ),
-            _ => FeedRead::Unknown,
-        }
+        let read = self.feed.lock().with_tail(&self.user, |tail| {
+            if let Some(reader) = tail.readers.iter_mut().find(|r| r.id == self.id) {
+                reader.cursor = *cursor;
+            }
+            tail.trim();
+            match tail.known_after {
+                Some(known_after) if *cursor >= known_after => FeedRead::Entries(
+                    tail.entries
+                        .iter()
+                        .skip_while(|e| e.stamp <= *cursor)
+                        .take(limit)
+                        .cloned()
+                        .collect(),
+                ),
+                _ => FeedRead::Unknown,
+            }
+        });
+        read.unwrap_or(FeedRead::Unknown)
     }
 }
 
@@ -331,11 +364,9 @@ impl CommitObserver for InboxFeed {
             .any(|(_, value)| value.is_none());
         if removes_followed {
             // Retention at work: rare, and simplest followed by the store.
-            drop(state);
-            self.forget_all();
+            state.forget_all();
             return;
         }
-        let FeedState { tails, bytes, .. } = &mut *state;
         let (begin, end) = p.inbox.range();
         let mut messages: HashMap<&[u8], Bytes> = HashMap::new();
         // Users whose tail this batch made unknown: the rest of their
@@ -345,80 +376,59 @@ impl CommitObserver for InboxFeed {
             let Ok((user, stamp)) = p.inbox.unpack::<(String, Versionstamp)>(key) else {
                 continue;
             };
-            let Some(tail) = tails.get_mut(&user) else {
-                continue;
-            };
             if forgotten.contains(&user) {
                 continue;
             }
-            let before = tail.bytes;
-            let entry = value
-                .as_ref()
-                .and_then(|value| decode::<InboxEntry>("inbox entry", value).ok());
-            match entry {
-                Some(entry) => {
-                    let message = crate::entry_message_key(&entry).and_then(|key| {
-                        let (key, raw) = changes.values.get_key_value(&key)?;
-                        let raw = raw.as_ref()?;
-                        Some(
-                            messages
-                                .entry(key.as_slice())
-                                .or_insert_with(|| Bytes::copy_from_slice(raw))
-                                .clone(),
-                        )
-                    });
-                    tail.append(
-                        version,
-                        FeedEntry {
-                            stamp: *stamp.as_bytes(),
-                            entry,
-                            message,
-                        },
-                    );
+            // Decoded only for followed users (inside), on the commit path.
+            let followed = state.with_tail(&user, |tail| {
+                match value
+                    .as_ref()
+                    .and_then(|value| decode::<InboxEntry>("inbox entry", value).ok())
+                {
+                    Some(entry) => {
+                        let message = crate::entry_message_key(&entry).and_then(|key| {
+                            let (key, raw) = changes.values.get_key_value(&key)?;
+                            let raw = raw.as_ref()?;
+                            Some(
+                                messages
+                                    .entry(key.as_slice())
+                                    .or_insert_with(|| Bytes::copy_from_slice(raw))
+                                    .clone(),
+                            )
+                        });
+                        let stamp = *stamp.as_bytes();
+                        tail.append(
+                            version,
+                            FeedEntry {
+                                stamp,
+                                entry,
+                                message,
+                            },
+                        );
+                        true
+                    }
+                    // Removed, or undecodable (the store read reports it).
+                    None => {
+                        tail.forget();
+                        false
+                    }
                 }
-                // Removed, or undecodable (the store read reports it).
-                None => {
-                    tail.forget();
-                    forgotten.insert(user);
-                }
+            });
+            if followed == Some(false) {
+                forgotten.insert(user);
             }
-            *bytes = *bytes - before + tail.bytes;
         }
         let (begin, end) = p.inbox_floor.range();
         for (key, _) in changes.values.range(begin..end) {
-            if let Ok((user,)) = p.inbox_floor.unpack::<(String,)>(key)
-                && let Some(tail) = tails.get_mut(&user)
-            {
-                *bytes -= tail.bytes;
-                tail.forget();
+            if let Ok((user,)) = p.inbox_floor.unpack::<(String,)>(key) {
+                state.with_tail(&user, Tail::forget);
             }
         }
-        if *bytes > MAX_FEED_BYTES {
-            let mut largest: Vec<(usize, &String)> = tails
-                .iter()
-                .map(|(user, tail)| (tail.bytes, user))
-                .collect();
-            largest.sort_unstable_by(|a, b| b.cmp(a));
-            let mut shed = Vec::new();
-            let mut left = *bytes;
-            for (size, user) in largest {
-                if left <= MAX_FEED_BYTES / 2 {
-                    break;
-                }
-                left -= size;
-                shed.push(user.clone());
-            }
-            for user in shed {
-                if let Some(tail) = tails.get_mut(&user) {
-                    *bytes -= tail.bytes;
-                    tail.forget();
-                }
-            }
-        }
+        state.shed();
     }
 
     fn outcome_unknown(&self) {
-        self.forget_all();
+        self.lock().forget_all();
     }
 }
 

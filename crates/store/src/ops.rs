@@ -275,15 +275,16 @@ pub async fn get_message(
     conv_id: &str,
     at: &Position,
 ) -> Result<Option<Message>, StoreError> {
-    match tx
-        .get_snapshot(&keys::message(
-            conv_id,
-            at.hlc,
-            &at.origin_region,
-            &at.msg_id,
-        ))
-        .await?
-    {
+    message_at(
+        tx,
+        &keys::message(conv_id, at.hlc, &at.origin_region, &at.msg_id),
+    )
+    .await
+}
+
+/// The message stored at history key `key`, by a snapshot read.
+async fn message_at(tx: &Transaction, key: &[u8]) -> Result<Option<Message>, StoreError> {
+    match tx.get_snapshot(key).await? {
         Some(raw) => Ok(Some(decode("message", &raw)?)),
         None => Ok(None),
     }
@@ -312,11 +313,8 @@ pub async fn get_entry_message(
     tx: &Transaction,
     entry: &InboxEntry,
 ) -> Result<Option<Message>, StoreError> {
-    let Some(key) = entry_message_key(entry) else {
-        return Ok(None);
-    };
-    match tx.get_snapshot(&key).await? {
-        Some(raw) => Ok(Some(decode("message", &raw)?)),
+    match entry_message_key(entry) {
+        Some(key) => message_at(tx, &key).await,
         None => Ok(None),
     }
 }
