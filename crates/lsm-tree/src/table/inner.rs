@@ -82,7 +82,9 @@ impl Drop for Inner {
         if self.is_deleted.load(std::sync::atomic::Ordering::Acquire) {
             log::trace!("Cleanup deleted table {global_id:?} at {:?}", self.path);
 
-            if let Err(e) = std::fs::remove_file(&*self.path) {
+            // PATCH(meridian): see `remove_file_gradually`; the name is
+            // free on return, as after the unlink upstream does here.
+            if let Err(e) = crate::file::remove_file_gradually(&self.path) {
                 log::warn!(
                     "Failed to cleanup deleted table {global_id:?} at {:?}: {e:?}",
                     self.path,

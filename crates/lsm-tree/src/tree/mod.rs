@@ -1112,6 +1112,12 @@ impl Tree {
             let table_file_path = dirent.path();
             assert!(!table_file_path.is_dir());
 
+            // PATCH(meridian): a table whose gradual removal a crash cut short.
+            if table_file_name.ends_with(crate::file::TRASH_SUFFIX) {
+                orphaned_tables.push(table_file_path);
+                continue;
+            }
+
             let table_id = table_file_name.parse::<TableId>().map_err(|e| {
                 log::error!("invalid table file name {table_file_name:?}: {e:?}");
                 crate::Error::Unrecoverable

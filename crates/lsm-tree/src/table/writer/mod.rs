@@ -92,7 +92,15 @@ pub struct Writer {
     linked_blob_files: Vec<LinkedFile>,
 
     initial_level: u8,
+
+    /// PATCH(meridian): data bytes handed to the kernel whose write-back has
+    /// not been started yet (see [`Writer::write_behind`]).
+    unsynced_bytes: u64,
 }
+
+/// PATCH(meridian): how much table data may sit dirty in the page cache
+/// before its write-back is started.
+const WRITE_BEHIND_BYTES: u64 = 1 << 20;
 
 impl Writer {
     pub fn new(path: PathBuf, table_id: TableId, initial_level: u8) -> crate::Result<Self> {
@@ -140,6 +148,8 @@ impl Writer {
             previous_item: None,
 
             linked_blob_files: Vec::new(),
+
+            unsynced_bytes: 0,
         })
     }
 
@@ -341,6 +351,12 @@ impl Writer {
         self.meta.item_count += self.chunk.len();
         self.meta.data_block_count += 1;
 
+        self.unsynced_bytes += u64::from(bytes_written);
+        if self.unsynced_bytes >= WRITE_BEHIND_BYTES {
+            self.unsynced_bytes = 0;
+            self.write_behind();
+        }
+
         // Back link stuff
         self.prev_pos.0 = self.prev_pos.1;
         self.prev_pos.1 += u64::from(bytes_written);
@@ -363,6 +379,28 @@ impl Writer {
         self.chunk_size = 0;
 
         Ok(())
+    }
+
+    /// PATCH(meridian): starts write-back of the table's dirty pages without
+    /// waiting for it (RocksDB's `bytes_per_sync`). On ext4 (`data=ordered`)
+    /// every fsync in the file system waits for the dirty data of files whose
+    /// blocks the same journal commit allocates, so a flush or compaction
+    /// that left its whole table dirty until its final fsync held every
+    /// concurrent journal fsync of the database for as long as writing the
+    /// table took (15–40 ms for a 64 MiB memtable here). Started early, the
+    /// write-back leaves at most about a megabyte for anyone to wait on.
+    /// Failures are ignored: the final fsync still decides durability.
+    fn write_behind(&mut self) {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let file = self.file_writer.get_mut().inner_mut().get_ref();
+            // SAFETY: a plain syscall on a file descriptor this writer owns
+            // and keeps open for the duration of the call.
+            unsafe {
+                libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+            }
+        }
     }
 
     // TODO: split meta writing into new function
