@@ -251,6 +251,14 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
             // NOTE: Let one worker prioritize flushing if there are pending flushes
             if ctx.pool_size > 1 && ctx.worker_id == 0 {
                 ctx.sender.try_send(WorkerMessage::Compact(keyspace)).ok();
+                // PATCH(meridian): upstream returned at once, so while every
+                // other worker was busy this worker took the same message
+                // straight back, again and again: a spin that burned a whole
+                // core for as long as a compaction ran. Pausing before the
+                // next receive bounds that to a few hundred cheap wake-ups a
+                // second; an idle worker still gets the request at once, and
+                // a flush waits at most this long for worker 0.
+                std::thread::sleep(std::time::Duration::from_millis(5));
                 return Ok(false);
             }
 
