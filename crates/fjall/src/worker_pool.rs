@@ -74,7 +74,8 @@ impl WorkerPool {
                 .spawn({
                     log::trace!("Starting fjall worker thread #{i}");
 
-                    let worker_state = WorkerState {
+                    let mut worker_state = WorkerState {
+                        deferred_compactions: Vec::new(),
                         pool_size,
                         worker_id: i,
                         rx: self.rx.clone(),
@@ -95,7 +96,7 @@ impl WorkerPool {
                         let _counter_guard = ActiveThreadGuard(thread_counter);
 
                         loop {
-                            match worker_tick(&worker_state) {
+                            match worker_tick(&mut worker_state) {
                                 Ok(should_abort) => {
                                     if should_abort {
                                         log::debug!("Worker #{i} closes because DB is dropping");
@@ -158,6 +159,9 @@ impl Drop for ActiveThreadGuard {
 }
 
 struct WorkerState {
+    /// PATCH(meridian): compaction requests worker 0 holds for the other
+    /// workers, one per keyspace (see `WorkerMessage::Compact` below).
+    deferred_compactions: Vec<Keyspace>,
     pool_size: usize,
     worker_id: usize,
     supervisor: Supervisor,
@@ -166,9 +170,34 @@ struct WorkerState {
     stats: Arc<Stats>,
 }
 
-fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
-    let Ok(item) = ctx.rx.recv() else {
-        return Ok(true);
+/// PATCH(meridian): how long worker 0 holds compaction requests before it
+/// offers them to the other workers again.
+const DEFERRED_COMPACTION_OFFER: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// PATCH(meridian): how long worker 0 stays away from the channel after
+/// offering them, so that an idle worker woken by the offer takes it first.
+const DEFERRED_COMPACTION_HANDOVER: std::time::Duration = std::time::Duration::from_millis(1);
+
+fn worker_tick(ctx: &mut WorkerState) -> crate::Result<bool> {
+    // PATCH(meridian): while worker 0 holds compaction requests, it waits
+    // for other work only until the next offer.
+    let item = if ctx.deferred_compactions.is_empty() {
+        match ctx.rx.recv() {
+            Ok(item) => item,
+            Err(_) => return Ok(true),
+        }
+    } else {
+        match ctx.rx.recv_timeout(DEFERRED_COMPACTION_OFFER) {
+            Ok(item) => item,
+            Err(flume::RecvTimeoutError::Timeout) => {
+                for keyspace in ctx.deferred_compactions.drain(..) {
+                    ctx.sender.try_send(WorkerMessage::Compact(keyspace)).ok();
+                }
+                std::thread::sleep(DEFERRED_COMPACTION_HANDOVER);
+                return Ok(false);
+            }
+            Err(flume::RecvTimeoutError::Disconnected) => return Ok(true),
+        }
     };
 
     log::trace!("Worker #{} got message: {item:?}", ctx.worker_id);
@@ -250,15 +279,22 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
         WorkerMessage::Compact(keyspace) => {
             // NOTE: Let one worker prioritize flushing if there are pending flushes
             if ctx.pool_size > 1 && ctx.worker_id == 0 {
-                ctx.sender.try_send(WorkerMessage::Compact(keyspace)).ok();
-                // PATCH(meridian): upstream returned at once, so while every
-                // other worker was busy this worker took the same message
-                // straight back, again and again: a spin that burned a whole
-                // core for as long as a compaction ran. Pausing before the
-                // next receive bounds that to a few hundred cheap wake-ups a
-                // second; an idle worker still gets the request at once, and
-                // a flush waits at most this long for worker 0.
-                std::thread::sleep(std::time::Duration::from_millis(5));
+                // PATCH(meridian): upstream put the request straight back on
+                // the channel, so while every other worker was busy this
+                // worker took it back again and again: a spin that burned a
+                // whole core for as long as a compaction ran. Worker 0 now
+                // holds it (one per keyspace: a compaction picks its own work,
+                // so duplicates add nothing while the others are busy) and
+                // offers it again every few milliseconds (see the top of this
+                // function). Flushes queued behind compaction requests are
+                // reached at once, as before.
+                if !ctx
+                    .deferred_compactions
+                    .iter()
+                    .any(|held| held.name == keyspace.name)
+                {
+                    ctx.deferred_compactions.push(keyspace);
+                }
                 return Ok(false);
             }
 

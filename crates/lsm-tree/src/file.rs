@@ -248,6 +248,15 @@ const TRUNCATE_STEP: u64 = 1 << 20;
 /// `blkdev_issue_flush`).
 const TRUNCATE_PAUSE: std::time::Duration = std::time::Duration::from_millis(8);
 
+/// PATCH(meridian): files waiting for the background remover (the one being
+/// removed included). Above [`MAX_PACED_BACKLOG`] the remover stops pausing,
+/// so the space held by removed files cannot grow without bound when
+/// compactions free it faster than the paced rate.
+static REMOVAL_BACKLOG: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// PATCH(meridian): see [`REMOVAL_BACKLOG`].
+const MAX_PACED_BACKLOG: usize = 16;
+
 /// PATCH(meridian): deletes the file at `path` without stalling other
 /// writers' fsyncs.
 ///
@@ -281,9 +290,10 @@ pub fn remove_file_gradually(path: &Path) -> std::io::Result<()> {
         match std::thread::Builder::new()
             .name("lsm-file-remove".into())
             .spawn(move || {
-                receiver
-                    .into_iter()
-                    .for_each(|trash| truncate_and_remove(&trash, TRUNCATE_PAUSE));
+                receiver.into_iter().for_each(|trash| {
+                    truncate_and_remove(&trash, TRUNCATE_PAUSE);
+                    REMOVAL_BACKLOG.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                });
             })
         {
             Ok(_) => Some(sender),
@@ -295,7 +305,9 @@ pub fn remove_file_gradually(path: &Path) -> std::io::Result<()> {
     });
     match remover {
         Some(sender) => {
+            REMOVAL_BACKLOG.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if let Err(unsent) = sender.send(trash) {
+                REMOVAL_BACKLOG.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 truncate_and_remove(&unsent.0, std::time::Duration::ZERO);
             }
         }
@@ -304,9 +316,23 @@ pub fn remove_file_gradually(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// PATCH(meridian): removes `path`; a file already gone is no error (a
+/// leftover `*.trash` file may be removed by this process's background
+/// remover while recovery deletes it too).
+///
+/// # Errors
+/// Any other I/O error.
+pub fn remove_file_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
 /// PATCH(meridian): the background half of [`remove_file_gradually`].
 /// Failures are logged, never fatal: the file is already out of the tree.
-/// `pause` follows each step (none when removing inline).
+/// `pause` follows each step but the last (none when removing inline, or
+/// while more than [`MAX_PACED_BACKLOG`] files wait).
 fn truncate_and_remove(path: &Path, pause: std::time::Duration) {
     let truncate = || -> std::io::Result<()> {
         let file = std::fs::OpenOptions::new().write(true).open(path)?;
@@ -314,7 +340,8 @@ fn truncate_and_remove(path: &Path, pause: std::time::Duration) {
         while length > 0 {
             length = length.saturating_sub(TRUNCATE_STEP);
             file.set_len(length)?;
-            if !pause.is_zero() {
+            let behind = REMOVAL_BACKLOG.load(std::sync::atomic::Ordering::Relaxed);
+            if length > 0 && !pause.is_zero() && behind <= MAX_PACED_BACKLOG {
                 std::thread::sleep(pause);
             }
         }

@@ -40,8 +40,9 @@ pub fn recover_journals<P: AsRef<Path>>(
         };
 
         // PATCH(meridian): a journal whose gradual removal a crash cut short.
+        // The process's background remover may delete it meanwhile.
         if filename.ends_with(lsm_tree::file::TRASH_SUFFIX) {
-            std::fs::remove_file(&path)?;
+            lsm_tree::file::remove_file_if_present(&path)?;
             continue;
         }
 

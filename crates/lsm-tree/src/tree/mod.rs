@@ -1175,7 +1175,10 @@ impl Tree {
 
         for table_path in orphaned_tables {
             log::debug!("Deleting orphaned table {}", table_path.display());
-            std::fs::remove_file(&table_path)?;
+            // PATCH(meridian): a `*.trash` orphan may be removed meanwhile by
+            // this process's own background remover (a tree reopened in the
+            // same process); gone is what this wants.
+            crate::file::remove_file_if_present(&table_path)?;
         }
 
         for blob_file_path in orphaned_blob_files {
