@@ -254,25 +254,24 @@ impl Sweeper {
                 }
                 let everyone_past = slowest.unwrap_or(*cutoff);
                 let through = everyone_past.max(*cutoff);
-                // Nothing stored at or before `through`: nothing to do, and
-                // no write (most inboxes on most sweeps).
-                let oldest = store::read_inbox(&tx, user, &STAMP_ZERO, 1).await?;
-                if oldest.first().is_none_or(|(stamp, _)| *stamp > through) {
+                // The removals and the floor below commit together, so the
+                // removal may come first and tell what goes.
+                let pruned = store::prune_inbox(&tx, user, &through, PRUNE_STEP).await?;
+                let Some(newest_removed) = pruned.newest else {
+                    // Nothing stored at or before `through`: no write (most
+                    // inboxes on most sweeps).
                     return Ok((false, false));
-                }
-                // Entries some device has not acknowledged are about to go:
+                };
+                // An entry some device has not acknowledged goes (it lies
+                // past the slowest cursor, so at or before the cutoff):
                 // record the floor so that device is told about the gap.
-                let first_unacked = store::read_inbox(&tx, user, &everyone_past, 1).await?;
-                let loses_unacked = first_unacked
-                    .first()
-                    .is_some_and(|(stamp, _)| stamp <= cutoff);
+                let loses_unacked = newest_removed > everyone_past;
                 let floor = store::get_inbox_floor(&tx, user).await?;
                 let moved = loses_unacked && *cutoff > floor;
                 if moved {
                     store::set_inbox_floor(&tx, user, cutoff)?;
                 }
-                let more = store::prune_inbox(&tx, user, &through, PRUNE_STEP).await?;
-                Ok::<_, CoreError>((moved, more))
+                Ok::<_, CoreError>((moved, pruned.more))
             })
             .await
     }

@@ -598,7 +598,8 @@ mod tests {
             let tx = db.begin();
             let more = crate::prune_inbox(&tx, "bob", &all[1], 1)
                 .await
-                .expect("prune");
+                .expect("prune")
+                .more;
             assert_eq!(more, expect_more);
             tx.commit().await.expect("commit");
         }

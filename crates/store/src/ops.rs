@@ -475,8 +475,18 @@ pub async fn last_inbox_stamp(tx: &Transaction, user_id: &str) -> Result<Stamp, 
         .unwrap_or(STAMP_ZERO))
 }
 
+/// What one [`prune_inbox`] call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    /// The stamp of the newest entry removed (`None`: nothing was).
+    pub newest: Option<Stamp>,
+    /// Whether entries at or before the bound remain.
+    pub more: bool,
+}
+
 /// Removes the oldest of `user_id`'s inbox entries at or before `through`,
-/// at most `limit` of them, and tells whether more such entries remain.
+/// at most `limit` of them, and tells the newest it removed and whether more
+/// such entries remain.
 ///
 /// Key by key rather than one range clear: the inbox feed follows a removed
 /// entry exactly (a cleared range makes it fall back to the store), and the
@@ -492,7 +502,7 @@ pub async fn prune_inbox(
     user_id: &str,
     through: &Stamp,
     limit: usize,
-) -> Result<bool, StoreError> {
+) -> Result<Pruned, StoreError> {
     let (begin, _) = keys::inbox_of(user_id).range();
     let end = key_after(&keys::inbox_entry(user_id, through));
     // A snapshot read: entries at or before `through` are never rewritten,
@@ -500,10 +510,23 @@ pub async fn prune_inbox(
     let pairs = tx
         .get_range_snapshot(&RangeOption::new(KeyRange::new(begin, end)).limit(limit + 1))
         .await?;
-    for kv in pairs.iter().take(limit) {
+    let doomed = &pairs[..pairs.len().min(limit)];
+    for kv in doomed {
         tx.clear(&kv.key)?;
     }
-    Ok(pairs.len() > limit)
+    let newest = match doomed.last() {
+        Some(kv) => Some(
+            keys::inbox_stamp(user_id, &kv.key).ok_or(StoreError::Corrupt {
+                what: "inbox key",
+                reason: "no versionstamp".into(),
+            })?,
+        ),
+        None => None,
+    };
+    Ok(Pruned {
+        newest,
+        more: pairs.len() > limit,
+    })
 }
 
 /// The stamp through which retention removed entries ([`STAMP_ZERO`] if never).
