@@ -89,6 +89,19 @@ pub struct Session {
     request_timeout: Duration,
 }
 
+/// At most this many queued frames go out in one write.
+const WRITE_BURST_FRAMES: usize = 64;
+
+/// The socket's buffers. tungstenite's default read buffer (128 KiB) is
+/// zero-filled before every read, which cost a busy client more than its
+/// JSON parsing; frames are small, so 16 KiB reads lose nothing. Writes are
+/// buffered up to 16 KiB until the writer flushes a burst.
+fn socket_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(16 * 1024)
+}
+
 fn lock(
     pending: &Pending,
 ) -> std::sync::MutexGuard<'_, BTreeMap<u64, oneshot::Sender<Result<SentInfo, SdkError>>>> {
@@ -102,9 +115,10 @@ impl Session {
     /// Transport failures or the server's refusal (`invalid_token`, …).
     pub async fn connect(ws_url: &str, token: &str) -> Result<Self, SdkError> {
         // Nagle off: small frames (sends, acks) must not wait for a delayed ACK.
-        let (socket, _) = tokio_tungstenite::connect_async_with_config(ws_url, None, true)
-            .await
-            .map_err(|e| SdkError::WebSocket(e.to_string()))?;
+        let (socket, _) =
+            tokio_tungstenite::connect_async_with_config(ws_url, Some(socket_config()), true)
+                .await
+                .map_err(|e| SdkError::WebSocket(e.to_string()))?;
         Self::start(socket, token, Keepalive::default()).await
     }
 
@@ -122,9 +136,10 @@ impl Session {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let (socket, _) = tokio_tungstenite::client_async(ws_url, stream)
-            .await
-            .map_err(|e| SdkError::WebSocket(e.to_string()))?;
+        let (socket, _) =
+            tokio_tungstenite::client_async_with_config(ws_url, stream, Some(socket_config()))
+                .await
+                .map_err(|e| SdkError::WebSocket(e.to_string()))?;
         Self::start(socket, token, keepalive).await
     }
 
@@ -188,7 +203,22 @@ impl Session {
                     },
                     _ = tick.tick() => Message::Text(ping.clone().into()),
                 };
-                if sink.send(message).await.is_err() {
+                // Frames queued meanwhile (pipelined sends, acks) go out
+                // in the same write.
+                let mut burst = vec![message];
+                while burst.len() < WRITE_BURST_FRAMES {
+                    match outgoing_rx.try_recv() {
+                        Ok(message) => burst.push(message),
+                        Err(_) => break,
+                    }
+                }
+                let written = async {
+                    for message in burst {
+                        sink.feed(message).await?;
+                    }
+                    sink.flush().await
+                };
+                if written.await.is_err() {
                     break;
                 }
             }

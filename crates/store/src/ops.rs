@@ -514,15 +514,15 @@ pub async fn prune_inbox(
     for kv in doomed {
         tx.clear(&kv.key)?;
     }
-    let newest = match doomed.last() {
-        Some(kv) => Some(
+    let newest = doomed
+        .last()
+        .map(|kv| {
             keys::inbox_stamp(user_id, &kv.key).ok_or(StoreError::Corrupt {
                 what: "inbox key",
                 reason: "no versionstamp".into(),
-            })?,
-        ),
-        None => None,
-    };
+            })
+        })
+        .transpose()?;
     Ok(Pruned {
         newest,
         more: pairs.len() > limit,

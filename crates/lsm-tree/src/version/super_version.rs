@@ -117,6 +117,20 @@ impl SuperVersions {
         self.0.len()
     }
 
+    /// PATCH(meridian): the seqno of the oldest version still retained
+    /// (fjall's flush worker retires versions until this reaches the version
+    /// its flush installed).
+    #[must_use]
+    pub fn oldest_seqno(&self) -> SeqNo {
+        self.0.front().map_or(0, |super_version| super_version.seqno)
+    }
+
+    /// PATCH(meridian): the seqno of the newest version.
+    #[must_use]
+    pub fn latest_seqno(&self) -> SeqNo {
+        self.0.back().map_or(0, |super_version| super_version.seqno)
+    }
+
     pub fn free_list_len(&self) -> usize {
         self.len().saturating_sub(1)
     }
