@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::support::{Harness, PATIENCE, send_many};
+use crate::support::{Harness, PATIENCE, next_json, send_json, send_many};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_users_two_devices_each_receive_every_message_once() {
@@ -128,5 +128,71 @@ async fn a_client_msg_id_sent_three_times_makes_one_message() {
     );
     receiver.poll(Duration::from_millis(200)).await.unwrap();
     assert_eq!(receiver.received(), 1);
+    h.stop().await;
+}
+
+/// A device whose deliveries never stop is still heard. Bob comes online to
+/// 300 waiting messages of 60 KiB each (18 MB, more than the socket's
+/// buffers hold, so the gateway's writes wait on his reading) and reads them
+/// slowly; the send he wrote to Carol after his first delivery reaches her
+/// long before his backlog is through. (The session takes one client frame
+/// after every burst it writes; this checks the outcome, not that rule: a
+/// queue that momentarily runs empty lets a frame in either way.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_flooded_with_deliveries_is_still_read() {
+    let mut h = Harness::start().await;
+    let (alice, bob, conv) = h.direct_pair().await;
+    let carol = h.user("carol").await;
+    let to_carol = h
+        .rest
+        .with_token(&bob.token)
+        .direct(&carol.user_id)
+        .await
+        .expect("direct")
+        .conv_id;
+    let mut flooder = h.client(&alice.token).await;
+    let bulk = "x".repeat(60 * 1024);
+    for i in 0..300 {
+        let id = flooder.new_client_msg_id();
+        flooder
+            .send(&conv, &id, &bulk, None)
+            .await
+            .unwrap_or_else(|e| panic!("send {i}: {e}"));
+    }
+    flooder.disconnect();
+    let mut listener = h.client(&carol.token).await;
+
+    let mut bob_socket = h.raw_ready(&bob.token).await;
+    let first = next_json(&mut bob_socket).await;
+    assert_eq!(first["type"], "deliver", "{first}");
+    send_json(
+        &mut bob_socket,
+        serde_json::json!({"v": 1, "type": "send", "id": 1, "conv_id": to_carol, "client_msg_id": "heard-1", "payload": "heard"}),
+    )
+    .await;
+
+    // Bob takes one frame per look at Carol's side; his send must reach her
+    // while most of his backlog still waits.
+    let mut bob_frames = 1;
+    loop {
+        listener
+            .poll(Duration::from_millis(50))
+            .await
+            .expect("Carol polls");
+        if listener
+            .timeline(&to_carol)
+            .iter()
+            .any(|message| message.payload == "heard")
+        {
+            break;
+        }
+        assert!(
+            bob_frames < 100,
+            "Bob's send was not read while his deliveries streamed ({bob_frames} frames read)"
+        );
+        next_json(&mut bob_socket).await;
+        bob_frames += 1;
+    }
+    drop(bob_socket);
     h.stop().await;
 }

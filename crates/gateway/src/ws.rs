@@ -323,14 +323,32 @@ async fn serve(
         / state.config.ping_interval.as_millis().max(1))
     .max(1) as u32;
     let mut stopping = state.stopping.subscribe();
+    // Deliveries come first (a client waits on them), but a device whose
+    // queue never empties must still be read: after every burst written,
+    // one frame the client already sent is taken before the next burst.
+    let mut read_owed = false;
     loop {
-        tokio::select! {
-            biased;
-            () = async { let _ = stopping.wait_for(|s| *s).await; } => {
-                return (close_code::AWAY, "the gateway is stopping; reconnect");
-            }
-            down = mux.down.recv() => {
-                let Some(first) = down else { return (close_code::RESTART, "reconnect and resume") };
+        let ready = if std::mem::take(&mut read_owed) {
+            futures::FutureExt::now_or_never(connection.socket.recv())
+        } else {
+            None
+        };
+        let event = match ready {
+            Some(incoming) => Event::Incoming(incoming),
+            None => tokio::select! {
+                biased;
+                () = async { let _ = stopping.wait_for(|s| *s).await; } => Event::Stopping,
+                down = mux.down.recv() => Event::Down(down),
+                incoming = connection.socket.recv() => Event::Incoming(incoming),
+                _ = ping.tick() => Event::Tick,
+            },
+        };
+        match event {
+            Event::Stopping => return (close_code::AWAY, "the gateway is stopping; reconnect"),
+            Event::Down(down) => {
+                let Some(first) = down else {
+                    return (close_code::RESTART, "reconnect and resume");
+                };
                 let Ok((burst, fatal)) = drain_burst(first, &mut mux, caller) else {
                     return (close_code::ERROR, "internal error");
                 };
@@ -340,8 +358,9 @@ async fn serve(
                 if fatal {
                     return (close_code::POLICY, "session ended");
                 }
+                read_owed = true;
             }
-            incoming = connection.socket.recv() => {
+            Event::Incoming(incoming) => {
                 let message = match incoming {
                     Some(Ok(message)) => message,
                     Some(Err(error)) => return close_for(error),
@@ -355,7 +374,9 @@ async fn serve(
                     Ok(Some(text)) => text,
                     Ok(None) => continue,
                     Err(refusal) => {
-                        if !connection.write(&refusal.frame()).await { return (close_code::AWAY, "write timed out") }
+                        if !connection.write(&refusal.frame()).await {
+                            return (close_code::AWAY, "write timed out");
+                        }
                         continue;
                     }
                 };
@@ -372,18 +393,33 @@ async fn serve(
                     return (close_code::AWAY, "write timed out");
                 }
             }
-            _ = ping.tick() => {
+            Event::Tick => {
                 silent_ticks += 1;
                 if silent_ticks > allowed_silent {
                     return (close_code::AWAY, "idle timeout");
                 }
                 let send = connection.socket.send(Message::Ping(Default::default()));
-                if !matches!(tokio::time::timeout(state.config.write_timeout, send).await, Ok(Ok(()))) {
+                if !matches!(
+                    tokio::time::timeout(state.config.write_timeout, send).await,
+                    Ok(Ok(()))
+                ) {
                     return (close_code::AWAY, "write timed out");
                 }
             }
         }
     }
+}
+
+/// What the attached session's loop woke for.
+enum Event {
+    /// The gateway is stopping.
+    Stopping,
+    /// A frame from the core for this socket (`None`: the core's stream ended).
+    Down(Option<pb::SessionDown>),
+    /// A frame from the client, a read error, or the end of the socket.
+    Incoming(Option<Result<Message, axum::Error>>),
+    /// The ping period passed.
+    Tick,
 }
 
 /// `first` and what else is already queued for this socket, serialized, up
