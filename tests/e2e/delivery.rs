@@ -143,13 +143,7 @@ async fn a_device_flooded_with_deliveries_is_still_read() {
     let mut h = Harness::start().await;
     let (alice, bob, conv) = h.direct_pair().await;
     let carol = h.user("carol").await;
-    let to_carol = h
-        .rest
-        .with_token(&bob.token)
-        .direct(&carol.user_id)
-        .await
-        .expect("direct")
-        .conv_id;
+    let to_carol = h.direct(&bob.token, &carol.user_id).await;
     let mut flooder = h.client(&alice.token).await;
     let bulk = "x".repeat(60 * 1024);
     for i in 0..300 {

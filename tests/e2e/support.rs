@@ -99,14 +99,18 @@ impl Harness {
     pub async fn direct_pair(&self) -> (RegisterResponse, RegisterResponse, String) {
         let alice = self.user("alice").await;
         let bob = self.user("bob").await;
-        let conv = self
-            .rest
-            .with_token(&alice.token)
-            .direct(&bob.user_id)
+        let conv = self.direct(&alice.token, &bob.user_id).await;
+        (alice, bob, conv)
+    }
+
+    /// The direct conversation of the user holding `token` with `peer`.
+    pub async fn direct(&self, token: &str, peer: &str) -> String {
+        self.rest
+            .with_token(token)
+            .direct(peer)
             .await
             .expect("direct")
-            .conv_id;
-        (alice, bob, conv)
+            .conv_id
     }
 
     /// Another device of the user holding `token`.
