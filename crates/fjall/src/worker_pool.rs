@@ -199,7 +199,7 @@ const RETIRE_FLUSHED_ATTEMPTS: usize = 20;
 /// up to 100 ms). The memtable is freed on lsm-tree's retiring thread
 /// (`retire`) when the version list held its last reference, otherwise by
 /// the reader that drops it last.
-fn retire_flushed_memtable(supervisor: &Supervisor, keyspace: &Keyspace) {
+fn retire_flushed_memtable(keyspace: &Keyspace) {
     // The version the flush just installed: everything older holds the
     // flushed memtable (or an older one).
     let flushed = keyspace.tree.get_version_history_lock().latest_seqno();
@@ -207,18 +207,11 @@ fn retire_flushed_memtable(supervisor: &Supervisor, keyspace: &Keyspace) {
         if attempt > 0 {
             std::thread::sleep(RETIRE_FLUSHED_POLL);
         }
-        supervisor.snapshot_tracker.pullup();
-        supervisor.snapshot_tracker.gc();
-        let mut versions = keyspace.tree.get_version_history_lock();
-        if let Err(e) = versions.maintenance(
-            keyspace.path(),
-            supervisor.snapshot_tracker.get_seqno_safe_to_gc(),
-        ) {
-            log::warn!("Version history GC failed for keyspace {:?}: {e:?}", keyspace.name);
-            return;
-        }
-        if versions.oldest_seqno() >= flushed {
-            return;
+        keyspace.supervisor.snapshot_tracker.pullup();
+        keyspace.supervisor.snapshot_tracker.gc();
+        match keyspace.collect_old_versions() {
+            Some(oldest) if oldest < flushed => {}
+            _ => return,
         }
     }
 }
@@ -321,7 +314,7 @@ fn worker_tick(ctx: &mut WorkerState) -> crate::Result<bool> {
                 .expect("lock is poisoned")
                 .maintenance()?;
 
-            retire_flushed_memtable(&ctx.supervisor, &task.keyspace);
+            retire_flushed_memtable(&task.keyspace);
         }
         WorkerMessage::Compact(keyspace) => {
             // NOTE: Let one worker prioritize flushing if there are pending flushes

@@ -155,15 +155,21 @@ impl Connection {
     /// [`WRITE_BURST_BYTES`], then one flush. `false` if the socket failed
     /// or timed out.
     async fn write_burst(&mut self, texts: Vec<String>) -> bool {
+        self.write_messages(texts.into_iter().map(|text| Message::Text(text.into())))
+            .await
+    }
+
+    /// Feeds `messages`, then flushes, all within the write timeout.
+    async fn write_messages(&mut self, messages: impl IntoIterator<Item = Message>) -> bool {
         let socket = &mut self.socket;
-        let burst = async move {
-            for text in texts {
-                socket.feed(Message::Text(text.into())).await?;
+        let write = async move {
+            for message in messages {
+                socket.feed(message).await?;
             }
             socket.flush().await
         };
         matches!(
-            tokio::time::timeout(self.state.config.write_timeout, burst).await,
+            tokio::time::timeout(self.state.config.write_timeout, write).await,
             Ok(Ok(()))
         )
     }
@@ -398,11 +404,10 @@ async fn serve(
                 if silent_ticks > allowed_silent {
                     return (close_code::AWAY, "idle timeout");
                 }
-                let send = connection.socket.send(Message::Ping(Default::default()));
-                if !matches!(
-                    tokio::time::timeout(state.config.write_timeout, send).await,
-                    Ok(Ok(()))
-                ) {
+                if !connection
+                    .write_messages([Message::Ping(Default::default())])
+                    .await
+                {
                     return (close_code::AWAY, "write timed out");
                 }
             }

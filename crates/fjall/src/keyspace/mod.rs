@@ -769,15 +769,8 @@ impl Keyspace {
                 .expect("lock is poisoned")
                 .values()
             {
-                if let Err(e) = keyspace.tree.get_version_history_lock().maintenance(
-                    keyspace.path(),
-                    self.supervisor.snapshot_tracker.get_seqno_safe_to_gc(),
-                ) {
-                    log::warn!(
-                        "Version history GC failed for keyspace {:?}: {e:?}",
-                        keyspace.name,
-                    );
-                }
+                // PATCH(meridian): shared with the flush worker's retire loop.
+                keyspace.collect_old_versions();
             }
         }
 
@@ -789,6 +782,26 @@ impl Keyspace {
             .maintenance()?;
 
         Ok(true)
+    }
+
+    /// PATCH(meridian): drops this keyspace's versions that no snapshot can
+    /// read any more (the snapshot tracker's watermark must be current:
+    /// `pullup` and `gc` first); the oldest version still retained, or
+    /// `None` if the GC failed (logged). Memtable rotation (upstream's code,
+    /// moved here) and the flush worker's `retire_flushed_memtable` call it.
+    pub(crate) fn collect_old_versions(&self) -> Option<SeqNo> {
+        let mut versions = self.tree.get_version_history_lock();
+        if let Err(e) = versions.maintenance(
+            self.path(),
+            self.supervisor.snapshot_tracker.get_seqno_safe_to_gc(),
+        ) {
+            log::warn!(
+                "Version history GC failed for keyspace {:?}: {e:?}",
+                self.name,
+            );
+            return None;
+        }
+        Some(versions.oldest_seqno())
     }
 
     fn check_write_halt(&self) {
