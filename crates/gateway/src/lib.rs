@@ -13,11 +13,31 @@
 //! The store or the KV interface: everything goes to the core over
 //! `meridian-proto`'s gRPC. It holds no state that matters: kill it and
 //! clients reconnect elsewhere and resume from their stored cursor.
+//!
+//! # Where things are
+//! - `rest/`: the router (`mod.rs`) and the REST handlers, one resource a
+//!   file: `accounts.rs` (registration, users, devices),
+//!   `conversations.rs` (conversations and their members), `history.rs`,
+//!   `media.rs` (upload slots, completion, downloads) and `health.rs`
+//!   (liveness, readiness, metrics).
+//! - `extract.rs`: the handlers' extractors (the shared state, typed JSON
+//!   bodies, the authenticated caller).
+//! - `convert.rs`: every conversion from the core's protobuf answers to
+//!   the client's wire types, for REST and the WebSocket alike.
+//! - `ws.rs`: the WebSocket session.
+//! - `openapi.rs`: the OpenAPI document and the endpoint serving it.
+//! - `cores.rs`: which site's core serves a request, and the retry of
+//!   idempotent calls; `mux.rs`: the session stream to a core ([`mux`]).
+//! - `limits.rs`: rate limits; `error.rs`: error codes to HTTP statuses.
+//!
+//! Files use one another in one direction: handlers use the extractors,
+//! the conversions and the cores, never each other.
 
+mod convert;
 mod cores;
 mod error;
+mod extract;
 mod limits;
-mod media;
 pub mod mux;
 mod openapi;
 mod rest;

@@ -9,13 +9,12 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_
 use axum::response::Response;
 use axum::routing::get;
 use futures::SinkExt;
-use meridian_proto::core::{self as pb, session_down, session_up};
-use meridian_proto::frames::{
-    CLIENT_FRAME_TYPES, ClientFrame, Delivered, DeliveryItem, ReceiptKind, ServerFrame, WireMessage,
-};
+use meridian_proto::core::{self as pb, session_up};
+use meridian_proto::frames::{CLIENT_FRAME_TYPES, ClientFrame, ServerFrame};
 use meridian_proto::{ErrorCode, PROTOCOL_VERSION};
 
 use crate::AppState;
+use crate::convert::to_client;
 use crate::mux::MuxSession;
 
 pub(crate) fn routes(state: Arc<AppState>) -> Router {
@@ -567,115 +566,6 @@ async fn handle(
             Ok(None)
         }
     }
-}
-
-pub(crate) fn wire_message(message: pb::MessageInfo) -> WireMessage {
-    WireMessage {
-        msg_id: message.msg_id,
-        conv_id: message.conv_id,
-        sender_user_id: message.sender_user_id,
-        sender_device_id: message.sender_device_id,
-        client_msg_id: message.client_msg_id,
-        hlc: message.hlc,
-        origin_region: message.origin_region,
-        payload: message.payload,
-        reply_to: message.reply_to,
-        sent_ms: message.sent_ms,
-        attachments: message
-            .attachments
-            .into_iter()
-            .map(crate::media::attachment_view)
-            .collect(),
-    }
-}
-
-/// Converts a core frame to a client frame; `true` when the session must end.
-fn to_client(frame: pb::SessionDown, caller: &pb::Caller) -> Option<(ServerFrame, bool)> {
-    Some(match frame.kind? {
-        session_down::Kind::Ready(ready) => (
-            ServerFrame::Ready {
-                v: PROTOCOL_VERSION,
-                user_id: caller.user_id.clone(),
-                device_id: caller.device_id.clone(),
-                cursor: ready.cursor,
-            },
-            false,
-        ),
-        session_down::Kind::Deliver(deliver) => {
-            let items = deliver
-                .items
-                .into_iter()
-                .filter_map(|item| {
-                    use pb::delivery::Item;
-                    let delivered = match item.item? {
-                        Item::Message(message) => Delivered::Message {
-                            message: wire_message(message),
-                        },
-                        Item::Receipt(receipt) => Delivered::Receipt {
-                            conv_id: receipt.conv_id,
-                            msg_id: receipt.msg_id,
-                            from_user_id: receipt.from_user_id,
-                            receipt: if receipt.kind == "read" {
-                                ReceiptKind::Read
-                            } else {
-                                ReceiptKind::Delivered
-                            },
-                            at_ms: receipt.at_ms,
-                        },
-                        Item::Changed(changed) => Delivered::ConversationChanged {
-                            conv_id: changed.conv_id,
-                            version: changed.version,
-                        },
-                    };
-                    Some(DeliveryItem {
-                        cursor: item.cursor,
-                        item: delivered,
-                    })
-                })
-                .collect();
-            (
-                ServerFrame::Deliver {
-                    after: deliver.after,
-                    through: deliver.through,
-                    items,
-                },
-                false,
-            )
-        }
-        session_down::Kind::Sent(sent) => (
-            ServerFrame::Sent {
-                id: sent.request,
-                conv_id: sent.conv_id,
-                client_msg_id: sent.client_msg_id,
-                msg_id: sent.msg_id,
-                hlc: sent.hlc,
-                sent_ms: sent.sent_ms,
-            },
-            false,
-        ),
-        session_down::Kind::Gap(gap) => (
-            ServerFrame::Gap {
-                lost_through: gap.lost_through,
-            },
-            false,
-        ),
-        session_down::Kind::Error(error) => (
-            ServerFrame::Error {
-                id: (error.request != 0).then_some(error.request),
-                code: ErrorCode::parse(&error.code).unwrap_or(ErrorCode::Internal),
-                message: error.message,
-            },
-            false,
-        ),
-        session_down::Kind::Detached(detached) => (
-            ServerFrame::Error {
-                id: None,
-                code: ErrorCode::parse(&detached.code).unwrap_or(ErrorCode::Unauthenticated),
-                message: detached.message,
-            },
-            true,
-        ),
-    })
 }
 
 #[cfg(test)]

@@ -6,59 +6,16 @@ use axum::Json;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use meridian_proto::core as pb;
-use meridian_proto::frames::{
-    AttachmentView, CreateUploadRequest, MediaDownloadView, MediaView, PresignedView,
-    ThumbnailView, UploadSlotView,
-};
+use meridian_proto::frames::{CreateUploadRequest, MediaDownloadView, MediaView, UploadSlotView};
 
 use crate::ApiError;
-use crate::rest::{Authed, Body, Shared};
+use crate::convert::{attachment_view, media_view, presigned_view};
+use crate::extract::{Authed, Body, Shared};
 
-pub(crate) fn thumbnail_view(thumbnail: pb::Thumbnail) -> ThumbnailView {
-    ThumbnailView {
-        width: thumbnail.width,
-        height: thumbnail.height,
-        size: thumbnail.size,
-    }
-}
-
-pub(crate) fn attachment_view(attachment: pb::Attachment) -> AttachmentView {
-    AttachmentView {
-        media_id: attachment.media_id,
-        content_type: attachment.content_type,
-        size: attachment.size,
-        sha256: attachment.sha256,
-        thumbnail: attachment.thumbnail.map(thumbnail_view),
-    }
-}
-
-fn media_view(media: pb::MediaInfo) -> MediaView {
-    let nonempty = |text: String| (!text.is_empty()).then_some(text);
-    MediaView {
-        media_id: media.media_id,
-        content_type: media.content_type,
-        size: media.size,
-        sha256: media.sha256,
-        state: media.state,
-        reason: nonempty(media.reason),
-        detail: nonempty(media.detail),
-        thumbnail: media.thumbnail.map(thumbnail_view),
-        created_ms: media.created_ms,
-    }
-}
-
-fn presigned_view(presigned: pb::PresignedRequest) -> PresignedView {
-    PresignedView {
-        method: presigned.method,
-        url: presigned.url,
-        headers: presigned
-            .headers
-            .into_iter()
-            .map(|h| (h.name, h.value))
-            .collect(),
-        expires_ms: presigned.expires_ms,
-    }
-}
+/// The OpenAPI tag of these endpoints: the module path the document named
+/// them by when they lived in `crate::media`, kept so that the document
+/// does not change.
+const TAG: &str = "crate::media";
 
 fn missing(what: &str) -> ApiError {
     ApiError::new(
@@ -69,7 +26,7 @@ fn missing(what: &str) -> ApiError {
 
 /// Issues an upload slot: a media id and a presigned PUT bound to the
 /// declared size, type and SHA-256, valid for 15 minutes.
-#[utoipa::path(post, path = "/v1/media", request_body = CreateUploadRequest, security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/media", tag = TAG, request_body = CreateUploadRequest, security(("bearer" = [])),
     responses((status = 201, body = UploadSlotView), (status = 400, body = meridian_proto::frames::ErrorBody),
               (status = 413, description = "media_too_large", body = meridian_proto::frames::ErrorBody),
               (status = 415, description = "unsupported_media_type", body = meridian_proto::frames::ErrorBody),
@@ -101,7 +58,7 @@ pub(crate) async fn create_upload(
 /// After the PUT: checks the upload (size, SHA-256, content type; a
 /// thumbnail for images) and answers its state, waiting up to 4 s for the
 /// check (`checking` if it takes longer: call again).
-#[utoipa::path(post, path = "/v1/media/{media_id}/complete", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/media/{media_id}/complete", tag = TAG, security(("bearer" = [])),
     params(("media_id" = String, Path, description = "From the upload slot")),
     responses((status = 200, body = MediaView),
               (status = 404, body = meridian_proto::frames::ErrorBody),
@@ -128,7 +85,7 @@ pub(crate) async fn complete_upload(
 }
 
 /// The caller's upload as it stands.
-#[utoipa::path(get, path = "/v1/media/{media_id}", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/media/{media_id}", tag = TAG, security(("bearer" = [])),
     params(("media_id" = String, Path, description = "From the upload slot")),
     responses((status = 200, body = MediaView), (status = 404, body = meridian_proto::frames::ErrorBody)))]
 pub(crate) async fn get_media(
@@ -152,7 +109,7 @@ pub(crate) async fn get_media(
 
 /// Short-lived download URLs (content, and thumbnail for images) of an
 /// attachment, for members of the conversation.
-#[utoipa::path(get, path = "/v1/conversations/{conv_id}/messages/{msg_id}/media/{media_id}", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/conversations/{conv_id}/messages/{msg_id}/media/{media_id}", tag = TAG, security(("bearer" = [])),
     params(("conv_id" = String, Path, description = "Conversation"),
            ("msg_id" = String, Path, description = "The message carrying the media"),
            ("media_id" = String, Path, description = "The attachment")),

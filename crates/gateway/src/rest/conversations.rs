@@ -1,0 +1,207 @@
+//! Conversations and their members: direct conversations, groups, renames,
+//! membership changes.
+
+use axum::Json;
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use meridian_proto::core as pb;
+use meridian_proto::frames::{
+    AddMembersRequest, ConversationListView, ConversationView, CreateGroupRequest, DirectRequest,
+    MemberView, RenameRequest,
+};
+use serde::Deserialize;
+
+use crate::convert::{conversation_view, member_view};
+use crate::extract::{Authed, Body, Shared};
+use crate::{ApiError, AppState};
+
+/// The direct conversation with another user, created on first use.
+#[utoipa::path(post, path = "/v1/conversations/direct", request_body = DirectRequest,
+    responses((status = 200, body = ConversationView)), security(("bearer" = [])))]
+pub(crate) async fn direct(
+    state: Shared,
+    Authed(caller): Authed,
+    Body(body): Body<DirectRequest>,
+) -> Result<Json<ConversationView>, ApiError> {
+    let mut core = state.cores.of(&caller.user_id)?.client.clone();
+    let info = core
+        .get_or_create_direct(pb::DirectRequest {
+            caller: Some(caller),
+            peer_user_id: body.peer_user_id,
+        })
+        .await?
+        .into_inner();
+    Ok(Json(conversation_view(info)))
+}
+
+/// Creates a group; the caller is its admin.
+#[utoipa::path(post, path = "/v1/conversations", request_body = CreateGroupRequest,
+    responses((status = 201, body = ConversationView), (status = 409, description = "group_full", body = meridian_proto::frames::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn create_group(
+    state: Shared,
+    Authed(caller): Authed,
+    Body(body): Body<CreateGroupRequest>,
+) -> Result<(StatusCode, Json<ConversationView>), ApiError> {
+    let mut core = state.cores.of(&caller.user_id)?.client.clone();
+    let info = core
+        .create_group(pb::CreateGroupRequest {
+            caller: Some(caller),
+            name: body.name,
+            member_user_ids: body.member_user_ids,
+        })
+        .await?
+        .into_inner();
+    Ok((StatusCode::CREATED, Json(conversation_view(info))))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct ListQuery {
+    /// Conversation id to continue after.
+    after: Option<String>,
+    /// Page size, 1–100 (default 50).
+    limit: Option<u32>,
+}
+
+/// The caller's conversations.
+#[utoipa::path(get, path = "/v1/conversations", params(ListQuery),
+    responses((status = 200, body = ConversationListView)), security(("bearer" = [])))]
+pub(crate) async fn list_conversations(
+    state: Shared,
+    Authed(caller): Authed,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<ConversationListView>, ApiError> {
+    let mut core = state.cores.of(&caller.user_id)?.client.clone();
+    let list = core
+        .list_conversations(pb::ListConversationsRequest {
+            caller: Some(caller),
+            after: query.after.unwrap_or_default(),
+            limit: query.limit.unwrap_or(50),
+        })
+        .await?
+        .into_inner();
+    Ok(Json(ConversationListView {
+        conversations: list
+            .conversations
+            .into_iter()
+            .map(conversation_view)
+            .collect(),
+        next_after: (!list.next_after.is_empty()).then_some(list.next_after),
+    }))
+}
+
+async fn fetch_conversation(
+    state: &AppState,
+    caller: pb::Caller,
+    conv_id: String,
+) -> Result<pb::ConversationInfo, ApiError> {
+    let core = state.cores.of(&caller.user_id)?.client.clone();
+    let request = pb::ConversationRequest {
+        caller: Some(caller),
+        conv_id,
+    };
+    Ok(crate::cores::idempotent(|| {
+        let (mut core, request) = (core.clone(), request.clone());
+        async move { core.get_conversation(request).await }
+    })
+    .await?
+    .into_inner())
+}
+
+/// A conversation the caller belongs to.
+#[utoipa::path(get, path = "/v1/conversations/{conv_id}", params(("conv_id" = String, Path)),
+    responses((status = 200, body = ConversationView), (status = 403, body = meridian_proto::frames::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn get_conversation(
+    state: Shared,
+    Authed(caller): Authed,
+    Path(conv_id): Path<String>,
+) -> Result<Json<ConversationView>, ApiError> {
+    Ok(Json(conversation_view(
+        fetch_conversation(&state, caller, conv_id).await?,
+    )))
+}
+
+/// Renames a group (admins only).
+#[utoipa::path(patch, path = "/v1/conversations/{conv_id}", params(("conv_id" = String, Path)), request_body = RenameRequest,
+    responses((status = 200, body = ConversationView)), security(("bearer" = [])))]
+pub(crate) async fn rename(
+    state: Shared,
+    Authed(caller): Authed,
+    Path(conv_id): Path<String>,
+    Body(body): Body<RenameRequest>,
+) -> Result<Json<ConversationView>, ApiError> {
+    let mut core = state
+        .cores
+        .of_conversation(&conv_id, &caller.user_id)?
+        .client
+        .clone();
+    let info = core
+        .rename_group(pb::RenameGroupRequest {
+            caller: Some(caller),
+            conv_id,
+            name: body.name,
+        })
+        .await?
+        .into_inner();
+    Ok(Json(conversation_view(info)))
+}
+
+/// Members of a conversation (members only).
+#[utoipa::path(get, path = "/v1/conversations/{conv_id}/members", params(("conv_id" = String, Path)),
+    responses((status = 200, body = [MemberView]), (status = 403, body = meridian_proto::frames::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn list_members(
+    state: Shared,
+    Authed(caller): Authed,
+    Path(conv_id): Path<String>,
+) -> Result<Json<Vec<MemberView>>, ApiError> {
+    let info = fetch_conversation(&state, caller, conv_id).await?;
+    Ok(Json(info.members.into_iter().map(member_view).collect()))
+}
+
+/// Adds members to a group (admins only; at most 100 members).
+#[utoipa::path(post, path = "/v1/conversations/{conv_id}/members", params(("conv_id" = String, Path)), request_body = AddMembersRequest,
+    responses((status = 200, body = ConversationView), (status = 409, description = "group_full", body = meridian_proto::frames::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn add_members(
+    state: Shared,
+    Authed(caller): Authed,
+    Path(conv_id): Path<String>,
+    Body(body): Body<AddMembersRequest>,
+) -> Result<Json<ConversationView>, ApiError> {
+    let mut core = state
+        .cores
+        .of_conversation(&conv_id, &caller.user_id)?
+        .client
+        .clone();
+    let info = core
+        .add_members(pb::AddMembersRequest {
+            caller: Some(caller),
+            conv_id,
+            user_ids: body.user_ids,
+        })
+        .await?
+        .into_inner();
+    Ok(Json(conversation_view(info)))
+}
+
+/// Removes a member (admins), or leaves (oneself).
+#[utoipa::path(delete, path = "/v1/conversations/{conv_id}/members/{user_id}", params(("conv_id" = String, Path), ("user_id" = String, Path)),
+    responses((status = 200, body = ConversationView)), security(("bearer" = [])))]
+pub(crate) async fn remove_member(
+    state: Shared,
+    Authed(caller): Authed,
+    Path((conv_id, user_id)): Path<(String, String)>,
+) -> Result<Json<ConversationView>, ApiError> {
+    let mut core = state
+        .cores
+        .of_conversation(&conv_id, &caller.user_id)?
+        .client
+        .clone();
+    let info = core
+        .remove_member(pb::RemoveMemberRequest {
+            caller: Some(caller),
+            conv_id,
+            user_id,
+        })
+        .await?
+        .into_inner();
+    Ok(Json(conversation_view(info)))
+}

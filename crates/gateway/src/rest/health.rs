@@ -1,0 +1,45 @@
+//! Liveness, readiness and Prometheus metrics.
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+
+use crate::extract::Shared;
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "alive")))]
+pub(crate) async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: the session stream to the core is up.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, description = "core unreachable")))]
+pub(crate) async fn readyz(state: Shared) -> impl IntoResponse {
+    let connected = state.cores.connected();
+    let regions: Vec<String> = connected
+        .iter()
+        .map(|(region, up)| format!("{region}={}", if *up { "up" } else { "down" }))
+        .collect();
+    if state.cores.local_connected() {
+        (
+            StatusCode::OK,
+            format!("ready {} ({})", state.config.region, regions.join(" ")),
+        )
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("core unreachable ({})", regions.join(" ")),
+        )
+    }
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
+pub(crate) async fn metrics_text(state: Shared) -> impl IntoResponse {
+    match &state.metrics {
+        Some(handle) => (StatusCode::OK, handle.render()),
+        None => (
+            StatusCode::NOT_FOUND,
+            "metrics are not recorded by this process".to_string(),
+        ),
+    }
+}
