@@ -11,12 +11,30 @@
 //! seed always gives the same hash.
 //!
 //! Must not be a dependency of anything but the `meridian` binary and tests.
+//!
+//! # Where things are
+//! - `run.rs`: [`run_seed`], which drives one seed from plan to verdict,
+//!   and the admin client's membership change.
+//! - `workload.rs`: the seed's plan — users, devices, scripts,
+//!   topology and the fault schedule — drawn up front from the seed.
+//! - `hosts.rs`: the simulated hosts (each region's object storage, core
+//!   and gateway) and the setup client.
+//! - `device.rs`: one device's script, through the real SDK.
+//! - `invariants.rs`: what the devices observed, the invariants checked
+//!   over it, and the [`SeedReport`].
+//! - `clock.rs` ([`SimClock`]) and `net.rs` ([`TurmoilNetwork`]): the
+//!   seams over turmoil's virtual time and network.
 
 mod clock;
+mod device;
+mod hosts;
+mod invariants;
 mod net;
 mod run;
 mod workload;
 
 pub use clock::SimClock;
+pub use invariants::{SeedOutcome, SeedReport};
 pub use net::TurmoilNetwork;
-pub use run::{Faults, SeedOutcome, SeedReport, run_seed};
+pub use run::run_seed;
+pub use workload::Faults;

@@ -1,0 +1,449 @@
+//! A seed's simulated hosts: each region's object storage, core and
+//! gateway, and the setup client that registers the users and their
+//! devices, creates the conversations and uploads the setup's media.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, UNIX_EPOCH};
+
+use meridian_core::{CoreConfig, MediaDeps};
+use meridian_gateway::GatewayConfig;
+use meridian_kv_memory::MemoryEngine;
+use meridian_media::{Bucket, EmbeddedS3, S3Target, memory::MemoryS3};
+use meridian_proto::core::core_client::CoreClient;
+use meridian_proto::core::{self as pb};
+use meridian_proto::sites::{Topology, region_of_site};
+use meridian_region::{CoreOptions, GatewayOptions, StoreChoice, start_core, start_gateway};
+use meridian_seams::net::{SharedNetwork, tonic_channel};
+use meridian_seams::{Offload, Rng, SharedClock};
+
+use crate::SimClock;
+use crate::invariants::{SharedState, lock};
+use crate::workload::{ConvPlan, Plan, Sites, host, region_name};
+
+pub(crate) const EPOCH_MS: u64 = 1_800_000_000_000;
+pub(crate) const CORE_PORT: u16 = 7070;
+pub(crate) const GATEWAY_PORT: u16 = 8080;
+const S3_PORT: u16 = 9000;
+/// The key pair of the simulated S3 servers.
+const S3_KEY: (&str, &str) = ("sim-key", "sim-secret");
+/// Signatures are dated this far ahead of the simulated clock: `s3s` checks
+/// them against the machine's clock, which the simulation does not drive;
+/// dated decades ahead (within the servers' raised skew) they are always
+/// fresh, whatever the machine's date.
+const S3_SIGNING_AHEAD_MS: i64 = 50 * 365 * 24 * 3600 * 1000;
+
+/// The media a seed's first user uploads in setup; one of its messages
+/// carries it.
+fn sim_image() -> Vec<u8> {
+    // A 2x1 PNG (red, blue), spelled out: no encoder needed in the simulation.
+    const PNG: &[u8] = &[
+        0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44,
+        0x52, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x01, 0x08, 0x02, 0x00, 0x00, 0x00, 0x7b,
+        0x40, 0xe8, 0xdd, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8,
+        0xcf, 0x00, 0x04, 0xff, 0x01, 0x07, 0x00, 0x01, 0xff, 0xe2, 0x23, 0x9e, 0x59, 0x00, 0x00,
+        0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+    ];
+    PNG.to_vec()
+}
+
+/// The first site of site `region`'s region: its host serves the region's
+/// bucket (a sharded region's sites share one).
+fn bucket_site(sites: Sites, region: usize) -> usize {
+    let of = |r: usize| region_of_site(region_name(sites, r));
+    (0..region).find(|r| of(*r) == of(region)).unwrap_or(region)
+}
+
+/// The bucket of site `region`'s region.
+fn s3_target(sites: Sites, region: usize) -> S3Target {
+    S3Target {
+        endpoint: Some(format!(
+            "http://{}:{S3_PORT}",
+            host("s3", sites, bucket_site(sites, region))
+        )),
+        aws_region: "us-east-1".into(),
+        bucket: format!("media-{}", region_of_site(region_name(sites, region))),
+        access_key_id: S3_KEY.0.into(),
+        secret_access_key: S3_KEY.1.into(),
+    }
+}
+
+fn any_addr(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)
+}
+
+pub(crate) type HostResult = Result<(), Box<dyn std::error::Error>>;
+
+/// The turmoil simulation of `seed`, before any host is added.
+pub(crate) fn simulation(seed: u64) -> turmoil::Sim<'static> {
+    turmoil::Builder::new()
+        .epoch(UNIX_EPOCH + Duration::from_millis(EPOCH_MS))
+        .simulation_duration(Duration::from_secs(120))
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_micros(200))
+        .max_message_latency(Duration::from_millis(5))
+        .rng_seed(seed)
+        .build()
+}
+
+/// The gRPC address of site `region`'s core.
+pub(crate) fn core_addr(sites: Sites, region: usize) -> String {
+    format!("{}:{CORE_PORT}", host("core", sites, region))
+}
+
+/// A seed's regions, as their hosts are built.
+pub(crate) struct Regions<'a> {
+    pub(crate) seed: u64,
+    pub(crate) sites: Sites,
+    pub(crate) network: &'a SharedNetwork,
+    /// The gateways' clock.
+    pub(crate) clock: &'a SharedClock,
+    /// Each region's core clock, which clock-jump faults move.
+    pub(crate) core_clocks: &'a [SimClock],
+}
+
+impl Regions<'_> {
+    /// Adds every region's hosts to `sim`: the object storage first, then
+    /// each region's core and gateway.
+    pub(crate) fn start(&self, sim: &mut turmoil::Sim<'_>) {
+        let topology = self.sites.topology();
+        let media_deps = self.media_deps();
+        self.add_object_storage(sim);
+        for (region, region_clock) in self.core_clocks.iter().enumerate() {
+            self.add_core(sim, region, region_clock, &media_deps, &topology);
+            self.add_gateway(sim, region, &topology);
+        }
+    }
+
+    /// Every region's bucket, as the cores reach it.
+    fn media_deps(&self) -> MediaDeps {
+        let (sites, regions, network) = (self.sites, self.sites.count, self.network);
+        let signing_clock: SharedClock = Arc::new(SimClock::new(EPOCH_MS, S3_SIGNING_AHEAD_MS));
+        MediaDeps {
+            buckets: (0..regions)
+                .filter(|r| bucket_site(sites, *r) == *r)
+                .map(|r| {
+                    (
+                        region_of_site(region_name(sites, r)).to_string(),
+                        Bucket::new(&s3_target(sites, r), signing_clock.clone(), network),
+                    )
+                })
+                .collect(),
+            offload: Offload::Inline,
+        }
+    }
+
+    /// Each region's object storage: an in-memory S3 server on a host of its
+    /// own (outside the core's, so a core crash keeps the objects).
+    fn add_object_storage(&self, sim: &mut turmoil::Sim<'_>) {
+        let (sites, regions, network) = (self.sites, self.sites.count, self.network);
+        for region in 0..regions {
+            if bucket_site(sites, region) != region {
+                continue; // the region's first site serves its bucket
+            }
+            let backend = MemoryS3::new(&[s3_target(sites, region).bucket]);
+            let s3_network = network.clone();
+            sim.host(host("s3", sites, region), move || {
+                let (network, backend) = (s3_network.clone(), backend.clone());
+                async move {
+                    let listener = network.bind(any_addr(S3_PORT)).await?;
+                    let _server = EmbeddedS3::start_in_memory(
+                        backend,
+                        listener,
+                        S3_KEY.0,
+                        S3_KEY.1,
+                        u32::MAX,
+                    )?;
+                    std::future::pending::<()>().await;
+                    Ok(())
+                }
+            });
+        }
+    }
+
+    /// Adds site `region`'s core, over an engine that outlives its crashes.
+    fn add_core(
+        &self,
+        sim: &mut turmoil::Sim<'_>,
+        region: usize,
+        region_clock: &SimClock,
+        media_deps: &MediaDeps,
+        topology: &Topology,
+    ) {
+        let (seed, sites, regions, network) =
+            (self.seed, self.sites, self.sites.count, self.network);
+        let name = region_name(sites, region);
+        // A region's engine lives outside its host, so a crash keeps what
+        // was committed and loses what was not.
+        let engine = MemoryEngine::new();
+        let boots = Arc::new(AtomicU64::new(0));
+        let peers: BTreeMap<String, String> = (0..regions)
+            .filter(|r| *r != region)
+            .map(|r| (region_name(sites, r).to_string(), core_addr(sites, r)))
+            .collect();
+        let (core_network, boots) = (network.clone(), boots.clone());
+        let core_clock: SharedClock = Arc::new(region_clock.clone());
+        let core_media = media_deps.clone();
+        let core_topology = topology.clone();
+        sim.host(host("core", sites, region), move || {
+            let (network, clock, engine, peers, media) = (
+                core_network.clone(),
+                core_clock.clone(),
+                engine.clone(),
+                peers.clone(),
+                core_media.clone(),
+            );
+            let boot = boots.fetch_add(1, Ordering::SeqCst);
+            let topology = core_topology.clone();
+            async move {
+                let mut config = CoreConfig::new(name);
+                config.topology = topology;
+                config.sweep_interval = Duration::from_secs(3600);
+                // Short link timings: simulated partitions drop data
+                // silently, and every link must notice and resume.
+                let link = meridian_replication::link::LinkConfig {
+                    stall_timeout: Duration::from_secs(3),
+                    keepalive: Duration::from_secs(1),
+                    min_backoff: Duration::from_millis(50),
+                    max_backoff: Duration::from_millis(500),
+                    refused_retry: Duration::from_millis(200),
+                    ..Default::default()
+                };
+                let _core = start_core(CoreOptions {
+                    config,
+                    store: StoreChoice::Memory(engine),
+                    listen: any_addr(CORE_PORT).into(),
+                    network,
+                    clock,
+                    rng: Rng::seeded(
+                        seed.wrapping_mul(31)
+                            .wrapping_add(boot)
+                            .wrapping_add((region as u64) << 40),
+                    ),
+                    sweep: false,
+                    peers,
+                    log: Default::default(),
+                    link,
+                    media,
+                })
+                .await?;
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+    }
+
+    /// Adds site `region`'s gateway, which reaches every site's core.
+    fn add_gateway(&self, sim: &mut turmoil::Sim<'_>, region: usize, topology: &Topology) {
+        let (sites, regions) = (self.sites, self.sites.count);
+        let name = region_name(sites, region);
+        let cores: BTreeMap<String, String> = (0..regions)
+            .map(|r| (region_name(sites, r).to_string(), core_addr(sites, r)))
+            .collect();
+        let (network, clock) = (self.network.clone(), self.clock.clone());
+        let gateway_topology = topology.clone();
+        sim.host(host("gateway", sites, region), move || {
+            let (network, clock, cores) = (network.clone(), clock.clone(), cores.clone());
+            let topology = gateway_topology.clone();
+            async move {
+                let mut config = GatewayConfig::new(region_of_site(name));
+                config.topology = topology;
+                config.connects_per_minute = 6_000.0;
+                config.sends_per_second = 1_000.0;
+                // Short liveness periods: partitions drop data silently, and
+                // every dead connection must be noticed for a seed to converge.
+                config.ping_interval = Duration::from_millis(500);
+                config.idle_timeout = Duration::from_secs(2);
+                config.core_keepalive = Duration::from_secs(1);
+                let _gateway = start_gateway(GatewayOptions {
+                    config,
+                    listen: any_addr(GATEWAY_PORT),
+                    cores,
+                    network,
+                    clock,
+                    metrics: None,
+                })
+                .await?;
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+    }
+}
+
+/// A gRPC client of the simulated core, for the setup and admin clients.
+pub(crate) fn core_client(
+    network: SharedNetwork,
+    addr: &str,
+) -> Result<CoreClient<tonic::transport::Channel>, tonic::transport::Error> {
+    let channel = tonic_channel(network, addr, Duration::from_secs(1))?;
+    Ok(CoreClient::new(channel))
+}
+
+/// The setup client: registers every user and device at its home region's
+/// core, creates the conversations, waits until each member's home region
+/// holds them, uploads the setup's media, then marks the setup done.
+pub(crate) async fn setup(network: SharedNetwork, shared: SharedState, plan: Plan) -> HostResult {
+    let mut cores = Vec::new();
+    for region in 0..plan.regions {
+        let addr = format!("{}:{CORE_PORT}", host("core", plan.sites(), region));
+        cores.push(core_client(network.clone(), &addr)?);
+    }
+    // Each user registers at its home region's core, which may still be
+    // starting: retry the first call.
+    let mut user_callers = Vec::new();
+    let mut tokens = vec![String::new(); plan.devices.len()];
+    for user in 0..plan.users {
+        let core = &mut cores[plan.home(user)];
+        let registered = loop {
+            let request = pb::RegisterUserRequest {
+                display_name: format!("user{user}"),
+                device_label: "first".into(),
+            };
+            match core.register_user(request).await {
+                Ok(response) => break response.into_inner(),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        let user_id = registered.user.map(|u| u.user_id).unwrap_or_default();
+        let first = registered
+            .device
+            .map(|d| (d.device_id, d.token))
+            .unwrap_or_default();
+        let caller = pb::Caller {
+            user_id,
+            device_id: first.0,
+        };
+        let mut first_token = Some(first.1);
+        for (index, device) in plan.devices.iter().enumerate() {
+            if device.user != user {
+                continue;
+            }
+            tokens[index] = match first_token.take() {
+                Some(token) => token,
+                None => {
+                    let request = pb::AddDeviceRequest {
+                        caller: Some(caller.clone()),
+                        label: device.name.clone(),
+                    };
+                    core.add_device(request).await?.into_inner().token
+                }
+            };
+        }
+        user_callers.push(caller);
+    }
+    let mut conv_ids = Vec::new();
+    for conv in &plan.conversations {
+        let info = match conv {
+            ConvPlan::Direct(a, b) => {
+                let request = pb::DirectRequest {
+                    caller: Some(user_callers[*a].clone()),
+                    peer_user_id: user_callers[*b].user_id.clone(),
+                };
+                cores[plan.home(*a)]
+                    .get_or_create_direct(request)
+                    .await?
+                    .into_inner()
+            }
+            ConvPlan::Group(members) => {
+                let request = pb::CreateGroupRequest {
+                    caller: Some(user_callers[members[0]].clone()),
+                    name: "group".into(),
+                    member_user_ids: members[1..]
+                        .iter()
+                        .map(|m| user_callers[*m].user_id.clone())
+                        .collect(),
+                };
+                cores[plan.home(members[0])]
+                    .create_group(request)
+                    .await?
+                    .into_inner()
+            }
+        };
+        conv_ids.push(info.conv_id);
+    }
+    // Every member's home region holds every conversation before traffic
+    // starts (replication is asynchronous; a member cannot send to a group
+    // its region has not heard of yet).
+    for (conv, conv_id) in plan.conversations.iter().zip(&conv_ids) {
+        for member in conv.members() {
+            let core = &mut cores[plan.home(member)];
+            loop {
+                let request = pb::ConversationRequest {
+                    caller: Some(user_callers[member].clone()),
+                    conv_id: conv_id.clone(),
+                };
+                if core.get_conversation(request).await.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    let media = upload_media(&network, &mut cores[plan.home(0)], &user_callers[0]).await?;
+    let mut state = lock(&shared);
+    state.media = Some(media);
+    state.callers = user_callers;
+    state.tokens = tokens;
+    state.conv_ids = conv_ids;
+    state.setup_done = true;
+    Ok(())
+}
+
+/// User 0 uploads an image through a presigned PUT (a plain HTTP request
+/// over the simulated network) and completes it until it is checked ready.
+async fn upload_media(
+    network: &SharedNetwork,
+    core: &mut CoreClient<tonic::transport::Channel>,
+    caller: &pb::Caller,
+) -> Result<(String, String), Box<dyn std::error::Error>> {
+    use sha2::Digest as _;
+    let image = sim_image();
+    let sha256 = hex::encode(sha2::Sha256::digest(&image));
+    let slot = core
+        .create_upload(pb::CreateUploadRequest {
+            caller: Some(caller.clone()),
+            size: image.len() as u64,
+            content_type: "image/png".into(),
+            sha256: sha256.clone(),
+        })
+        .await?
+        .into_inner();
+    let media_id = slot.media.map(|m| m.media_id).unwrap_or_default();
+    let upload = slot.upload.unwrap_or_default();
+    let presigned = meridian_media::Presigned {
+        method: upload.method,
+        url: upload.url,
+        headers: upload
+            .headers
+            .into_iter()
+            .map(|h| (h.name, h.value))
+            .collect(),
+        expires_ms: upload.expires_ms,
+    };
+    let (status, body) =
+        meridian_media::seam_http::send_presigned(network.clone(), &presigned, image).await?;
+    if status != 200 {
+        return Err(format!(
+            "presigned PUT answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        )
+        .into());
+    }
+    loop {
+        let media = core
+            .complete_upload(pb::MediaRequest {
+                caller: Some(caller.clone()),
+                media_id: media_id.clone(),
+            })
+            .await?
+            .into_inner();
+        match media.state.as_str() {
+            "ready" if media.thumbnail.is_some() => return Ok((media_id, sha256)),
+            "checking" => {}
+            other => return Err(format!("media {media_id} ended {other}: {}", media.detail).into()),
+        }
+    }
+}
