@@ -712,24 +712,8 @@ pub fn stamp_from_hex(text: &str) -> Option<Stamp> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use meridian_kv::{Database, DatabaseOptions};
-    use meridian_seams::clock::ManualClock;
-    use meridian_seams::{Rng, SharedClock};
-
     use super::*;
-
-    fn open() -> Database {
-        let clock: SharedClock = Arc::new(ManualClock::new(1_800_000_000_000));
-        Database::open(
-            Arc::new(meridian_kv_memory::MemoryEngine::new()),
-            clock,
-            Rng::seeded(7),
-            DatabaseOptions::default(),
-        )
-        .expect("open")
-    }
+    use crate::test_database as open;
 
     #[tokio::test]
     async fn user_and_conversation_ids_page_in_key_order() {
