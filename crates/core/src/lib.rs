@@ -4,12 +4,22 @@
 //! exposes them to gateways.
 //!
 //! # Shape
-//! - [`Messaging`] holds the domain rules; each operation is one
-//!   transaction over `meridian-store` (a send writes the message, every
-//!   member's inbox entry and inbox head, and the idempotency record at once).
-//! - [`grpc::CoreService`] is the tonic `Core` service: unary calls for
+//! - [`Messaging`] (`messaging.rs`: the type, its constructor, the guards
+//!   and helpers its operations share) holds the domain rules; each
+//!   operation is one transaction over `meridian-store` (a send writes the
+//!   message, every member's inbox entry and inbox head, and the
+//!   idempotency record at once). The operations are `impl Messaging`
+//!   blocks by aggregate: `accounts.rs` (users, devices, tokens),
+//!   `conversations.rs` (direct and group conversations, members),
+//!   `send.rs` (send, receipts, history), `cursors.rs` (acks, device
+//!   cursors), [`media`] and `apply.rs`. [`Caller`] (`caller.rs`) is who
+//!   acts.
+//! - [`rpc::CoreService`] is the tonic `Core` service: unary calls for
 //!   request/response operations, one multiplexed `Session` stream per
-//!   gateway for sends, acks, receipts and deliveries.
+//!   gateway for sends, acks, receipts and deliveries. The module [`rpc`]
+//!   holds the service (`service.rs`), the session stream (`stream.rs`),
+//!   delivery to each device session (`delivery.rs`), the stream's batched
+//!   acks (`acks.rs`) and the conversions to protobuf (`convert.rs`).
 //! - [`retention::Sweeper`] prunes inboxes and history past retention, and
 //!   deletes media past theirs.
 //! - Media ([`media`]): upload slots (presigned PUTs), the check worker
@@ -22,6 +32,9 @@
 //!   [`ReplicationApplier`] applies what arrives from other regions exactly
 //!   once. [`peers::Peers`] makes the few cross-region calls an operation
 //!   needs (does a user homed elsewhere exist?).
+//! - Below those: the members cache of the send path (`members_cache.rs`),
+//!   the HLC ([`Hlc`]), input checks (`validate.rs`), limits
+//!   ([`CoreConfig`]) and errors ([`CoreError`]).
 //!
 //! # What it must not touch
 //! No HTTP or WebSocket types (the gateway owns the client edge), no S3
@@ -29,10 +42,13 @@
 //! engine (only `meridian-kv`'s interface), no wall clock or randomness except
 //! through `meridian-seams`.
 
+mod accounts;
 mod apply;
+mod caller;
 mod config;
+mod conversations;
+mod cursors;
 mod error;
-pub mod grpc;
 mod hlc;
 pub mod media;
 pub mod media_check;
@@ -40,14 +56,16 @@ mod members_cache;
 mod messaging;
 pub mod peers;
 pub mod retention;
-mod session;
+pub mod rpc;
+mod send;
 mod validate;
 
+pub use accounts::Credentials;
 pub use apply::ReplicationApplier;
+pub use caller::Caller;
 pub use config::{CoreConfig, MediaLimits};
+pub use conversations::{ConversationDetail, direct_conversation_id};
 pub use error::CoreError;
 pub use hlc::{Hlc, HlcError, physical_ms, stamp_at};
-pub use media::MediaDeps;
-pub use messaging::{
-    Caller, ConversationDetail, Credentials, Messaging, SendInput, direct_conversation_id,
-};
+pub use messaging::{MediaDeps, Messaging};
+pub use send::SendInput;

@@ -12,7 +12,6 @@
 //!   a conversation whose message carries the media, against the bucket of
 //!   the media's origin region (bytes are never copied between regions).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use meridian_media::{Bucket, Presigned, types};
@@ -23,16 +22,6 @@ use meridian_store::{self as store, Attachment, Media, MediaState};
 use crate::peers::region_of;
 use crate::validate;
 use crate::{Caller, CoreError, Messaging};
-
-/// What a core needs for media: every region's bucket (downloads are
-/// presigned against the origin region's) and the executor for thumbnails.
-#[derive(Debug, Clone, Default)]
-pub struct MediaDeps {
-    /// Region name → its bucket.
-    pub buckets: BTreeMap<String, Bucket>,
-    /// Where CPU-heavy checks run.
-    pub offload: Offload,
-}
 
 /// A new upload slot.
 #[derive(Debug, Clone)]

@@ -5,8 +5,7 @@
 
 use std::sync::Arc;
 
-use meridian_kv::{KeyRange, RangeOption, key_after};
-use meridian_store::keys::{self, STAMP_ZERO, Stamp};
+use meridian_store::keys::{STAMP_ZERO, Stamp};
 use meridian_store::{self as store};
 
 use crate::hlc::stamp_at;
@@ -86,7 +85,13 @@ impl Sweeper {
         let mut report = SweepReport::default();
         let mut after: Option<Vec<u8>> = None;
         loop {
-            let (users, last) = self.next_chunk(keys::all_users(), after.take()).await?;
+            let from = after.take();
+            let (users, last) = db
+                .run(|tx, _| {
+                    let from = from.as_deref();
+                    async move { Ok::<_, CoreError>(store::list_user_ids(&tx, from, CHUNK).await?) }
+                })
+                .await?;
             for user in &users {
                 report.users += 1;
                 if self.sweep_inbox(user, &cutoff).await? {
@@ -101,8 +106,14 @@ impl Sweeper {
         let history_cut = stamp_at(cutoff_ms);
         let mut after: Option<Vec<u8>> = None;
         loop {
-            let (convs, last) = self
-                .next_chunk(keys::all_conversations(), after.take())
+            let from = after.take();
+            let (convs, last) = db
+                .run(|tx, _| {
+                    let from = from.as_deref();
+                    async move {
+                        Ok::<_, CoreError>(store::list_conversation_ids(&tx, from, CHUNK).await?)
+                    }
+                })
                 .await?;
             db.run(|tx, _| {
                 let convs = &convs;
@@ -193,33 +204,6 @@ impl Sweeper {
             }
         }
         Ok(deleted)
-    }
-
-    /// The next `CHUNK` record ids in `range` after key `after`.
-    async fn next_chunk(
-        &self,
-        range: KeyRange,
-        after: Option<Vec<u8>>,
-    ) -> Result<(Vec<String>, Option<Vec<u8>>), CoreError> {
-        let begin = after.map(|k| key_after(&k)).unwrap_or(range.begin.clone());
-        let option = RangeOption::new(KeyRange::new(begin, range.end.clone())).limit(CHUNK);
-        let pairs = self
-            .messaging
-            .db()
-            .run(|tx, _| {
-                let option = &option;
-                async move { Ok::<_, CoreError>(tx.get_range_snapshot(option).await?) }
-            })
-            .await?;
-        let ids = pairs
-            .iter()
-            .filter_map(|kv| {
-                meridian_kv::tuple::unpack::<(String, String)>(&kv.key)
-                    .ok()
-                    .map(|(_, id)| id)
-            })
-            .collect();
-        Ok((ids, pairs.last().map(|kv| kv.key.to_vec())))
     }
 
     /// Prunes one inbox, [`PRUNE_STEP`] entries per transaction; returns

@@ -27,7 +27,7 @@ use meridian_core::MediaDeps;
 use meridian_core::media_check::MediaChecker;
 use meridian_core::peers::Peers;
 use meridian_core::retention::Sweeper;
-use meridian_core::{CoreConfig, Messaging, ReplicationApplier, grpc::CoreService};
+use meridian_core::{CoreConfig, Messaging, ReplicationApplier, rpc::CoreService};
 use meridian_gateway::{CoreChannels, GatewayConfig, GatewayDeps};
 use meridian_kv::engine::Engine;
 use meridian_kv::{Database, DatabaseOptions};

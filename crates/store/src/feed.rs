@@ -447,25 +447,11 @@ impl CommitObserver for InboxFeed {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use meridian_kv::{Database, DatabaseOptions};
-    use meridian_seams::clock::ManualClock;
-    use meridian_seams::{Rng, SharedClock};
+    use meridian_kv::Database;
 
     use super::*;
     use crate::keys::STAMP_ZERO;
-
-    fn open() -> Database {
-        let clock: SharedClock = Arc::new(ManualClock::new(1_800_000_000_000));
-        Database::open(
-            Arc::new(meridian_kv_memory::MemoryEngine::new()),
-            clock,
-            Rng::seeded(7),
-            DatabaseOptions::default(),
-        )
-        .expect("open")
-    }
+    use crate::test_database as open;
 
     fn message(n: u64) -> Message {
         sized_message(n, 1)

@@ -29,6 +29,20 @@ pub use model::*;
 pub use ops::*;
 pub use replication::*;
 
+/// A database over the memory engine on a manual clock, for unit tests.
+#[cfg(test)]
+fn test_database() -> meridian_kv::Database {
+    let clock: meridian_seams::SharedClock =
+        std::sync::Arc::new(meridian_seams::clock::ManualClock::new(1_800_000_000_000));
+    meridian_kv::Database::open(
+        std::sync::Arc::new(meridian_kv_memory::MemoryEngine::new()),
+        clock,
+        meridian_seams::Rng::seeded(7),
+        meridian_kv::DatabaseOptions::default(),
+    )
+    .expect("open")
+}
+
 /// Errors from reading or writing Meridian's records.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -36,6 +36,30 @@ fn stamp_from(raw: &[u8]) -> Option<Stamp> {
     <Stamp>::try_from(raw).ok()
 }
 
+/// The ids of the records in `range`, whose keys are `(kind, id)`, after
+/// the key `after` (exclusive), at most `limit`, read at snapshot
+/// isolation; with the last key read, to page on from. A key that does not
+/// decode is passed over.
+async fn record_ids(
+    tx: &Transaction,
+    range: KeyRange,
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Result<(Vec<String>, Option<Vec<u8>>), StoreError> {
+    let begin = after.map(key_after).unwrap_or(range.begin.clone());
+    let option = RangeOption::new(KeyRange::new(begin, range.end.clone())).limit(limit);
+    let pairs = tx.get_range_snapshot(&option).await?;
+    let ids = pairs
+        .iter()
+        .filter_map(|kv| {
+            meridian_kv::tuple::unpack::<(String, String)>(&kv.key)
+                .ok()
+                .map(|(_, id)| id)
+        })
+        .collect();
+    Ok((ids, pairs.last().map(|kv| kv.key.to_vec())))
+}
+
 /// The user record.
 ///
 /// # Errors
@@ -50,6 +74,19 @@ pub async fn get_user(tx: &Transaction, user_id: &str) -> Result<Option<User>, S
 /// Store limits.
 pub fn put_user(tx: &Transaction, user: &User) -> Result<(), StoreError> {
     Ok(tx.set(&keys::user(&user.id), &encode(user))?)
+}
+
+/// A page of user ids, in key order: at most `limit` after the key `after`
+/// (the last key of the previous page), with the last key read.
+///
+/// # Errors
+/// Store failures.
+pub async fn list_user_ids(
+    tx: &Transaction,
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Result<(Vec<String>, Option<Vec<u8>>), StoreError> {
+    record_ids(tx, keys::all_users(), after, limit).await
 }
 
 /// The device record.
@@ -156,6 +193,19 @@ pub async fn get_conversation(
 /// Store limits.
 pub fn put_conversation(tx: &Transaction, conv: &Conversation) -> Result<(), StoreError> {
     Ok(tx.set(&keys::conversation(&conv.id), &encode(conv))?)
+}
+
+/// A page of conversation ids, in key order: at most `limit` after the key
+/// `after` (the last key of the previous page), with the last key read.
+///
+/// # Errors
+/// Store failures.
+pub async fn list_conversation_ids(
+    tx: &Transaction,
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Result<(Vec<String>, Option<Vec<u8>>), StoreError> {
+    record_ids(tx, keys::all_conversations(), after, limit).await
 }
 
 /// A membership, if `user_id` is a member of `conv_id`.
@@ -658,4 +708,45 @@ pub fn stamp_to_hex(stamp: &Stamp) -> String {
 /// Parses a wire cursor.
 pub fn stamp_from_hex(text: &str) -> Option<Stamp> {
     hex::decode(text).ok().and_then(|raw| stamp_from(&raw))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_database as open;
+
+    #[tokio::test]
+    async fn user_and_conversation_ids_page_in_key_order() {
+        let db = open();
+        let tx = db.begin();
+        for id in ["u3", "u1", "u2"] {
+            let user = User {
+                id: id.to_string(),
+                display_name: id.to_string(),
+                home_region: "eu".to_string(),
+                created_ms: 0,
+            };
+            put_user(&tx, &user).expect("put user");
+        }
+        let conversation = Conversation {
+            id: "c1".to_string(),
+            kind: ConversationKind::Group,
+            name: String::new(),
+            member_count: 0,
+            version: 1,
+            created_ms: 0,
+        };
+        put_conversation(&tx, &conversation).expect("put conversation");
+        tx.commit().await.expect("commit");
+
+        let tx = db.begin();
+        let (first, last) = list_user_ids(&tx, None, 2).await.expect("page");
+        assert_eq!(first, ["u1", "u2"]);
+        let (second, end) = list_user_ids(&tx, last.as_deref(), 2).await.expect("page");
+        assert_eq!(second, ["u3"]);
+        let (rest, none) = list_user_ids(&tx, end.as_deref(), 2).await.expect("page");
+        assert!(rest.is_empty() && none.is_none());
+        let (convs, _) = list_conversation_ids(&tx, None, 10).await.expect("page");
+        assert_eq!(convs, ["c1"]);
+    }
 }

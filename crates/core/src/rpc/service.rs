@@ -5,23 +5,21 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use meridian_media::Presigned;
 use meridian_proto::core::{self as pb, core_server};
-use meridian_store::{
-    Attachment, Conversation, ConversationKind, Media, MediaState, MediaThumbnail, Member, Message,
-    Role,
-};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::convert::{
+    attachment_info, caller_of, conversation_info, media_info, message_info, presigned_info,
+    to_caller,
+};
 use crate::Messaging;
-use crate::messaging::{Caller, ConversationDetail};
 
 /// The gRPC face of a core.
 #[derive(Clone)]
 pub struct CoreService {
     messaging: Arc<Messaging>,
-    registry: crate::session::Registry,
+    registry: super::stream::Registry,
     shutdown: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
@@ -30,7 +28,7 @@ impl CoreService {
     pub fn new(messaging: Arc<Messaging>) -> Self {
         Self {
             messaging,
-            registry: crate::session::Registry::default(),
+            registry: super::stream::Registry::default(),
             shutdown: None,
         }
     }
@@ -49,126 +47,6 @@ impl CoreService {
         core_server::CoreServer::new(self)
             .max_decoding_message_size(1024 * 1024)
             .max_encoding_message_size(16 * 1024 * 1024)
-    }
-}
-
-pub(crate) fn to_caller(caller: pb::Caller) -> Caller {
-    Caller {
-        user_id: caller.user_id,
-        device_id: caller.device_id,
-    }
-}
-
-fn caller_of(caller: Option<pb::Caller>) -> Result<Caller, Status> {
-    caller
-        .map(to_caller)
-        .ok_or_else(|| meridian_proto::ErrorCode::Unauthenticated.status("no caller"))
-}
-
-pub(crate) fn message_info(message: Message) -> pb::MessageInfo {
-    pb::MessageInfo {
-        msg_id: message.msg_id,
-        conv_id: message.conv_id,
-        sender_user_id: message.sender_user,
-        sender_device_id: message.sender_device,
-        client_msg_id: message.client_msg_id,
-        hlc: message.hlc,
-        origin_region: message.origin_region,
-        payload: message.payload,
-        reply_to: message.reply_to,
-        sent_ms: message.sent_ms,
-        attachments: message
-            .attachments
-            .into_iter()
-            .map(attachment_info)
-            .collect(),
-    }
-}
-
-fn thumbnail_info(thumbnail: MediaThumbnail) -> pb::Thumbnail {
-    pb::Thumbnail {
-        width: thumbnail.width,
-        height: thumbnail.height,
-        size: thumbnail.size,
-    }
-}
-
-fn attachment_info(attachment: Attachment) -> pb::Attachment {
-    pb::Attachment {
-        media_id: attachment.media_id,
-        content_type: attachment.content_type,
-        size: attachment.size,
-        sha256: attachment.sha256,
-        thumbnail: attachment.thumbnail.map(thumbnail_info),
-    }
-}
-
-fn media_info(media: Media) -> pb::MediaInfo {
-    let (state, reason, detail) = match media.state {
-        MediaState::Pending => ("pending", String::new(), String::new()),
-        MediaState::Checking => ("checking", String::new(), String::new()),
-        MediaState::Ready => ("ready", String::new(), String::new()),
-        MediaState::Expired => ("expired", String::new(), String::new()),
-        MediaState::Rejected { reason, detail } => ("rejected", reason, detail),
-    };
-    pb::MediaInfo {
-        media_id: media.id,
-        content_type: media.content_type,
-        size: media.size,
-        sha256: media.sha256,
-        state: state.to_string(),
-        reason,
-        detail,
-        thumbnail: media.thumbnail.map(thumbnail_info),
-        created_ms: media.created_ms,
-    }
-}
-
-fn presigned_info(presigned: Presigned) -> pb::PresignedRequest {
-    pb::PresignedRequest {
-        method: presigned.method,
-        url: presigned.url,
-        headers: presigned
-            .headers
-            .into_iter()
-            .map(|(name, value)| pb::Header { name, value })
-            .collect(),
-        expires_ms: presigned.expires_ms,
-    }
-}
-
-fn member_info(member: Member) -> pb::MemberInfo {
-    pb::MemberInfo {
-        user_id: member.user_id,
-        role: match member.role {
-            Role::Admin => "admin",
-            Role::Member => "member",
-        }
-        .to_string(),
-        joined_ms: member.joined_ms,
-    }
-}
-
-fn conversation_info(detail: ConversationDetail) -> pb::ConversationInfo {
-    let Conversation {
-        id,
-        kind,
-        name,
-        version,
-        created_ms,
-        ..
-    } = detail.conversation;
-    pb::ConversationInfo {
-        conv_id: id,
-        kind: match kind {
-            ConversationKind::Direct => "direct",
-            ConversationKind::Group => "group",
-        }
-        .to_string(),
-        name,
-        version,
-        created_ms,
-        members: detail.members.into_iter().map(member_info).collect(),
     }
 }
 
@@ -489,7 +367,7 @@ impl core_server::Core for CoreService {
         let inbound = request.into_inner();
         let (down, receiver) = tokio::sync::mpsc::channel(1024);
         let shutdown = self.shutdown.clone();
-        let serve = crate::session::serve_stream(
+        let serve = super::stream::serve_stream(
             self.messaging.clone(),
             self.registry.clone(),
             inbound,

@@ -1,0 +1,307 @@
+//! Delivery to one device session: its inbox from the stored cursor, read
+//! from the inbox feed or the store, pushed in `deliver` frames under flow
+//! control, with `gap` when retention passed the cursor.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use meridian_proto::ErrorCode;
+use meridian_proto::core::{self as pb, Delivery, SessionDown, delivery, session_down};
+use meridian_store::keys::Stamp;
+use meridian_store::{self as store, FeedRead, InboxEntry, InboxSubscription, ReceiptKind};
+use tokio::sync::watch;
+
+use super::convert::{Down, error_frame, message_info};
+use crate::{Caller, CoreError, Messaging};
+
+/// What the delivery task and the ack path share for one device session.
+pub(super) struct DeliveryState {
+    /// Stamps delivered but not yet acknowledged, oldest first.
+    pub(super) unacked: Mutex<VecDeque<Stamp>>,
+    /// Latest acknowledged stamp, to wake a delivery task waiting on flow control.
+    pub(super) acked: watch::Sender<Stamp>,
+}
+
+impl DeliveryState {
+    pub(super) fn unacked(&self) -> std::sync::MutexGuard<'_, VecDeque<Stamp>> {
+        self.unacked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Delivers a device's inbox from its stored cursor: read a batch, push it,
+/// and when the inbox is drained, watch the inbox head until something
+/// arrives. Stops pushing while `max_unacked` deliveries await an ack.
+/// Transient store failures are retried with backoff; the session is only
+/// ended (with an error frame) by a failure that retrying cannot fix.
+pub(super) async fn deliver(
+    messaging: Arc<Messaging>,
+    session: u64,
+    caller: Caller,
+    state: Arc<DeliveryState>,
+    down: Down,
+) {
+    // Checked after the registration (in `Stream::on_attach`): a revocation
+    // that commits later finds the registration and ends this session; one
+    // that committed earlier is seen here.
+    let mut cursor = match messaging.attach_cursor(&caller).await {
+        Ok(cursor) => cursor,
+        Err(error) => {
+            let _ = down.send(Ok(error_frame(session, 0, &error))).await;
+            return;
+        }
+    };
+    let ready = SessionDown {
+        kind: Some(session_down::Kind::Ready(pb::Ready {
+            session,
+            cursor: store::stamp_to_hex(&cursor),
+        })),
+    };
+    if down.send(Ok(ready)).await.is_err() {
+        return;
+    }
+    // Subscribed before the first look at the inbox, so that no commit
+    // falls between the look and the wait.
+    let feed = messaging
+        .inbox_feed()
+        .map(|feed| feed.subscribe(&caller.user_id, cursor));
+    let mut acked = state.acked.subscribe();
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        while state.unacked().len() >= messaging.config().max_unacked {
+            if acked.changed().await.is_err() {
+                return;
+            }
+        }
+        let step = deliver_step(
+            &messaging,
+            session,
+            &caller,
+            &state,
+            &down,
+            &mut cursor,
+            feed.as_ref(),
+        );
+        match step.await {
+            Ok(Flow::Continue) => backoff = Duration::from_millis(5),
+            Ok(Flow::Stop) => return,
+            Err(error) if error.code() == ErrorCode::Unavailable => {
+                tracing::warn!(%error, device = %caller.device_id, "delivery retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            Err(error) => {
+                tracing::warn!(%error, device = %caller.device_id, "delivery stopped");
+                let _ = down.send(Ok(error_frame(session, 0, &error))).await;
+                return;
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// One round of delivery: a gap, a batch, or a wait for the inbox to grow.
+///
+/// With an inbox feed (the native store), what commits append is taken from
+/// the feed; the store is read only when the feed does not know the entries
+/// after the cursor (just attached, far behind, or retention at work).
+/// Without one (FoundationDB), the inbox is read from the store and a watch
+/// on its head waits for more.
+async fn deliver_step(
+    messaging: &Messaging,
+    session: u64,
+    caller: &Caller,
+    state: &DeliveryState,
+    down: &Down,
+    cursor: &mut Stamp,
+    feed: Option<&InboxSubscription>,
+) -> Result<Flow, CoreError> {
+    let batch = messaging.config().delivery_batch;
+    if let Some(feed) = feed
+        && let FeedRead::Entries(entries) = feed.read(cursor, batch)
+    {
+        if entries.is_empty() {
+            return wait_for_feed(feed, down).await;
+        }
+        // Opened only for an entry whose message its commit did not carry.
+        let mut tx = None;
+        let mut items = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            let item = match (entry.message(), &entry.entry) {
+                (Some(message), _) => Some(delivery::Item::Message(message_info(message?))),
+                (None, InboxEntry::Message { .. }) => {
+                    let tx = tx.get_or_insert_with(|| messaging.db().begin());
+                    delivery_item(tx, &entry.entry).await?
+                }
+                (None, notice) => notice_item(notice),
+            };
+            items.push((entry.stamp, item));
+        }
+        return Ok(send_deliveries(session, state, down, cursor, items).await);
+    }
+    let tx = messaging.db().begin();
+    let floor = store::get_inbox_floor(&tx, &caller.user_id).await?;
+    if floor > *cursor {
+        let gap = SessionDown {
+            kind: Some(session_down::Kind::Gap(pb::Gap {
+                session,
+                lost_through: store::stamp_to_hex(&floor),
+            })),
+        };
+        if down.send(Ok(gap)).await.is_err() {
+            return Ok(Flow::Stop);
+        }
+        // The device has been told: move its cursor so it is told once.
+        messaging.ack(caller, &floor).await?;
+        *cursor = floor;
+        return Ok(Flow::Continue);
+    }
+    let entries = store::read_inbox(&tx, &caller.user_id, cursor, batch).await?;
+    // A short read saw the whole inbox at this snapshot: wait for it to grow
+    // rather than reading it again to find it empty (half of all inbox range
+    // reads, each of which visits every table of the LSM). A commit after
+    // this snapshot signals the feed (kept as a permit until the wait);
+    // without a feed, a watch registered at this snapshot (only snapshot
+    // reads: the commit cannot conflict) fires at once for anything
+    // appended after it.
+    let caught_up = entries.len() < batch;
+    let wake = (caught_up && feed.is_none())
+        .then(|| tx.watch(&meridian_store::keys::inbox_head(&caller.user_id)));
+    let mut items = Vec::with_capacity(entries.len());
+    for (stamp, entry) in &entries {
+        items.push((*stamp, delivery_item(&tx, entry).await?));
+    }
+    if wake.is_some() {
+        tx.commit().await?;
+    }
+    if !items.is_empty() && send_deliveries(session, state, down, cursor, items).await == Flow::Stop
+    {
+        return Ok(Flow::Stop);
+    }
+    if !caught_up {
+        return Ok(Flow::Continue);
+    }
+    match feed {
+        Some(feed) => wait_for_feed(feed, down).await,
+        None => wait_for_inbox(wake, down).await,
+    }
+}
+
+/// Sends `items` (inbox entries after `cursor`, in order; `None` for an
+/// entry skipped because retention removed its message) as one `deliver`
+/// frame, records them as awaiting acks, and moves `cursor` past them.
+async fn send_deliveries(
+    session: u64,
+    state: &DeliveryState,
+    down: &Down,
+    cursor: &mut Stamp,
+    items: Vec<(Stamp, Option<delivery::Item>)>,
+) -> Flow {
+    let Some(&(last, _)) = items.last() else {
+        return Flow::Continue;
+    };
+    let after = store::stamp_to_hex(cursor);
+    let mut delivered = Vec::with_capacity(items.len());
+    {
+        let mut unacked = state.unacked();
+        for (stamp, item) in items {
+            if let Some(item) = item {
+                delivered.push(Delivery {
+                    cursor: store::stamp_to_hex(&stamp),
+                    item: Some(item),
+                });
+                unacked.push_back(stamp);
+            }
+        }
+        // The chain's end is ackable even when its entry was skipped.
+        if unacked.back() != Some(&last) {
+            unacked.push_back(last);
+        }
+    }
+    *cursor = last;
+    let frame = SessionDown {
+        kind: Some(session_down::Kind::Deliver(pb::Deliver {
+            session,
+            items: delivered,
+            after,
+            through: store::stamp_to_hex(&last),
+        })),
+    };
+    if down.send(Ok(frame)).await.is_err() {
+        return Flow::Stop;
+    }
+    Flow::Continue
+}
+
+/// Waits for the feed to change, or for the session to end.
+async fn wait_for_feed(feed: &InboxSubscription, down: &Down) -> Result<Flow, CoreError> {
+    tokio::select! {
+        biased;
+        () = feed.changed() => Ok(Flow::Continue),
+        () = down.closed() => Ok(Flow::Stop),
+    }
+}
+
+/// Waits for `wake` (the inbox head moved), if there is one, or for the
+/// session to end.
+async fn wait_for_inbox(wake: Option<meridian_kv::Watch>, down: &Down) -> Result<Flow, CoreError> {
+    let Some(wake) = wake else {
+        return Ok(Flow::Continue);
+    };
+    tokio::select! {
+        biased;
+        fired = wake => fired?,
+        () = down.closed() => return Ok(Flow::Stop),
+    }
+    Ok(Flow::Continue)
+}
+
+/// The delivery item of `entry`, reading its message from the store:
+/// `None` for a message retention already removed from history.
+async fn delivery_item(
+    tx: &meridian_kv::Transaction,
+    entry: &InboxEntry,
+) -> Result<Option<delivery::Item>, CoreError> {
+    Ok(match entry {
+        InboxEntry::Message { .. } => store::get_entry_message(tx, entry)
+            .await?
+            .map(|message| delivery::Item::Message(message_info(message))),
+        notice => notice_item(notice),
+    })
+}
+
+/// The delivery item of an entry that carries all it says (a receipt or a
+/// conversation change); `None` for a message entry.
+fn notice_item(entry: &InboxEntry) -> Option<delivery::Item> {
+    match entry {
+        InboxEntry::Message { .. } => None,
+        InboxEntry::Receipt {
+            conv_id,
+            msg_id,
+            from_user,
+            kind,
+            at_ms,
+        } => Some(delivery::Item::Receipt(pb::ReceiptInfo {
+            conv_id: conv_id.clone(),
+            msg_id: msg_id.clone(),
+            from_user_id: from_user.clone(),
+            kind: match kind {
+                ReceiptKind::Delivered => "delivered",
+                ReceiptKind::Read => "read",
+            }
+            .to_string(),
+            at_ms: *at_ms,
+        })),
+        InboxEntry::ConversationChanged { conv_id, version } => {
+            Some(delivery::Item::Changed(pb::ConversationChanged {
+                conv_id: conv_id.clone(),
+                version: *version,
+            }))
+        }
+    }
+}

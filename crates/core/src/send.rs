@@ -1,0 +1,325 @@
+//! The send path, receipts and history: what is written to a conversation
+//! and read back from it.
+
+use std::sync::Arc;
+
+use meridian_proto::ErrorCode;
+use meridian_store::{self as store, InboxEntry, Message, ReceiptKind, SendRecord};
+
+use crate::members_cache::CachedMembers;
+use crate::messaging::refused;
+use crate::validate;
+use crate::{Caller, CoreError, Messaging};
+
+/// A send request.
+#[derive(Debug, Clone)]
+pub struct SendInput {
+    /// Target.
+    pub conv_id: String,
+    /// Idempotency key.
+    pub client_msg_id: String,
+    /// Opaque content.
+    pub payload: String,
+    /// Answered message.
+    pub reply_to: Option<String>,
+    /// Highest HLC the client has seen.
+    pub last_seen_hlc: u64,
+    /// Media ids the message carries (ready uploads of the sender).
+    pub attachments: Vec<String>,
+}
+
+impl Messaging {
+    /// Accepts a message: one transaction writes the message, an inbox entry
+    /// and inbox-head bump for every member (the sender's other devices
+    /// included), and the idempotency record. A retry with the same
+    /// `client_msg_id` from the same device returns the first result.
+    ///
+    /// # Errors
+    /// `payload_empty`, `payload_too_large`, `bad_request`, `not_found`,
+    /// `not_member`; store failures (the send may then be retried safely).
+    pub async fn send(&self, caller: &Caller, input: &SendInput) -> Result<SendRecord, CoreError> {
+        self.validate_send(caller, input)?;
+        let msg_id = self.ids.uuid_v7().to_string();
+        let now = self.now_ms();
+        self.db
+            .run(|tx, _| {
+                let msg_id = &msg_id;
+                async move {
+                    if let Some(first) =
+                        store::get_send_record(&tx, &caller.device_id, &input.client_msg_id).await?
+                    {
+                        return Ok(first);
+                    }
+                    let members = self.send_members(&tx, caller, input).await?;
+                    let observed = Self::observed_hlc(&tx, input).await?;
+                    let attachments = self.attach(&tx, caller, &input.attachments, now).await?;
+                    let hlc = self.send_hlc(caller, observed)?;
+                    let message = Message {
+                        msg_id: msg_id.clone(),
+                        conv_id: input.conv_id.clone(),
+                        sender_user: caller.user_id.clone(),
+                        sender_device: caller.device_id.clone(),
+                        client_msg_id: input.client_msg_id.clone(),
+                        hlc,
+                        origin_region: self.config.region.clone(),
+                        payload: input.payload.clone(),
+                        reply_to: input.reply_to.clone(),
+                        sent_ms: now,
+                        attachments,
+                    };
+                    self.write_send(&tx, caller, input, &members.user_ids, message)
+                }
+            })
+            .await
+    }
+
+    /// The checks of a send that need no transaction.
+    fn validate_send(&self, caller: &Caller, input: &SendInput) -> Result<(), CoreError> {
+        self.require_homed_here(caller)?;
+        validate::id("conv_id", &input.conv_id)?;
+        validate::client_msg_id(&input.client_msg_id)?;
+        if input.payload.is_empty() && input.attachments.is_empty() {
+            return Err(refused(
+                ErrorCode::PayloadEmpty,
+                "payload is empty and nothing is attached",
+            ));
+        }
+        self.validate_attachments(&input.attachments)?;
+        if input.payload.len() > self.config.max_payload_bytes {
+            return Err(refused(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "payload of {} bytes exceeds {}",
+                    input.payload.len(),
+                    self.config.max_payload_bytes
+                ),
+            ));
+        }
+        if let Some(parent) = &input.reply_to {
+            validate::id("reply_to", parent)?;
+        }
+        Ok(())
+    }
+
+    /// The members of the send's conversation, refusing a sender who is not
+    /// one of them.
+    async fn send_members(
+        &self,
+        tx: &meridian_kv::Transaction,
+        caller: &Caller,
+        input: &SendInput,
+    ) -> Result<Arc<CachedMembers>, CoreError> {
+        // The conversation record and its cached member ids
+        // give the fan-out and the membership check (the point
+        // reads of `require_member` run only to name the
+        // refusal); a membership change conflicts on the record.
+        let members = self.members.members(tx, &input.conv_id).await?;
+        if !members.user_ids.contains(&caller.user_id) {
+            Self::require_member(tx, &input.conv_id, &caller.user_id).await?;
+            return Err(refused(
+                ErrorCode::NotMember,
+                format!("not a member of {}", input.conv_id),
+            ));
+        }
+        Ok(members)
+    }
+
+    /// The highest HLC the message must follow: the client's
+    /// `last_seen_hlc`, or the answered message's if later.
+    async fn observed_hlc(
+        tx: &meridian_kv::Transaction,
+        input: &SendInput,
+    ) -> Result<u64, CoreError> {
+        let mut observed = input.last_seen_hlc;
+        if let Some(parent) = &input.reply_to {
+            let parent_at = store::message_position(tx, &input.conv_id, parent)
+                .await?
+                .ok_or_else(|| {
+                    refused(
+                        ErrorCode::NotFound,
+                        format!("no message {parent} to reply to"),
+                    )
+                })?;
+            observed = observed.max(parent_at.hlc);
+        }
+        Ok(observed)
+    }
+
+    /// The message's HLC, after `observed`; a client HLC too far ahead is
+    /// refused, counted and logged.
+    fn send_hlc(&self, caller: &Caller, observed: u64) -> Result<u64, CoreError> {
+        self.hlc.next_after(observed).map_err(|e| {
+            metrics::counter!("meridian_hlc_refused_total", "source" => "client", "region" => self.config.region.clone())
+                .increment(1);
+            tracing::warn!(error = %e, device = %caller.device_id, "client HLC refused");
+            refused(ErrorCode::ClockSkew, format!("last_seen_hlc refused: {e}"))
+        })
+    }
+
+    /// Writes the message, its inbox entry for every member homed here, an
+    /// outbox entry per other region with members, and the idempotency
+    /// record.
+    fn write_send(
+        &self,
+        tx: &meridian_kv::Transaction,
+        caller: &Caller,
+        input: &SendInput,
+        members: &[String],
+        message: Message,
+    ) -> Result<SendRecord, CoreError> {
+        let (msg_id, hlc, now) = (&message.msg_id, message.hlc, message.sent_ms);
+        store::put_message(tx, &message)?;
+        let entry = InboxEntry::Message {
+            conv_id: input.conv_id.clone(),
+            hlc,
+            origin_region: self.config.region.clone(),
+            msg_id: msg_id.clone(),
+        };
+        let (local, remote) = self.by_region(members.iter().map(String::as_str));
+        for user in local {
+            self.append_inbox(tx, user, &entry)?;
+        }
+        // Members homed elsewhere get it through their region's
+        // core, as counted here: a member removed concurrently in
+        // another region still gets what was sent before this
+        // region learned of the removal.
+        for (region, recipients) in remote {
+            store::put_outbox(
+                tx,
+                &region,
+                &store::Replicated {
+                    origin_region: self.config.region.clone(),
+                    hlc,
+                    change: store::Change::Message {
+                        message: message.clone(),
+                        recipients,
+                    },
+                },
+            )?;
+        }
+        let record = SendRecord {
+            conv_id: input.conv_id.clone(),
+            msg_id: msg_id.clone(),
+            hlc,
+            sent_ms: now,
+        };
+        store::put_send_record(tx, &caller.device_id, &input.client_msg_id, &record)?;
+        Ok(record)
+    }
+
+    /// Sends delivered/read receipts for messages of a conversation to their
+    /// senders' inboxes.
+    ///
+    /// # Errors
+    /// `bad_request` (no ids or more than 100), `not_member`, `not_found`.
+    pub async fn receipt(
+        &self,
+        caller: &Caller,
+        conv_id: &str,
+        msg_ids: &[String],
+        kind: ReceiptKind,
+    ) -> Result<(), CoreError> {
+        self.require_homed_here(caller)?;
+        validate::id("conv_id", conv_id)?;
+        if msg_ids.is_empty() || msg_ids.len() > 100 {
+            return Err(refused(
+                ErrorCode::BadRequest,
+                "a receipt names 1-100 messages",
+            ));
+        }
+        for id in msg_ids {
+            validate::id("msg_ids", id)?;
+        }
+        let now = self.now_ms();
+        self.db
+            .run(|tx, _| async move {
+                Self::require_member(&tx, conv_id, &caller.user_id).await?;
+                for msg_id in msg_ids {
+                    let at = store::message_position(&tx, conv_id, msg_id)
+                        .await?
+                        .ok_or_else(|| {
+                            refused(ErrorCode::NotFound, format!("no message {msg_id}"))
+                        })?;
+                    let Some(message) = store::get_message(&tx, conv_id, &at).await? else {
+                        continue;
+                    };
+                    if message.sender_user == caller.user_id {
+                        continue;
+                    }
+                    if self.is_local(&message.sender_user) {
+                        self.append_inbox(
+                            &tx,
+                            &message.sender_user,
+                            &InboxEntry::Receipt {
+                                conv_id: conv_id.to_string(),
+                                msg_id: msg_id.clone(),
+                                from_user: caller.user_id.clone(),
+                                kind,
+                                at_ms: now,
+                            },
+                        )?;
+                    } else if let Some(region) = self
+                        .site_of(&message.sender_user)
+                        .filter(|region| self.peers.knows(region))
+                    {
+                        store::put_outbox(
+                            &tx,
+                            &region,
+                            &store::Replicated {
+                                origin_region: self.config.region.clone(),
+                                hlc: self.stamp()?,
+                                change: store::Change::Receipt {
+                                    to_user: message.sender_user.clone(),
+                                    conv_id: conv_id.to_string(),
+                                    msg_id: msg_id.clone(),
+                                    from_user: caller.user_id.clone(),
+                                    kind,
+                                    at_ms: now,
+                                },
+                            },
+                        )?;
+                    }
+                }
+                Ok::<_, CoreError>(())
+            })
+            .await
+    }
+
+    /// A page of a conversation's history, for members only, paging from
+    /// the message `from_msg_id` (exclusive) or from an end.
+    ///
+    /// # Errors
+    /// `not_member`, `not_found` (also for an unknown `from_msg_id`), `bad_request`.
+    pub async fn history(
+        &self,
+        caller: &Caller,
+        conv_id: &str,
+        from_msg_id: Option<&str>,
+        backward: bool,
+        limit: usize,
+    ) -> Result<Vec<Message>, CoreError> {
+        validate::id("conv_id", conv_id)?;
+        if let Some(msg_id) = from_msg_id {
+            validate::id("from_msg_id", msg_id)?;
+        }
+        let limit = limit.clamp(1, 200);
+        self.db
+            .run(|tx, _| async move {
+                Self::require_member(&tx, conv_id, &caller.user_id).await?;
+                let from = match from_msg_id {
+                    Some(msg_id) => Some(
+                        store::message_position(&tx, conv_id, msg_id)
+                            .await?
+                            .ok_or_else(|| {
+                                refused(ErrorCode::NotFound, format!("no message {msg_id}"))
+                            })?,
+                    ),
+                    None => None,
+                };
+                Ok::<_, CoreError>(
+                    store::history_page(&tx, conv_id, from.as_ref(), backward, limit).await?,
+                )
+            })
+            .await
+    }
+}
