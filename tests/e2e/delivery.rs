@@ -3,11 +3,22 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::support::{Harness, PATIENCE, next_json, send_json, send_many};
+use crate::support::{Harness, Options, PATIENCE, next_json, send_json, send_many};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_users_two_devices_each_receive_every_message_once() {
-    let mut h = Harness::start().await;
+    every_device_receives_every_message_once(Harness::start().await).await;
+}
+
+/// The same, with delivery watching the inbox head (FoundationDB's way)
+/// instead of following the native store's inbox feed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_delivery_works_watching_the_inbox_head() {
+    let h = Harness::start_with(Options::watching_inbox_head()).await;
+    every_device_receives_every_message_once(h).await;
+}
+
+async fn every_device_receives_every_message_once(mut h: Harness) {
     let (alice, bob, conv) = h.direct_pair().await;
     let alice2 = h.device(&alice.token, "laptop").await;
     let bob2 = h.device(&bob.token, "laptop").await;
@@ -52,7 +63,17 @@ async fn two_users_two_devices_each_receive_every_message_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_device_catches_up_in_order_exactly_once() {
-    let mut h = Harness::start().await;
+    offline_device_catches_up(Harness::start().await).await;
+}
+
+/// The same, with delivery watching the inbox head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_catch_up_works_watching_the_inbox_head() {
+    let h = Harness::start_with(Options::watching_inbox_head()).await;
+    offline_device_catches_up(h).await;
+}
+
+async fn offline_device_catches_up(mut h: Harness) {
     let (alice, bob, conv) = h.direct_pair().await;
     let bob_tablet = h.device(&bob.token, "tablet").await;
     let mut sender = h.client(&alice.token).await;

@@ -13,8 +13,8 @@ async fn sends_and_requests_over_the_limit_are_refused_and_nothing_is_lost() {
     gateway.requests_per_second = 0.001;
     gateway.request_burst = 5.0;
     let mut h = Harness::start_with(Options {
-        clock: None,
         gateway: Some(gateway),
+        ..Options::default()
     })
     .await;
     let (alice, bob, conv) = h.direct_pair().await;

@@ -16,7 +16,7 @@ async fn a_device_behind_retention_gets_a_gap_and_expired_entries_are_pruned() {
     let clock = Arc::new(ManualClock::new(start_ms));
     let mut h = Harness::start_with(Options {
         clock: Some(clock.clone()),
-        gateway: None,
+        ..Options::default()
     })
     .await;
     let (alice, bob, conv) = h.direct_pair().await;

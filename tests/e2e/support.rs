@@ -24,15 +24,39 @@ pub struct Harness {
 pub struct Options {
     pub clock: Option<Arc<ManualClock>>,
     pub gateway: Option<GatewayConfig>,
+    /// Whether delivery follows the store's inbox feed (the native engines'
+    /// way) or watches the inbox head (FoundationDB's way).
+    pub follow_inbox_feed: bool,
+}
+
+/// Set to `watch` to run the tests with delivery watching the inbox head,
+/// FoundationDB's way, on the native engine (`.ci/test` does, for the
+/// delivery tests).
+pub const INBOX_WAIT_VARIABLE: &str = "MERIDIAN_TEST_INBOX_WAIT";
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            clock: None,
+            gateway: None,
+            follow_inbox_feed: std::env::var(INBOX_WAIT_VARIABLE).as_deref() != Ok("watch"),
+        }
+    }
+}
+
+impl Options {
+    /// Delivery watches the inbox head instead of following the feed.
+    pub fn watching_inbox_head() -> Self {
+        Self {
+            follow_inbox_feed: false,
+            ..Self::default()
+        }
+    }
 }
 
 impl Harness {
     pub async fn start() -> Self {
-        Self::start_with(Options {
-            clock: None,
-            gateway: None,
-        })
-        .await
+        Self::start_with(Options::default()).await
     }
 
     pub async fn start_with(options: Options) -> Self {
@@ -46,18 +70,16 @@ impl Harness {
             .unwrap_or_else(|| GatewayConfig::new("us-east"));
         // Tests register many users from one address.
         gateway.registrations_per_minute = 100_000.0;
-        let region = start_region(RegionOptions {
-            gateway,
-            ..RegionOptions::loopback(
-                "us-east",
-                StoreChoice::Fjall(dir.path().to_path_buf()),
-                TokioNetwork::shared(),
-                clock.clone(),
-                Rng::seeded(7),
-            )
-        })
-        .await
-        .expect("start region");
+        let mut region = RegionOptions::loopback(
+            "us-east",
+            StoreChoice::Fjall(dir.path().to_path_buf()),
+            TokioNetwork::shared(),
+            clock.clone(),
+            Rng::seeded(7),
+        );
+        region.gateway = gateway;
+        region.core.follow_inbox_feed = options.follow_inbox_feed;
+        let region = start_region(region).await.expect("start region");
         let rest = Rest::new(format!("http://{}", region.gateway_addr));
         Self {
             region: Some(region),

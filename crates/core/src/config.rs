@@ -31,6 +31,10 @@ pub struct CoreConfig {
     pub max_inflight_per_stream: usize,
     /// Media limits.
     pub media: MediaLimits,
+    /// Delivery follows the store's inbox feed where it has one (the native
+    /// engines); false makes it watch the inbox head instead, as on
+    /// FoundationDB — how the tests run that path on the native engines.
+    pub follow_inbox_feed: bool,
 }
 
 /// Limits and timings of media uploads and downloads.
@@ -81,6 +85,7 @@ impl CoreConfig {
             max_unacked: 1024,
             max_inflight_per_stream: 4096,
             media: MediaLimits::default(),
+            follow_inbox_feed: true,
         }
     }
 }

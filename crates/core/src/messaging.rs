@@ -11,7 +11,7 @@ use meridian_kv::Database;
 use meridian_media::Bucket;
 use meridian_proto::ErrorCode;
 use meridian_seams::{Ids, Offload};
-use meridian_store::{self as store, InboxEntry, InboxFeed};
+use meridian_store::{self as store, InboxEntry, InboxWaiter};
 
 use crate::members_cache::MembersCache;
 use crate::peers::Peers;
@@ -37,9 +37,9 @@ pub struct Messaging {
     pub(crate) media: MediaDeps,
     /// Member ids by conversation for the send path (see the module).
     pub(crate) members: MembersCache,
-    /// Inbox tails from the committed batches, for delivery (none on
-    /// FoundationDB, where this process does not see every commit).
-    pub(crate) inbox_feed: Option<Arc<InboxFeed>>,
+    /// How delivery loops wait for an inbox to grow (the store's choice:
+    /// its inbox feed, or a watch on the inbox head).
+    pub(crate) inbox_waiter: InboxWaiter,
 }
 
 impl std::fmt::Debug for Messaging {
@@ -68,6 +68,7 @@ impl Messaging {
             ids.clock().clone(),
             config.max_clock_offset.as_millis() as u64,
         );
+        let inbox_waiter = InboxWaiter::new(&db, config.follow_inbox_feed);
         Arc::new(Self {
             ids,
             hlc,
@@ -75,29 +76,24 @@ impl Messaging {
             peers,
             media,
             members: MembersCache::new(),
-            inbox_feed: InboxFeed::follow(&db),
+            inbox_waiter,
             db,
         })
     }
 
-    /// Appends `entry` to `user`'s inbox, waking its delivery loops the way
-    /// they wait here (the feed, or a watch on the inbox head).
+    /// Appends `entry` to `user`'s inbox, waking its delivery loops.
     pub(crate) fn append_inbox(
         &self,
         tx: &meridian_kv::Transaction,
         user: &str,
         entry: &InboxEntry,
     ) -> Result<(), store::StoreError> {
-        let wakeup = match self.inbox_feed {
-            Some(_) => store::InboxWakeup::Feed,
-            None => store::InboxWakeup::HeadWatch,
-        };
-        store::append_inbox(tx, user, entry, wakeup)
+        self.inbox_waiter.append(tx, user, entry)
     }
 
-    /// The inbox feed, where the store has one.
-    pub(crate) fn inbox_feed(&self) -> Option<&Arc<InboxFeed>> {
-        self.inbox_feed.as_ref()
+    /// How delivery loops wait for an inbox to grow.
+    pub(crate) fn inbox_waiter(&self) -> &InboxWaiter {
+        &self.inbox_waiter
     }
 
     /// Object storage.

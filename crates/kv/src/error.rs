@@ -85,17 +85,21 @@ pub enum KvError {
     /// The storage engine failed (I/O, corruption).
     #[error("storage engine failed: {0}")]
     Engine(Arc<dyn std::error::Error + Send + Sync>),
-    /// A FoundationDB error, with its own retry classification (the
-    /// backend's run loop retries it with FoundationDB's backoff).
-    #[error("FoundationDB error {code}: {message}")]
-    Fdb {
-        /// FoundationDB's error code.
+    /// An error of a backend that is a transactional store itself
+    /// (FoundationDB, in `meridian-kv-fdb`), with that store's own code and
+    /// retry classification; the run loop hands it back to the backend's
+    /// [`Backend::retry`](crate::backend::Backend::retry).
+    #[error("{backend} error {code}: {message}")]
+    Backend {
+        /// Which store (e.g. "FoundationDB").
+        backend: &'static str,
+        /// The store's error code.
         code: i32,
         /// Its description.
         message: String,
-        /// FoundationDB says a retry may succeed.
+        /// The store says a retry may succeed.
         retryable: bool,
-        /// FoundationDB says the transaction may have committed.
+        /// The store says the transaction may have committed.
         maybe_committed: bool,
     },
 }
@@ -113,7 +117,7 @@ impl KvError {
             Self::NotCommitted
                 | Self::TransactionTooOld
                 | Self::CommitUnknownResult { .. }
-                | Self::Fdb {
+                | Self::Backend {
                     retryable: true,
                     ..
                 }
@@ -125,7 +129,7 @@ impl KvError {
         matches!(
             self,
             Self::CommitUnknownResult { .. }
-                | Self::Fdb {
+                | Self::Backend {
                     maybe_committed: true,
                     ..
                 }

@@ -16,37 +16,42 @@
 //!   so every transaction written over this crate must be idempotent.
 //! - The FoundationDB tuple encoding for keys, re-exported as [`tuple`].
 //!
+//! # Shape
+//! Garage's: concrete handles ([`Database`], [`Transaction`]) over one
+//! object-safe seam, [`backend::Backend`]. Two kinds of backend sit under it:
+//! - the native layer ([`native`], opened by [`Database::open`]) over an
+//!   [`engine::Engine`], because the transaction layer, not the engine,
+//!   decides isolation, so the engine surface stays tiny (snapshot, range
+//!   iterator, atomic batch write);
+//! - a store that is transactional itself (FoundationDB, crate
+//!   `meridian-kv-fdb`, through [`Database::from_backend`]).
+//!
+//! Files, top-down: `handle.rs` and `runner.rs` (the handles, the retry
+//! loop) → `backend.rs` (the seam) → `native/` → `engine.rs`, `types.rs`,
+//! `keys.rs`, `error.rs`.
+//!
 //! # What it must not touch
-//! No storage engine is named here: engines implement [`engine::Engine`] in
-//! crates of their own (`kv-memory`, `kv-fjall`). FoundationDB, which is a
-//! transactional store itself rather than an engine under this layer, is a
-//! second backend of the same [`Database`]/[`Transaction`] handles (feature
-//! `fdb`, module `fdb`). The shape of the native layer is
-//! Garage's: a concrete handle ([`Database`]) over an object-safe engine trait,
-//! because the transaction layer, not the engine, decides isolation, so the
-//! engine surface can stay tiny (snapshot, range iterator, atomic batch write).
+//! No storage engine or store is named here: engines implement
+//! [`engine::Engine`] in crates of their own (`kv-memory`, `kv-fjall`), and
+//! FoundationDB implements [`backend::Backend`] in `kv-fdb`.
 
+pub mod backend;
 pub mod engine;
 mod error;
-mod keys;
-mod resolver;
-mod runner;
-mod transaction;
-
-mod database;
-#[cfg(feature = "fdb")]
-mod fdb;
-#[cfg(feature = "fdb")]
-pub use fdb::shutdown as shutdown_foundationdb;
 mod handle;
+mod keys;
+pub mod native;
+mod runner;
+pub mod types;
 
-pub use database::{CommitInfo, CommitObserver, DatabaseOptions};
+pub use backend::CommitObserver;
 pub use error::{KvError, TxnError};
 pub use foundationdb_tuple as tuple;
 pub use handle::{Database, Transaction};
 pub use keys::{KeyRange, key_after, prefix_range, strinc};
-pub use runner::{MaybeCommitted, RetryOptions};
-pub use transaction::{KeyValue, RangeOption, Watch};
+pub use native::{DatabaseOptions, RetryOptions};
+pub use runner::MaybeCommitted;
+pub use types::{CommitInfo, KeyValue, RangeOption, Watch};
 
 /// FoundationDB's limits, enforced by every engine through the transaction layer.
 pub mod limits {

@@ -14,7 +14,7 @@ pub mod media;
 
 /// Stops the FoundationDB client network before the process exits.
 #[cfg(feature = "fdb")]
-pub use meridian_kv::shutdown_foundationdb;
+pub use meridian_kv_fdb::shutdown as shutdown_foundationdb;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -214,7 +214,7 @@ fn open_database(
         StoreChoice::Memory(engine) => Arc::new(engine.clone()),
         #[cfg(feature = "fdb")]
         StoreChoice::FoundationDb(cluster_file) => {
-            return Database::open_fdb(Some(&cluster_file.display().to_string()))
+            return meridian_kv_fdb::open(Some(&cluster_file.display().to_string()))
                 .with_context(|| format!("opening FoundationDB via {}", cluster_file.display()));
         }
     };

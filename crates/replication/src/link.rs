@@ -8,7 +8,7 @@ use std::time::Duration;
 use meridian_proto::replication as pb;
 use meridian_proto::replication::replication_client::ReplicationClient;
 use meridian_seams::net::{SharedNetwork, tonic_channel};
-use meridian_seams::{Rng, SharedClock};
+use meridian_seams::{Backoff, Rng, SharedClock};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -141,7 +141,8 @@ impl Link {
     /// failure wait (jittered exponential backoff) and resume from the
     /// offsets recorded by the last applies.
     pub async fn run(self) {
-        let mut backoff = self.config.min_backoff;
+        let mut backoff = Backoff::new(self.config.min_backoff, self.config.max_backoff)
+            .with_jitter(self.rng.clone());
         loop {
             let ended = self.session().await;
             // A session that got as far as streaming resets the backoff.
@@ -149,7 +150,7 @@ impl Link {
             self.status.send_modify(|s| s.connected = false);
             self.record_up(false);
             if was_connected {
-                backoff = self.config.min_backoff;
+                backoff.reset();
             }
             let (reason, refused) = match ended {
                 Ended::Broken(reason) => (reason, false),
@@ -168,9 +169,7 @@ impl Link {
                 tokio::time::sleep(self.config.refused_retry).await;
                 continue;
             }
-            let jitter = self.rng.below(backoff.as_millis() as u64 / 2 + 1);
-            tokio::time::sleep(backoff / 2 + Duration::from_millis(jitter)).await;
-            backoff = (backoff * 2).min(self.config.max_backoff);
+            backoff.wait().await;
         }
     }
 

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use meridian_kv::Database;
+use meridian_seams::Backoff;
 use meridian_store as store;
 
 use crate::log::{AppendRecord, SharedLog, topic_for};
@@ -50,22 +51,20 @@ impl Relay {
     /// Runs until the store closes. Failures are logged and retried with
     /// backoff: the outbox keeps every entry until the log has it.
     pub async fn run(mut self) {
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
         while let Err(error) = self.log.ensure_topic(&self.topic).await {
             tracing::warn!(%error, topic = %self.topic, "cannot create the topic; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            backoff.wait().await;
         }
         loop {
             match self.round().await {
-                Ok(true) => backoff = Duration::from_millis(50),
+                Ok(true) => backoff.reset(),
                 Ok(false) => return,
                 Err(error) => {
                     tracing::warn!(%error, destination = %self.destination, "relay round failed; retrying");
                     metrics::counter!("meridian_relay_errors_total", "source" => self.source.clone(), "destination" => self.destination.clone())
                         .increment(1);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff.wait().await;
                 }
             }
         }

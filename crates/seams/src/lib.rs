@@ -1,5 +1,6 @@
 //! The seams through which Meridian touches the outside world: wall time,
-//! randomness, ids and the network.
+//! randomness, ids and the network — and [`Backoff`], the one retry delay
+//! (its jitter drawn from the injected [`Rng`]).
 //!
 //! Every component receives a [`Clock`], an [`Rng`] (and the [`Ids`] made from
 //! both) and a [`net::Network`] as parameters. Production wiring passes the
@@ -10,6 +11,7 @@
 //!
 //! This crate must not depend on any other Meridian crate.
 
+pub mod backoff;
 pub mod clock;
 pub mod ids;
 pub mod net;
@@ -17,6 +19,7 @@ pub mod offload;
 pub mod rng;
 pub mod shutdown;
 
+pub use backoff::Backoff;
 pub use clock::{Clock, SharedClock, SystemClock};
 pub use ids::Ids;
 pub use offload::Offload;

@@ -29,10 +29,10 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use meridian_kv::CommitObserver;
 use meridian_kv::engine::EngineBatch;
-use meridian_kv::tuple::{Subspace, Versionstamp, pack};
+use meridian_kv::tuple::{Subspace, Versionstamp};
 use tokio::sync::Notify;
 
-use crate::keys::Stamp;
+use crate::keys::{self, Stamp};
 use crate::ops::decode;
 use crate::{InboxEntry, Message, StoreError};
 
@@ -337,7 +337,7 @@ impl Drop for InboxSubscription {
     }
 }
 
-/// The key prefixes the feed follows, packed once.
+/// The key prefixes the feed follows (from [`crate::keys`]), packed once.
 struct Prefixes {
     inbox: Subspace,
     inbox_floor: Subspace,
@@ -347,9 +347,9 @@ struct Prefixes {
 fn prefixes() -> &'static Prefixes {
     static PREFIXES: std::sync::OnceLock<Prefixes> = std::sync::OnceLock::new();
     PREFIXES.get_or_init(|| Prefixes {
-        inbox: Subspace::from_bytes(pack(&("inbox",))),
-        inbox_floor: Subspace::from_bytes(pack(&("inbox_floor",))),
-        message: pack(&("msg",)),
+        inbox: keys::all_inboxes(),
+        inbox_floor: keys::all_inbox_floors(),
+        message: keys::all_messages().bytes().to_vec(),
     })
 }
 
@@ -487,7 +487,7 @@ mod tests {
         let m = sized_message(n, payload_bytes);
         crate::put_message(&tx, &m).expect("put");
         for user in users {
-            crate::append_inbox(
+            crate::ops::append_inbox(
                 &tx,
                 user,
                 &InboxEntry::Message {
@@ -496,7 +496,6 @@ mod tests {
                     origin_region: m.origin_region.clone(),
                     msg_id: m.msg_id.clone(),
                 },
-                crate::InboxWakeup::Feed,
             )
             .expect("append");
         }

@@ -12,7 +12,7 @@
 //! | `("msg", conv, hlc, origin_region, msg_id)` | [`crate::Message`]: history in display order |
 //! | `("msg_by_id", conv, msg_id)` | `(hlc, origin_region)`: locate a message by id |
 //! | `("inbox", user, stamp)` | [`crate::InboxEntry`]: delivery queue in arrival order (12-byte tuple versionstamp) |
-//! | `("inbox_head", user)` | versionstamp of the last commit that wrote the inbox (watched, never read; only where delivery watches it, see [`crate::InboxWakeup`]) |
+//! | `("inbox_head", user)` | versionstamp of the last commit that wrote the inbox (watched, never read; only where delivery watches it, see [`crate::InboxWaiter`]) |
 //! | `("inbox_floor", user)` | stamp through which retention removed unacknowledged entries |
 //! | `("idem", device, client_msg_id)` | [`crate::SendRecord`]: first result of a send |
 //! | `("vclock", unix_ms)` | versionstamp committed at that time (retention cut-offs) |
@@ -120,6 +120,21 @@ pub fn message(conv: &str, hlc: u64, origin_region: &str, msg_id: &str) -> Vec<u
 /// `("msg_by_id", conv, msg_id)`.
 pub fn message_by_id(conv: &str, msg_id: &str) -> Vec<u8> {
     pack(&("msg_by_id", conv, msg_id))
+}
+
+/// Every user's history: `("msg", …)` (the inbox feed follows it).
+pub fn all_messages() -> Subspace {
+    Subspace::from_bytes(pack(&("msg",)))
+}
+
+/// Every user's inbox: `("inbox", …)` (the inbox feed follows it).
+pub fn all_inboxes() -> Subspace {
+    Subspace::from_bytes(pack(&("inbox",)))
+}
+
+/// Every user's inbox floor: `("inbox_floor", …)` (the inbox feed follows it).
+pub fn all_inbox_floors() -> Subspace {
+    Subspace::from_bytes(pack(&("inbox_floor",)))
 }
 
 /// The inbox of `user`.

@@ -8,15 +8,18 @@
 //! [`meridian_kv::Transaction`] and reads or writes a few keys; it never
 //! commits, so the core composes them into one transaction per operation
 //! (a send is one transaction: message, inbox entries, inbox heads,
-//! idempotency record). The inbox feed ([`InboxFeed`]) follows the
-//! committed batches of a native store to keep the tails of inboxes being
-//! delivered.
+//! idempotency record). How delivery loops wait for an inbox to grow is
+//! one abstraction, [`InboxWaiter`]: the inbox feed ([`InboxFeed`], which
+//! follows the committed batches of a native store to keep the tails of
+//! inboxes being delivered) where the store has one, a watch on the inbox
+//! head otherwise.
 //!
 //! # What it must not touch
 //! No tonic, axum, Kafka or S3; no domain decisions (who may do what lives in
 //! `meridian-core`). No engine: only the `meridian-kv` interface.
 
 mod feed;
+mod inbox_wait;
 pub mod keys;
 mod media;
 pub mod model;
@@ -24,6 +27,7 @@ mod ops;
 mod replication;
 
 pub use feed::{FeedEntry, FeedRead, InboxFeed, InboxSubscription};
+pub use inbox_wait::{Armed, InboxWait, InboxWaiter};
 pub use media::*;
 pub use model::*;
 pub use ops::*;

@@ -432,37 +432,28 @@ pub async fn history_page(
         .collect()
 }
 
-/// How delivery loops learn that an inbox grew.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InboxWakeup {
-    /// They watch the inbox head, which every append touches.
-    HeadWatch,
-    /// They follow the [`crate::InboxFeed`]: the head is not written (two
-    /// fewer keys in a direct message's commit).
-    Feed,
-}
-
-/// Appends `entry` to `user_id`'s inbox at this commit's versionstamp, and
-/// touches the inbox head (which wakes anyone watching it) unless delivery
-/// follows the inbox feed.
+/// Appends `entry` to `user_id`'s inbox at this commit's versionstamp
+/// (through [`crate::InboxWaiter::append`], which also touches the inbox
+/// head where delivery loops watch it).
 ///
 /// # Errors
 /// Store limits.
-pub fn append_inbox(
+pub(crate) fn append_inbox(
     tx: &Transaction,
     user_id: &str,
     entry: &InboxEntry,
-    wakeup: InboxWakeup,
 ) -> Result<(), StoreError> {
     let user_version = tx.next_user_version();
     tx.set_versionstamped_key(
         &keys::new_inbox_entry(user_id, user_version),
         &encode(entry),
     )?;
-    match wakeup {
-        InboxWakeup::HeadWatch => touch_watched(tx, &keys::inbox_head(user_id)),
-        InboxWakeup::Feed => Ok(()),
-    }
+    Ok(())
+}
+
+/// Moves `user_id`'s inbox head, waking anyone watching it.
+pub(crate) fn touch_inbox_head(tx: &Transaction, user_id: &str) -> Result<(), StoreError> {
+    touch_watched(tx, &keys::inbox_head(user_id))
 }
 
 /// Sets `key` to this commit's versionstamp: a new value at every commit,

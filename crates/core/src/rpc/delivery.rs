@@ -9,7 +9,7 @@ use std::time::Duration;
 use meridian_proto::ErrorCode;
 use meridian_proto::core::{self as pb, Delivery, SessionDown, delivery, session_down};
 use meridian_store::keys::Stamp;
-use meridian_store::{self as store, FeedRead, InboxEntry, InboxSubscription, ReceiptKind};
+use meridian_store::{self as store, Armed, FeedRead, InboxEntry, InboxWait, ReceiptKind};
 use tokio::sync::watch;
 
 use super::convert::{Down, error_frame, message_info};
@@ -62,9 +62,7 @@ pub(super) async fn deliver(
     }
     // Subscribed before the first look at the inbox, so that no commit
     // falls between the look and the wait.
-    let feed = messaging
-        .inbox_feed()
-        .map(|feed| feed.subscribe(&caller.user_id, cursor));
+    let inbox = messaging.inbox_waiter().subscribe(&caller.user_id, cursor);
     let mut acked = state.acked.subscribe();
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -80,7 +78,7 @@ pub(super) async fn deliver(
             &state,
             &down,
             &mut cursor,
-            feed.as_ref(),
+            &inbox,
         );
         match step.await {
             Ok(Flow::Continue) => backoff = Duration::from_millis(5),
@@ -107,11 +105,11 @@ enum Flow {
 
 /// One round of delivery: a gap, a batch, or a wait for the inbox to grow.
 ///
-/// With an inbox feed (the native store), what commits append is taken from
-/// the feed; the store is read only when the feed does not know the entries
-/// after the cursor (just attached, far behind, or retention at work).
-/// Without one (FoundationDB), the inbox is read from the store and a watch
-/// on its head waits for more.
+/// What commits append is taken from the inbox's feed where the store has
+/// one; the store is read whenever the feed does not know the entries after
+/// the cursor (no feed, just attached, far behind, or retention at work),
+/// and then the loop waits as the [`InboxWait`] arms it (see
+/// [`store::InboxWaiter`]).
 async fn deliver_step(
     messaging: &Messaging,
     session: u64,
@@ -119,14 +117,12 @@ async fn deliver_step(
     state: &DeliveryState,
     down: &Down,
     cursor: &mut Stamp,
-    feed: Option<&InboxSubscription>,
+    inbox: &InboxWait,
 ) -> Result<Flow, CoreError> {
     let batch = messaging.config().delivery_batch;
-    if let Some(feed) = feed
-        && let FeedRead::Entries(entries) = feed.read(cursor, batch)
-    {
+    if let FeedRead::Entries(entries) = inbox.read(cursor, batch) {
         if entries.is_empty() {
-            return wait_for_feed(feed, down).await;
+            return wait_for_inbox(inbox, None, down).await;
         }
         // Opened only for an entry whose message its commit did not carry.
         let mut tx = None;
@@ -164,20 +160,16 @@ async fn deliver_step(
     let entries = store::read_inbox(&tx, &caller.user_id, cursor, batch).await?;
     // A short read saw the whole inbox at this snapshot: wait for it to grow
     // rather than reading it again to find it empty (half of all inbox range
-    // reads, each of which visits every table of the LSM). A commit after
-    // this snapshot signals the feed (kept as a permit until the wait);
-    // without a feed, a watch registered at this snapshot (only snapshot
-    // reads: the commit cannot conflict) fires at once for anything
-    // appended after it.
+    // reads, each of which visits every table of the LSM): armed at this
+    // snapshot, the wait wakes for anything appended after it.
     let caught_up = entries.len() < batch;
-    let wake = (caught_up && feed.is_none())
-        .then(|| tx.watch(&meridian_store::keys::inbox_head(&caller.user_id)));
+    let armed = caught_up.then(|| inbox.arm(&tx));
     let mut items = Vec::with_capacity(entries.len());
     for (stamp, entry) in &entries {
         items.push((*stamp, delivery_item(&tx, entry).await?));
     }
-    if wake.is_some() {
-        tx.commit().await?;
+    if let Some(armed) = &armed {
+        armed.register(&tx).await?;
     }
     if !items.is_empty() && send_deliveries(session, state, down, cursor, items).await == Flow::Stop
     {
@@ -186,10 +178,7 @@ async fn deliver_step(
     if !caught_up {
         return Ok(Flow::Continue);
     }
-    match feed {
-        Some(feed) => wait_for_feed(feed, down).await,
-        None => wait_for_inbox(wake, down).await,
-    }
+    wait_for_inbox(inbox, armed, down).await
 }
 
 /// Sends `items` (inbox entries after `cursor`, in order; `None` for an
@@ -238,24 +227,16 @@ async fn send_deliveries(
     Flow::Continue
 }
 
-/// Waits for the feed to change, or for the session to end.
-async fn wait_for_feed(feed: &InboxSubscription, down: &Down) -> Result<Flow, CoreError> {
+/// Waits for the inbox to grow (as `armed` at the last read, or by its
+/// feed), or for the session to end.
+async fn wait_for_inbox(
+    inbox: &InboxWait,
+    armed: Option<Armed>,
+    down: &Down,
+) -> Result<Flow, CoreError> {
     tokio::select! {
         biased;
-        () = feed.changed() => Ok(Flow::Continue),
-        () = down.closed() => Ok(Flow::Stop),
-    }
-}
-
-/// Waits for `wake` (the inbox head moved), if there is one, or for the
-/// session to end.
-async fn wait_for_inbox(wake: Option<meridian_kv::Watch>, down: &Down) -> Result<Flow, CoreError> {
-    let Some(wake) = wake else {
-        return Ok(Flow::Continue);
-    };
-    tokio::select! {
-        biased;
-        fired = wake => fired?,
+        changed = inbox.changed(armed) => changed?,
         () = down.closed() => return Ok(Flow::Stop),
     }
     Ok(Flow::Continue)
