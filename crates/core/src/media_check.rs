@@ -11,6 +11,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use meridian_seams::Backoff;
+
 use meridian_media::{Declared, InspectError, inspect, thumbnail::THUMBNAIL_CONTENT_TYPE};
 use meridian_store::{self as store, MediaState, MediaThumbnail};
 
@@ -54,27 +56,25 @@ impl MediaChecker {
     /// Checks forever: drains the queue, then waits for the queue head to
     /// move. Backs off while object storage is unavailable.
     pub async fn run(self) {
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), MAX_BACKOFF);
         loop {
             match self.round().await {
                 Ok(round) if round.deferred > 0 => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    backoff.wait().await;
                 }
                 Ok(round) if round.ready + round.rejected > 0 => {
-                    backoff = Duration::from_millis(200);
+                    backoff.reset();
                 }
                 Ok(_) => {
-                    backoff = Duration::from_millis(200);
+                    backoff.reset();
                     if let Err(error) = self.wait_for_work().await {
                         tracing::warn!(%error, "media checker: waiting failed");
-                        tokio::time::sleep(backoff).await;
+                        tokio::time::sleep(backoff.current()).await;
                     }
                 }
                 Err(error) => {
                     tracing::warn!(%error, "media checker: round failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    backoff.wait().await;
                 }
             }
         }

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use meridian_seams::Backoff;
+
 use meridian_proto::core::core_client::CoreClient;
 use meridian_proto::core::{SessionDown, SessionUp, session_down, session_up};
 use tokio::sync::mpsc;
@@ -153,7 +155,7 @@ impl Drop for MuxSession {
 }
 
 async fn supervise(mut core: CoreClient<Channel>, region: String, inner: std::sync::Weak<Inner>) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     loop {
         if inner.strong_count() == 0 {
             return;
@@ -161,7 +163,7 @@ async fn supervise(mut core: CoreClient<Channel>, region: String, inner: std::sy
         let (up, up_rx) = mpsc::channel(UP_BUFFER);
         match core.session(ReceiverStream::new(up_rx)).await {
             Ok(response) => {
-                backoff = Duration::from_millis(50);
+                backoff.reset();
                 let Some(strong) = inner.upgrade() else {
                     return;
                 };
@@ -196,7 +198,6 @@ async fn supervise(mut core: CoreClient<Channel>, region: String, inner: std::sy
                 tracing::warn!(%region, %status, "cannot open the session stream to the core");
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        backoff.wait().await;
     }
 }

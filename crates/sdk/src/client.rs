@@ -119,6 +119,8 @@ impl Client {
     /// # Errors
     /// The last error.
     pub async fn connect(&mut self, attempts: u32) -> Result<&mut Session, SdkError> {
+        // The SDK's own loop, not `meridian_seams::Backoff`: the seams crate
+        // carries the server's network stack, which a client must not pull in.
         let mut backoff = Duration::from_millis(50);
         let mut last = SdkError::Closed;
         for _ in 0..attempts.max(1) {

@@ -6,6 +6,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use meridian_seams::Backoff;
+
 use meridian_proto::ErrorCode;
 use meridian_proto::core::{self as pb, Delivery, SessionDown, delivery, session_down};
 use meridian_store::keys::Stamp;
@@ -64,7 +66,7 @@ pub(super) async fn deliver(
     // falls between the look and the wait.
     let inbox = messaging.inbox_waiter().subscribe(&caller.user_id, cursor);
     let mut acked = state.acked.subscribe();
-    let mut backoff = Duration::from_millis(5);
+    let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
     loop {
         while state.unacked().len() >= messaging.config().max_unacked {
             if acked.changed().await.is_err() {
@@ -81,12 +83,11 @@ pub(super) async fn deliver(
             &inbox,
         );
         match step.await {
-            Ok(Flow::Continue) => backoff = Duration::from_millis(5),
+            Ok(Flow::Continue) => backoff.reset(),
             Ok(Flow::Stop) => return,
             Err(error) if error.code() == ErrorCode::Unavailable => {
                 tracing::warn!(%error, device = %caller.device_id, "delivery retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                backoff.wait().await;
             }
             Err(error) => {
                 tracing::warn!(%error, device = %caller.device_id, "delivery stopped");
