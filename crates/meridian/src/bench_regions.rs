@@ -82,6 +82,10 @@ pub(crate) fn sum_in(text: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the benchmark's script, read top-down: regions and proxies up, warm-up, measured load, link drain, report"
+)]
 pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let regions = dir.path().join("regions");

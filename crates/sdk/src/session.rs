@@ -224,75 +224,7 @@ impl Session {
             }
             let _ = sink.close().await;
         });
-        let reader_pending = pending.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(Ok(message))) =
-                tokio::time::timeout(keepalive.timeout, stream.next()).await
-            {
-                let Message::Text(text) = message else {
-                    continue;
-                };
-                let Ok(frame) = serde_json::from_str::<ServerFrame>(&text) else {
-                    continue;
-                };
-                let event = match frame {
-                    ServerFrame::Sent {
-                        id,
-                        conv_id,
-                        msg_id,
-                        hlc,
-                        ..
-                    } => {
-                        if let Some(waiter) = lock(&reader_pending).remove(&id) {
-                            let _ = waiter.send(Ok(SentInfo {
-                                conv_id,
-                                msg_id,
-                                hlc,
-                            }));
-                        }
-                        continue;
-                    }
-                    ServerFrame::Error {
-                        id: Some(id),
-                        code,
-                        message,
-                    } => match lock(&reader_pending).remove(&id) {
-                        Some(waiter) => {
-                            let _ = waiter.send(Err(SdkError::Api {
-                                status: 0,
-                                code,
-                                message,
-                            }));
-                            continue;
-                        }
-                        None => Event::Error { code, message },
-                    },
-                    ServerFrame::Error {
-                        id: None,
-                        code,
-                        message,
-                    } => Event::Error { code, message },
-                    ServerFrame::Deliver {
-                        after,
-                        through,
-                        items,
-                    } => Event::Deliver {
-                        after,
-                        through,
-                        items,
-                    },
-                    ServerFrame::Gap { lost_through } => Event::Gap(lost_through),
-                    ServerFrame::Ready { .. } | ServerFrame::Pong { .. } => continue,
-                };
-                if events_tx.send(event).await.is_err() {
-                    break;
-                }
-            }
-            // Fail every waiter: the connection is gone.
-            for (_, waiter) in std::mem::take(&mut *lock(&reader_pending)) {
-                let _ = waiter.send(Err(SdkError::Closed));
-            }
-        });
+        tokio::spawn(read_frames(stream, pending.clone(), events_tx, keepalive));
         Ok(Self {
             outgoing,
             events,
@@ -422,5 +354,82 @@ impl Session {
     /// The next pushed event; `None` once the connection closed.
     pub async fn next_event(&mut self) -> Option<Event> {
         self.events.recv().await
+    }
+}
+
+/// The session's reader task: answers the waiters of sends, passes every
+/// other frame on as an [`Event`], and fails the waiters left when the
+/// connection ends or stays silent past the keepalive timeout.
+async fn read_frames<S>(
+    mut stream: futures::stream::SplitStream<tokio_tungstenite::WebSocketStream<S>>,
+    pending: Pending,
+    events_tx: mpsc::Sender<Event>,
+    keepalive: Keepalive,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    while let Ok(Some(Ok(message))) = tokio::time::timeout(keepalive.timeout, stream.next()).await {
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let Ok(frame) = serde_json::from_str::<ServerFrame>(&text) else {
+            continue;
+        };
+        let event = match frame {
+            ServerFrame::Sent {
+                id,
+                conv_id,
+                msg_id,
+                hlc,
+                ..
+            } => {
+                if let Some(waiter) = lock(&pending).remove(&id) {
+                    let _ = waiter.send(Ok(SentInfo {
+                        conv_id,
+                        msg_id,
+                        hlc,
+                    }));
+                }
+                continue;
+            }
+            ServerFrame::Error {
+                id: Some(id),
+                code,
+                message,
+            } => match lock(&pending).remove(&id) {
+                Some(waiter) => {
+                    let _ = waiter.send(Err(SdkError::Api {
+                        status: 0,
+                        code,
+                        message,
+                    }));
+                    continue;
+                }
+                None => Event::Error { code, message },
+            },
+            ServerFrame::Error {
+                id: None,
+                code,
+                message,
+            } => Event::Error { code, message },
+            ServerFrame::Deliver {
+                after,
+                through,
+                items,
+            } => Event::Deliver {
+                after,
+                through,
+                items,
+            },
+            ServerFrame::Gap { lost_through } => Event::Gap(lost_through),
+            ServerFrame::Ready { .. } | ServerFrame::Pong { .. } => continue,
+        };
+        if events_tx.send(event).await.is_err() {
+            break;
+        }
+    }
+    // Fail every waiter: the connection is gone.
+    for (_, waiter) in std::mem::take(&mut *lock(&pending)) {
+        let _ = waiter.send(Err(SdkError::Closed));
     }
 }

@@ -8,6 +8,7 @@
 //! [`Database::open`] starts it.
 
 mod atomic;
+mod committer;
 mod database;
 mod resolver;
 mod transaction;

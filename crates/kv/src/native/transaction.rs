@@ -10,7 +10,8 @@ use meridian_seams::Backoff;
 use tokio::sync::oneshot;
 
 use super::atomic::{apply_add, apply_byte_max};
-use super::database::{CommitRequest, NativeDatabase as Database, PendingMutation};
+use super::committer::{CommitRequest, PendingMutation};
+use super::database::NativeDatabase as Database;
 use crate::KvError;
 use crate::engine::EngineSnapshot;
 use crate::keys::{KeyRange, key_after};

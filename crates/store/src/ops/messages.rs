@@ -1,0 +1,218 @@
+//! Messages: the history of a conversation, its id index, send records
+//! (idempotency) and history pruning.
+
+use meridian_kv::{KeyRange, RangeOption, Transaction, key_after};
+
+use super::{decode, encode, get_json};
+use crate::StoreError;
+use crate::keys::{self};
+use crate::model::*;
+
+/// Where a message sits in its conversation's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// Its stamp.
+    pub hlc: u64,
+    /// The region that accepted it.
+    pub origin_region: String,
+    /// Its id.
+    pub msg_id: String,
+}
+
+/// Writes a message into the history and its id index.
+///
+/// # Errors
+/// Store limits.
+pub fn put_message(tx: &Transaction, message: &Message) -> Result<(), StoreError> {
+    tx.set(
+        &keys::message(
+            &message.conv_id,
+            message.hlc,
+            &message.origin_region,
+            &message.msg_id,
+        ),
+        &encode(message),
+    )?;
+    tx.set(
+        &keys::message_by_id(&message.conv_id, &message.msg_id),
+        &meridian_kv::tuple::pack(&(message.hlc, message.origin_region.as_str())),
+    )?;
+    Ok(())
+}
+
+/// A message by its position in the history.
+///
+/// # Errors
+/// Store failures or a corrupt record.
+pub async fn get_message(
+    tx: &Transaction,
+    conv_id: &str,
+    at: &Position,
+) -> Result<Option<Message>, StoreError> {
+    message_at(
+        tx,
+        &keys::message(conv_id, at.hlc, &at.origin_region, &at.msg_id),
+    )
+    .await
+}
+
+/// The message stored at history key `key`, by a snapshot read.
+async fn message_at(tx: &Transaction, key: &[u8]) -> Result<Option<Message>, StoreError> {
+    match tx.get_snapshot(key).await? {
+        Some(raw) => Ok(Some(decode("message", &raw)?)),
+        None => Ok(None),
+    }
+}
+
+/// The history key of the message that a message entry names (`None` for
+/// other entries).
+pub fn entry_message_key(entry: &InboxEntry) -> Option<Vec<u8>> {
+    match entry {
+        InboxEntry::Message {
+            conv_id,
+            hlc,
+            origin_region,
+            msg_id,
+        } => Some(keys::message(conv_id, *hlc, origin_region, msg_id)),
+        _ => None,
+    }
+}
+
+/// The message that a message entry names: `None` for other entries, and
+/// for a message retention already removed from history. A snapshot read.
+///
+/// # Errors
+/// Store failures or a corrupt record.
+pub async fn get_entry_message(
+    tx: &Transaction,
+    entry: &InboxEntry,
+) -> Result<Option<Message>, StoreError> {
+    match entry_message_key(entry) {
+        Some(key) => message_at(tx, &key).await,
+        None => Ok(None),
+    }
+}
+
+/// The position of a message by id, if it exists.
+///
+/// # Errors
+/// Store failures or a corrupt index entry.
+pub async fn message_position(
+    tx: &Transaction,
+    conv_id: &str,
+    msg_id: &str,
+) -> Result<Option<Position>, StoreError> {
+    let Some(raw) = tx
+        .get_snapshot(&keys::message_by_id(conv_id, msg_id))
+        .await?
+    else {
+        return Ok(None);
+    };
+    let (hlc, origin_region): (u64, String) =
+        meridian_kv::tuple::unpack(&raw).map_err(|e| StoreError::Corrupt {
+            what: "msg_by_id",
+            reason: e.to_string(),
+        })?;
+    Ok(Some(Position {
+        hlc,
+        origin_region,
+        msg_id: msg_id.to_string(),
+    }))
+}
+
+/// A page of history: messages strictly after (`backward == false`) or
+/// before (`backward == true`) position `from`, nearest first; without
+/// `from`, from the oldest (forward) or the newest (backward).
+///
+/// # Errors
+/// Store failures or a corrupt record.
+pub async fn history_page(
+    tx: &Transaction,
+    conv_id: &str,
+    from: Option<&Position>,
+    backward: bool,
+    limit: usize,
+) -> Result<Vec<Message>, StoreError> {
+    let space = keys::messages_of(conv_id);
+    let (mut begin, mut end) = space.range();
+    if let Some(at) = from {
+        let at = space.pack(&(at.hlc, at.origin_region.as_str(), at.msg_id.as_str()));
+        if backward {
+            end = at;
+        } else {
+            begin = key_after(&at);
+        }
+    }
+    let pairs = tx
+        .get_range_snapshot(
+            &RangeOption::new(KeyRange::new(begin, end))
+                .limit(limit)
+                .reverse(backward),
+        )
+        .await?;
+    pairs
+        .iter()
+        .map(|kv| decode("message", &kv.value))
+        .collect()
+}
+
+/// The first result of an earlier send with this `client_msg_id`.
+///
+/// # Errors
+/// Store failures or a corrupt record.
+pub async fn get_send_record(
+    tx: &Transaction,
+    device_id: &str,
+    client_msg_id: &str,
+) -> Result<Option<SendRecord>, StoreError> {
+    get_json(
+        tx,
+        &keys::idempotency(device_id, client_msg_id),
+        "send record",
+    )
+    .await
+}
+
+/// Records a send's result under its `client_msg_id`.
+///
+/// # Errors
+/// Store limits.
+pub fn put_send_record(
+    tx: &Transaction,
+    device_id: &str,
+    client_msg_id: &str,
+    record: &SendRecord,
+) -> Result<(), StoreError> {
+    Ok(tx.set(
+        &keys::idempotency(device_id, client_msg_id),
+        &encode(record),
+    )?)
+}
+
+/// Removes a conversation's history older than `before_hlc` (exclusive),
+/// if it has any; returns whether it did.
+///
+/// Looks first: nearly every sweep finds nothing that old, and then writes
+/// nothing (a cleared range over messages makes the inbox feed fall back to
+/// the store for every reader, and costs the embedded engine a range scan in
+/// the commit path).
+///
+/// # Errors
+/// Store failures and limits.
+pub async fn prune_history(
+    tx: &Transaction,
+    conv_id: &str,
+    before_hlc: u64,
+) -> Result<bool, StoreError> {
+    let space = keys::messages_of(conv_id);
+    let (begin, _) = space.range();
+    let old = KeyRange::new(begin, space.pack(&(before_hlc,)));
+    let oldest = tx
+        .get_range_snapshot(&RangeOption::new(old.clone()).limit(1))
+        .await?;
+    if oldest.is_empty() {
+        return Ok(false);
+    }
+    tx.clear_range(&old)?;
+    Ok(true)
+}
