@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use meridian_media::{EmbeddedS3, S3Target};
-use meridian_proto::ErrorCode;
 use meridian_sdk::SdkError;
 use meridian_sdk::frames::{PresignedView, UploadSlotView};
 use meridian_seams::SharedClock;
 use meridian_seams::net::TokioNetwork;
+use meridian_wire::ErrorCode;
 use sha2::{Digest, Sha256};
 
 use crate::support::{PATIENCE, Regions, TestLog};

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use meridian_proto::sites::{Topology, region_of_site};
+use meridian_wire::sites::{Topology, region_of_site};
 
 use crate::support::{PATIENCE, Regions, TestLog, order, wait_for_conversation};
 

@@ -2,8 +2,8 @@
 //! adding, listing and revoking devices.
 
 use base64::Engine as _;
-use meridian_proto::ErrorCode;
 use meridian_store::{self as store, Device, User};
+use meridian_wire::ErrorCode;
 use sha2::{Digest, Sha256};
 
 use crate::messaging::refused;

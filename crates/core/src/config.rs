@@ -10,7 +10,7 @@ pub struct CoreConfig {
     /// other sites replicate to and from.
     pub region: String,
     /// Every region's shard count: which site an id belongs to.
-    pub topology: meridian_proto::sites::Topology,
+    pub topology: meridian_wire::sites::Topology,
     /// Largest message payload, bytes.
     pub max_payload_bytes: usize,
     /// Largest group, members (creator included).
@@ -74,7 +74,7 @@ impl CoreConfig {
     pub fn new(region: impl Into<String>) -> Self {
         Self {
             region: region.into(),
-            topology: meridian_proto::sites::Topology::unsharded(),
+            topology: meridian_wire::sites::Topology::unsharded(),
             max_payload_bytes: 64 * 1024,
             max_group_members: 100,
             max_name_chars: 128,

@@ -1,8 +1,8 @@
 //! Conversations: direct and group conversations, their members, and the
 //! changes to groups (made at the group's owner region and replicated).
 
-use meridian_proto::ErrorCode;
 use meridian_store::{self as store, Conversation, ConversationKind, InboxEntry, Member, Role};
+use meridian_wire::ErrorCode;
 use sha2::{Digest, Sha256};
 
 use crate::messaging::refused;

@@ -1,8 +1,8 @@
 //! Device cursors: acks moving them forward, and reading them at attach.
 
-use meridian_proto::ErrorCode;
 use meridian_store as store;
 use meridian_store::keys::Stamp;
+use meridian_wire::ErrorCode;
 
 use crate::messaging::refused;
 use crate::{Caller, CoreError, Messaging};

@@ -1,8 +1,9 @@
 //! The core's error: a refusal with a stable code, or a store failure.
 
 use meridian_kv::{KvError, TxnError};
-use meridian_proto::ErrorCode;
+use meridian_rpc::ErrorCodeExt;
 use meridian_store::StoreError;
+use meridian_wire::ErrorCode;
 
 /// Why an operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -15,9 +15,9 @@
 use std::time::Duration;
 
 use meridian_media::{Bucket, Presigned, types};
-use meridian_proto::ErrorCode;
 use meridian_seams::Offload;
 use meridian_store::{self as store, Attachment, Media, MediaState};
+use meridian_wire::ErrorCode;
 
 use crate::peers::region_of;
 use crate::validate;

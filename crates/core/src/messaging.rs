@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use meridian_kv::Database;
 use meridian_media::Bucket;
-use meridian_proto::ErrorCode;
 use meridian_seams::{Ids, Offload};
 use meridian_store::{self as store, InboxEntry, InboxWaiter};
+use meridian_wire::ErrorCode;
 
 use crate::members_cache::MembersCache;
 use crate::peers::Peers;
@@ -120,7 +120,7 @@ impl Messaging {
 
     /// The region this site belongs to: the suffix of the ids it creates.
     pub(crate) fn home_region(&self) -> &str {
-        meridian_proto::sites::region_of_site(&self.config.region)
+        meridian_wire::sites::region_of_site(&self.config.region)
     }
 
     /// A new id for something created here (a user, device, group or

@@ -5,14 +5,15 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use meridian_proto::ErrorCode;
-use meridian_proto::core as pb;
-use meridian_proto::core::core_client::CoreClient;
+use meridian_rpc::ErrorCodeExt;
+use meridian_rpc::core as pb;
+use meridian_rpc::core::core_client::CoreClient;
+use meridian_wire::ErrorCode;
 use tonic::transport::Channel;
 
 use crate::{Caller, CoreError};
 
-pub use meridian_proto::region_of;
+pub use meridian_wire::region_of;
 
 /// How long one cross-region call may take.
 const CALL_DEADLINE: Duration = Duration::from_secs(2);

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use meridian_proto::ErrorCode;
 use meridian_store::{self as store, InboxEntry, Message, ReceiptKind, SendRecord};
+use meridian_wire::ErrorCode;
 
 use crate::members_cache::CachedMembers;
 use crate::messaging::refused;

@@ -1,6 +1,6 @@
 //! Input checks shared by every operation.
 
-use meridian_proto::ErrorCode;
+use meridian_wire::ErrorCode;
 
 use crate::CoreError;
 

@@ -1,12 +1,12 @@
 //! Every conversion from the core's protobuf answers to the client's wire
-//! types (`meridian_proto::frames`), for REST and the WebSocket alike.
+//! types (`meridian_wire::frames`), for REST and the WebSocket alike.
 
-use meridian_proto::core::{self as pb, session_down};
-use meridian_proto::frames::{
+use meridian_rpc::core::{self as pb, session_down};
+use meridian_wire::frames::{
     AttachmentView, ConversationView, Delivered, DeliveryItem, MediaView, MemberView,
     PresignedView, ReceiptKind, ServerFrame, ThumbnailView, WireMessage,
 };
-use meridian_proto::{ErrorCode, PROTOCOL_VERSION};
+use meridian_wire::{ErrorCode, PROTOCOL_VERSION};
 
 pub(crate) fn conversation_view(info: pb::ConversationInfo) -> ConversationView {
     ConversationView {

@@ -11,9 +11,9 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use meridian_proto::ErrorCode;
-use meridian_proto::core::core_client::CoreClient;
-use meridian_proto::sites::{Topology, region_of_site};
+use meridian_rpc::core::core_client::CoreClient;
+use meridian_wire::ErrorCode;
+use meridian_wire::sites::{Topology, region_of_site};
 use tonic::transport::Channel;
 
 use crate::ApiError;

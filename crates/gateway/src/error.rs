@@ -3,8 +3,9 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use meridian_proto::ErrorCode;
-use meridian_proto::frames::ErrorBody;
+use meridian_rpc::ErrorCodeExt;
+use meridian_wire::ErrorCode;
+use meridian_wire::frames::ErrorBody;
 
 /// A REST error: a stable code and a message, rendered as [`ErrorBody`].
 #[derive(Debug, Clone)]

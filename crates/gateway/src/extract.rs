@@ -8,8 +8,8 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use meridian_proto::ErrorCode;
-use meridian_proto::core as pb;
+use meridian_rpc::core as pb;
+use meridian_wire::ErrorCode;
 
 use crate::{ApiError, AppState};
 

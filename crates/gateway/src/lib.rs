@@ -11,7 +11,7 @@
 //!
 //! # What it must not touch
 //! The store or the KV interface: everything goes to the core over
-//! `meridian-proto`'s gRPC. It holds no state that matters: kill it and
+//! `meridian-rpc`'s gRPC. It holds no state that matters: kill it and
 //! clients reconnect elsewhere and resume from their stored cursor.
 //!
 //! # Where things are
@@ -62,7 +62,7 @@ pub struct GatewayConfig {
     /// Region this gateway runs in (reported by `/readyz`).
     pub region: String,
     /// Every region's shard count: which site's core serves an id.
-    pub topology: meridian_proto::sites::Topology,
+    pub topology: meridian_wire::sites::Topology,
     /// Largest WebSocket frame answered with `frame_too_large` rather than
     /// accepted, bytes.
     pub max_frame_bytes: usize,
@@ -103,7 +103,7 @@ impl GatewayConfig {
     pub fn new(region: impl Into<String>) -> Self {
         Self {
             region: region.into(),
-            topology: meridian_proto::sites::Topology::unsharded(),
+            topology: meridian_wire::sites::Topology::unsharded(),
             max_frame_bytes: 128 * 1024,
             hard_max_frame_bytes: 1024 * 1024,
             max_payload_bytes: 64 * 1024,

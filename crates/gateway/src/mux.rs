@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use meridian_seams::Backoff;
 
-use meridian_proto::core::core_client::CoreClient;
-use meridian_proto::core::{SessionDown, SessionUp, session_down, session_up};
+use meridian_rpc::core::core_client::CoreClient;
+use meridian_rpc::core::{SessionDown, SessionUp, session_down, session_up};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -142,7 +142,7 @@ impl Drop for MuxSession {
         // dropping it (a lost detach would leave the core delivering to no one).
         let up = self.up.clone();
         let detach = SessionUp {
-            kind: Some(session_up::Kind::Detach(meridian_proto::core::Detach {
+            kind: Some(session_up::Kind::Detach(meridian_rpc::core::Detach {
                 session: self.id,
             })),
         };

@@ -2,7 +2,7 @@
 //! endpoint that serves it.
 
 use axum::response::IntoResponse;
-use meridian_proto::ErrorCode;
+use meridian_wire::ErrorCode;
 use utoipa::OpenApi;
 
 // Handlers are named unqualified in `paths(...)`: utoipa tags an operation
@@ -40,7 +40,7 @@ pub(crate) async fn openapi() -> impl IntoResponse {
           direct, create_group, list_conversations, get_conversation, rename, list_members, add_members,
           remove_member, history, create_upload, complete_upload,
           get_media, media_download),
-    components(schemas(meridian_proto::frames::ErrorBody, ErrorCode, meridian_proto::frames::WireMessage)),
+    components(schemas(meridian_wire::frames::ErrorBody, ErrorCode, meridian_wire::frames::WireMessage)),
     modifiers(&BearerAuth)
 )]
 pub(crate) struct ApiDoc;

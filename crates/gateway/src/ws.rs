@@ -9,9 +9,10 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_
 use axum::response::Response;
 use axum::routing::get;
 use futures::SinkExt;
-use meridian_proto::core::{self as pb, session_up};
-use meridian_proto::frames::{CLIENT_FRAME_TYPES, ClientFrame, ServerFrame};
-use meridian_proto::{ErrorCode, PROTOCOL_VERSION};
+use meridian_rpc::ErrorCodeExt;
+use meridian_rpc::core::{self as pb, session_up};
+use meridian_wire::frames::{CLIENT_FRAME_TYPES, ClientFrame, ServerFrame};
+use meridian_wire::{ErrorCode, PROTOCOL_VERSION};
 
 use crate::AppState;
 use crate::convert::to_client;

@@ -12,7 +12,6 @@ use anyhow::Context;
 use meridian_core::CoreConfig;
 use meridian_gateway::GatewayConfig;
 use meridian_media::{EmbeddedS3, S3Target};
-use meridian_proto::sites::Topology;
 use meridian_region::config::{Deployment, RegionConfig};
 use meridian_region::media;
 use meridian_region::{
@@ -21,6 +20,7 @@ use meridian_region::{
 };
 use meridian_seams::net::TokioNetwork;
 use meridian_seams::{Rng, SharedClock, SystemClock};
+use meridian_wire::sites::Topology;
 
 /// One site: a region, or one shard of a sharded region, served by its own
 /// core over its own store. Shard `i` binds and is reached at the region's

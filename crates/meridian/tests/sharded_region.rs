@@ -11,8 +11,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use meridian_proto::sites::Topology;
 use meridian_sdk::{Client, Rest};
+use meridian_wire::sites::Topology;
 
 mod common;
 

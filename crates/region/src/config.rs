@@ -295,9 +295,9 @@ impl Deployment {
         );
         let shards = region.store.shard_count();
         anyhow::ensure!(
-            shards <= meridian_proto::sites::MAX_SHARDS,
+            shards <= meridian_wire::sites::MAX_SHARDS,
             "store: at most {} shards, not {shards}",
-            meridian_proto::sites::MAX_SHARDS
+            meridian_wire::sites::MAX_SHARDS
         );
         anyhow::ensure!(
             region.store.engine != "foundationdb"
@@ -310,8 +310,8 @@ impl Deployment {
     }
 
     /// Every region's shard count.
-    pub fn topology(&self) -> meridian_proto::sites::Topology {
-        meridian_proto::sites::Topology::new(
+    pub fn topology(&self) -> meridian_wire::sites::Topology {
+        meridian_wire::sites::Topology::new(
             self.regions
                 .values()
                 .map(|r| (r.name.clone(), r.store.shard_count())),

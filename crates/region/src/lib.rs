@@ -233,7 +233,7 @@ fn open_database(
 /// When the store cannot be opened or the listener cannot be bound.
 pub async fn start_core(options: CoreOptions) -> anyhow::Result<CoreHandle> {
     let site = &options.config.region;
-    let region = meridian_proto::sites::region_of_site(site);
+    let region = meridian_wire::sites::region_of_site(site);
     anyhow::ensure!(
         options.config.topology.sites_of(region).contains(site),
         "core {site}: not a site of region {region} in this deployment's topology ({} shard(s))",
@@ -327,7 +327,7 @@ pub async fn start_core(options: CoreOptions) -> anyhow::Result<CoreHandle> {
     if options
         .media
         .buckets
-        .contains_key(meridian_proto::sites::region_of_site(&region))
+        .contains_key(meridian_wire::sites::region_of_site(&region))
     {
         tasks.spawn_until_stopped(MediaChecker::new(messaging.clone()).run());
     }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_proto::replication as pb;
-use meridian_proto::replication::replication_client::ReplicationClient;
+use meridian_rpc::replication as pb;
+use meridian_rpc::replication::replication_client::ReplicationClient;
 use meridian_seams::net::{SharedNetwork, tonic_channel};
 use meridian_seams::{Backoff, Rng, SharedClock};
 use tokio::sync::{mpsc, watch};

@@ -57,7 +57,7 @@ pub fn topic_for(source_region: &str, dest_region: &str) -> String {
 /// The partition of `key` among `partitions`: FNV-1a, stable across
 /// processes and builds (a conversation must always map to one partition).
 pub fn partition_for(key: &str, partitions: u32) -> u32 {
-    meridian_proto::sites::fnv1a(key) % partitions.max(1)
+    meridian_wire::sites::fnv1a(key) % partitions.max(1)
 }
 
 /// Reads a topic from given offsets, for one link stream.

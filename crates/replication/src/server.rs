@@ -6,8 +6,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::Stream;
-use meridian_proto::replication as pb;
-use meridian_proto::replication::replication_server::{Replication, ReplicationServer};
+use meridian_rpc::replication as pb;
+use meridian_rpc::replication::replication_server::{Replication, ReplicationServer};
 use meridian_seams::SharedClock;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;

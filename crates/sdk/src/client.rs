@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use meridian_proto::frames::{Delivered, DeliveryItem, WireMessage};
+use meridian_wire::frames::{Delivered, DeliveryItem, WireMessage};
 use rand::{RngCore, SeedableRng};
 
 use crate::{Event, Rest, SdkError, SentInfo, Session};

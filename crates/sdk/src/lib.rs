@@ -9,15 +9,15 @@
 //!   stored, and keeps each conversation in display order
 //!   `(hlc, origin_region, msg_id)`.
 //!
-//! Depends only on the protocol types (`meridian-proto`), never on server crates.
+//! Depends only on the protocol types (`meridian-wire`), never on server crates.
 
 mod client;
 mod rest;
 mod session;
 
 pub use client::{Client, Connector, GatewayStream, Timeline};
-pub use meridian_proto::ErrorCode;
-pub use meridian_proto::frames;
+pub use meridian_wire::ErrorCode;
+pub use meridian_wire::frames;
 pub use rest::Rest;
 pub use session::{Event, Keepalive, SentInfo, Session};
 

@@ -1,6 +1,6 @@
 //! The REST API.
 
-use meridian_proto::frames::*;
+use meridian_wire::frames::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -305,7 +305,7 @@ impl Rest {
         } else {
             Err(SdkError::Api {
                 status: status.as_u16(),
-                code: meridian_proto::ErrorCode::BadRequest,
+                code: meridian_wire::ErrorCode::BadRequest,
                 message: String::from_utf8_lossy(&bytes).into_owned(),
             })
         }

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use meridian_proto::ErrorCode;
-use meridian_proto::frames::{ClientFrame, DeliveryItem, ReceiptKind, ServerFrame};
+use meridian_wire::ErrorCode;
+use meridian_wire::frames::{ClientFrame, DeliveryItem, ReceiptKind, ServerFrame};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 

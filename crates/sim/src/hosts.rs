@@ -12,12 +12,12 @@ use meridian_core::{CoreConfig, MediaDeps};
 use meridian_gateway::GatewayConfig;
 use meridian_kv_memory::MemoryEngine;
 use meridian_media::{Bucket, EmbeddedS3, S3Target, memory::MemoryS3};
-use meridian_proto::core::core_client::CoreClient;
-use meridian_proto::core::{self as pb};
-use meridian_proto::sites::{Topology, region_of_site};
 use meridian_region::{CoreOptions, GatewayOptions, StoreChoice, start_core, start_gateway};
+use meridian_rpc::core::core_client::CoreClient;
+use meridian_rpc::core::{self as pb};
 use meridian_seams::net::{SharedNetwork, tonic_channel};
 use meridian_seams::{Offload, Rng, SharedClock};
+use meridian_wire::sites::{Topology, region_of_site};
 
 use crate::SimClock;
 use crate::invariants::{SharedState, lock};

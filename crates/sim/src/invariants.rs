@@ -6,7 +6,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use meridian_proto::core as pb;
+use meridian_rpc::core as pb;
 
 use crate::workload::{ConvPlan, DevicePlan, HEALED_BY, Plan};
 

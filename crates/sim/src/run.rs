@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use meridian_proto::core::{self as pb};
+use meridian_rpc::core::{self as pb};
 use meridian_seams::SharedClock;
 use meridian_seams::net::SharedNetwork;
 

@@ -146,11 +146,11 @@ pub(crate) struct Sites {
 
 impl Sites {
     /// Which site every id belongs to.
-    pub(crate) fn topology(self) -> meridian_proto::sites::Topology {
+    pub(crate) fn topology(self) -> meridian_wire::sites::Topology {
         if self.sharded {
-            meridian_proto::sites::Topology::new([("us-east".to_string(), 2)])
+            meridian_wire::sites::Topology::new([("us-east".to_string(), 2)])
         } else {
-            meridian_proto::sites::Topology::unsharded()
+            meridian_wire::sites::Topology::unsharded()
         }
     }
 }

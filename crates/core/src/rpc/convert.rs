@@ -3,12 +3,13 @@
 //! frames.
 
 use meridian_media::Presigned;
-use meridian_proto::ErrorCode;
-use meridian_proto::core::{self as pb, SessionDown, session_down};
+use meridian_rpc::ErrorCodeExt;
+use meridian_rpc::core::{self as pb, SessionDown, session_down};
 use meridian_store::{
     Attachment, Conversation, ConversationKind, Media, MediaState, MediaThumbnail, Member, Message,
     Role,
 };
+use meridian_wire::ErrorCode;
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -24,7 +25,7 @@ pub(super) fn to_caller(caller: pb::Caller) -> Caller {
 pub(super) fn caller_of(caller: Option<pb::Caller>) -> Result<Caller, Status> {
     caller
         .map(to_caller)
-        .ok_or_else(|| meridian_proto::ErrorCode::Unauthenticated.status("no caller"))
+        .ok_or_else(|| meridian_wire::ErrorCode::Unauthenticated.status("no caller"))
 }
 
 pub(super) fn message_info(message: Message) -> pb::MessageInfo {

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use meridian_seams::Backoff;
 
-use meridian_proto::ErrorCode;
-use meridian_proto::core::{self as pb, Delivery, SessionDown, delivery, session_down};
+use meridian_rpc::core::{self as pb, Delivery, SessionDown, delivery, session_down};
 use meridian_store::keys::Stamp;
 use meridian_store::{self as store, Armed, FeedRead, InboxEntry, InboxWait, ReceiptKind};
+use meridian_wire::ErrorCode;
 use tokio::sync::watch;
 
 use super::convert::{Down, error_frame, message_info};

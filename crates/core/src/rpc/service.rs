@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use meridian_proto::core::{self as pb, core_server};
+use meridian_rpc::core::{self as pb, core_server};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -139,7 +139,7 @@ impl core_server::Core for CoreService {
             .await?;
         self.registry.detach_device(
             &request.device_id,
-            meridian_proto::ErrorCode::TokenRevoked,
+            meridian_wire::ErrorCode::TokenRevoked,
             "this device was revoked",
         );
         Ok(Response::new(pb::Empty {}))

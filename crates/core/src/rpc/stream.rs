@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use meridian_proto::ErrorCode;
-use meridian_proto::core::{self as pb, SessionDown, SessionUp, session_down, session_up};
+use meridian_rpc::core::{self as pb, SessionDown, SessionUp, session_down, session_up};
 use meridian_store::{self as store, ReceiptKind};
+use meridian_wire::ErrorCode;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 

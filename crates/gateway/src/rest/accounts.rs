@@ -3,19 +3,19 @@
 use axum::Json;
 use axum::extract::{ConnectInfo, Path};
 use axum::http::StatusCode;
-use meridian_proto::ErrorCode;
-use meridian_proto::core as pb;
-use meridian_proto::frames::{
+use meridian_rpc::core as pb;
+use meridian_seams::net::PeerAddr;
+use meridian_wire::ErrorCode;
+use meridian_wire::frames::{
     AddDeviceRequest, DeviceCreated, DeviceView, RegisterRequest, RegisterResponse, UserView,
 };
-use meridian_seams::net::PeerAddr;
 
 use crate::ApiError;
 use crate::extract::{Authed, Body, Shared};
 
 /// Registers a user homed in this region with a first device.
 #[utoipa::path(post, path = "/v1/users", request_body = RegisterRequest,
-    responses((status = 201, body = RegisterResponse), (status = 400, body = meridian_proto::frames::ErrorBody), (status = 429, body = meridian_proto::frames::ErrorBody)))]
+    responses((status = 201, body = RegisterResponse), (status = 400, body = meridian_wire::frames::ErrorBody), (status = 429, body = meridian_wire::frames::ErrorBody)))]
 pub(crate) async fn register(
     state: Shared,
     ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
@@ -59,7 +59,7 @@ pub(crate) async fn register(
 
 /// A user's public profile.
 #[utoipa::path(get, path = "/v1/users/{user_id}", params(("user_id" = String, Path)),
-    responses((status = 200, body = UserView), (status = 404, body = meridian_proto::frames::ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, body = UserView), (status = 404, body = meridian_wire::frames::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn get_user(
     state: Shared,
     Authed(caller): Authed,
@@ -131,7 +131,7 @@ pub(crate) async fn list_devices(
 
 /// Revokes one of the caller's devices: its token is refused from then on.
 #[utoipa::path(delete, path = "/v1/devices/{device_id}", params(("device_id" = String, Path)),
-    responses((status = 204), (status = 404, body = meridian_proto::frames::ErrorBody)), security(("bearer" = [])))]
+    responses((status = 204), (status = 404, body = meridian_wire::frames::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn revoke_device(
     state: Shared,
     Authed(caller): Authed,

@@ -4,8 +4,8 @@
 use axum::Json;
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
-use meridian_proto::core as pb;
-use meridian_proto::frames::{
+use meridian_rpc::core as pb;
+use meridian_wire::frames::{
     AddMembersRequest, ConversationListView, ConversationView, CreateGroupRequest, DirectRequest,
     MemberView, RenameRequest,
 };
@@ -36,7 +36,7 @@ pub(crate) async fn direct(
 
 /// Creates a group; the caller is its admin.
 #[utoipa::path(post, path = "/v1/conversations", request_body = CreateGroupRequest,
-    responses((status = 201, body = ConversationView), (status = 409, description = "group_full", body = meridian_proto::frames::ErrorBody)), security(("bearer" = [])))]
+    responses((status = 201, body = ConversationView), (status = 409, description = "group_full", body = meridian_wire::frames::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn create_group(
     state: Shared,
     Authed(caller): Authed,
@@ -109,7 +109,7 @@ async fn fetch_conversation(
 
 /// A conversation the caller belongs to.
 #[utoipa::path(get, path = "/v1/conversations/{conv_id}", params(("conv_id" = String, Path)),
-    responses((status = 200, body = ConversationView), (status = 403, body = meridian_proto::frames::ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, body = ConversationView), (status = 403, body = meridian_wire::frames::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn get_conversation(
     state: Shared,
     Authed(caller): Authed,
@@ -147,7 +147,7 @@ pub(crate) async fn rename(
 
 /// Members of a conversation (members only).
 #[utoipa::path(get, path = "/v1/conversations/{conv_id}/members", params(("conv_id" = String, Path)),
-    responses((status = 200, body = [MemberView]), (status = 403, body = meridian_proto::frames::ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, body = [MemberView]), (status = 403, body = meridian_wire::frames::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn list_members(
     state: Shared,
     Authed(caller): Authed,
@@ -159,7 +159,7 @@ pub(crate) async fn list_members(
 
 /// Adds members to a group (admins only; at most 100 members).
 #[utoipa::path(post, path = "/v1/conversations/{conv_id}/members", params(("conv_id" = String, Path)), request_body = AddMembersRequest,
-    responses((status = 200, body = ConversationView), (status = 409, description = "group_full", body = meridian_proto::frames::ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, body = ConversationView), (status = 409, description = "group_full", body = meridian_wire::frames::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn add_members(
     state: Shared,
     Authed(caller): Authed,

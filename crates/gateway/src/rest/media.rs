@@ -5,8 +5,8 @@
 use axum::Json;
 use axum::extract::Path;
 use axum::http::StatusCode;
-use meridian_proto::core as pb;
-use meridian_proto::frames::{CreateUploadRequest, MediaDownloadView, MediaView, UploadSlotView};
+use meridian_rpc::core as pb;
+use meridian_wire::frames::{CreateUploadRequest, MediaDownloadView, MediaView, UploadSlotView};
 
 use crate::ApiError;
 use crate::convert::{attachment_view, media_view, presigned_view};
@@ -19,7 +19,7 @@ const TAG: &str = "crate::media";
 
 fn missing(what: &str) -> ApiError {
     ApiError::new(
-        meridian_proto::ErrorCode::Internal,
+        meridian_wire::ErrorCode::Internal,
         format!("the core's answer lacks {what}"),
     )
 }
@@ -27,10 +27,10 @@ fn missing(what: &str) -> ApiError {
 /// Issues an upload slot: a media id and a presigned PUT bound to the
 /// declared size, type and SHA-256, valid for 15 minutes.
 #[utoipa::path(post, path = "/v1/media", tag = TAG, request_body = CreateUploadRequest, security(("bearer" = [])),
-    responses((status = 201, body = UploadSlotView), (status = 400, body = meridian_proto::frames::ErrorBody),
-              (status = 413, description = "media_too_large", body = meridian_proto::frames::ErrorBody),
-              (status = 415, description = "unsupported_media_type", body = meridian_proto::frames::ErrorBody),
-              (status = 503, description = "media_unavailable: object storage unreachable", body = meridian_proto::frames::ErrorBody)))]
+    responses((status = 201, body = UploadSlotView), (status = 400, body = meridian_wire::frames::ErrorBody),
+              (status = 413, description = "media_too_large", body = meridian_wire::frames::ErrorBody),
+              (status = 415, description = "unsupported_media_type", body = meridian_wire::frames::ErrorBody),
+              (status = 503, description = "media_unavailable: object storage unreachable", body = meridian_wire::frames::ErrorBody)))]
 pub(crate) async fn create_upload(
     state: Shared,
     Authed(caller): Authed,
@@ -61,9 +61,9 @@ pub(crate) async fn create_upload(
 #[utoipa::path(post, path = "/v1/media/{media_id}/complete", tag = TAG, security(("bearer" = [])),
     params(("media_id" = String, Path, description = "From the upload slot")),
     responses((status = 200, body = MediaView),
-              (status = 404, body = meridian_proto::frames::ErrorBody),
-              (status = 409, description = "media_not_uploaded", body = meridian_proto::frames::ErrorBody),
-              (status = 503, description = "media_unavailable", body = meridian_proto::frames::ErrorBody)))]
+              (status = 404, body = meridian_wire::frames::ErrorBody),
+              (status = 409, description = "media_not_uploaded", body = meridian_wire::frames::ErrorBody),
+              (status = 503, description = "media_unavailable", body = meridian_wire::frames::ErrorBody)))]
 pub(crate) async fn complete_upload(
     state: Shared,
     Authed(caller): Authed,
@@ -87,7 +87,7 @@ pub(crate) async fn complete_upload(
 /// The caller's upload as it stands.
 #[utoipa::path(get, path = "/v1/media/{media_id}", tag = TAG, security(("bearer" = [])),
     params(("media_id" = String, Path, description = "From the upload slot")),
-    responses((status = 200, body = MediaView), (status = 404, body = meridian_proto::frames::ErrorBody)))]
+    responses((status = 200, body = MediaView), (status = 404, body = meridian_wire::frames::ErrorBody)))]
 pub(crate) async fn get_media(
     state: Shared,
     Authed(caller): Authed,
@@ -114,9 +114,9 @@ pub(crate) async fn get_media(
            ("msg_id" = String, Path, description = "The message carrying the media"),
            ("media_id" = String, Path, description = "The attachment")),
     responses((status = 200, body = MediaDownloadView),
-              (status = 403, description = "not_member", body = meridian_proto::frames::ErrorBody),
-              (status = 404, body = meridian_proto::frames::ErrorBody),
-              (status = 503, description = "media_unavailable", body = meridian_proto::frames::ErrorBody)))]
+              (status = 403, description = "not_member", body = meridian_wire::frames::ErrorBody),
+              (status = 404, body = meridian_wire::frames::ErrorBody),
+              (status = 503, description = "media_unavailable", body = meridian_wire::frames::ErrorBody)))]
 pub(crate) async fn media_download(
     state: Shared,
     Authed(caller): Authed,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{delete, get, post};
-use meridian_proto::ErrorCode;
+use meridian_wire::ErrorCode;
 
 use crate::{ApiError, AppState};
 

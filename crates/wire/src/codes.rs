@@ -1,13 +1,12 @@
-//! Stable error codes.
+//! Stable error codes. Their HTTP statuses are the gateway's
+//! (`crates/gateway/src/error.rs`), their gRPC codes `meridian-rpc`'s.
 
 use serde::{Deserialize, Serialize};
 
-/// The gRPC metadata key that carries an [`ErrorCode`] on a failed call.
-pub const ERROR_CODE_METADATA: &str = "x-meridian-code";
-
 /// Every error a client can see, by stable code. The edge maps each to an
 /// HTTP status or puts it in an `error` frame; the text alongside is for humans.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorCode {
@@ -111,86 +110,10 @@ impl ErrorCode {
     pub fn parse(text: &str) -> Option<Self> {
         serde_json::from_value(serde_json::Value::String(text.to_string())).ok()
     }
-
-    /// The gRPC status code that carries this error between gateway and core.
-    pub fn grpc_code(self) -> tonic::Code {
-        match self {
-            Self::BadRequest
-            | Self::InvalidJson
-            | Self::InvalidUtf8
-            | Self::UnknownFrame
-            | Self::UnsupportedVersion
-            | Self::PayloadEmpty
-            | Self::InvalidName
-            | Self::BadCursor => tonic::Code::InvalidArgument,
-            Self::FrameTooLarge
-            | Self::PayloadTooLarge
-            | Self::GroupFull
-            | Self::ClockSkew
-            | Self::WrongRegion
-            | Self::MediaTooLarge
-            | Self::UnsupportedMediaType
-            | Self::MediaNotUploaded
-            | Self::MediaNotReady
-            | Self::MediaRejected => tonic::Code::FailedPrecondition,
-            Self::Unauthenticated | Self::InvalidToken | Self::TokenRevoked => {
-                tonic::Code::Unauthenticated
-            }
-            Self::Forbidden | Self::NotMember => tonic::Code::PermissionDenied,
-            Self::NotFound => tonic::Code::NotFound,
-            Self::RateLimited => tonic::Code::ResourceExhausted,
-            Self::Unavailable | Self::MediaUnavailable => tonic::Code::Unavailable,
-            Self::Internal => tonic::Code::Internal,
-        }
-    }
-
-    /// A tonic status carrying this code in its metadata.
-    pub fn status(self, message: impl Into<String>) -> tonic::Status {
-        let mut status = tonic::Status::new(self.grpc_code(), message);
-        if let Ok(value) = self.as_str().parse() {
-            status.metadata_mut().insert(ERROR_CODE_METADATA, value);
-        }
-        status
-    }
-
-    /// The code a tonic status carries (from its metadata, else from its gRPC code).
-    pub fn from_status(status: &tonic::Status) -> Self {
-        status
-            .metadata()
-            .get(ERROR_CODE_METADATA)
-            .and_then(|v| v.to_str().ok())
-            .and_then(Self::parse)
-            .unwrap_or(match status.code() {
-                tonic::Code::InvalidArgument => Self::BadRequest,
-                tonic::Code::Unauthenticated => Self::Unauthenticated,
-                tonic::Code::PermissionDenied => Self::Forbidden,
-                tonic::Code::NotFound => Self::NotFound,
-                tonic::Code::ResourceExhausted => Self::RateLimited,
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => Self::Unavailable,
-                _ => Self::Internal,
-            })
-    }
 }
 
 impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn codes_round_trip_through_status() {
-        for code in [
-            ErrorCode::NotMember,
-            ErrorCode::GroupFull,
-            ErrorCode::TokenRevoked,
-        ] {
-            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
-            assert_eq!(ErrorCode::from_status(&code.status("x")), code);
-        }
     }
 }

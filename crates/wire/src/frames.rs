@@ -1,9 +1,9 @@
 //! The public client protocol: WebSocket frames (JSON, versioned, typed by
 //! `type`) and REST bodies. `docs/protocol.md` describes each one; the
-//! OpenAPI document is generated from the `ToSchema` derives here.
+//! OpenAPI document is generated from the `ToSchema` derives here (feature
+//! `openapi`).
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::ErrorCode;
 
@@ -69,7 +69,8 @@ pub enum ClientFrame {
 }
 
 /// What a receipt says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ReceiptKind {
     /// Reached a device.
@@ -89,7 +90,8 @@ impl ReceiptKind {
 }
 
 /// A message as clients see it (deliveries and history).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WireMessage {
     /// Server id (UUIDv7): the dedupe key.
     pub msg_id: String,
@@ -119,7 +121,8 @@ pub struct WireMessage {
 }
 
 /// A media object a message carries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AttachmentView {
     /// `"{uuid}@{origin_region}"`.
     pub media_id: String,
@@ -135,7 +138,8 @@ pub struct AttachmentView {
 }
 
 /// A thumbnail's shape.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ThumbnailView {
     /// Width, pixels.
     pub width: u32,
@@ -146,7 +150,8 @@ pub struct ThumbnailView {
 }
 
 /// `POST /v1/media`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateUploadRequest {
     /// Exact size of the content, bytes (1 to 100 MiB by default).
     pub size: u64,
@@ -158,7 +163,8 @@ pub struct CreateUploadRequest {
 
 /// An HTTP request to make exactly as given (the URL is presigned; the
 /// headers are signed).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PresignedView {
     /// `PUT` or `GET`.
     pub method: String,
@@ -171,7 +177,8 @@ pub struct PresignedView {
 }
 
 /// An upload as its uploader sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MediaView {
     /// Id to attach to messages.
     pub media_id: String,
@@ -198,7 +205,8 @@ pub struct MediaView {
 }
 
 /// `POST /v1/media` response.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UploadSlotView {
     /// The new upload (state `pending`).
     pub media: MediaView,
@@ -207,7 +215,8 @@ pub struct UploadSlotView {
 }
 
 /// `GET /v1/conversations/{conv_id}/messages/{msg_id}/media/{media_id}`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MediaDownloadView {
     /// The attachment.
     pub attachment: AttachmentView,
@@ -329,7 +338,8 @@ pub enum ServerFrame {
 }
 
 /// `POST /v1/users`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterRequest {
     /// 1–64 characters.
     pub display_name: String,
@@ -343,7 +353,8 @@ pub struct RegisterRequest {
 }
 
 /// A new user and its first device.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterResponse {
     /// `"{uuid}@{home_region}"`.
     pub user_id: String,
@@ -356,7 +367,8 @@ pub struct RegisterResponse {
 }
 
 /// A user's public profile.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserView {
     /// Id.
     pub user_id: String,
@@ -367,14 +379,16 @@ pub struct UserView {
 }
 
 /// `POST /v1/devices`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AddDeviceRequest {
     /// 1–64 characters.
     pub label: String,
 }
 
 /// A new device's credentials.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceCreated {
     /// Device id.
     pub device_id: String,
@@ -383,7 +397,8 @@ pub struct DeviceCreated {
 }
 
 /// One device in a listing.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceView {
     /// Id.
     pub device_id: String,
@@ -396,14 +411,16 @@ pub struct DeviceView {
 }
 
 /// `POST /v1/conversations/direct`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DirectRequest {
     /// The other user.
     pub peer_user_id: String,
 }
 
 /// `POST /v1/conversations`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateGroupRequest {
     /// 1–128 characters.
     pub name: String,
@@ -413,21 +430,24 @@ pub struct CreateGroupRequest {
 }
 
 /// `PATCH /v1/conversations/{conv_id}`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RenameRequest {
     /// 1–128 characters.
     pub name: String,
 }
 
 /// `POST /v1/conversations/{conv_id}/members`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AddMembersRequest {
     /// Users to add.
     pub user_ids: Vec<String>,
 }
 
 /// A member.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MemberView {
     /// User.
     pub user_id: String,
@@ -438,7 +458,8 @@ pub struct MemberView {
 }
 
 /// A conversation.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConversationView {
     /// Id.
     pub conv_id: String,
@@ -455,7 +476,8 @@ pub struct ConversationView {
 }
 
 /// `GET /v1/conversations`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConversationListView {
     /// A page of conversations.
     pub conversations: Vec<ConversationView>,
@@ -465,14 +487,16 @@ pub struct ConversationListView {
 }
 
 /// `GET /v1/conversations/{conv_id}/messages`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HistoryView {
     /// Messages, nearest to the starting point first.
     pub messages: Vec<WireMessage>,
 }
 
 /// Every REST error body.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// Stable code.
     pub code: ErrorCode,
