@@ -1,6 +1,6 @@
 //! The one seam between the handles ([`crate::Database`],
 //! [`crate::Transaction`]) and what is under them: the native transaction
-//! layer over an [`crate::engine::Engine`] (this crate's [`crate::native`]),
+//! layer over an [`crate::engine::Engine`] (this crate's `native` module),
 //! or a store that is transactional itself (FoundationDB, crate
 //! `meridian-kv-fdb`).
 //!

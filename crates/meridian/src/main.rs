@@ -9,7 +9,6 @@ use clap::{Parser, Subcommand};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
-mod bench_regions;
 mod chat;
 mod deploy;
 mod sim;

@@ -1,7 +1,11 @@
 //! `meridian bench`: whole-system figures against a real `meridian dev`
 //! child process on loopback — delivered msg/s for 1:1 traffic, send→deliver
 //! latency at a fixed offered rate, and server memory per idle WebSocket.
-//! Figures are printed, never asserted.
+//! Figures are printed, never asserted. `regions` is the cross-region
+//! benchmark (`--cross-region`); `metrics` reads the server's `/metrics`.
+
+mod metrics;
+mod regions;
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -405,7 +409,7 @@ struct CommitterSums {
 }
 
 async fn committer_sums(base: &str) -> anyhow::Result<CommitterSums> {
-    use crate::bench_regions::{metrics_text, sum_in};
+    use metrics::{metrics_text, sum_in};
     let text = metrics_text(base).await?;
     let write_quantile = |q: &str| {
         sum_in(
@@ -562,7 +566,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     if args.cross_region {
         println!("meridian bench --cross-region ({build} build)");
-        return crate::bench_regions::run(crate::bench_regions::Options {
+        return regions::run(regions::Options {
             seconds: args.seconds,
             pairs: args.pairs,
             rate: args.rate,

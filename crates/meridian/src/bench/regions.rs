@@ -19,9 +19,8 @@ use meridian_seams::SystemClock;
 use meridian_seams::net::TokioNetwork;
 use meridian_testbed::free_port;
 
-use crate::bench::{
-    Pair, Server, fixed_rate_latency, now, percentile, sender_session, start_child,
-};
+use super::metrics::{metrics_text, sum_in};
+use super::{Pair, Server, fixed_rate_latency, now, percentile, sender_session, start_child};
 use crate::deploy::LogKind;
 
 pub(crate) struct Options {
@@ -63,23 +62,6 @@ async fn counter(base: &str, name: &str, labels: &[&str]) -> anyhow::Result<u64>
 /// The sum of the samples of metric `name` at `base/metrics` (see [`sum_in`]).
 async fn metric_sum(base: &str, name: &str, labels: &[&str]) -> anyhow::Result<f64> {
     Ok(sum_in(&metrics_text(base).await?, name, labels))
-}
-
-/// The Prometheus text at `base/metrics`.
-pub(crate) async fn metrics_text(base: &str) -> anyhow::Result<String> {
-    Ok(reqwest::get(format!("{base}/metrics"))
-        .await?
-        .text()
-        .await?)
-}
-
-/// The sum of the samples of metric `name` in Prometheus `text`: the series
-/// whose line starts with it and whose labels include every one of `labels`.
-pub(crate) fn sum_in(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|line| line.starts_with(name) && labels.iter().all(|l| line.contains(l)))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[expect(
