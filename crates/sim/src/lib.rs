@@ -18,7 +18,10 @@
 //! - `workload.rs`: the seed's plan — users, devices, scripts,
 //!   topology and the fault schedule — drawn up front from the seed.
 //! - `hosts.rs`: the simulated hosts (each region's object storage, core
-//!   and gateway) and the setup client.
+//!   and gateway) and the setup client. Sites, peers and configurations
+//!   come from `meridian_region::plan`, as for the binary; the in-memory
+//!   stores, the hosts' addresses and the short timings replace the plan's
+//!   choices there.
 //! - `device.rs`: one device's script, through the real SDK.
 //! - `invariants.rs`: what the devices observed, the invariants checked
 //!   over it, and the [`SeedReport`].
