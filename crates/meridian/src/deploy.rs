@@ -1,63 +1,24 @@
 //! Running regions: `meridian dev` (every region of `regions/` in one
 //! process, or one with `--region`), `meridian core` and `meridian gateway`
-//! (one region's part as its own process).
+//! (one region's part as its own process). The flags become a
+//! [`meridian_region::plan::Plan`], which says what each site runs; this
+//! file starts it.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use meridian_core::CoreConfig;
-use meridian_gateway::GatewayConfig;
-use meridian_media::{EmbeddedS3, S3Target};
-use meridian_region::config::{Deployment, RegionConfig};
-use meridian_region::media;
+use meridian_region::config::Deployment;
+use meridian_region::plan::{self, Plan, PlanOptions};
 use meridian_region::{
-    CoreOptions, GatewayOptions, Listen, LogChoice, RegionOptions, StoreChoice, start_core,
-    start_gateway, start_regions,
+    CoreOptions, GatewayOptions, Listen, RegionOptions, media, start_core, start_gateway,
+    start_region, start_regions,
 };
 use meridian_seams::net::TokioNetwork;
 use meridian_seams::{Rng, SharedClock, SystemClock};
-use meridian_wire::sites::Topology;
 
-/// One site: a region, or one shard of a sharded region, served by its own
-/// core over its own store. Shard `i` binds and is reached at the region's
-/// core and gateway ports + `i`.
-struct Site<'a> {
-    region: &'a RegionConfig,
-    shard: u32,
-    name: String,
-}
-
-/// The sites of `region`, in shard order.
-fn sites<'a>(topology: &Topology, region: &'a RegionConfig) -> Vec<Site<'a>> {
-    (0..topology.shards_of(&region.name))
-        .map(|shard| Site {
-            region,
-            shard,
-            name: topology.site_name(&region.name, shard),
-        })
-        .collect()
-}
-
-/// `host:port` with the port moved up by `shard`.
-fn shifted(addr: &str, shard: u32) -> anyhow::Result<String> {
-    if shard == 0 {
-        return Ok(addr.to_string());
-    }
-    let (host, port) = addr
-        .rsplit_once(':')
-        .with_context(|| format!("`{addr}` has no port"))?;
-    let port: u16 = port
-        .parse()
-        .with_context(|| format!("`{addr}` has no numeric port"))?;
-    let port = port
-        .checked_add(u16::try_from(shard)?)
-        .with_context(|| format!("`{addr}`: no port for shard {shard}"))?;
-    Ok(format!("{host}:{port}"))
-}
+use crate::metrics;
 
 /// Which addresses of the region files to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -159,255 +120,40 @@ pub struct PartArgs {
     metrics_listen: Option<SocketAddr>,
 }
 
-fn parse_addr(text: &str, what: &str) -> anyhow::Result<SocketAddr> {
-    text.parse()
-        .with_context(|| format!("{what} `{text}` is not an ip:port address"))
-}
-
 impl Common {
-    fn deployment(&self) -> anyhow::Result<Deployment> {
-        Deployment::load(&self.regions_dir)
+    /// The region files resolved with these flags.
+    fn plan(&self) -> anyhow::Result<Plan> {
+        Ok(Plan::new(
+            Deployment::load(&self.regions_dir)?,
+            self.options(),
+        ))
+    }
+
+    /// What the plan takes from these flags.
+    fn options(&self) -> PlanOptions {
+        PlanOptions {
+            profile: match self.profile {
+                Profile::Local => plan::Profile::Local,
+                Profile::Production => plan::Profile::Production,
+            },
+            data_dir: self.data_dir.clone(),
+            retention_secs: self.retention_secs,
+            sweep_secs: self.sweep_secs,
+            media_max_mib: self.media_max_mib,
+            send_rate: self.send_rate,
+            registrations_per_minute: self.registrations_per_minute,
+            max_clock_offset_ms: self.max_clock_offset_ms,
+            log: match self.log {
+                LogKind::Embedded => plan::LogKind::Embedded,
+                LogKind::Kafka => plan::LogKind::Kafka,
+            },
+            brokers: self.brokers.clone(),
+        }
     }
 
     fn clock(&self) -> SharedClock {
         Arc::new(SystemClock::with_skew(self.clock_skew_ms))
     }
-
-    /// The address others use to reach `site`'s core.
-    fn core_address(&self, site: &Site<'_>) -> anyhow::Result<String> {
-        let base = match self.profile {
-            Profile::Local => &site.region.local.core,
-            Profile::Production => &site.region.advertise.core,
-        };
-        shifted(base, site.shard)
-    }
-
-    /// The addresses `site` binds (gateway, core).
-    fn binds(&self, site: &Site<'_>) -> anyhow::Result<(SocketAddr, SocketAddr)> {
-        let addresses = match self.profile {
-            Profile::Local => &site.region.local,
-            Profile::Production => &site.region.listen,
-        };
-        Ok((
-            parse_addr(&shifted(&addresses.gateway, site.shard)?, "gateway address")?,
-            parse_addr(&shifted(&addresses.core, site.shard)?, "core address")?,
-        ))
-    }
-
-    fn core_config(&self, topology: &Topology, site: &Site<'_>) -> CoreConfig {
-        let region = site.region;
-        let mut core = CoreConfig::new(site.name.clone());
-        core.topology = topology.clone();
-        core.retention = Duration::from_secs(self.retention_secs);
-        core.sweep_interval = Duration::from_secs(self.sweep_secs.max(1));
-        core.media.max_bytes = self.media_max_mib.max(1) * 1024 * 1024;
-        core.max_clock_offset = Duration::from_millis(
-            self.max_clock_offset_ms
-                .unwrap_or(region.clock.max_offset_ms),
-        );
-        core
-    }
-
-    fn gateway_config(&self, topology: &Topology, region: &RegionConfig) -> GatewayConfig {
-        let mut gateway = GatewayConfig::new(region.name.clone());
-        gateway.topology = topology.clone();
-        gateway.sends_per_second = self.send_rate;
-        gateway.send_burst = self.send_rate.max(gateway.send_burst);
-        gateway.registrations_per_minute = self.registrations_per_minute;
-        gateway
-    }
-
-    fn store(&self, site: &Site<'_>) -> anyhow::Result<StoreChoice> {
-        if site.region.store.engine == "foundationdb" {
-            return foundationdb_store(site);
-        }
-        let dir = self.region_dir(site.region);
-        if site.region.store.shard_count() <= 1 {
-            return Ok(StoreChoice::Fjall(dir));
-        }
-        let mut name = dir.file_name().unwrap_or_default().to_os_string();
-        name.push(format!("_{}", site.shard));
-        Ok(StoreChoice::Fjall(dir.with_file_name(name)))
-    }
-
-    fn log(&self, region: &RegionConfig) -> anyhow::Result<LogChoice> {
-        let partitions = region.log.partitions;
-        let kafka = match self.profile {
-            Profile::Local => self.log == LogKind::Kafka,
-            Profile::Production => region.log.kind == "kafka",
-        };
-        if !kafka {
-            return Ok(LogChoice::Embedded { partitions });
-        }
-        let from_flags = self
-            .brokers
-            .iter()
-            .find_map(|entry| match entry.split_once('=') {
-                Some((name, brokers)) if name == region.name => Some(brokers.to_string()),
-                Some(_) => None,
-                None => Some(entry.clone()),
-            });
-        let brokers = match self.profile {
-            Profile::Local => from_flags,
-            Profile::Production => from_flags.or_else(|| region.log.brokers.clone()),
-        }
-        .with_context(|| format!("region {}: --log kafka needs --brokers", region.name))?;
-        let mut config = meridian_replication::kafka::KafkaConfig::new(brokers, partitions);
-        // Locally one broker per region holds each topic alone.
-        config.replication_factor = match self.profile {
-            Profile::Local => 1,
-            Profile::Production => region.log.replication_factor,
-        };
-        Ok(LogChoice::Kafka(config))
-    }
-
-    /// The directory of `region`'s durable state.
-    fn region_dir(&self, region: &RegionConfig) -> PathBuf {
-        let dir = region
-            .store
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(&region.name));
-        self.data_dir.join(dir)
-    }
-
-    /// Every region's bucket; with the local profile, also starts the
-    /// embedded S3 servers of the regions in `serve` (their data beside the
-    /// region's store). Without credentials in production, media is off
-    /// (`media_unavailable`) and messaging runs.
-    async fn media(
-        &self,
-        deployment: &Deployment,
-        serve: &[String],
-    ) -> anyhow::Result<(Vec<EmbeddedS3>, BTreeMap<String, S3Target>)> {
-        let network = TokioNetwork::shared();
-        let mut servers = Vec::new();
-        let mut targets = BTreeMap::new();
-        for region in deployment.regions.values() {
-            let Some(s3) = &region.s3 else { continue };
-            match self.profile {
-                Profile::Local => {
-                    let Some(addr) = &region.local.s3 else {
-                        continue;
-                    };
-                    if serve.contains(&region.name) {
-                        let listen = parse_addr(addr, "s3 address")?;
-                        let dir = self.region_dir(region).join("s3");
-                        let (server, target) =
-                            media::start_embedded_s3(region, listen, &dir, &network).await?;
-                        servers.push(server);
-                        targets.insert(region.name.clone(), target);
-                    } else if let Some(target) =
-                        media::local_target(region, format!("http://{addr}"))
-                    {
-                        targets.insert(region.name.clone(), target);
-                    }
-                }
-                Profile::Production => {
-                    let (key, secret) = match media::credentials_from_env() {
-                        Ok(credentials) => credentials,
-                        Err(error) => {
-                            tracing::warn!(%error, "media is off: no S3 credentials");
-                            return Ok((servers, BTreeMap::new()));
-                        }
-                    };
-                    targets.insert(
-                        region.name.clone(),
-                        S3Target {
-                            endpoint: s3.endpoint.clone(),
-                            aws_region: s3.signing_region(),
-                            bucket: s3.bucket.clone(),
-                            access_key_id: key,
-                            secret_access_key: secret,
-                        },
-                    );
-                }
-            }
-        }
-        Ok((servers, targets))
-    }
-
-    /// Every other site's core address, as `site` reaches them: the sites
-    /// of its peer regions and its own region's other shards.
-    fn peers(
-        &self,
-        deployment: &Deployment,
-        topology: &Topology,
-        site: &Site<'_>,
-    ) -> anyhow::Result<BTreeMap<String, String>> {
-        let mut peers = BTreeMap::new();
-        let regions = deployment
-            .peers_of(&site.region.name)
-            .into_iter()
-            .filter_map(|peer| deployment.regions.get(peer))
-            .chain(std::iter::once(site.region));
-        for region in regions {
-            for other in sites(topology, region) {
-                if other.name != site.name {
-                    peers.insert(other.name.clone(), self.core_address(&other)?);
-                }
-            }
-        }
-        Ok(peers)
-    }
-}
-
-/// The FoundationDB store of `site`, when this binary has the backend: the
-/// cluster of its shard.
-#[cfg(feature = "fdb")]
-fn foundationdb_store(site: &Site<'_>) -> anyhow::Result<StoreChoice> {
-    let store = &site.region.store;
-    let cluster_file = if store.cluster_files.len() > 1 {
-        store.cluster_files.get(site.shard as usize).cloned()
-    } else {
-        store
-            .cluster_file
-            .clone()
-            .or_else(|| store.cluster_files.first().cloned())
-    }
-    .with_context(|| {
-        format!(
-            "region {}: store.cluster_file is required",
-            site.region.name
-        )
-    })?;
-    Ok(StoreChoice::FoundationDb(cluster_file))
-}
-
-#[cfg(not(feature = "fdb"))]
-fn foundationdb_store(site: &Site<'_>) -> anyhow::Result<StoreChoice> {
-    anyhow::bail!(
-        "region {}: store engine `foundationdb` needs a binary built with `--features fdb`",
-        site.region.name
-    )
-}
-
-/// Installs the process's Prometheus recorder and keeps it drained.
-///
-/// `install_recorder` leaves upkeep to the caller. Without it, every
-/// histogram sample since the last scrape is kept in memory (unbounded if
-/// nothing scrapes) and the next scrape folds them all at once: after a
-/// minute at 5,000 msg/s that fold stalled delivery for 100–240 ms. Once a
-/// second, on the blocking pool, each fold is small and never holds an async
-/// worker.
-fn metrics_recorder() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
-    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .context("installing the metrics recorder")?;
-    let upkeep = handle.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let upkeep = upkeep.clone();
-            let offload = meridian_seams::Offload::BlockingPool;
-            if offload.run(move || upkeep.run_upkeep()).await.is_err() {
-                break;
-            }
-        }
-    });
-    Ok(handle)
 }
 
 /// Runs `meridian dev` until Ctrl-C or SIGTERM.
@@ -415,55 +161,55 @@ fn metrics_recorder() -> anyhow::Result<metrics_exporter_prometheus::PrometheusH
 /// # Errors
 /// Bad configuration, an unopenable store, an unbindable address.
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
-    let common = &args.common;
-    let deployment = common.deployment()?;
+    let plan = args.common.plan()?;
+    let deployment = plan.deployment();
     let names: Vec<String> = match &args.region {
         Some(region) => vec![deployment.region(region)?.name.clone()],
         None => deployment.regions.keys().cloned().collect(),
     };
+    let overridden = args.listen.is_some() || args.core_listen.is_some();
     anyhow::ensure!(
-        names.len() == 1 || (args.listen.is_none() && args.core_listen.is_none()),
+        names.len() == 1 || !overridden,
         "--listen and --core-listen need --region (one region)"
     );
-    let metrics = metrics_recorder()?;
+    let metrics = metrics::recorder()?;
     let rng = Rng::from_os().context("no entropy from the operating system")?;
-    let clock = common.clock();
-    let (s3_servers, s3_targets) = common.media(&deployment, &names).await?;
-    let media_deps = media::media_deps(&s3_targets, &clock, &TokioNetwork::shared());
-    let topology = deployment.topology();
+    let clock = args.common.clock();
+    let network = TokioNetwork::shared();
+    let (s3_servers, s3_targets) = plan.start_media(&names, &network).await?;
+    let media_deps = media::media_deps(&s3_targets, &clock, &network);
     let mut options = Vec::new();
     let mut site_names = Vec::new();
     for name in &names {
-        let region = deployment.region(name)?;
-        for site in sites(&topology, region) {
+        for site in plan.sites_of(deployment.region(name)?) {
             anyhow::ensure!(
-                site.shard == 0 || (args.listen.is_none() && args.core_listen.is_none()),
+                site.shard == 0 || !overridden,
                 "--listen and --core-listen need an unsharded region"
             );
-            let (gateway_listen, core_listen) = common.binds(&site)?;
+            let planned = plan.site_plan(&site)?;
+            site_names.push((name.clone(), planned.name.clone()));
             options.push(RegionOptions {
-                core: common.core_config(&topology, &site),
-                gateway: common.gateway_config(&topology, region),
-                store: common.store(&site)?,
-                gateway_listen: args.listen.unwrap_or(gateway_listen),
-                core_listen: Listen::Address(args.core_listen.unwrap_or(core_listen)),
-                network: TokioNetwork::shared(),
+                core: planned.core,
+                gateway: planned.gateway,
+                store: planned.store,
+                gateway_listen: args.listen.unwrap_or(planned.gateway_listen),
+                core_listen: Listen::Address(args.core_listen.unwrap_or(planned.core_listen)),
+                network: network.clone(),
                 clock: clock.clone(),
                 rng: Rng::seeded(rng.next_u64()),
                 metrics: Some(metrics.clone()),
                 // One site alone reaches its peers where the files say;
                 // several in this process are peered by start_regions.
-                peers: common.peers(&deployment, &topology, &site)?,
-                log: common.log(region)?,
+                peers: planned.peers,
+                log: planned.log,
                 link: Default::default(),
                 media: media_deps.clone(),
             });
-            site_names.push((name.clone(), site.name.clone()));
         }
     }
     let handles = if options.len() == 1 {
         let single = options.pop().context("one region")?;
-        vec![meridian_region::start_region(single).await?]
+        vec![start_region(single).await?]
     } else {
         start_regions(options).await?
     };
@@ -484,7 +230,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             println!("  media     bucket {} at {endpoint}", target.bucket);
         }
     }
-    println!("data in {}", common.data_dir.display());
+    println!("data in {}", args.common.data_dir.display());
     if let Some(first) = handles.first() {
         let base = format!("http://{}", first.gateway_addr);
         println!("try it:");
@@ -506,67 +252,35 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
 /// # Errors
 /// As [`dev`].
 pub async fn core(args: PartArgs) -> anyhow::Result<()> {
-    let common = &args.common;
-    let deployment = common.deployment()?;
-    let region = deployment.region(&args.region)?;
-    let topology = deployment.topology();
-    let site = sites(&topology, region)
-        .into_iter()
-        .find(|site| site.shard == args.shard)
-        .with_context(|| {
-            format!(
-                "region {} has {} shard(s); no shard {}",
-                region.name,
-                topology.shards_of(&region.name),
-                args.shard
-            )
-        })?;
-    let (_, core_listen) = common.binds(&site)?;
-    let metrics = metrics_recorder()?;
+    let plan = args.common.plan()?;
+    let site = plan.site(&args.region, args.shard)?;
+    let (_, core_listen) = plan.binds(&site)?;
+    let metrics = metrics::recorder()?;
     if let Some(addr) = args.metrics_listen {
-        let listener = TokioNetwork::shared()
-            .bind(addr)
-            .await
-            .with_context(|| format!("binding the metrics listener on {addr}"))?;
-        let app = axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(move || {
-                let metrics = metrics.clone();
-                async move { metrics.render() }
-            }),
-        );
-        println!("metrics on http://{}/metrics", listener.local_addr()?);
-        tokio::spawn(async move {
-            let served = axum::serve(meridian_seams::net::AxumListener::new(listener), app).await;
-            if let Err(error) = served {
-                tracing::error!(%error, "metrics listener stopped");
-            }
-        });
+        metrics::serve(addr, metrics).await?;
     }
-    let clock = common.clock();
-    let (s3_servers, s3_targets) = common
-        // The region's local storage server runs with its first shard.
-        .media(
-            &deployment,
-            if site.shard == 0 {
-                std::slice::from_ref(&region.name)
-            } else {
-                &[]
-            },
-        )
-        .await?;
+    let clock = args.common.clock();
+    let network = TokioNetwork::shared();
+    // The region's local storage server runs with its first shard.
+    let serve = if site.shard == 0 {
+        std::slice::from_ref(&site.region.name)
+    } else {
+        &[]
+    };
+    let (s3_servers, s3_targets) = plan.start_media(serve, &network).await?;
+    let planned = plan.site_plan(&site)?;
     let handle = start_core(CoreOptions {
-        config: common.core_config(&topology, &site),
-        store: common.store(&site)?,
+        config: planned.core,
+        store: planned.store,
         listen: Listen::Address(args.listen.unwrap_or(core_listen)),
-        network: TokioNetwork::shared(),
+        network: network.clone(),
         clock: clock.clone(),
         rng: Rng::from_os().context("no entropy from the operating system")?,
         sweep: true,
-        peers: common.peers(&deployment, &topology, &site)?,
-        log: common.log(region)?,
+        peers: planned.peers,
+        log: planned.log,
         link: Default::default(),
-        media: media::media_deps(&s3_targets, &clock, &TokioNetwork::shared()),
+        media: media::media_deps(&s3_targets, &clock, &network),
     })
     .await?;
     println!("meridian core: site {} on {}", site.name, handle.addr);
@@ -583,7 +297,6 @@ pub async fn core(args: PartArgs) -> anyhow::Result<()> {
 /// # Errors
 /// As [`dev`].
 pub async fn gateway(args: PartArgs) -> anyhow::Result<()> {
-    let common = &args.common;
     anyhow::ensure!(
         args.metrics_listen.is_none(),
         "a gateway serves /metrics on its client port; --metrics-listen is for `meridian core`"
@@ -592,23 +305,16 @@ pub async fn gateway(args: PartArgs) -> anyhow::Result<()> {
         args.shard == 0,
         "a gateway serves every shard of its region; --shard is for `meridian core`"
     );
-    let deployment = common.deployment()?;
-    let region = deployment.region(&args.region)?;
-    let topology = deployment.topology();
-    let first = sites(&topology, region)
-        .into_iter()
-        .next()
-        .context("a region has a site")?;
-    let (gateway_listen, _) = common.binds(&first)?;
-    let mut cores = common.peers(&deployment, &topology, &first)?;
-    cores.insert(first.name.clone(), common.core_address(&first)?);
+    let plan = args.common.plan()?;
+    let region = plan.deployment().region(&args.region)?;
+    let planned = plan.gateway_plan(region)?;
     let handle = start_gateway(GatewayOptions {
-        config: common.gateway_config(&topology, region),
-        listen: args.listen.unwrap_or(gateway_listen),
-        cores,
+        config: planned.config,
+        listen: args.listen.unwrap_or(planned.listen),
+        cores: planned.cores,
         network: TokioNetwork::shared(),
-        clock: common.clock(),
-        metrics: Some(metrics_recorder()?),
+        clock: args.common.clock(),
+        metrics: Some(metrics::recorder()?),
     })
     .await?;
     println!(
@@ -618,4 +324,25 @@ pub async fn gateway(args: PartArgs) -> anyhow::Result<()> {
     crate::shutdown_signal().await?;
     handle.stop().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        common: Common,
+    }
+
+    /// The simulation plans with [`PlanOptions::default`]: it must be what
+    /// `meridian dev` runs without flags.
+    #[test]
+    fn the_flags_defaults_are_the_plans_defaults() {
+        let flags = Flags::try_parse_from(["meridian"]).expect("the defaults parse");
+        assert_eq!(flags.common.options(), PlanOptions::default());
+    }
 }

@@ -1,4 +1,16 @@
-//! `meridian`: one binary, many roles.
+//! `meridian`: one binary, many roles. Configuration and wiring only: each
+//! subcommand turns its flags into what a library crate takes and calls it.
+//!
+//! - `dev`, `core`, `gateway` (`deploy.rs`): the flags become a
+//!   `meridian_region::plan::Plan` (region files plus flags, resolved into
+//!   what each site runs), and `meridian_region` starts it. No deployment
+//!   rule lives here.
+//! - `chat` (`chat.rs`): a command-line client over `meridian-sdk`.
+//! - `bench` (`bench.rs`, `bench_regions.rs`): a load client against a
+//!   `meridian dev` child process.
+//! - `sim` (`sim.rs`): runs seeds of `meridian-sim`.
+//! - `openapi`: prints the gateway's REST API document.
+//! - `metrics.rs`: the process's Prometheus recorder.
 
 use clap::{Parser, Subcommand};
 
@@ -11,6 +23,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bench;
 mod chat;
 mod deploy;
+mod metrics;
 mod sim;
 
 #[derive(Parser)]

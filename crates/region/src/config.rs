@@ -217,6 +217,17 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    /// The deployment of `regions`, keyed by their names (unchecked: region
+    /// files read from a directory go through [`Deployment::load`]).
+    pub fn new(regions: impl IntoIterator<Item = RegionConfig>) -> Self {
+        Self {
+            regions: regions
+                .into_iter()
+                .map(|region| (region.name.clone(), region))
+                .collect(),
+        }
+    }
+
     /// Reads every `*.toml` in `dir`.
     ///
     /// # Errors

@@ -1,20 +1,41 @@
-//! Wiring for the `meridian` binary: starts a region's parts (store, core,
-//! replication, gateway, workers) from configuration and the injected seams.
-//! Holds no domain logic; every piece comes from its own crate.
+//! Wiring: starts a region's parts (store, core, replication, gateway,
+//! workers) from configuration and the injected seams, and resolves a
+//! deployment into that configuration. Holds no domain logic; every piece
+//! comes from its own crate.
 //!
-//! [`start_core`] and [`start_gateway`] start one part each over the network
-//! seam, so the simulation can put them on separate simulated hosts and
-//! `meridian core` / `meridian gateway` can run them as separate processes;
-//! [`start_region`] starts both in one process, and [`start_regions`] starts
-//! several regions in one process (`meridian dev`). Regions are values
-//! ([`config::RegionConfig`]), never globals.
+//! - [`config`]: the region files ([`config::Deployment`]); regions are
+//!   values, never globals.
+//! - [`plan`]: region files plus the operator's choices resolved into what
+//!   each site runs ([`plan::SitePlan`]: addresses, store and its
+//!   directory, log, peers, core and gateway configuration) and where each
+//!   region's bucket is. The `meridian` binary and the simulation both plan
+//!   their sites here; the simulation then swaps in what it simulates.
+//! - [`start_core`] and [`start_gateway`] start one part each over the
+//!   network seam, so the simulation can put them on separate simulated
+//!   hosts and `meridian core` / `meridian gateway` can run them as
+//!   separate processes; [`start_region`] starts both in one process, and
+//!   [`start_regions`] starts several regions in one process
+//!   (`meridian dev`).
+//! - [`media`]: every region's bucket as a core sees it, and the embedded
+//!   S3 server of local runs.
+//!
+//! The option types of the parts ([`CoreConfig`], [`GatewayConfig`],
+//! [`KafkaConfig`], [`LinkConfig`], [`media::S3Target`], …) are re-exported
+//! here, so callers wire a region through this crate alone.
 
 pub mod config;
 pub mod media;
+pub mod plan;
 
 /// Stops the FoundationDB client network before the process exits.
 #[cfg(feature = "fdb")]
 pub use meridian_kv_fdb::shutdown as shutdown_foundationdb;
+
+pub use meridian_core::{CoreConfig, MediaDeps};
+pub use meridian_gateway::GatewayConfig;
+pub use meridian_kv_memory::MemoryEngine;
+pub use meridian_replication::kafka::KafkaConfig;
+pub use meridian_replication::link::{LinkConfig, LinkStatus};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,17 +44,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use meridian_core::MediaDeps;
 use meridian_core::media_check::MediaChecker;
 use meridian_core::peers::Peers;
 use meridian_core::retention::Sweeper;
-use meridian_core::{CoreConfig, Messaging, ReplicationApplier, rpc::CoreService};
-use meridian_gateway::{CoreChannels, GatewayConfig, GatewayDeps};
+use meridian_core::{Messaging, ReplicationApplier, rpc::CoreService};
+use meridian_gateway::{CoreChannels, GatewayDeps};
 use meridian_kv::engine::Engine;
 use meridian_kv::{Database, DatabaseOptions};
 use meridian_replication::SharedLog;
 use meridian_replication::embedded::EmbeddedLog;
-use meridian_replication::link::{Link, LinkConfig, LinkStatus};
+use meridian_replication::link::Link;
 use meridian_replication::relay::Relay;
 use meridian_replication::server::{LinkServer, LinkServerConfig};
 use meridian_seams::net::{
@@ -52,7 +72,7 @@ pub enum StoreChoice {
     /// fjall in this directory (durable).
     Fjall(PathBuf),
     /// In memory (tests, simulation); lost when the process exits.
-    Memory(meridian_kv_memory::MemoryEngine),
+    Memory(MemoryEngine),
     /// A FoundationDB cluster, by its cluster file.
     #[cfg(feature = "fdb")]
     FoundationDb(PathBuf),
@@ -67,7 +87,7 @@ pub enum LogChoice {
         partitions: u32,
     },
     /// The region's Kafka cluster.
-    Kafka(meridian_replication::kafka::KafkaConfig),
+    Kafka(KafkaConfig),
 }
 
 impl Default for LogChoice {

@@ -1,5 +1,7 @@
 //! Media wiring: every region's bucket as the core sees it, and the
-//! embedded S3 server of local runs.
+//! embedded S3 server of local runs. Re-exports the media types a caller
+//! wires with ([`S3Target`], [`Bucket`], [`EmbeddedS3`], and [`MemoryS3`],
+//! the in-memory backend of simulated S3 hosts).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -7,7 +9,8 @@ use std::path::Path;
 
 use anyhow::Context;
 use meridian_core::MediaDeps;
-use meridian_media::{Bucket, EmbeddedS3, S3Target};
+pub use meridian_media::memory::MemoryS3;
+pub use meridian_media::{Bucket, EmbeddedS3, S3Target};
 use meridian_seams::net::SharedNetwork;
 use meridian_seams::{Offload, SharedClock};
 

@@ -2,26 +2,30 @@
 //! gateway, and the setup client that registers the users and their
 //! devices, creates the conversations and uploads the setup's media.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
-use meridian_core::{CoreConfig, MediaDeps};
-use meridian_gateway::GatewayConfig;
-use meridian_kv_memory::MemoryEngine;
-use meridian_media::{Bucket, EmbeddedS3, S3Target, memory::MemoryS3};
-use meridian_region::{CoreOptions, GatewayOptions, StoreChoice, start_core, start_gateway};
+use meridian_region::config::{
+    Addresses, ClockConfig, Deployment, GeoDnsConfig, LogConfig, RegionConfig, StoreConfig,
+};
+use meridian_region::media::{Bucket, EmbeddedS3, MemoryS3, S3Target};
+use meridian_region::plan::{GatewayPlan, Plan as DeploymentPlan, PlanOptions, SitePlan};
+use meridian_region::{
+    CoreOptions, GatewayOptions, LinkConfig, MediaDeps, MemoryEngine, StoreChoice, start_core,
+    start_gateway,
+};
 use meridian_rpc::core::core_client::CoreClient;
 use meridian_rpc::core::{self as pb};
 use meridian_seams::net::{SharedNetwork, tonic_channel};
 use meridian_seams::{Offload, Rng, SharedClock};
-use meridian_wire::sites::{Topology, region_of_site};
+use meridian_wire::sites::region_of_site;
 
 use crate::SimClock;
 use crate::invariants::{SharedState, lock};
-use crate::workload::{ConvPlan, Plan, Sites, host, region_name};
+use crate::workload::{ConvPlan, Plan, Sites, host, region_name, site_host};
 
 pub(crate) const EPOCH_MS: u64 = 1_800_000_000_000;
 pub(crate) const CORE_PORT: u16 = 7070;
@@ -76,6 +80,14 @@ fn any_addr(port: u16) -> SocketAddr {
 
 pub(crate) type HostResult = Result<(), Box<dyn std::error::Error>>;
 
+/// Whether `seed`'s delivery watches the inbox head (FoundationDB's way)
+/// instead of following the memory engine's inbox feed: one seed in five,
+/// chosen by the seed alone (no draw from its RNG), so every other seed —
+/// the pinned regression seeds among them — replays as before.
+pub fn watches_inbox_head(seed: u64) -> bool {
+    seed % 5 == 4
+}
+
 /// The turmoil simulation of `seed`, before any host is added.
 pub(crate) fn simulation(seed: u64) -> turmoil::Sim<'static> {
     turmoil::Builder::new()
@@ -93,6 +105,51 @@ pub(crate) fn core_addr(sites: Sites, region: usize) -> String {
     format!("{}:{CORE_PORT}", host("core", sites, region))
 }
 
+/// The seed's sites as a deployment, planned as the binary plans one (with
+/// its default options): each region as its file would describe it, a
+/// sharded us-east in two shards. What the simulation simulates replaces
+/// the plan's choices where the hosts are added: the store, the addresses
+/// (every site's core and gateway are hosts of their own, reached by name)
+/// and the timings.
+fn deployment_plan(sites: Sites) -> DeploymentPlan {
+    let topology = sites.topology();
+    let names: BTreeSet<&str> = (0..sites.count)
+        .map(|site| region_of_site(region_name(sites, site)))
+        .collect();
+    let addresses = Addresses {
+        gateway: any_addr(GATEWAY_PORT).to_string(),
+        core: any_addr(CORE_PORT).to_string(),
+        s3: None,
+    };
+    let regions = names.into_iter().map(|name| RegionConfig {
+        name: name.to_string(),
+        listen: addresses.clone(),
+        advertise: addresses.clone(),
+        local: addresses.clone(),
+        peers: None,
+        store: StoreConfig {
+            shards: Some(topology.shards_of(name)),
+            ..StoreConfig::default()
+        },
+        log: LogConfig::default(),
+        s3: None,
+        geodns: GeoDnsConfig::default(),
+        clock: ClockConfig::default(),
+    });
+    DeploymentPlan::new(Deployment::new(regions), PlanOptions::default())
+}
+
+/// `planned`'s sites, each at its simulated core's address.
+fn at_simulated_cores(sites: Sites, planned: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    planned
+        .into_keys()
+        .map(|site| {
+            let addr = format!("{}:{CORE_PORT}", site_host("core", sites, &site));
+            (site, addr)
+        })
+        .collect()
+}
+
 /// A seed's regions, as their hosts are built.
 pub(crate) struct Regions<'a> {
     pub(crate) seed: u64,
@@ -107,14 +164,39 @@ pub(crate) struct Regions<'a> {
 impl Regions<'_> {
     /// Adds every region's hosts to `sim`: the object storage first, then
     /// each region's core and gateway.
-    pub(crate) fn start(&self, sim: &mut turmoil::Sim<'_>) {
-        let topology = self.sites.topology();
+    ///
+    /// # Errors
+    /// When the seed's sites cannot be planned.
+    pub(crate) fn start(&self, sim: &mut turmoil::Sim<'_>) -> Result<(), String> {
+        let planned = self.plan()?;
         let media_deps = self.media_deps();
         self.add_object_storage(sim);
-        for (region, region_clock) in self.core_clocks.iter().enumerate() {
-            self.add_core(sim, region, region_clock, &media_deps, &topology);
-            self.add_gateway(sim, region, &topology);
+        for ((region, region_clock), (site, gateway)) in
+            self.core_clocks.iter().enumerate().zip(planned)
+        {
+            self.add_core(sim, region, region_clock, &media_deps, site);
+            self.add_gateway(sim, region, gateway);
         }
+        Ok(())
+    }
+
+    /// What each site's core and gateway run with, by site index: the plan
+    /// of [`deployment_plan`], resolved before any host is added.
+    fn plan(&self) -> Result<Vec<(SitePlan, GatewayPlan)>, String> {
+        let plan = deployment_plan(self.sites);
+        (0..self.sites.count)
+            .map(|region| {
+                let name = region_name(self.sites, region);
+                let site = plan
+                    .site_named(name)
+                    .ok_or_else(|| format!("no site {name} in the plan"))?;
+                let planned = plan.site_plan(&site).map_err(|e| format!("{e:#}"))?;
+                let gateway = plan
+                    .gateway_plan(site.region)
+                    .map_err(|e| format!("{e:#}"))?;
+                Ok((planned, gateway))
+            })
+            .collect()
     }
 
     /// Every region's bucket, as the cores reach it.
@@ -163,47 +245,40 @@ impl Regions<'_> {
         }
     }
 
-    /// Adds site `region`'s core, over an engine that outlives its crashes.
+    /// Adds site `region`'s core as `planned`, over an engine that outlives
+    /// its crashes.
     fn add_core(
         &self,
         sim: &mut turmoil::Sim<'_>,
         region: usize,
         region_clock: &SimClock,
         media_deps: &MediaDeps,
-        topology: &Topology,
+        mut planned: SitePlan,
     ) {
-        let (seed, sites, regions, network) =
-            (self.seed, self.sites, self.sites.count, self.network);
-        let name = region_name(sites, region);
+        let (seed, sites, network) = (self.seed, self.sites, self.network);
         // A region's engine lives outside its host, so a crash keeps what
-        // was committed and loses what was not.
-        let engine = MemoryEngine::new();
+        // was committed and loses what was not: it replaces the plan's
+        // store.
+        planned.store = StoreChoice::Memory(MemoryEngine::new());
+        planned.peers = at_simulated_cores(sites, planned.peers);
+        planned.core.sweep_interval = Duration::from_secs(3600);
+        planned.core.follow_inbox_feed = !watches_inbox_head(seed);
         let boots = Arc::new(AtomicU64::new(0));
-        let peers: BTreeMap<String, String> = (0..regions)
-            .filter(|r| *r != region)
-            .map(|r| (region_name(sites, r).to_string(), core_addr(sites, r)))
-            .collect();
         let (core_network, boots) = (network.clone(), boots.clone());
         let core_clock: SharedClock = Arc::new(region_clock.clone());
         let core_media = media_deps.clone();
-        let core_topology = topology.clone();
         sim.host(host("core", sites, region), move || {
-            let (network, clock, engine, peers, media) = (
+            let (network, clock, planned, media) = (
                 core_network.clone(),
                 core_clock.clone(),
-                engine.clone(),
-                peers.clone(),
+                planned.clone(),
                 core_media.clone(),
             );
             let boot = boots.fetch_add(1, Ordering::SeqCst);
-            let topology = core_topology.clone();
             async move {
-                let mut config = CoreConfig::new(name);
-                config.topology = topology;
-                config.sweep_interval = Duration::from_secs(3600);
                 // Short link timings: simulated partitions drop data
                 // silently, and every link must notice and resume.
-                let link = meridian_replication::link::LinkConfig {
+                let link = LinkConfig {
                     stall_timeout: Duration::from_secs(3),
                     keepalive: Duration::from_secs(1),
                     min_backoff: Duration::from_millis(50),
@@ -212,8 +287,9 @@ impl Regions<'_> {
                     ..Default::default()
                 };
                 let _core = start_core(CoreOptions {
-                    config,
-                    store: StoreChoice::Memory(engine),
+                    config: planned.core,
+                    store: planned.store,
+                    // Each site is a host of its own: no shifted ports.
                     listen: any_addr(CORE_PORT).into(),
                     network,
                     clock,
@@ -223,8 +299,8 @@ impl Regions<'_> {
                             .wrapping_add((region as u64) << 40),
                     ),
                     sweep: false,
-                    peers,
-                    log: Default::default(),
+                    peers: planned.peers,
+                    log: planned.log,
                     link,
                     media,
                 })
@@ -235,32 +311,27 @@ impl Regions<'_> {
         });
     }
 
-    /// Adds site `region`'s gateway, which reaches every site's core.
-    fn add_gateway(&self, sim: &mut turmoil::Sim<'_>, region: usize, topology: &Topology) {
-        let (sites, regions) = (self.sites, self.sites.count);
-        let name = region_name(sites, region);
-        let cores: BTreeMap<String, String> = (0..regions)
-            .map(|r| (region_name(sites, r).to_string(), core_addr(sites, r)))
-            .collect();
+    /// Adds site `region`'s gateway as `planned`: it reaches every site's
+    /// core.
+    fn add_gateway(&self, sim: &mut turmoil::Sim<'_>, region: usize, mut planned: GatewayPlan) {
+        let sites = self.sites;
+        planned.cores = at_simulated_cores(sites, planned.cores);
+        let config = &mut planned.config;
+        config.connects_per_minute = 6_000.0;
+        config.sends_per_second = 1_000.0;
+        // Short liveness periods: partitions drop data silently, and
+        // every dead connection must be noticed for a seed to converge.
+        config.ping_interval = Duration::from_millis(500);
+        config.idle_timeout = Duration::from_secs(2);
+        config.core_keepalive = Duration::from_secs(1);
         let (network, clock) = (self.network.clone(), self.clock.clone());
-        let gateway_topology = topology.clone();
         sim.host(host("gateway", sites, region), move || {
-            let (network, clock, cores) = (network.clone(), clock.clone(), cores.clone());
-            let topology = gateway_topology.clone();
+            let (network, clock, planned) = (network.clone(), clock.clone(), planned.clone());
             async move {
-                let mut config = GatewayConfig::new(region_of_site(name));
-                config.topology = topology;
-                config.connects_per_minute = 6_000.0;
-                config.sends_per_second = 1_000.0;
-                // Short liveness periods: partitions drop data silently, and
-                // every dead connection must be noticed for a seed to converge.
-                config.ping_interval = Duration::from_millis(500);
-                config.idle_timeout = Duration::from_secs(2);
-                config.core_keepalive = Duration::from_secs(1);
                 let _gateway = start_gateway(GatewayOptions {
-                    config,
+                    config: planned.config,
                     listen: any_addr(GATEWAY_PORT),
-                    cores,
+                    cores: planned.cores,
                     network,
                     clock,
                     metrics: None,

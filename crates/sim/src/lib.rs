@@ -6,7 +6,8 @@
 //! client per device. The seed drives the workload (users, devices, 1:1 and
 //! group chats, sends with retried `client_msg_id`s and replies, devices going
 //! offline) and the faults (partitions between any two hosts, core and gateway
-//! crashes with restart). When everything has healed, the invariants of
+//! crashes with restart). One seed in five has delivery watch the inbox head
+//! instead of following the inbox feed ([`watches_inbox_head`]). When everything has healed, the invariants of
 //! `docs/simulation.md` are checked and a trace hash is returned: the same
 //! seed always gives the same hash.
 //!
@@ -18,7 +19,10 @@
 //! - `workload.rs`: the seed's plan — users, devices, scripts,
 //!   topology and the fault schedule — drawn up front from the seed.
 //! - `hosts.rs`: the simulated hosts (each region's object storage, core
-//!   and gateway) and the setup client.
+//!   and gateway) and the setup client. Sites, peers and configurations
+//!   come from `meridian_region::plan`, as for the binary; the in-memory
+//!   stores, the hosts' addresses and the short timings replace the plan's
+//!   choices there.
 //! - `device.rs`: one device's script, through the real SDK.
 //! - `invariants.rs`: what the devices observed, the invariants checked
 //!   over it, and the [`SeedReport`].
@@ -34,6 +38,7 @@ mod run;
 mod workload;
 
 pub use clock::SimClock;
+pub use hosts::watches_inbox_head;
 pub use invariants::{SeedOutcome, SeedReport};
 pub use net::TurmoilNetwork;
 pub use run::run_seed;

@@ -37,7 +37,8 @@ pub fn run_seed(seed: u64, faults: Faults) -> SeedOutcome {
         clock: &clock,
         core_clocks: &core_clocks,
     }
-    .start(&mut sim);
+    .start(&mut sim)
+    .map_err(|error| format!("seed {seed}: {error}"))?;
     run_setup(&mut sim, seed, &network, &shared, &plan)?;
     start_devices(&mut sim, seed, &network, &shared, &plan);
     start_admin(&mut sim, &network, &shared, &plan);

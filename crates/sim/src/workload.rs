@@ -169,10 +169,15 @@ pub(crate) fn region_name(sites: Sites, region: usize) -> &'static str {
 /// The host running `part` ("core" or "gateway") of region `region`: plain
 /// `core`/`gateway` in a one-region run, so its traces keep their names.
 pub(crate) fn host(part: &str, sites: Sites, region: usize) -> String {
+    site_host(part, sites, region_name(sites, region))
+}
+
+/// The host running `part` of the site named `site`.
+pub(crate) fn site_host(part: &str, sites: Sites, site: &str) -> String {
     if sites.count <= 1 {
         part.to_string()
     } else {
-        format!("{part}-{}", region_name(sites, region))
+        format!("{part}-{site}")
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use meridian_sim::{Faults, run_seed};
+use meridian_sim::{Faults, run_seed, watches_inbox_head};
 
 // The early regression seeds were found in one region; they replay in that
 // topology (`Faults::ALL_ONE_REGION`) so each still runs exactly the
@@ -24,6 +24,18 @@ fn the_same_seed_gives_the_same_trace() {
     let second = run_seed(7, Faults::ALL).expect("seed 7 passes again");
     assert_eq!(first, second, "a seed must replay exactly");
     assert!(first.messages > 0);
+}
+
+/// Delivery watching the inbox head (FoundationDB's way) under every fault,
+/// on seeds that choose it.
+#[test]
+fn seeds_whose_delivery_watches_the_inbox_head_pass() {
+    let _serial = serial();
+    for seed in [4, 9, 14] {
+        assert!(watches_inbox_head(seed));
+        let report = run_seed(seed, Faults::ALL).unwrap_or_else(|e| panic!("{e}"));
+        assert!(report.messages > 0);
+    }
 }
 
 #[test]

@@ -1,0 +1,61 @@
+//! The process's Prometheus metrics: the recorder, kept drained, and the
+//! `/metrics` listener of `meridian core`.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use meridian_seams::net::TokioNetwork;
+
+/// Installs the process's Prometheus recorder and keeps it drained.
+///
+/// `install_recorder` leaves upkeep to the caller. Without it, every
+/// histogram sample since the last scrape is kept in memory (unbounded if
+/// nothing scrapes) and the next scrape folds them all at once: after a
+/// minute at 5,000 msg/s that fold stalled delivery for 100–240 ms. Once a
+/// second, on the blocking pool, each fold is small and never holds an async
+/// worker.
+pub(crate) fn recorder() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let upkeep = upkeep.clone();
+            let offload = meridian_seams::Offload::BlockingPool;
+            if offload.run(move || upkeep.run_upkeep()).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(handle)
+}
+
+/// Serves `/metrics` on `addr` (for `meridian core`).
+pub(crate) async fn serve(
+    addr: SocketAddr,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+) -> anyhow::Result<()> {
+    let listener = TokioNetwork::shared()
+        .bind(addr)
+        .await
+        .with_context(|| format!("binding the metrics listener on {addr}"))?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move { metrics.render() }
+        }),
+    );
+    println!("metrics on http://{}/metrics", listener.local_addr()?);
+    tokio::spawn(async move {
+        let served = axum::serve(meridian_seams::net::AxumListener::new(listener), app).await;
+        if let Err(error) = served {
+            tracing::error!(%error, "metrics listener stopped");
+        }
+    });
+    Ok(())
+}
