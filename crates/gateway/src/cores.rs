@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use meridian_rpc::core::core_client::CoreClient;
+use meridian_seams::Backoff;
 use meridian_wire::ErrorCode;
 use meridian_wire::sites::{Topology, region_of_site};
 use tonic::transport::Channel;
@@ -168,13 +169,10 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, tonic::Status>>,
 {
-    let mut delay = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(100));
     for _ in 0..2 {
         match call().await {
-            Err(status) if status.code() == tonic::Code::Unavailable => {
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
+            Err(status) if status.code() == tonic::Code::Unavailable => backoff.wait().await,
             result => return result,
         }
     }

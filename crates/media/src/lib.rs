@@ -22,10 +22,12 @@ pub mod embedded;
 pub mod inspect;
 pub mod memory;
 pub mod objects;
+mod presigned;
 pub mod seam_http;
 pub mod thumbnail;
 pub mod types;
 
 pub use embedded::EmbeddedS3;
 pub use inspect::{Declared, InspectError, Inspection, Rejection, inspect};
-pub use objects::{Bucket, Buckets, ObjectError, ObjectMeta, Presigned, S3Target};
+pub use objects::{Bucket, Buckets, ObjectError, ObjectMeta, S3Target};
+pub use presigned::Presigned;

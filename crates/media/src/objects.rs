@@ -18,6 +18,7 @@ use bytes::Bytes;
 use meridian_seams::SharedClock;
 use meridian_seams::net::SharedNetwork;
 
+use crate::presigned::Presigned;
 use crate::seam_http::SeamHttpClient;
 
 /// Where a region's media bucket is and how to sign for it.
@@ -111,19 +112,6 @@ macro_rules! sdk_call {
             }
         }
     };
-}
-
-/// A presigned HTTP request: what a client sends, as is, to the storage.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Presigned {
-    /// `PUT` or `GET`.
-    pub method: String,
-    /// The URL with the signature in its query.
-    pub url: String,
-    /// Headers the client must send exactly (they are signed).
-    pub headers: Vec<(String, String)>,
-    /// When the signature expires, unix ms.
-    pub expires_ms: u64,
 }
 
 fn presigned(request: &aws_sdk_s3::presigning::PresignedRequest, expires_ms: u64) -> Presigned {

@@ -150,7 +150,7 @@ impl HttpClient for SeamHttpClient {
 /// When the connection fails.
 pub async fn send_presigned(
     network: SharedNetwork,
-    presigned: &crate::Presigned,
+    presigned: &crate::presigned::Presigned,
     body: Vec<u8>,
 ) -> io::Result<(u16, bytes::Bytes)> {
     use http_body_util::BodyExt;

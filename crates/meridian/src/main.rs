@@ -6,8 +6,8 @@
 //!   what each site runs), and `meridian_region` starts it. No deployment
 //!   rule lives here.
 //! - `chat` (`chat.rs`): a command-line client over `meridian-sdk`.
-//! - `bench` (`bench.rs`, `bench_regions.rs`): a load client against a
-//!   `meridian dev` child process.
+//! - `bench` (`bench/`: `mod.rs`, `regions.rs`, `metrics.rs`): a load
+//!   client against a `meridian dev` child process.
 //! - `sim` (`sim.rs`): runs seeds of `meridian-sim`.
 //! - `openapi`: prints the gateway's REST API document.
 //! - `metrics.rs`: the process's Prometheus recorder.

@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use meridian_seams::{Backoff, Rng};
 use meridian_wire::frames::{Delivered, DeliveryItem, WireMessage};
-use rand::{RngCore, SeedableRng};
 
 use crate::{Event, Rest, SdkError, SentInfo, Session};
 
@@ -31,7 +31,7 @@ pub struct Client {
     rest: Rest,
     token: String,
     session: Option<Session>,
-    rng: rand_chacha::ChaCha8Rng,
+    rng: Rng,
     seen: HashSet<String>,
     timelines: BTreeMap<String, Timeline>,
     other: Vec<Delivered>,
@@ -59,7 +59,7 @@ impl Client {
             rest: rest.with_token(token),
             token: token.into(),
             session: None,
-            rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+            rng: Rng::seeded(seed),
             seen: HashSet::new(),
             timelines: BTreeMap::new(),
             other: Vec::new(),
@@ -119,9 +119,8 @@ impl Client {
     /// # Errors
     /// The last error.
     pub async fn connect(&mut self, attempts: u32) -> Result<&mut Session, SdkError> {
-        // The SDK's own loop, not `meridian_seams::Backoff`: the seams crate
-        // carries the server's network stack, which a client must not pull in.
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2))
+            .with_jitter(self.rng.clone());
         let mut last = SdkError::Closed;
         for _ in 0..attempts.max(1) {
             match self.open_session().await {
@@ -133,9 +132,7 @@ impl Client {
                 Err(error) if error.is_transient() => last = error,
                 Err(error) => return Err(error),
             }
-            let jitter = self.rng.next_u64() % (backoff.as_millis() as u64 + 1);
-            tokio::time::sleep(backoff / 2 + Duration::from_millis(jitter / 2)).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+            backoff.wait().await;
         }
         Err(last)
     }

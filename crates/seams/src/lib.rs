@@ -3,7 +3,7 @@
 //! (its jitter drawn from the injected [`Rng`]).
 //!
 //! Every component receives a [`Clock`], an [`Rng`] (and the [`Ids`] made from
-//! both) and a [`net::Network`] as parameters. Production wiring passes the
+//! both) and a `net::Network` (feature `net`) as parameters. Production wiring passes the
 //! real implementations defined here; the deterministic simulation passes
 //! simulated ones. Nothing else in the workspace may read the system clock,
 //! draw unseeded randomness, bind a socket or spawn a thread — `clippy.toml`
@@ -14,6 +14,7 @@
 pub mod backoff;
 pub mod clock;
 pub mod ids;
+#[cfg(feature = "net")]
 pub mod net;
 pub mod offload;
 pub mod rng;
