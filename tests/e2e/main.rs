@@ -8,6 +8,7 @@ mod support;
 
 mod authorization;
 mod bad_input;
+mod clock_abuse;
 mod delivery;
 mod groups;
 mod limits;

@@ -146,18 +146,24 @@ impl Harness {
 
     /// A raw WebSocket authenticated with `token`, past its `ready` frame.
     pub async fn raw_ready(&self, token: &str) -> RawSocket {
-        let (mut socket, _) = tokio_tungstenite::connect_async(self.rest.ws_url())
-            .await
-            .expect("connect");
-        send_json(
-            &mut socket,
-            serde_json::json!({"v": 1, "type": "auth", "token": token}),
-        )
-        .await;
-        let ready = next_json(&mut socket).await;
-        assert_eq!(ready["type"], "ready", "{ready}");
-        socket
+        raw_ready_at(&self.rest, token).await
     }
+}
+
+/// A raw WebSocket to `rest`'s gateway authenticated with `token`, past its
+/// `ready` frame.
+pub async fn raw_ready_at(rest: &Rest, token: &str) -> RawSocket {
+    let (mut socket, _) = tokio_tungstenite::connect_async(rest.ws_url())
+        .await
+        .expect("connect");
+    send_json(
+        &mut socket,
+        serde_json::json!({"v": 1, "type": "auth", "token": token}),
+    )
+    .await;
+    let ready = next_json(&mut socket).await;
+    assert_eq!(ready["type"], "ready", "{ready}");
+    socket
 }
 
 /// Sends `count` messages through `client`; returns their ids in order.

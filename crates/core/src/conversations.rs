@@ -144,7 +144,7 @@ impl Messaging {
         if remote.is_empty() {
             return Ok(());
         }
-        let hlc = self.stamp()?;
+        let hlc = self.stamp();
         for (region, notify) in remote {
             store::put_outbox(
                 tx,

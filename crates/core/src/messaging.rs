@@ -67,6 +67,7 @@ impl Messaging {
         let hlc = Hlc::new(
             ids.clock().clone(),
             config.max_clock_offset.as_millis() as u64,
+            config.region.clone(),
         );
         let inbox_waiter = InboxWaiter::new(&db, config.follow_inbox_feed);
         Arc::new(Self {
@@ -168,10 +169,8 @@ impl Messaging {
     }
 
     /// A fresh HLC stamp.
-    pub(crate) fn stamp(&self) -> Result<u64, CoreError> {
-        self.hlc
-            .next_after(0)
-            .map_err(|e| CoreError::refused(ErrorCode::Internal, e.to_string()))
+    pub(crate) fn stamp(&self) -> u64 {
+        self.hlc.next()
     }
 
     /// Refuses a caller homed in another region: its sends, receipts and

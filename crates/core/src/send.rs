@@ -51,9 +51,9 @@ impl Messaging {
                         return Ok(first);
                     }
                     let members = self.send_members(&tx, caller, input).await?;
-                    let observed = Self::observed_hlc(&tx, input).await?;
+                    let parent = Self::parent_hlc(&tx, input).await?;
                     let attachments = self.attach(&tx, caller, &input.attachments, now).await?;
-                    let hlc = self.send_hlc(caller, observed)?;
+                    let hlc = self.send_hlc(caller, input.last_seen_hlc, parent)?;
                     let message = Message {
                         msg_id: msg_id.clone(),
                         conv_id: input.conv_id.clone(),
@@ -124,31 +124,32 @@ impl Messaging {
         Ok(members)
     }
 
-    /// The highest HLC the message must follow: the client's
-    /// `last_seen_hlc`, or the answered message's if later.
-    async fn observed_hlc(
+    /// The stamp of the answered message (0 without `reply_to`): read from
+    /// the store, so the reply orders after it whatever the client claims.
+    async fn parent_hlc(
         tx: &meridian_kv::Transaction,
         input: &SendInput,
     ) -> Result<u64, CoreError> {
-        let mut observed = input.last_seen_hlc;
-        if let Some(parent) = &input.reply_to {
-            let parent_at = store::message_position(tx, &input.conv_id, parent)
-                .await?
-                .ok_or_else(|| {
-                    refused(
-                        ErrorCode::NotFound,
-                        format!("no message {parent} to reply to"),
-                    )
-                })?;
-            observed = observed.max(parent_at.hlc);
-        }
-        Ok(observed)
+        let Some(parent) = &input.reply_to else {
+            return Ok(0);
+        };
+        let parent_at = store::message_position(tx, &input.conv_id, parent)
+            .await?
+            .ok_or_else(|| {
+                refused(
+                    ErrorCode::NotFound,
+                    format!("no message {parent} to reply to"),
+                )
+            })?;
+        Ok(parent_at.hlc)
     }
 
-    /// The message's HLC, after `observed`; a client HLC too far ahead is
-    /// refused, counted and logged.
-    fn send_hlc(&self, caller: &Caller, observed: u64) -> Result<u64, CoreError> {
-        self.hlc.next_after(observed).map_err(|e| {
+    /// The message's HLC: after the answered message's stamp, and after the
+    /// client's `last_seen_hlc` clamped to this core's clock
+    /// ([`crate::Hlc::next_for_client`]); a stamp beyond the maximum offset
+    /// is refused, counted and logged.
+    fn send_hlc(&self, caller: &Caller, last_seen: u64, parent: u64) -> Result<u64, CoreError> {
+        self.hlc.next_for_client(last_seen, parent).map_err(|e| {
             metrics::counter!("meridian_hlc_refused_total", "source" => "client", "region" => self.config.region.clone())
                 .increment(1);
             tracing::warn!(error = %e, device = %caller.device_id, "client HLC refused");
@@ -267,7 +268,7 @@ impl Messaging {
                             &region,
                             &store::Replicated {
                                 origin_region: self.config.region.clone(),
-                                hlc: self.stamp()?,
+                                hlc: self.stamp(),
                                 change: store::Change::Receipt {
                                     to_user: message.sender_user.clone(),
                                     conv_id: conv_id.to_string(),
