@@ -69,3 +69,112 @@ async fn a_device_behind_retention_gets_a_gap_and_expired_entries_are_pruned() {
     assert_eq!(tablet_client.timeline(&conv)[0].msg_id, fresh.msg_id);
     h.stop().await;
 }
+
+/// Review H2: a forward jump of the wall clock alone (no time passed on the
+/// monotonic clock) must not make retention prune undelivered entries or
+/// history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_wall_clock_jump_prunes_nothing() {
+    let start_ms = meridian_seams::SystemClock::new().wall_millis();
+    let clock = Arc::new(ManualClock::new(start_ms));
+    let mut h = Harness::start_with(Options {
+        clock: Some(clock.clone()),
+        ..Options::default()
+    })
+    .await;
+    let (alice, bob, conv) = h.direct_pair().await;
+    let tablet = h.device(&bob.token, "tablet").await;
+    let mut sender = h.client(&alice.token).await;
+    crate::support::send_many(&mut sender, &conv, 5, "old").await;
+    let sweeper = Sweeper::new(h.region().messaging.clone());
+    sweeper.sweep_once().await.unwrap();
+
+    // The wall clock is set 40 days ahead; no time passes.
+    clock.jump_wall(40 * 24 * 3600 * 1000);
+    for _ in 0..3 {
+        let report = sweeper.sweep_once().await.unwrap();
+        assert_eq!(report.floors_moved, 0, "{report:?}");
+    }
+
+    // The undelivered entries are still delivered, history is intact.
+    let mut tablet_client = h.client(&tablet.token).await;
+    assert!(
+        tablet_client
+            .poll_until(PATIENCE, |c| c.received() >= 5)
+            .await
+            .unwrap(),
+        "undelivered entries survive the jump"
+    );
+    let history = h
+        .rest
+        .with_token(&bob.token)
+        .history(&conv, None, 50)
+        .await
+        .unwrap();
+    assert_eq!(history.messages.len(), 5, "history survives the jump");
+    h.stop().await;
+}
+
+/// `("device", user, device)` packed as the store's tuple layer does
+/// (strings: 0x02, the bytes, 0x00).
+fn device_key(user: &str, device: &str) -> Vec<u8> {
+    let mut key = Vec::new();
+    for part in ["device", user, device] {
+        key.push(0x02);
+        key.extend_from_slice(part.as_bytes());
+        key.push(0x00);
+    }
+    key
+}
+
+/// Review M1: one user whose inbox cannot be swept (here a corrupt device
+/// record) is skipped; the sweep goes on with the other users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_users_error_does_not_stop_the_sweep() {
+    let start_ms = meridian_seams::SystemClock::new().wall_millis();
+    let clock = Arc::new(ManualClock::new(start_ms));
+    let mut h = Harness::start_with(Options {
+        clock: Some(clock.clone()),
+        ..Options::default()
+    })
+    .await;
+    let (alice, bob, conv) = h.direct_pair().await;
+    let tablet = h.device(&bob.token, "tablet").await;
+    let mut sender = h.client(&alice.token).await;
+    crate::support::send_many(&mut sender, &conv, 5, "old").await;
+    let sweeper = Sweeper::new(h.region().messaging.clone());
+    sweeper.sweep_once().await.unwrap();
+    // Alice (and with her, whichever user sorts first) cannot be swept.
+    let corrupt = device_key(&alice.user_id, "corrupt");
+    h.region()
+        .messaging
+        .db()
+        .run(|tx, _| {
+            let corrupt = corrupt.clone();
+            async move {
+                tx.set(&corrupt, b"not a device")?;
+                Ok::<_, meridian_core::CoreError>(())
+            }
+        })
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(31 * 24 * 3600));
+    let report = sweeper
+        .sweep_once()
+        .await
+        .expect("the sweep goes on past one user's error");
+    assert!(report.floors_moved >= 1, "bob's inbox is swept: {report:?}");
+
+    let mut session = meridian_sdk::Session::connect(&h.rest.ws_url(), &tablet.token)
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(PATIENCE, session.next_event())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(event, Event::Gap(_)),
+        "expected gap, got {event:?}"
+    );
+    h.stop().await;
+}

@@ -3,7 +3,8 @@
 //! the inbox floor so a lagging device is told `gap`), history older than
 //! retention, and this region's media past theirs (objects and record).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use meridian_store::keys::{STAMP_ZERO, Stamp};
 use meridian_store::{self as store};
@@ -27,8 +28,12 @@ const PRUNE_STEP: usize = 256;
 /// What one sweep did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SweepReport {
+    /// The wall clock jumped since the previous sweep: nothing was pruned.
+    pub clock_jump: bool,
     /// Users whose inbox was examined.
     pub users: usize,
+    /// Users whose inbox could not be swept (logged and skipped).
+    pub user_errors: usize,
     /// Users whose floor moved (some device will get `gap`).
     pub floors_moved: usize,
     /// Conversations whose history was examined.
@@ -37,16 +42,126 @@ pub struct SweepReport {
     pub media_deleted: usize,
 }
 
+/// The clock as the previous sweep read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tick {
+    /// The wall clock's reading.
+    wall_ms: u64,
+    /// The monotonic clock's reading.
+    monotonic: Duration,
+    /// The wall time retention used: it follows the wall clock, but never
+    /// goes backwards and never advances more than the monotonic time
+    /// elapsed plus the tolerance in one sweep.
+    trusted_ms: u64,
+}
+
+/// How a sweep judged the clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// Prune as of this wall time.
+    Sweep { now_ms: u64 },
+    /// The wall clock moved `wall_step_ms` while the monotonic clock moved
+    /// `monotonic_ms`: prune nothing.
+    Jump {
+        wall_step_ms: i64,
+        monotonic_ms: u64,
+    },
+}
+
+/// Judges a sweep's clock reading against the previous one. A wall clock
+/// that went backwards, or advanced more than the monotonic time elapsed
+/// plus `tolerance_ms`, jumped. Either way the trusted time moves towards
+/// the wall clock by at most the monotonic time elapsed plus `tolerance_ms`
+/// (and never backwards), so a real change of the time is accepted
+/// gradually and the cutoff never leaps.
+fn judge(
+    last: Option<Tick>,
+    wall_ms: u64,
+    monotonic: Duration,
+    tolerance_ms: u64,
+) -> (Tick, Reading) {
+    let Some(last) = last else {
+        let tick = Tick {
+            wall_ms,
+            monotonic,
+            trusted_ms: wall_ms,
+        };
+        return (tick, Reading::Sweep { now_ms: wall_ms });
+    };
+    let monotonic_ms = monotonic.saturating_sub(last.monotonic).as_millis() as u64;
+    let allowed_ms = monotonic_ms.saturating_add(tolerance_ms);
+    let wall_step_ms = (i128::from(wall_ms) - i128::from(last.wall_ms))
+        .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+    let jumped = wall_step_ms < 0 || wall_step_ms.unsigned_abs() > allowed_ms;
+    let trusted_ms = last
+        .trusted_ms
+        .saturating_add(wall_ms.saturating_sub(last.trusted_ms).min(allowed_ms));
+    let tick = Tick {
+        wall_ms,
+        monotonic,
+        trusted_ms,
+    };
+    let reading = if jumped {
+        Reading::Jump {
+            wall_step_ms,
+            monotonic_ms,
+        }
+    } else {
+        Reading::Sweep { now_ms: trusted_ms }
+    };
+    (tick, reading)
+}
+
 /// Runs retention for one core.
 #[derive(Debug, Clone)]
 pub struct Sweeper {
     messaging: Arc<Messaging>,
+    /// The previous sweep's clock reading (shared by clones).
+    last: Arc<Mutex<Option<Tick>>>,
 }
 
 impl Sweeper {
     /// A sweeper over `messaging`'s store and configuration.
     pub fn new(messaging: Arc<Messaging>) -> Self {
-        Self { messaging }
+        Self {
+            messaging,
+            last: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// How far the wall clock may run ahead of the monotonic clock between
+    /// two sweeps: twice the sweep interval.
+    fn jump_tolerance_ms(&self) -> u64 {
+        (self.messaging.config().sweep_interval.as_millis() as u64).saturating_mul(2)
+    }
+
+    /// Reads the injected clock and judges it against the previous sweep
+    /// (see [`judge`]); counts and logs a jump.
+    fn read_clock(&self) -> Reading {
+        let clock = self.messaging.ids().clock();
+        let (wall_ms, monotonic) = (clock.wall_millis(), clock.monotonic());
+        let reading = {
+            let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+            let (tick, reading) = judge(*last, wall_ms, monotonic, self.jump_tolerance_ms());
+            *last = Some(tick);
+            reading
+        };
+        if let Reading::Jump {
+            wall_step_ms,
+            monotonic_ms,
+        } = reading
+        {
+            let region = self.messaging.config().region.clone();
+            metrics::counter!("meridian_retention_clock_jumps_total", "region" => region.clone())
+                .increment(1);
+            tracing::warn!(
+                %region,
+                wall_step_ms,
+                monotonic_ms,
+                "retention: the wall clock jumped since the previous sweep; nothing pruned this sweep"
+            );
+        }
+        reading
     }
 
     /// Sweeps forever at the configured interval.
@@ -60,13 +175,23 @@ impl Sweeper {
         }
     }
 
-    /// One full sweep.
+    /// One full sweep. Prunes nothing when the wall clock jumped since the
+    /// previous sweep (see [`judge`]); a user whose inbox fails is logged,
+    /// counted and skipped.
     ///
     /// # Errors
     /// Store failures (the next sweep resumes; every step is idempotent).
     pub async fn sweep_once(&self) -> Result<SweepReport, CoreError> {
         let db = self.messaging.db();
-        let now = self.messaging.ids().clock().wall_millis();
+        let now = match self.read_clock() {
+            Reading::Sweep { now_ms } => now_ms,
+            Reading::Jump { .. } => {
+                return Ok(SweepReport {
+                    clock_jump: true,
+                    ..SweepReport::default()
+                });
+            }
+        };
         let retention_ms = self.messaging.config().retention.as_millis() as u64;
         let cutoff_ms = now.saturating_sub(retention_ms);
         db.run(|tx, _| async move {
@@ -94,8 +219,16 @@ impl Sweeper {
                 .await?;
             for user in &users {
                 report.users += 1;
-                if self.sweep_inbox(user, &cutoff).await? {
-                    report.floors_moved += 1;
+                match self.sweep_inbox(user, &cutoff).await {
+                    Ok(true) => report.floors_moved += 1,
+                    Ok(false) => {}
+                    Err(error) => {
+                        report.user_errors += 1;
+                        let region = self.messaging.config().region.clone();
+                        metrics::counter!("meridian_retention_user_errors_total", "region" => region.clone())
+                            .increment(1);
+                        tracing::warn!(%error, %region, %user, "retention: this user's inbox could not be swept; skipped until the next sweep");
+                    }
                 }
             }
             match last {
@@ -258,5 +391,110 @@ impl Sweeper {
                 Ok::<_, CoreError>((moved, pruned.more))
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY_MS: u64 = 24 * 3600 * 1000;
+    const TOLERANCE_MS: u64 = 120_000;
+
+    fn first(wall_ms: u64) -> Tick {
+        let (tick, reading) = judge(None, wall_ms, Duration::from_millis(wall_ms), TOLERANCE_MS);
+        assert_eq!(reading, Reading::Sweep { now_ms: wall_ms });
+        tick
+    }
+
+    #[test]
+    fn both_clocks_advancing_is_trusted() {
+        let start = 1_700_000_000_000;
+        let tick = first(start);
+        let later = start + 31 * DAY_MS;
+        let (tick, reading) = judge(
+            Some(tick),
+            later,
+            Duration::from_millis(later),
+            TOLERANCE_MS,
+        );
+        assert_eq!(reading, Reading::Sweep { now_ms: later });
+        assert_eq!(tick.trusted_ms, later);
+        // A wall clock a little ahead of the monotonic one (within the
+        // tolerance) is trusted too.
+        let (_, reading) = judge(
+            Some(tick),
+            later + 60_000 + 100_000,
+            Duration::from_millis(later + 60_000),
+            TOLERANCE_MS,
+        );
+        assert_eq!(
+            reading,
+            Reading::Sweep {
+                now_ms: later + 160_000
+            }
+        );
+    }
+
+    #[test]
+    fn a_forward_wall_jump_prunes_nothing_and_is_accepted_gradually() {
+        let start = 1_700_000_000_000;
+        let tick = first(start);
+        let jumped = start + 40 * DAY_MS;
+        let (tick, reading) = judge(
+            Some(tick),
+            jumped,
+            Duration::from_millis(start),
+            TOLERANCE_MS,
+        );
+        assert_eq!(
+            reading,
+            Reading::Jump {
+                wall_step_ms: (40 * DAY_MS) as i64,
+                monotonic_ms: 0
+            }
+        );
+        assert_eq!(
+            tick.trusted_ms,
+            start + TOLERANCE_MS,
+            "the cutoff is capped"
+        );
+        // The next sweeps (60 s apart) are no jump, but the trusted time
+        // advances at most 60 s plus the tolerance each.
+        let mut tick = tick;
+        for step in 1..=3u64 {
+            let (next, reading) = judge(
+                Some(tick),
+                jumped + step * 60_000,
+                Duration::from_millis(start + step * 60_000),
+                TOLERANCE_MS,
+            );
+            let expected = start + TOLERANCE_MS + step * (60_000 + TOLERANCE_MS);
+            assert_eq!(reading, Reading::Sweep { now_ms: expected });
+            tick = next;
+        }
+    }
+
+    #[test]
+    fn a_backward_wall_jump_prunes_nothing_and_never_moves_the_cutoff_back() {
+        let start = 1_700_000_000_000;
+        let tick = first(start);
+        let (tick, reading) = judge(
+            Some(tick),
+            start - DAY_MS,
+            Duration::from_millis(start + 60_000),
+            TOLERANCE_MS,
+        );
+        assert!(
+            matches!(reading, Reading::Jump { wall_step_ms, .. } if wall_step_ms == -(DAY_MS as i64))
+        );
+        assert_eq!(tick.trusted_ms, start);
+        let (_, reading) = judge(
+            Some(tick),
+            start - DAY_MS + 60_000,
+            Duration::from_millis(start + 120_000),
+            TOLERANCE_MS,
+        );
+        assert_eq!(reading, Reading::Sweep { now_ms: start });
     }
 }

@@ -82,9 +82,16 @@ impl Clock for SystemClock {
 }
 
 /// A clock that only moves when told to: for unit tests of time-dependent rules.
+///
+/// [`ManualClock::advance`] moves both scales (time passing);
+/// [`ManualClock::jump_wall`] moves the wall clock alone (a clock that was
+/// set, as a VM restore, a bad RTC or an NTP step would).
 #[derive(Debug, Default)]
 pub struct ManualClock {
+    /// Monotonic milliseconds (also the wall time, before any jump).
     millis: std::sync::atomic::AtomicU64,
+    /// Added to `millis` for the wall time only.
+    wall_offset_millis: std::sync::atomic::AtomicI64,
 }
 
 impl ManualClock {
@@ -92,22 +99,55 @@ impl ManualClock {
     pub fn new(wall_millis: u64) -> Self {
         Self {
             millis: std::sync::atomic::AtomicU64::new(wall_millis),
+            wall_offset_millis: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
-    /// Moves the clock forward.
+    /// Moves the clock forward: wall and monotonic time both pass `by`.
     pub fn advance(&self, by: Duration) {
         self.millis
             .fetch_add(by.as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Moves the wall clock alone by `by_millis` (negative: backwards);
+    /// monotonic time does not move.
+    pub fn jump_wall(&self, by_millis: i64) {
+        self.wall_offset_millis
+            .fetch_add(by_millis, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
 impl Clock for ManualClock {
     fn wall_millis(&self) -> u64 {
-        self.millis.load(std::sync::atomic::Ordering::SeqCst)
+        let millis = self.millis.load(std::sync::atomic::Ordering::SeqCst) as i64;
+        millis
+            .saturating_add(
+                self.wall_offset_millis
+                    .load(std::sync::atomic::Ordering::SeqCst),
+            )
+            .max(0) as u64
     }
 
     fn monotonic(&self) -> Duration {
-        Duration::from_millis(self.wall_millis())
+        Duration::from_millis(self.millis.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wall_jump_leaves_monotonic_time_alone() {
+        let clock = ManualClock::new(1_000);
+        clock.advance(Duration::from_millis(500));
+        assert_eq!(clock.wall_millis(), 1_500);
+        assert_eq!(clock.monotonic(), Duration::from_millis(1_500));
+        clock.jump_wall(10_000);
+        assert_eq!(clock.wall_millis(), 11_500);
+        assert_eq!(clock.monotonic(), Duration::from_millis(1_500));
+        clock.jump_wall(-20_000);
+        assert_eq!(clock.wall_millis(), 0, "the wall clock stops at the epoch");
+        assert_eq!(clock.monotonic(), Duration::from_millis(1_500));
     }
 }
