@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meridian_core::retention::Sweeper;
-use meridian_sdk::Event;
+use meridian_sdk::frames::{DeviceCreated, RegisterResponse};
+use meridian_sdk::{Client, Event};
 use meridian_seams::Clock;
 use meridian_seams::clock::ManualClock;
 
@@ -12,36 +13,23 @@ use crate::support::{Harness, Options, PATIENCE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_behind_retention_gets_a_gap_and_expired_entries_are_pruned() {
-    let start_ms = meridian_seams::SystemClock::new().wall_millis();
-    let clock = Arc::new(ManualClock::new(start_ms));
-    let mut h = Harness::start_with(Options {
-        clock: Some(clock.clone()),
-        ..Options::default()
-    })
-    .await;
-    let (alice, bob, conv) = h.direct_pair().await;
-    let tablet = h.device(&bob.token, "tablet").await;
-    let mut sender = h.client(&alice.token).await;
-    crate::support::send_many(&mut sender, &conv, 5, "old").await;
-    let sweeper = Sweeper::new(h.region().messaging.clone());
-    sweeper.sweep_once().await.unwrap();
+    let Scene {
+        clock,
+        mut h,
+        bob,
+        conv,
+        tablet,
+        mut sender,
+        sweeper,
+        ..
+    } = Scene::start().await;
 
     // 31 days pass while the tablet is offline.
     clock.advance(Duration::from_secs(31 * 24 * 3600));
     let report = sweeper.sweep_once().await.unwrap();
     assert!(report.floors_moved >= 1, "{report:?}");
 
-    let mut session = meridian_sdk::Session::connect(&h.rest.ws_url(), &tablet.token)
-        .await
-        .unwrap();
-    let event = tokio::time::timeout(PATIENCE, session.next_event())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        matches!(event, Event::Gap(_)),
-        "expected gap, got {event:?}"
-    );
+    let mut session = connect_expecting_gap(&h, &tablet.token).await;
     // The expired messages are gone from the inbox and from history.
     let after = tokio::time::timeout(Duration::from_millis(300), session.next_event()).await;
     assert!(!matches!(after, Ok(Some(Event::Deliver { ref items, .. })) if !items.is_empty()));
@@ -75,19 +63,15 @@ async fn a_device_behind_retention_gets_a_gap_and_expired_entries_are_pruned() {
 /// history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forward_wall_clock_jump_prunes_nothing() {
-    let start_ms = meridian_seams::SystemClock::new().wall_millis();
-    let clock = Arc::new(ManualClock::new(start_ms));
-    let mut h = Harness::start_with(Options {
-        clock: Some(clock.clone()),
-        ..Options::default()
-    })
-    .await;
-    let (alice, bob, conv) = h.direct_pair().await;
-    let tablet = h.device(&bob.token, "tablet").await;
-    let mut sender = h.client(&alice.token).await;
-    crate::support::send_many(&mut sender, &conv, 5, "old").await;
-    let sweeper = Sweeper::new(h.region().messaging.clone());
-    sweeper.sweep_once().await.unwrap();
+    let Scene {
+        clock,
+        mut h,
+        bob,
+        conv,
+        tablet,
+        sweeper,
+        ..
+    } = Scene::start().await;
 
     // The wall clock is set 40 days ahead; no time passes.
     clock.jump_wall(40 * 24 * 3600 * 1000);
@@ -115,37 +99,20 @@ async fn a_forward_wall_clock_jump_prunes_nothing() {
     h.stop().await;
 }
 
-/// `("device", user, device)` packed as the store's tuple layer does
-/// (strings: 0x02, the bytes, 0x00).
-fn device_key(user: &str, device: &str) -> Vec<u8> {
-    let mut key = Vec::new();
-    for part in ["device", user, device] {
-        key.push(0x02);
-        key.extend_from_slice(part.as_bytes());
-        key.push(0x00);
-    }
-    key
-}
-
 /// Review M1: one user whose inbox cannot be swept (here a corrupt device
 /// record) is skipped; the sweep goes on with the other users.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_users_error_does_not_stop_the_sweep() {
-    let start_ms = meridian_seams::SystemClock::new().wall_millis();
-    let clock = Arc::new(ManualClock::new(start_ms));
-    let mut h = Harness::start_with(Options {
-        clock: Some(clock.clone()),
-        ..Options::default()
-    })
-    .await;
-    let (alice, bob, conv) = h.direct_pair().await;
-    let tablet = h.device(&bob.token, "tablet").await;
-    let mut sender = h.client(&alice.token).await;
-    crate::support::send_many(&mut sender, &conv, 5, "old").await;
-    let sweeper = Sweeper::new(h.region().messaging.clone());
-    sweeper.sweep_once().await.unwrap();
+    let Scene {
+        clock,
+        h,
+        alice,
+        tablet,
+        sweeper,
+        ..
+    } = Scene::start().await;
     // Alice (and with her, whichever user sorts first) cannot be swept.
-    let corrupt = device_key(&alice.user_id, "corrupt");
+    let corrupt = meridian_store::keys::device(&alice.user_id, "corrupt");
     h.region()
         .messaging
         .db()
@@ -165,7 +132,55 @@ async fn one_users_error_does_not_stop_the_sweep() {
         .expect("the sweep goes on past one user's error");
     assert!(report.floors_moved >= 1, "bob's inbox is swept: {report:?}");
 
-    let mut session = meridian_sdk::Session::connect(&h.rest.ws_url(), &tablet.token)
+    let _session = connect_expecting_gap(&h, &tablet.token).await;
+    h.stop().await;
+}
+
+/// One region on a manual clock: alice has sent bob 5 messages while bob's
+/// tablet (a second device) was never online, and a first sweep has run.
+struct Scene {
+    clock: Arc<ManualClock>,
+    h: Harness,
+    alice: RegisterResponse,
+    bob: RegisterResponse,
+    conv: String,
+    tablet: DeviceCreated,
+    sender: Client,
+    sweeper: Sweeper,
+}
+
+impl Scene {
+    async fn start() -> Self {
+        let start_ms = meridian_seams::SystemClock::new().wall_millis();
+        let clock = Arc::new(ManualClock::new(start_ms));
+        let mut h = Harness::start_with(Options {
+            clock: Some(clock.clone()),
+            ..Options::default()
+        })
+        .await;
+        let (alice, bob, conv) = h.direct_pair().await;
+        let tablet = h.device(&bob.token, "tablet").await;
+        let mut sender = h.client(&alice.token).await;
+        crate::support::send_many(&mut sender, &conv, 5, "old").await;
+        let sweeper = Sweeper::new(h.region().messaging.clone());
+        sweeper.sweep_once().await.unwrap();
+        Self {
+            clock,
+            h,
+            alice,
+            bob,
+            conv,
+            tablet,
+            sender,
+            sweeper,
+        }
+    }
+}
+
+/// Connects `token`'s device and asserts that the first thing it hears is
+/// `gap`; returns the session.
+async fn connect_expecting_gap(h: &Harness, token: &str) -> meridian_sdk::Session {
+    let mut session = meridian_sdk::Session::connect(&h.rest.ws_url(), token)
         .await
         .unwrap();
     let event = tokio::time::timeout(PATIENCE, session.next_event())
@@ -176,5 +191,5 @@ async fn one_users_error_does_not_stop_the_sweep() {
         matches!(event, Event::Gap(_)),
         "expected gap, got {event:?}"
     );
-    h.stop().await;
+    session
 }
