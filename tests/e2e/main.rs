@@ -17,3 +17,4 @@ mod receipts;
 mod regions;
 mod retention;
 mod sharding;
+mod trust;

@@ -4,12 +4,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meridian_gateway::GatewayConfig;
-use meridian_region::{RegionHandle, RegionOptions, StoreChoice, start_region};
+use meridian_identity::Identity;
+use meridian_identity::pki::LocalCa;
+use meridian_region::{RegionCredentials, RegionHandle, RegionOptions, StoreChoice, start_region};
 use meridian_sdk::frames::RegisterResponse;
 use meridian_sdk::{Client, Rest};
 use meridian_seams::clock::ManualClock;
 use meridian_seams::net::TokioNetwork;
 use meridian_seams::{Rng, SharedClock, SystemClock};
+
+/// Both identities of `site`'s region, issued by `ca`.
+pub fn credentials(ca: &LocalCa, site: &str) -> RegionCredentials {
+    let region = meridian_wire::sites::region_of_site(site);
+    RegionCredentials {
+        core: ca.issue(&Identity::core(region)).expect("core identity"),
+        gateway: ca
+            .issue(&Identity::gateway(region))
+            .expect("gateway identity"),
+    }
+}
 
 /// How long a test waits for something that should happen promptly.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -17,6 +30,8 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 pub struct Harness {
     pub region: Option<RegionHandle>,
     pub rest: Rest,
+    /// The CA of the region's identities (when it runs with TLS).
+    pub ca: LocalCa,
     _dir: tempfile::TempDir,
     seed: u64,
 }
@@ -27,6 +42,9 @@ pub struct Options {
     /// Whether delivery follows the store's inbox feed (the native engines'
     /// way) or watches the inbox head (FoundationDB's way).
     pub follow_inbox_feed: bool,
+    /// Mutual TLS between the gateway and the core (as `meridian dev`
+    /// runs); `false` runs the core as `--insecure-core` does.
+    pub tls: bool,
 }
 
 /// Set to `watch` to run the tests with delivery watching the inbox head,
@@ -40,6 +58,7 @@ impl Default for Options {
             clock: None,
             gateway: None,
             follow_inbox_feed: std::env::var(INBOX_WAIT_VARIABLE).as_deref() != Ok("watch"),
+            tls: true,
         }
     }
 }
@@ -79,11 +98,16 @@ impl Harness {
         );
         region.gateway = gateway;
         region.core.follow_inbox_feed = options.follow_inbox_feed;
+        let ca = LocalCa::generate().expect("a CA");
+        if options.tls {
+            region.tls = Some(credentials(&ca, "us-east"));
+        }
         let region = start_region(region).await.expect("start region");
         let rest = Rest::new(format!("http://{}", region.gateway_addr));
         Self {
             region: Some(region),
             rest,
+            ca,
             _dir: dir,
             seed: 0,
         }
@@ -222,6 +246,8 @@ pub enum TestLog {
 /// test can cut and heal the link between two regions.
 pub struct Regions {
     pub handles: std::collections::BTreeMap<String, RegionHandle>,
+    /// The CA of every region's identities.
+    pub ca: LocalCa,
     pub clocks: std::collections::BTreeMap<String, Arc<SystemClock>>,
     proxies: std::collections::BTreeMap<(String, String), meridian_faultproxy::Proxy>,
     _brokers: Vec<meridian_testbed::Broker>,
@@ -268,6 +294,7 @@ impl Regions {
                 }
             }
         }
+        let ca = LocalCa::generate().expect("a CA");
         let mut handles = BTreeMap::new();
         let mut clocks = BTreeMap::new();
         let mut dirs = Vec::new();
@@ -303,6 +330,7 @@ impl Regions {
             // Short link timings: a cut is noticed and healed quickly.
             options.link.max_backoff = Duration::from_millis(500);
             options.link.stall_timeout = Duration::from_secs(3);
+            options.tls = Some(credentials(&ca, name));
             configure(name, &mut options);
             handles.insert(
                 name.to_string(),
@@ -313,6 +341,7 @@ impl Regions {
         }
         Self {
             handles,
+            ca,
             clocks,
             proxies,
             _brokers: brokers,

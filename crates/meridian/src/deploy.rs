@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use meridian_region::config::Deployment;
+use meridian_region::identities::Identities;
 use meridian_region::plan::{self, Plan, PlanOptions};
 use meridian_region::{
     CoreOptions, GatewayOptions, Listen, RegionOptions, media, start_core, start_gateway,
@@ -80,6 +81,11 @@ pub struct Common {
     /// once per region, or one `HOST:PORT[,…]` for every region.
     #[arg(long)]
     brokers: Vec<String>,
+    /// Run cores in plaintext, trusting every caller that reaches their
+    /// port, whatever the region files' `[tls]` say. Only on a network
+    /// nobody else reaches.
+    #[arg(long, env = "MERIDIAN_INSECURE_CORE")]
+    insecure_core: bool,
 }
 
 /// `meridian dev`.
@@ -148,6 +154,7 @@ impl Common {
                 LogKind::Kafka => plan::LogKind::Kafka,
             },
             brokers: self.brokers.clone(),
+            insecure_core: self.insecure_core,
         }
     }
 
@@ -176,6 +183,17 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let rng = Rng::from_os().context("no entropy from the operating system")?;
     let clock = args.common.clock();
     let network = TokioNetwork::shared();
+    // Credentials first: a region refused for want of them starts nothing.
+    let identities = Identities::new(&plan);
+    let mut credentials = std::collections::BTreeMap::new();
+    for name in &names {
+        let region = deployment.region(name)?;
+        if names.len() < deployment.regions.len() {
+            // The other regions run in other processes.
+            separate_process_tls(&identities, region)?;
+        }
+        credentials.insert(name.clone(), identities.region(region)?);
+    }
     let (s3_servers, s3_targets) = plan.start_media(&names, &network).await?;
     let media_deps = media::media_deps(&s3_targets, &clock, &network);
     let mut options = Vec::new();
@@ -204,6 +222,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
                 log: planned.log,
                 link: Default::default(),
                 media: media_deps.clone(),
+                tls: credentials.get(name).cloned().flatten(),
             });
         }
     }
@@ -224,7 +243,12 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         println!("  REST      {base}/v1   (OpenAPI: {base}/v1/openapi.json)");
         println!("  WebSocket ws://{}/v1/ws", region.gateway_addr);
         println!("  health    {base}/healthz  {base}/readyz  {base}/metrics");
-        println!("  core gRPC {}", region.core_addr);
+        let security = match identities.is_ephemeral(deployment.region(name)?) {
+            _ if args.common.insecure_core => "plaintext, callers unchecked (--insecure-core)",
+            true => "mutual TLS, identities of an in-memory CA",
+            false => "mutual TLS",
+        };
+        println!("  core gRPC {} ({security})", region.core_addr);
         if let Some(target) = s3_targets.get(name) {
             let endpoint = target.endpoint.as_deref().unwrap_or("AWS S3");
             println!("  media     bucket {} at {endpoint}", target.bucket);
@@ -254,6 +278,9 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
 pub async fn core(args: PartArgs) -> anyhow::Result<()> {
     let plan = args.common.plan()?;
     let site = plan.site(&args.region, args.shard)?;
+    let identities = Identities::new(&plan);
+    separate_process_tls(&identities, site.region)?;
+    let tls = identities.core(site.region)?;
     let (_, core_listen) = plan.binds(&site)?;
     let metrics = metrics::recorder()?;
     if let Some(addr) = args.metrics_listen {
@@ -281,6 +308,7 @@ pub async fn core(args: PartArgs) -> anyhow::Result<()> {
         log: planned.log,
         link: Default::default(),
         media: media::media_deps(&s3_targets, &clock, &network),
+        tls,
     })
     .await?;
     println!("meridian core: site {} on {}", site.name, handle.addr);
@@ -308,6 +336,8 @@ pub async fn gateway(args: PartArgs) -> anyhow::Result<()> {
     let plan = args.common.plan()?;
     let region = plan.deployment().region(&args.region)?;
     let planned = plan.gateway_plan(region)?;
+    let identities = Identities::new(&plan);
+    separate_process_tls(&identities, region)?;
     let handle = start_gateway(GatewayOptions {
         config: planned.config,
         listen: args.listen.unwrap_or(planned.listen),
@@ -315,6 +345,7 @@ pub async fn gateway(args: PartArgs) -> anyhow::Result<()> {
         network: TokioNetwork::shared(),
         clock: args.common.clock(),
         metrics: Some(metrics::recorder()?),
+        tls: identities.gateway(region)?,
     })
     .await?;
     println!(
@@ -323,6 +354,23 @@ pub async fn gateway(args: PartArgs) -> anyhow::Result<()> {
     );
     crate::shutdown_signal().await?;
     handle.stop().await;
+    Ok(())
+}
+
+/// A part of a deployment run in several processes (a core or gateway of
+/// its own, or `dev --region` of a multi-region deployment) cannot share
+/// an in-memory CA with the others: its region needs `[tls]` files, or
+/// `--insecure-core`.
+fn separate_process_tls(
+    identities: &Identities<'_>,
+    region: &meridian_region::config::RegionConfig,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !identities.is_ephemeral(region),
+        "region {}: no [tls] in its file, and a deployment run in several processes cannot \
+         share an in-memory CA. Add [tls] (`meridian certs init`) or pass --insecure-core.",
+        region.name
+    );
     Ok(())
 }
 

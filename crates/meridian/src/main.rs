@@ -5,6 +5,8 @@
 //!   `meridian_region::plan::Plan` (region files plus flags, resolved into
 //!   what each site runs), and `meridian_region` starts it. No deployment
 //!   rule lives here.
+//! - `certs init` (`certs.rs`): a local CA and every region's service
+//!   identities, for mutual TLS between gateways and cores.
 //! - `chat` (`chat.rs`): a command-line client over `meridian-sdk`.
 //! - `bench` (`bench/`: `mod.rs`, `regions.rs`, `metrics.rs`): a load
 //!   client against a `meridian dev` child process.
@@ -21,6 +23,7 @@ use clap::{Parser, Subcommand};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
+mod certs;
 mod chat;
 mod deploy;
 mod metrics;
@@ -42,6 +45,8 @@ enum Command {
     Core(deploy::PartArgs),
     /// Runs one region's gateway as its own process.
     Gateway(deploy::PartArgs),
+    /// Service identities for mutual TLS: `meridian certs init`.
+    Certs(certs::CertsArgs),
     /// A command-line chat client over the SDK.
     Chat(chat::ChatArgs),
     /// Measures throughput, latency and memory per idle connection against a
@@ -72,6 +77,7 @@ fn main() -> anyhow::Result<()> {
     // The simulation builds its own runtimes, one per simulated host.
     let cli = match cli.command {
         Command::Sim(args) => return sim::run(args),
+        Command::Certs(args) => return certs::run(args),
         command => Cli { command },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -84,7 +90,7 @@ fn main() -> anyhow::Result<()> {
             Command::Gateway(args) => deploy::gateway(args).await,
             Command::Chat(args) => chat::run(args).await,
             Command::Bench(args) => bench::run(args).await,
-            Command::Sim(_) => Ok(()),
+            Command::Sim(_) | Command::Certs(_) => Ok(()),
             Command::Openapi => {
                 println!("{}", meridian_gateway::openapi_json());
                 Ok(())

@@ -39,12 +39,15 @@ core = "127.0.0.1:0"
 [local]
 gateway = "127.0.0.1:{}"
 core = "127.0.0.1:{}"
-"#,
+{}"#,
             free_port(),
-            free_port()
+            free_port(),
+            common::tls_table(name)
         );
         std::fs::write(dir.join(format!("{name}.toml")), text).expect("write region file");
     }
+    // Two processes share the deployment's CA from files.
+    common::certs_init(dir);
 }
 
 /// Starts one region of `regions` as `meridian dev --region`; returns the

@@ -43,6 +43,54 @@ pub struct RegionConfig {
     /// Clock discipline.
     #[serde(default)]
     pub clock: ClockConfig,
+    /// Mutual TLS of the region's services (required by the production
+    /// profile unless `--insecure-core`).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// The region's service identities: PEM files, relative to the region
+/// directory. `meridian certs init` writes them (a local CA); any CA works
+/// if each certificate names its identity (`core.<region>`,
+/// `gateway.<region>`) as a DNS subject alternative name.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The deployment's CA: signs every region's identities.
+    pub ca: PathBuf,
+    /// The core's certificate (`core.<region>`).
+    pub core_cert: PathBuf,
+    /// The core's private key.
+    pub core_key: PathBuf,
+    /// The gateways' certificate (`gateway.<region>`).
+    pub gateway_cert: PathBuf,
+    /// The gateways' private key.
+    pub gateway_key: PathBuf,
+}
+
+impl TlsConfig {
+    /// The same files, relative paths taken from `dir`.
+    pub fn relative_to(&self, dir: &Path) -> Self {
+        let join = |path: &PathBuf| dir.join(path);
+        Self {
+            ca: join(&self.ca),
+            core_cert: join(&self.core_cert),
+            core_key: join(&self.core_key),
+            gateway_cert: join(&self.gateway_cert),
+            gateway_key: join(&self.gateway_key),
+        }
+    }
+
+    /// Every file, as `(what, path)`.
+    pub fn files(&self) -> [(&'static str, &Path); 5] {
+        [
+            ("ca", &self.ca),
+            ("core_cert", &self.core_cert),
+            ("core_key", &self.core_key),
+            ("gateway_cert", &self.gateway_cert),
+            ("gateway_key", &self.gateway_key),
+        ]
+    }
 }
 
 /// A region's gateway and core addresses (`host:port`).
@@ -246,7 +294,9 @@ impl Deployment {
         for path in paths {
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            let region = Self::parse(&text).with_context(|| format!("in {}", path.display()))?;
+            let mut region =
+                Self::parse(&text).with_context(|| format!("in {}", path.display()))?;
+            region.tls = region.tls.map(|tls| tls.relative_to(dir));
             let stem = path
                 .file_stem()
                 .and_then(|s| s.to_str())
@@ -373,6 +423,35 @@ mod tests {
             .flat_map(|r| [r.local.gateway.as_str(), r.local.core.as_str()])
             .collect();
         assert_eq!(locals.len(), 6, "local ports must not collide");
+    }
+
+    /// A core reachable beyond this machine must prove who calls it.
+    #[test]
+    fn no_shipped_region_binds_its_core_beyond_loopback_without_tls() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../regions");
+        let deployment = Deployment::load(&dir).expect("load");
+        for region in deployment.regions.values() {
+            for (profile, bind) in [("listen", &region.listen), ("local", &region.local)] {
+                let addr: std::net::SocketAddr = bind
+                    .core
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{}: {profile}.core: {e}", region.name));
+                assert!(
+                    addr.ip().is_loopback() || region.tls.is_some(),
+                    "{}: [{profile}] binds the core on {addr} without [tls]",
+                    region.name
+                );
+            }
+            if let Some(tls) = &region.tls {
+                for (what, path) in tls.files() {
+                    assert!(
+                        path.starts_with(&dir),
+                        "{}: tls.{what} outside the region directory",
+                        region.name
+                    );
+                }
+            }
+        }
     }
 
     #[test]

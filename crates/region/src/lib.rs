@@ -16,6 +16,8 @@
 //!   separate processes; [`start_region`] starts both in one process, and
 //!   [`start_regions`] starts several regions in one process
 //!   (`meridian dev`).
+//! - [`identities`]: the service credentials a plan's regions run with
+//!   (mutual TLS between gateways and cores, `meridian_identity`).
 //! - [`media`]: every region's bucket as a core sees it, and the embedded
 //!   S3 server of local runs.
 //!
@@ -24,6 +26,7 @@
 //! here, so callers wire a region through this crate alone.
 
 pub mod config;
+pub mod identities;
 pub mod media;
 pub mod plan;
 
@@ -33,6 +36,7 @@ pub use meridian_kv_fdb::shutdown as shutdown_foundationdb;
 
 pub use meridian_core::{CoreConfig, MediaDeps};
 pub use meridian_gateway::GatewayConfig;
+pub use meridian_identity::ServiceCredentials;
 pub use meridian_kv_memory::MemoryEngine;
 pub use meridian_replication::kafka::KafkaConfig;
 pub use meridian_replication::link::{LinkConfig, LinkStatus};
@@ -49,6 +53,7 @@ use meridian_core::peers::Peers;
 use meridian_core::retention::Sweeper;
 use meridian_core::{Messaging, ReplicationApplier, rpc::CoreService};
 use meridian_gateway::{CoreChannels, GatewayDeps};
+use meridian_identity::{AuthorizeLayer, Identity};
 use meridian_kv::engine::Engine;
 use meridian_kv::{Database, DatabaseOptions};
 use meridian_replication::SharedLog;
@@ -60,6 +65,7 @@ use meridian_seams::net::{
     Listener, SharedNetwork, incoming, tonic_channel, tonic_channel_with_deadline,
 };
 use meridian_seams::{Ids, Rng, SharedClock};
+use meridian_wire::sites::region_of_site;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -199,6 +205,10 @@ pub struct CoreOptions {
     /// Object storage: every region's bucket (none: media is refused with
     /// `media_unavailable`, messaging works).
     pub media: MediaDeps,
+    /// The core's identity (`core.<region>`): mutual TLS on its server,
+    /// towards other regions' cores and on replication links. `None` runs
+    /// in plaintext with no caller checked (`--insecure-core`).
+    pub tls: Option<ServiceCredentials>,
 }
 
 /// A running core.
@@ -259,6 +269,13 @@ pub async fn start_core(options: CoreOptions) -> anyhow::Result<CoreHandle> {
         "core {site}: not a site of region {region} in this deployment's topology ({} shard(s))",
         options.config.topology.shards_of(region)
     );
+    if let Some(tls) = &options.tls {
+        anyhow::ensure!(
+            tls.identity() == &Identity::core(region),
+            "core {site} runs with the credentials of {}, not core.{region}",
+            tls.identity()
+        );
+    }
     let db = open_database(
         &options.store,
         site,
@@ -267,6 +284,12 @@ pub async fn start_core(options: CoreOptions) -> anyhow::Result<CoreHandle> {
     )?;
     let ids = Ids::new(options.clock.clone(), options.rng.clone());
     let region = options.config.region.clone();
+    let to_core = |site: &str| {
+        options
+            .tls
+            .as_ref()
+            .map(|tls| tls.client_tls(&Identity::core(region_of_site(site))))
+    };
     let mut peer_channels = BTreeMap::new();
     for (peer, addr) in &options.peers {
         let channel = tonic_channel_with_deadline(
@@ -274,6 +297,7 @@ pub async fn start_core(options: CoreOptions) -> anyhow::Result<CoreHandle> {
             addr,
             Duration::from_secs(10),
             Some(UNARY_DEADLINE),
+            to_core(peer),
         )
         .with_context(|| format!("address of region {peer}: {addr}"))?;
         peer_channels.insert(peer.clone(), channel);
@@ -312,11 +336,25 @@ pub async fn start_core(options: CoreOptions) -> anyhow::Result<CoreHandle> {
     .with_shutdown(tasks.shutdown.subscribe())
     .into_server();
     let stopped = tasks.stopped();
+    let mut server = tonic::transport::Server::builder();
+    let authorize = match &options.tls {
+        Some(tls) => {
+            server = server
+                .tls_config(tls.server_tls())
+                .context("the core's TLS configuration")?;
+            AuthorizeLayer::mutual_tls()
+        }
+        None => {
+            tracing::warn!(%region, "core serving without TLS: any caller that reaches {addr} is trusted");
+            AuthorizeLayer::insecure()
+        }
+    };
     tasks.tasks.push(tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
+        let result = server
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .initial_stream_window_size(meridian_seams::net::STREAM_WINDOW)
             .initial_connection_window_size(meridian_seams::net::CONNECTION_WINDOW)
+            .layer(authorize)
             .add_service(core_service)
             .add_service(link_service)
             .serve_with_incoming_shutdown(incoming(listener), stopped)
@@ -337,7 +375,8 @@ pub async fn start_core(options: CoreOptions) -> anyhow::Result<CoreHandle> {
             options.rng.clone(),
             Arc::new(ReplicationApplier::new(messaging.clone())),
             options.link.clone(),
-        );
+        )
+        .with_tls(to_core(peer));
         links.insert(peer.clone(), link.status());
         tasks.spawn_until_stopped(link.run());
     }
@@ -373,6 +412,9 @@ pub struct GatewayOptions {
     pub clock: SharedClock,
     /// Renders `/metrics`, when a recorder is installed.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The gateway's identity (`gateway.<region>`), presented to every
+    /// core; `None` calls cores in plaintext.
+    pub tls: Option<ServiceCredentials>,
 }
 
 /// A running gateway.
@@ -402,18 +444,31 @@ pub async fn start_gateway(options: GatewayOptions) -> anyhow::Result<GatewayHan
         .with_context(|| format!("binding the gateway on {}", options.listen))?;
     let addr = listener.local_addr()?;
     let keepalive = options.config.core_keepalive;
+    if let Some(tls) = &options.tls {
+        anyhow::ensure!(
+            tls.identity() == &Identity::gateway(&options.config.region),
+            "the gateway of {} runs with the credentials of {}",
+            options.config.region,
+            tls.identity()
+        );
+    }
     let mut cores = BTreeMap::new();
-    for (region, core_addr) in &options.cores {
+    for (site, core_addr) in &options.cores {
+        let tls = options
+            .tls
+            .as_ref()
+            .map(|tls| tls.client_tls(&Identity::core(region_of_site(site))));
         let channels = CoreChannels {
             unary: tonic_channel_with_deadline(
                 options.network.clone(),
                 core_addr,
                 keepalive,
                 Some(UNARY_DEADLINE),
+                tls.clone(),
             )?,
-            session: tonic_channel(options.network.clone(), core_addr, keepalive)?,
+            session: tonic_channel(options.network.clone(), core_addr, keepalive, tls)?,
         };
-        cores.insert(region.clone(), channels);
+        cores.insert(site.clone(), channels);
     }
     for site in options.config.topology.sites_of(&options.config.region) {
         anyhow::ensure!(
@@ -465,6 +520,17 @@ pub struct RegionOptions {
     pub link: LinkConfig,
     /// Object storage.
     pub media: MediaDeps,
+    /// The region's identities; `None` runs its core in plaintext.
+    pub tls: Option<RegionCredentials>,
+}
+
+/// A region's two identities, for a core and a gateway in one process.
+#[derive(Debug, Clone)]
+pub struct RegionCredentials {
+    /// `core.<region>`.
+    pub core: ServiceCredentials,
+    /// `gateway.<region>`.
+    pub gateway: ServiceCredentials,
 }
 
 impl RegionOptions {
@@ -492,6 +558,7 @@ impl RegionOptions {
             log: LogChoice::default(),
             link: LinkConfig::default(),
             media: MediaDeps::default(),
+            tls: None,
         }
     }
 }
@@ -538,6 +605,7 @@ pub async fn start_region(options: RegionOptions) -> anyhow::Result<RegionHandle
         log: options.log,
         link: options.link,
         media: options.media,
+        tls: options.tls.as_ref().map(|tls| tls.core.clone()),
     })
     .await?;
     let mut cores = peers;
@@ -549,6 +617,7 @@ pub async fn start_region(options: RegionOptions) -> anyhow::Result<RegionHandle
         network: options.network,
         clock: options.clock,
         metrics: options.metrics,
+        tls: options.tls.map(|tls| tls.gateway),
     })
     .await?;
     Ok(RegionHandle {

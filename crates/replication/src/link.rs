@@ -86,6 +86,7 @@ pub struct Link {
     rng: Rng,
     applier: Arc<dyn Applier>,
     config: LinkConfig,
+    tls: Option<tonic::transport::ClientTlsConfig>,
     status: watch::Sender<LinkStatus>,
 }
 
@@ -128,8 +129,16 @@ impl Link {
             rng,
             applier,
             config,
+            tls: None,
             status: watch::channel(LinkStatus::default()).0,
         }
+    }
+
+    /// Connects under TLS: `tls` names the source's core identity and
+    /// carries this region's core certificate.
+    pub fn with_tls(mut self, tls: Option<tonic::transport::ClientTlsConfig>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Follows this link's status.
@@ -179,11 +188,15 @@ impl Link {
             Err(ApplyError(e)) => return Ended::Broken(format!("reading applied offsets: {e}")),
         };
         self.status.send_modify(|s| s.applied = from.clone());
-        let channel =
-            match tonic_channel(self.network.clone(), &self.address, self.config.keepalive) {
-                Ok(channel) => channel,
-                Err(e) => return Ended::Broken(format!("bad address {}: {e}", self.address)),
-            };
+        let channel = match tonic_channel(
+            self.network.clone(),
+            &self.address,
+            self.config.keepalive,
+            self.tls.clone(),
+        ) {
+            Ok(channel) => channel,
+            Err(e) => return Ended::Broken(format!("bad address {}: {e}", self.address)),
+        };
         let mut client = ReplicationClient::new(channel)
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(1024 * 1024);

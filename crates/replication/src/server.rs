@@ -6,9 +6,11 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::Stream;
+use meridian_identity::Peer;
 use meridian_rpc::replication as pb;
 use meridian_rpc::replication::replication_server::{Replication, ReplicationServer};
 use meridian_seams::SharedClock;
+use meridian_wire::sites::region_of_site;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -108,6 +110,11 @@ impl Replication for LinkServer {
         &self,
         request: Request<Streaming<pb::LinkUp>>,
     ) -> Result<Response<Self::LinkStream>, Status> {
+        // Who opened the link decides what it may read: only the core of
+        // the region a topic is destined for (checked below, with `open`).
+        let peer = Peer::of(&request)
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("no authorization layer ran"))?;
         let mut up = request.into_inner();
         // The first frame must come promptly: a silent client would hold
         // this task forever.
@@ -123,6 +130,17 @@ impl Replication for LinkServer {
         if !self.known.contains(&open.destination) || open.destination == self.region {
             return Err(Status::invalid_argument(format!(
                 "unknown destination region `{}`",
+                open.destination
+            )));
+        }
+        // Sites of one region share its identity: `us-east_1` pulls as
+        // `core.us-east`.
+        if !peer.is_core_of(region_of_site(&open.destination)) {
+            metrics::counter!("meridian_replication_links_refused_total", "claimed" => open.destination.clone())
+                .increment(1);
+            tracing::warn!(%peer, destination = %open.destination, "link opened for another region; refused");
+            return Err(Status::permission_denied(format!(
+                "{peer} may not pull the topic of `{}`",
                 open.destination
             )));
         }

@@ -8,14 +8,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
+use meridian_identity::pki::LocalCa;
+use meridian_identity::{Identity, ServiceCredentials};
 use meridian_region::config::{
     Addresses, ClockConfig, Deployment, GeoDnsConfig, LogConfig, RegionConfig, StoreConfig,
 };
 use meridian_region::media::{Bucket, EmbeddedS3, MemoryS3, S3Target};
 use meridian_region::plan::{GatewayPlan, Plan as DeploymentPlan, PlanOptions, SitePlan};
 use meridian_region::{
-    CoreOptions, GatewayOptions, LinkConfig, MediaDeps, MemoryEngine, StoreChoice, start_core,
-    start_gateway,
+    CoreOptions, GatewayOptions, LinkConfig, MediaDeps, MemoryEngine, RegionCredentials,
+    StoreChoice, start_core, start_gateway,
 };
 use meridian_rpc::core::core_client::CoreClient;
 use meridian_rpc::core::{self as pb};
@@ -135,6 +137,7 @@ fn deployment_plan(sites: Sites) -> DeploymentPlan {
         s3: None,
         geodns: GeoDnsConfig::default(),
         clock: ClockConfig::default(),
+        tls: None,
     });
     DeploymentPlan::new(Deployment::new(regions), PlanOptions::default())
 }
@@ -150,6 +153,56 @@ fn at_simulated_cores(sites: Sites, planned: BTreeMap<String, String>) -> BTreeM
         .collect()
 }
 
+/// The seed's service identities, issued by one CA made for the seed: each
+/// region's core and gateway, as `meridian dev` runs them (mutual TLS over
+/// the simulated network). The setup and admin clients call cores as the
+/// first region's gateway.
+pub(crate) struct SimIdentities {
+    regions: BTreeMap<String, RegionCredentials>,
+    client: ServiceCredentials,
+}
+
+impl SimIdentities {
+    /// What the setup and admin clients call cores as.
+    pub(crate) fn client(&self) -> &ServiceCredentials {
+        &self.client
+    }
+
+    /// Issues every region's identities.
+    ///
+    /// # Errors
+    /// When the CA cannot issue (key generation failing).
+    pub(crate) fn issue(sites: Sites) -> Result<Self, String> {
+        let ca = LocalCa::generate().map_err(|e| e.to_string())?;
+        let mut regions = BTreeMap::new();
+        for site in 0..sites.count {
+            let region = region_of_site(region_name(sites, site));
+            if regions.contains_key(region) {
+                continue;
+            }
+            let issue = |identity: Identity| ca.issue(&identity).map_err(|e| e.to_string());
+            regions.insert(
+                region.to_string(),
+                RegionCredentials {
+                    core: issue(Identity::core(region))?,
+                    gateway: issue(Identity::gateway(region))?,
+                },
+            );
+        }
+        let client = regions
+            .values()
+            .next()
+            .map(|region| region.gateway.clone())
+            .ok_or("a seed without regions")?;
+        Ok(Self { regions, client })
+    }
+
+    /// The credentials of `site`'s region.
+    fn of_site(&self, site: &str) -> Option<&RegionCredentials> {
+        self.regions.get(region_of_site(site))
+    }
+}
+
 /// A seed's regions, as their hosts are built.
 pub(crate) struct Regions<'a> {
     pub(crate) seed: u64,
@@ -159,6 +212,8 @@ pub(crate) struct Regions<'a> {
     pub(crate) clock: &'a SharedClock,
     /// Each region's core clock, which clock-jump faults move.
     pub(crate) core_clocks: &'a [SimClock],
+    /// Every region's service identities.
+    pub(crate) identities: &'a SimIdentities,
 }
 
 impl Regions<'_> {
@@ -256,6 +311,10 @@ impl Regions<'_> {
         mut planned: SitePlan,
     ) {
         let (seed, sites, network) = (self.seed, self.sites, self.network);
+        let tls = self
+            .identities
+            .of_site(&planned.name)
+            .map(|region| region.core.clone());
         // A region's engine lives outside its host, so a crash keeps what
         // was committed and loses what was not: it replaces the plan's
         // store.
@@ -268,11 +327,12 @@ impl Regions<'_> {
         let core_clock: SharedClock = Arc::new(region_clock.clone());
         let core_media = media_deps.clone();
         sim.host(host("core", sites, region), move || {
-            let (network, clock, planned, media) = (
+            let (network, clock, planned, media, tls) = (
                 core_network.clone(),
                 core_clock.clone(),
                 planned.clone(),
                 core_media.clone(),
+                tls.clone(),
             );
             let boot = boots.fetch_add(1, Ordering::SeqCst);
             async move {
@@ -303,6 +363,7 @@ impl Regions<'_> {
                     log: planned.log,
                     link,
                     media,
+                    tls,
                 })
                 .await?;
                 std::future::pending::<()>().await;
@@ -315,6 +376,10 @@ impl Regions<'_> {
     /// core.
     fn add_gateway(&self, sim: &mut turmoil::Sim<'_>, region: usize, mut planned: GatewayPlan) {
         let sites = self.sites;
+        let tls = self
+            .identities
+            .of_site(region_name(sites, region))
+            .map(|region| region.gateway.clone());
         planned.cores = at_simulated_cores(sites, planned.cores);
         let config = &mut planned.config;
         config.connects_per_minute = 6_000.0;
@@ -326,7 +391,8 @@ impl Regions<'_> {
         config.core_keepalive = Duration::from_secs(1);
         let (network, clock) = (self.network.clone(), self.clock.clone());
         sim.host(host("gateway", sites, region), move || {
-            let (network, clock, planned) = (network.clone(), clock.clone(), planned.clone());
+            let (network, clock, planned, tls) =
+                (network.clone(), clock.clone(), planned.clone(), tls.clone());
             async move {
                 let _gateway = start_gateway(GatewayOptions {
                     config: planned.config,
@@ -335,6 +401,7 @@ impl Regions<'_> {
                     network,
                     clock,
                     metrics: None,
+                    tls,
                 })
                 .await?;
                 std::future::pending::<()>().await;
@@ -344,23 +411,36 @@ impl Regions<'_> {
     }
 }
 
-/// A gRPC client of the simulated core, for the setup and admin clients.
+/// A gRPC client of site `site`'s simulated core, for the setup and admin
+/// clients, calling as `caller`.
 pub(crate) fn core_client(
     network: SharedNetwork,
-    addr: &str,
+    sites: Sites,
+    site: usize,
+    caller: &ServiceCredentials,
 ) -> Result<CoreClient<tonic::transport::Channel>, tonic::transport::Error> {
-    let channel = tonic_channel(network, addr, Duration::from_secs(1))?;
+    let server = Identity::core(region_of_site(region_name(sites, site)));
+    let channel = tonic_channel(
+        network,
+        &core_addr(sites, site),
+        Duration::from_secs(1),
+        Some(caller.client_tls(&server)),
+    )?;
     Ok(CoreClient::new(channel))
 }
 
 /// The setup client: registers every user and device at its home region's
 /// core, creates the conversations, waits until each member's home region
 /// holds them, uploads the setup's media, then marks the setup done.
-pub(crate) async fn setup(network: SharedNetwork, shared: SharedState, plan: Plan) -> HostResult {
+pub(crate) async fn setup(
+    network: SharedNetwork,
+    shared: SharedState,
+    plan: Plan,
+    caller: ServiceCredentials,
+) -> HostResult {
     let mut cores = Vec::new();
     for region in 0..plan.regions {
-        let addr = format!("{}:{CORE_PORT}", host("core", plan.sites(), region));
-        cores.push(core_client(network.clone(), &addr)?);
+        cores.push(core_client(network.clone(), plan.sites(), region, &caller)?);
     }
     // Each user registers at its home region's core, which may still be
     // starting: retry the first call.

@@ -5,12 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
+use meridian_identity::ServiceCredentials;
+use meridian_rpc::core::core_client::CoreClient;
 use meridian_rpc::core::{self as pb};
 use meridian_seams::SharedClock;
 use meridian_seams::net::SharedNetwork;
 
 use crate::device::DeviceTask;
-use crate::hosts::{EPOCH_MS, HostResult, Regions, core_addr, core_client, setup, simulation};
+use crate::hosts::{EPOCH_MS, HostResult, Regions, SimIdentities, core_client, setup, simulation};
 use crate::invariants::{SeedOutcome, Shared, SharedState, check, lock};
 use crate::workload::{ConvPlan, FaultAction, Faults, MembershipChange, Plan};
 use crate::{SimClock, TurmoilNetwork};
@@ -30,18 +32,22 @@ pub fn run_seed(seed: u64, faults: Faults) -> SeedOutcome {
     // Each region's core clock, which clock-jump faults move.
     let core_clocks: Vec<SimClock> = (0..regions).map(|_| SimClock::new(EPOCH_MS, 0)).collect();
     let shared: SharedState = Arc::default();
+    let identities =
+        SimIdentities::issue(sites).map_err(|error| format!("seed {seed}: {error}"))?;
     Regions {
         seed,
         sites,
         network: &network,
         clock: &clock,
         core_clocks: &core_clocks,
+        identities: &identities,
     }
     .start(&mut sim)
     .map_err(|error| format!("seed {seed}: {error}"))?;
-    run_setup(&mut sim, seed, &network, &shared, &plan)?;
+    let caller = identities.client();
+    run_setup(&mut sim, seed, &network, &shared, &plan, caller)?;
     start_devices(&mut sim, seed, &network, &shared, &plan);
-    start_admin(&mut sim, &network, &shared, &plan);
+    start_admin(&mut sim, &network, &shared, &plan, caller);
     let applied = drive(&mut sim, seed, &plan, &core_clocks, &shared)?;
     let sim_time = sim.elapsed();
     check(seed, &plan, &lock(&shared), applied, sim_time)
@@ -55,10 +61,18 @@ fn run_setup(
     network: &SharedNetwork,
     shared: &SharedState,
     plan: &Plan,
+    caller: &ServiceCredentials,
 ) -> Result<(), String> {
     {
-        let (network, shared, plan) = (network.clone(), shared.clone(), plan.clone());
-        sim.client("setup", async move { setup(network, shared, plan).await });
+        let (network, shared, plan, caller) = (
+            network.clone(),
+            shared.clone(),
+            plan.clone(),
+            caller.clone(),
+        );
+        sim.client("setup", async move {
+            setup(network, shared, plan, caller).await
+        });
     }
     loop {
         if lock(shared).setup_done {
@@ -100,17 +114,19 @@ fn start_admin(
     network: &SharedNetwork,
     shared: &SharedState,
     plan: &Plan,
+    caller: &ServiceCredentials,
 ) {
     if let Some(change) = plan.membership.clone() {
-        let (network, shared) = (network.clone(), shared.clone());
+        let (network, shared, caller) = (network.clone(), shared.clone(), caller.clone());
         let admin_user = match &plan.conversations[change.conv] {
             ConvPlan::Group(members) => members[0],
             ConvPlan::Direct(a, _) => *a,
         };
         // Group changes are made at the group's owner region: its creator's home.
-        let owner = core_addr(plan.sites(), plan.home(admin_user));
+        let (sites, owner) = (plan.sites(), plan.home(admin_user));
         sim.client("admin", async move {
-            change_membership(network, shared, change, admin_user, owner).await
+            let core = core_client(network, sites, owner, &caller)?;
+            change_membership(core, shared, change, admin_user).await
         });
     }
 }
@@ -215,11 +231,10 @@ fn align_task_ids() {
 /// The group's admin adds or removes a member mid-run, through the core's
 /// gRPC, retrying until it is acknowledged.
 async fn change_membership(
-    network: SharedNetwork,
+    mut core: CoreClient<tonic::transport::Channel>,
     shared: SharedState,
     change: MembershipChange,
     admin_user: usize,
-    owner_core: String,
 ) -> HostResult {
     tokio::time::sleep(change.at).await;
     let (caller, target, conv_id) = {
@@ -231,7 +246,6 @@ async fn change_membership(
         )
     };
     lock(&shared).membership_started = Some(turmoil::sim_elapsed().unwrap_or_default());
-    let mut core = core_client(network, &owner_core)?;
     loop {
         let outcome = if change.join {
             let request = pb::AddMembersRequest {

@@ -34,7 +34,7 @@ use meridian_replication::kafka::KafkaConfig;
 use meridian_seams::net::SharedNetwork;
 use meridian_wire::sites::Topology;
 
-use crate::config::{Deployment, RegionConfig};
+use crate::config::{Deployment, RegionConfig, TlsConfig};
 use crate::{LogChoice, StoreChoice, media};
 
 /// Which addresses of the region files to use.
@@ -83,6 +83,9 @@ pub struct PlanOptions {
     /// Kafka bootstrap servers: `REGION=HOST:PORT[,…]` for one region, or
     /// `HOST:PORT[,…]` for every region; the first that applies wins.
     pub brokers: Vec<String>,
+    /// Run cores in plaintext with no caller checked, whatever the region
+    /// files say (`--insecure-core`).
+    pub insecure_core: bool,
 }
 
 impl Default for PlanOptions {
@@ -98,6 +101,7 @@ impl Default for PlanOptions {
             max_clock_offset_ms: None,
             log: LogKind::Embedded,
             brokers: Vec::new(),
+            insecure_core: false,
         }
     }
 }
@@ -164,6 +168,19 @@ pub enum BucketPlan {
     },
     /// Elsewhere, at this target.
     Remote(S3Target),
+}
+
+/// How a region's gateways and cores prove who they are to each other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsPlan {
+    /// With the region file's `[tls]` files; the local profile creates
+    /// them with a local CA when they are missing.
+    Files(TlsConfig),
+    /// With identities of a CA made in memory for this process: the local
+    /// profile's regions without `[tls]`, all in one process.
+    Ephemeral,
+    /// In plaintext, no caller checked (`--insecure-core`).
+    Insecure,
 }
 
 /// A deployment resolved with the operator's choices.
@@ -270,6 +287,28 @@ impl Plan {
             parse_addr(&shifted(&addresses.gateway, site.shard)?, "gateway address")?,
             parse_addr(&shifted(&addresses.core, site.shard)?, "core address")?,
         ))
+    }
+
+    /// How `region`'s services authenticate: the production profile
+    /// requires `[tls]` unless told `--insecure-core`.
+    ///
+    /// # Errors
+    /// A production region without `[tls]`.
+    pub fn tls(&self, region: &RegionConfig) -> anyhow::Result<TlsPlan> {
+        if self.options.insecure_core {
+            return Ok(TlsPlan::Insecure);
+        }
+        match (&region.tls, self.options.profile) {
+            (Some(tls), _) => Ok(TlsPlan::Files(tls.clone())),
+            (None, Profile::Local) => Ok(TlsPlan::Ephemeral),
+            (None, Profile::Production) => anyhow::bail!(
+                "region {}: no [tls] in its file. Without it the core port accepts anyone who \
+                 reaches it: they could attach as any device, send as anyone and pull every \
+                 region's replication log. Add [tls] (`meridian certs init` makes a CA and \
+                 every identity) or pass --insecure-core on a network you trust.",
+                region.name
+            ),
+        }
     }
 
     /// The configuration of `site`'s core.

@@ -340,3 +340,48 @@ fn foundationdb_takes_each_shards_cluster() {
     let error = plan.store(&site).expect_err("no cluster file");
     assert!(error.to_string().contains("cluster_file is required"));
 }
+
+#[test]
+fn production_refuses_a_region_without_tls_unless_told_insecure() {
+    let production = PlanOptions {
+        profile: Profile::Production,
+        ..PlanOptions::default()
+    };
+    let plan = plan(production.clone());
+    let region = plan.deployment().region("eu-west").expect("region");
+    let error = plan.tls(region).expect_err("no [tls] in production");
+    assert!(error.to_string().contains("--insecure-core"), "{error}");
+    let insecure = self::plan(PlanOptions {
+        insecure_core: true,
+        ..production
+    });
+    assert_eq!(insecure.tls(region).expect("insecure"), TlsPlan::Insecure);
+    // The local profile runs every region in one process: a CA in memory.
+    let local = self::plan(PlanOptions::default());
+    assert_eq!(local.tls(region).expect("local"), TlsPlan::Ephemeral);
+}
+
+#[test]
+fn a_region_with_tls_uses_its_files_in_every_profile() {
+    let tls = "[tls]\nca = \"c/ca.pem\"\ncore_cert = \"c/a.pem\"\ncore_key = \"c/a.key\"\n\
+               gateway_cert = \"c/b.pem\"\ngateway_key = \"c/b.key\"\n";
+    let with_tls = Deployment::parse(&format!(
+        "name = \"x\"\n[listen]\ngateway = \"0.0.0.0:1\"\ncore = \"0.0.0.0:2\"\n\
+         [advertise]\ngateway = \"a:1\"\ncore = \"a:2\"\n\
+         [local]\ngateway = \"127.0.0.1:1\"\ncore = \"127.0.0.1:2\"\n{tls}"
+    ))
+    .expect("parses");
+    for profile in [Profile::Local, Profile::Production] {
+        let plan = Plan::new(
+            Deployment::new([with_tls.clone()]),
+            PlanOptions {
+                profile,
+                ..PlanOptions::default()
+            },
+        );
+        let Ok(TlsPlan::Files(files)) = plan.tls(&with_tls) else {
+            panic!("{profile:?}: not the region's files");
+        };
+        assert_eq!(files.core_key, Path::new("c/a.key"));
+    }
+}
