@@ -81,7 +81,7 @@ async fn malformed_frames_get_typed_errors_and_the_connection_survives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_rest_requests_get_typed_errors() {
     let h = Harness::start().await;
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let base = h.rest.base().to_string();
     let response = http
         .post(format!("{base}/v1/users"))

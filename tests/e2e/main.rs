@@ -10,6 +10,7 @@ mod authorization;
 mod bad_input;
 mod clock_abuse;
 mod delivery;
+mod edge;
 mod groups;
 mod limits;
 mod media;

@@ -93,7 +93,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// A plain HTTP request (no SDK, no AWS code) for a presigned URL.
 async fn plain(request: &PresignedView, body: Option<Vec<u8>>) -> reqwest::Response {
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let method = reqwest::Method::from_bytes(request.method.as_bytes()).expect("method");
     let mut call = http.request(method, &request.url);
     for (name, value) in &request.headers {
@@ -276,7 +276,7 @@ async fn bad_uploads_are_refused_and_a_stopped_storage_leaves_text_working() {
         .create_upload(image.len() as u64, "image/png", &sha256_hex(&image))
         .await
         .expect("slot");
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let mut longer = image.clone();
     longer.extend_from_slice(b"trailing");
     let mut put = http.put(&slot.upload.url).body(longer);

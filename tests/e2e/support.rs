@@ -4,14 +4,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meridian_gateway::GatewayConfig;
-use meridian_identity::Identity;
 use meridian_identity::pki::LocalCa;
+use meridian_identity::{EdgeCredentials, Identity};
 use meridian_region::{RegionCredentials, RegionHandle, RegionOptions, StoreChoice, start_region};
 use meridian_sdk::frames::RegisterResponse;
-use meridian_sdk::{Client, Rest};
+use meridian_sdk::{Client, Rest, TlsRoots};
 use meridian_seams::clock::ManualClock;
 use meridian_seams::net::TokioNetwork;
 use meridian_seams::{Rng, SharedClock, SystemClock};
+
+/// An HTTP client. The build's one TLS provider (aws-lc-rs) is made the
+/// process default first: reqwest, built without a provider of its own,
+/// takes the default even for plain `http://`.
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    reqwest::Client::new()
+}
 
 /// Both identities of `site`'s region, issued by `ca`.
 pub fn credentials(ca: &LocalCa, site: &str) -> RegionCredentials {
@@ -45,6 +53,9 @@ pub struct Options {
     /// Mutual TLS between the gateway and the core (as `meridian dev`
     /// runs); `false` runs the core as `--insecure-core` does.
     pub tls: bool,
+    /// The gateway serves its clients TLS (a certificate for 127.0.0.1 of
+    /// the harness's CA, which its REST client trusts).
+    pub edge_tls: bool,
 }
 
 /// Set to `watch` to run the tests with delivery watching the inbox head,
@@ -59,6 +70,7 @@ impl Default for Options {
             gateway: None,
             follow_inbox_feed: std::env::var(INBOX_WAIT_VARIABLE).as_deref() != Ok("watch"),
             tls: true,
+            edge_tls: false,
         }
     }
 }
@@ -84,11 +96,12 @@ impl Harness {
             Some(clock) => clock,
             None => SystemClock::shared(),
         };
-        let mut gateway = options
-            .gateway
-            .unwrap_or_else(|| GatewayConfig::new("us-east"));
-        // Tests register many users from one address.
-        gateway.registrations_per_minute = 100_000.0;
+        let gateway = options.gateway.unwrap_or_else(|| {
+            let mut gateway = GatewayConfig::new("us-east");
+            // Tests register many users from one address.
+            gateway.registrations_per_minute = 100_000.0;
+            gateway
+        });
         let mut region = RegionOptions::loopback(
             "us-east",
             StoreChoice::Fjall(dir.path().to_path_buf()),
@@ -102,8 +115,19 @@ impl Harness {
         if options.tls {
             region.tls = Some(credentials(&ca, "us-east"));
         }
+        if options.edge_tls {
+            let (chain, key) = ca
+                .issue_edge_pem(&["127.0.0.1", "localhost"])
+                .expect("edge");
+            region.edge_tls = Some(EdgeCredentials::from_pem(&chain, &key).expect("edge"));
+        }
         let region = start_region(region).await.expect("start region");
-        let rest = Rest::new(format!("http://{}", region.gateway_addr));
+        let rest = if options.edge_tls {
+            let roots = TlsRoots::with_pem(ca.cert_pem()).expect("the CA as a root");
+            Rest::with_roots(format!("https://{}", region.gateway_addr), roots)
+        } else {
+            Rest::new(format!("http://{}", region.gateway_addr))
+        };
         Self {
             region: Some(region),
             rest,

@@ -171,6 +171,8 @@ fn open(destination: &str) -> impl futures::Stream<Item = link_pb::LinkUp> + Sen
             destination: destination.to_string(),
             from: Vec::new(),
             window: 16,
+            epoch: 0,
+            last: Vec::new(),
         })),
     };
     futures::stream::iter([open]).chain(futures::stream::pending())

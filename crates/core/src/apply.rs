@@ -12,9 +12,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use meridian_kv::Transaction;
-use meridian_replication::{Applier, ApplyError, ApplyOutcome, LogRecord};
+use meridian_replication::{
+    AppliedState, Applier, ApplyError, ApplyOutcome, LogRecord, fingerprint,
+};
 use meridian_store::{self as store, Change, InboxEntry, Replicated};
 
+use crate::conversations::direct_conversation_id;
 use crate::{CoreError, Messaging};
 
 /// Most records per apply transaction.
@@ -92,11 +95,35 @@ impl ReplicationApplier {
 
 #[async_trait::async_trait]
 impl Applier for ReplicationApplier {
-    async fn applied_offsets(&self, source_region: &str) -> Result<BTreeMap<u32, u64>, ApplyError> {
+    async fn applied_state(&self, source_region: &str) -> Result<AppliedState, ApplyError> {
         self.messaging
             .db()
             .run(|tx, _| async move {
-                Ok::<_, CoreError>(store::applied_offsets(&tx, source_region).await?)
+                let positions = store::applied_positions(&tx, source_region).await?;
+                Ok::<_, CoreError>(AppliedState {
+                    epoch: store::applied_epoch(&tx, source_region).await?,
+                    offsets: positions.iter().map(|(&p, at)| (p, at.next)).collect(),
+                    last: positions
+                        .iter()
+                        .filter_map(|(&p, at)| Some((p, at.last?)))
+                        .collect(),
+                })
+            })
+            .await
+            .map_err(|e| ApplyError(e.to_string()))
+    }
+
+    async fn start_epoch(
+        &self,
+        source_region: &str,
+        epoch: u64,
+        restart: Option<&BTreeMap<u32, u64>>,
+    ) -> Result<(), ApplyError> {
+        self.messaging
+            .db()
+            .run(|tx, _| async move {
+                store::start_applied_epoch(&tx, source_region, epoch, restart)?;
+                Ok::<_, CoreError>(())
             })
             .await
             .map_err(|e| ApplyError(e.to_string()))
@@ -111,6 +138,7 @@ impl Applier for ReplicationApplier {
         let mut outcome = ApplyOutcome {
             next_offset: 0,
             refused: None,
+            gap: None,
         };
         for chunk in transaction_sized(records) {
             outcome = self
@@ -120,6 +148,9 @@ impl Applier for ReplicationApplier {
                 .map_err(|e| ApplyError(e.to_string()))?;
             if let Some(reason) = &outcome.refused {
                 self.note_refusal(source_region, partition, outcome.next_offset, reason);
+                break;
+            }
+            if outcome.gap.is_some() {
                 break;
             }
         }
@@ -154,17 +185,24 @@ impl Messaging {
             .run(|tx, _| {
                 let decoded = &decoded;
                 async move {
-                    let start = store::applied_offset(&tx, source_region, partition).await?;
-                    let mut next = start;
+                    let start = store::applied_position(&tx, source_region, partition).await?;
+                    let mut next = start.next;
+                    let mut last = start.last;
                     let mut refused = None;
+                    let mut gap = None;
                     for (record, change) in records.iter().zip(decoded) {
                         if record.offset < next {
                             continue; // applied before: a replay
                         }
                         if record.offset > next {
+                            // Entries are missing from the log: applying
+                            // past them would lose them without a trace.
+                            // Stop here; the link alarms and retries.
                             metrics::counter!("meridian_replication_gaps_total", "source" => source_region.to_string())
                                 .increment(1);
-                            tracing::error!(source = source_region, partition, expected = next, got = record.offset, "replication log skipped offsets");
+                            tracing::error!(source = source_region, partition, expected = next, got = record.offset, "replication log skipped offsets; not applying past the gap");
+                            gap = Some((next, record.offset));
+                            break;
                         }
                         if let Some(change) = change.as_ref().filter(|change| {
                             self.made_by_its_source(change, source_region, record.offset)
@@ -178,38 +216,99 @@ impl Messaging {
                             self.apply_change(&tx, change).await?;
                         }
                         next = record.offset.saturating_add(1);
+                        last = Some(fingerprint(&record.value));
                     }
-                    if next != start {
-                        store::set_applied_offset(&tx, source_region, partition, next)?;
+                    if next != start.next {
+                        let position = store::AppliedPosition { next, last };
+                        store::set_applied_position(&tx, source_region, partition, position)?;
                     }
                     Ok::<_, CoreError>(ApplyOutcome {
                         next_offset: next,
                         refused,
+                        gap,
                     })
                 }
             })
             .await
     }
 
-    /// Whether `change` may come from `source`: every change is made by its
-    /// origin region, which must be the link's source, and a group's state
-    /// only by the group's owner region. Anything else is skipped, counted
-    /// and logged (a faulty or misconfigured peer must not rewrite what it
-    /// does not own).
+    /// Whether `change` may come from `source`, a peer site: only what the
+    /// source itself can have made, for users of this site. A faulty,
+    /// misconfigured or compromised peer must not rewrite what it does not
+    /// own; anything else is skipped, counted and logged.
     fn made_by_its_source(&self, change: &Replicated, source: &str, offset: u64) -> bool {
-        let owner_ok = match &change.change {
-            Change::Conversation { conversation, .. } => self
-                .site_of(&conversation.id)
-                .is_none_or(|owner| owner == source),
-            _ => true,
+        let refusal = if change.origin_region != source {
+            Some("made by another region")
+        } else {
+            self.foreign_part(&change.change, source)
         };
-        if change.origin_region == source && owner_ok {
+        let Some(reason) = refusal else {
             return true;
-        }
+        };
         metrics::counter!("meridian_replication_foreign_total", "source" => source.to_string())
             .increment(1);
-        tracing::error!(source, offset, origin = %change.origin_region, conv = change.conv_id(), "replicated change not made by its source region; skipped");
+        tracing::error!(source, offset, origin = %change.origin_region, conv = change.conv_id(), reason, "replicated change its source cannot have made; skipped");
         false
+    }
+
+    /// What in `change` `source` cannot have made, if anything.
+    fn foreign_part(&self, change: &Change, source: &str) -> Option<&'static str> {
+        let homed_at_source = |user: &str| self.site_of(user).is_some_and(|site| site == source);
+        let all_local = |users: &[String]| users.iter().all(|user| self.is_local(user));
+        match change {
+            Change::Message {
+                message,
+                recipients,
+            } => {
+                if message.origin_region != source || !homed_at_source(&message.sender_user) {
+                    Some("a message whose sender is not homed at the source")
+                } else if !all_local(recipients) {
+                    Some("a message for users not homed here")
+                } else {
+                    None
+                }
+            }
+            Change::Conversation {
+                conversation,
+                members,
+                notify,
+            } => {
+                if !all_local(notify) {
+                    return Some("a conversation change notifying users not homed here");
+                }
+                match self.site_of(&conversation.id) {
+                    // A group's state comes from its owner site.
+                    Some(owner) => (owner != source).then_some("a group not owned by the source"),
+                    // A direct conversation's id is its two members'
+                    // hash, and one of them made it, at their home.
+                    None => {
+                        let ids: Vec<&str> = members.iter().map(|m| m.user_id.as_str()).collect();
+                        let matches = match ids.as_slice() {
+                            [a, b] => direct_conversation_id(a, b) == conversation.id,
+                            _ => false,
+                        };
+                        if !matches {
+                            Some("a direct conversation whose members do not make its id")
+                        } else if !ids.iter().any(|user| homed_at_source(user)) {
+                            Some("a direct conversation of no user homed at the source")
+                        } else {
+                            None
+                        }
+                    }
+                }
+            }
+            Change::Receipt {
+                to_user, from_user, ..
+            } => {
+                if !homed_at_source(from_user) {
+                    Some("a receipt by a user not homed at the source")
+                } else if !self.is_local(to_user) {
+                    Some("a receipt for a user not homed here")
+                } else {
+                    None
+                }
+            }
+        }
     }
 
     async fn apply_change(&self, tx: &Transaction, change: &Replicated) -> Result<(), CoreError> {

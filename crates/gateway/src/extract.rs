@@ -1,14 +1,16 @@
 //! The REST handlers' extractors: the shared state, typed JSON bodies and
 //! the authenticated caller.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use meridian_rpc::core as pb;
+use meridian_seams::net::{Cidr, PeerAddr, is_trusted};
 use meridian_wire::ErrorCode;
 
 use crate::{ApiError, AppState};
@@ -37,6 +39,56 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> 
             }),
         }
     }
+}
+
+/// The client's address, which per-address limits count: the peer's,
+/// or, when the peer is a trusted proxy, the last address in
+/// `X-Forwarded-For` that is not itself a trusted proxy.
+pub(crate) struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<Arc<AppState>> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<PeerAddr>>()
+            .map(|ConnectInfo(PeerAddr(peer))| peer.ip())
+            .ok_or_else(|| ApiError::new(ErrorCode::Internal, "no peer address"))?;
+        Ok(Self(client_ip(
+            &state.config.trusted_proxies,
+            peer,
+            &parts.headers,
+        )))
+    }
+}
+
+/// The client behind `peer`, as [`ClientIp`] says.
+pub(crate) fn client_ip(trusted: &[Cidr], peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
+    if !is_trusted(trusted, peer) {
+        return peer;
+    }
+    // Each proxy appends the address it received from: read from the end,
+    // past our own proxies, to the first address one of them vouches for.
+    let mut client = peer;
+    for value in headers.get_all("x-forwarded-for").iter().rev() {
+        let Ok(value) = value.to_str() else {
+            return client;
+        };
+        for hop in value.rsplit(',') {
+            let Ok(address) = hop.trim().parse::<IpAddr>() else {
+                return client;
+            };
+            client = address;
+            if !is_trusted(trusted, address) {
+                return client;
+            }
+        }
+    }
+    client
 }
 
 /// The authenticated caller, from `Authorization: Bearer <token>`.
@@ -76,5 +128,55 @@ impl FromRequestParts<Arc<AppState>> for Authed {
             ));
         }
         Ok(Self(caller))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderMap;
+
+    use super::*;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append("x-forwarded-for", value.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_from_trusted_proxies() {
+        let trusted: Vec<Cidr> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // A client names whatever it likes: ignored.
+        let spoofed = headers(&["1.2.3.4"]);
+        assert_eq!(
+            client_ip(&trusted, ip("203.0.113.5"), &spoofed),
+            ip("203.0.113.5")
+        );
+        // Through our balancer: the address it appended.
+        let through = headers(&["1.2.3.4, 198.51.100.7"]);
+        assert_eq!(
+            client_ip(&trusted, ip("10.0.0.2"), &through),
+            ip("198.51.100.7")
+        );
+        // Through two of ours, over two header lines: past both.
+        let twice = headers(&["198.51.100.7", "10.0.0.3"]);
+        assert_eq!(
+            client_ip(&trusted, ip("10.0.0.2"), &twice),
+            ip("198.51.100.7")
+        );
+        // Garbage stops the walk at the last address vouched for.
+        let garbage = headers(&["nonsense, 10.0.0.4"]);
+        assert_eq!(
+            client_ip(&trusted, ip("10.0.0.2"), &garbage),
+            ip("10.0.0.4")
+        );
+        // No header from a proxy: the proxy itself.
+        assert_eq!(
+            client_ip(&trusted, ip("10.0.0.2"), &HeaderMap::new()),
+            ip("10.0.0.2")
+        );
     }
 }

@@ -96,6 +96,14 @@ pub struct GatewayConfig {
     /// HTTP/2 ping period on the stream to the core: how fast a silently
     /// dead core connection is noticed and re-opened.
     pub core_keepalive: Duration,
+    /// Load balancers in front of the gateway: a request from one of them
+    /// names its client in `X-Forwarded-For` (the last address not itself
+    /// a trusted proxy counts), or in a PROXY protocol header with
+    /// `proxy_protocol`. From anyone else both are ignored.
+    pub trusted_proxies: Vec<meridian_seams::net::Cidr>,
+    /// Trusted proxies send a PROXY protocol v2 header first on every
+    /// connection (an L4 load balancer).
+    pub proxy_protocol: bool,
 }
 
 impl GatewayConfig {
@@ -119,6 +127,8 @@ impl GatewayConfig {
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
             core_keepalive: Duration::from_secs(10),
+            trusted_proxies: Vec::new(),
+            proxy_protocol: false,
         }
     }
 }

@@ -14,6 +14,8 @@
 //!   loaded from PEM files or issued in memory.
 //! - [`pki`]: the local CA behind `meridian certs init`, and in-memory
 //!   credentials for tests and the simulation.
+//! - [`edge`]: the gateway's own certificate towards its clients (TLS at
+//!   the edge), which asks nothing of them in return.
 //! - [`authorize`]: the tower layer on a core's gRPC server that says which
 //!   identity may call which method, and puts the caller's [`Peer`] in the
 //!   request for handlers that check more (a replication link may only be
@@ -26,10 +28,12 @@
 
 pub mod authorize;
 pub mod credentials;
+pub mod edge;
 pub mod pki;
 
 pub use authorize::{AuthorizeLayer, Peer};
 pub use credentials::{CredentialsError, ServiceCredentials};
+pub use edge::EdgeCredentials;
 
 use std::fmt;
 

@@ -173,6 +173,26 @@ impl LocalCa {
         Ok((cert.pem(), key.serialize_pem()))
     }
 
+    /// A certificate and key for a gateway's clients to reach it at
+    /// `names` (DNS names or IP addresses), signed by this CA: for local
+    /// runs and tests, whose clients trust this CA. `(chain, key)` as PEM.
+    ///
+    /// # Errors
+    /// A name rcgen refuses, or as [`Self::issue_pem`].
+    pub fn issue_edge_pem(&self, names: &[&str]) -> Result<(String, String), PkiError> {
+        let what = format!("an edge certificate for {names:?}");
+        let key = KeyPair::generate_for(&PKCS_ED25519).map_err(generate(&what))?;
+        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+        let mut params = CertificateParams::new(names).map_err(generate(&what))?;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        validity(&mut params, IDENTITY_YEARS);
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(generate(&what))?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
     /// In-memory credentials of `identity`.
     ///
     /// # Errors

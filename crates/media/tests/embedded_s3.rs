@@ -50,12 +50,20 @@ fn png() -> Vec<u8> {
     out
 }
 
+/// An HTTP client. The build's one TLS provider (aws-lc-rs) is made the
+/// process default first: reqwest, built without a provider of its own,
+/// takes the default even for plain `http://`.
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 async fn put(
     presigned: &meridian_media::Presigned,
     body: Vec<u8>,
     skip: &str,
 ) -> reqwest::Response {
-    let client = reqwest::Client::new();
+    let client = http();
     let mut request = client.put(&presigned.url).body(body);
     for (name, value) in &presigned.headers {
         if name != skip {
@@ -93,7 +101,7 @@ async fn presigned_upload_then_inspect_and_download() {
     let refused = put(&slot, longer, "content-length").await;
     assert_eq!(refused.status(), 403);
     // Another content type than signed.
-    let client = reqwest::Client::new();
+    let client = http();
     let mut request = client.put(&slot.url).body(bytes.clone());
     for (name, value) in &slot.headers {
         let value = if name == "content-type" {
@@ -130,7 +138,7 @@ async fn presigned_upload_then_inspect_and_download() {
     assert_eq!((thumb.width, thumb.height), (320, 160));
 
     let get = bucket.presign_get("m/one", ttl).await.unwrap();
-    let downloaded = reqwest::get(&get.url).await.unwrap();
+    let downloaded = http().get(&get.url).send().await.unwrap();
     assert_eq!(downloaded.status(), 200);
     assert_eq!(downloaded.bytes().await.unwrap().as_ref(), bytes.as_slice());
 
@@ -232,7 +240,7 @@ async fn the_in_memory_backend_serves_the_same_protocol() {
         .unwrap();
     assert!(checked.thumbnail.is_some());
     let get = bucket.presign_get("m/mem", ttl).await.unwrap();
-    let downloaded = reqwest::get(&get.url).await.unwrap();
+    let downloaded = http().get(&get.url).send().await.unwrap();
     assert_eq!(downloaded.bytes().await.unwrap().as_ref(), bytes.as_slice());
     bucket.delete("m/mem").await.unwrap();
     assert_eq!(bucket.head("m/mem").await.unwrap(), None);

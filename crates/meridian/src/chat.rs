@@ -2,14 +2,19 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Subcommand;
-use meridian_sdk::{Client, Rest};
+use meridian_sdk::{Client, Rest, TlsRoots};
 
 #[derive(clap::Args)]
 pub struct ChatArgs {
-    /// Gateway base URL.
+    /// Gateway base URL (`http://` or `https://`).
     #[arg(long, default_value = "http://127.0.0.1:8010", env = "MERIDIAN_URL")]
     url: String,
+    /// A CA certificate (PEM) to trust for `https` besides the system's:
+    /// a deployment's own (`regions/certs/ca.pem` for a local run).
+    #[arg(long, env = "MERIDIAN_CA")]
+    ca: Option<std::path::PathBuf>,
     /// Device token (from `register`).
     #[arg(long, env = "MERIDIAN_TOKEN", default_value = "")]
     token: String,
@@ -54,7 +59,14 @@ enum ChatCommand {
 }
 
 pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
-    let rest = Rest::new(&args.url);
+    let rest = match &args.ca {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Rest::with_roots(&args.url, TlsRoots::with_pem(&pem)?)
+        }
+        None => Rest::new(&args.url),
+    };
     match args.command {
         ChatCommand::Register { name } => {
             let user = rest.register(&name).await?;

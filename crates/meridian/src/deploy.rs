@@ -186,6 +186,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     // Credentials first: a region refused for want of them starts nothing.
     let identities = Identities::new(&plan);
     let mut credentials = std::collections::BTreeMap::new();
+    let mut edges = std::collections::BTreeMap::new();
     for name in &names {
         let region = deployment.region(name)?;
         if names.len() < deployment.regions.len() {
@@ -193,6 +194,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             separate_process_tls(&identities, region)?;
         }
         credentials.insert(name.clone(), identities.region(region)?);
+        edges.insert(name.clone(), identities.edge(region)?);
     }
     let (s3_servers, s3_targets) = plan.start_media(&names, &network).await?;
     let media_deps = media::media_deps(&s3_targets, &clock, &network);
@@ -223,6 +225,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
                 link: Default::default(),
                 media: media_deps.clone(),
                 tls: credentials.get(name).cloned().flatten(),
+                edge_tls: edges.get(name).cloned().flatten(),
             });
         }
     }
@@ -234,14 +237,20 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     };
     println!("meridian dev: {} region(s) up", names.len());
     for ((name, site), region) in site_names.iter().zip(&handles) {
-        let base = format!("http://{}", region.gateway_addr);
+        let secure = edges.get(name).is_some_and(Option::is_some);
+        let (http, ws) = if secure {
+            ("https", "wss")
+        } else {
+            ("http", "ws")
+        };
+        let base = format!("{http}://{}", region.gateway_addr);
         if site == name {
             println!("region {name}");
         } else {
             println!("region {name}, shard {site}");
         }
         println!("  REST      {base}/v1   (OpenAPI: {base}/v1/openapi.json)");
-        println!("  WebSocket ws://{}/v1/ws", region.gateway_addr);
+        println!("  WebSocket {ws}://{}/v1/ws", region.gateway_addr);
         println!("  health    {base}/healthz  {base}/readyz  {base}/metrics");
         let security = match identities.is_ephemeral(deployment.region(name)?) {
             _ if args.common.insecure_core => "plaintext, callers unchecked (--insecure-core)",
@@ -256,7 +265,14 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     }
     println!("data in {}", args.common.data_dir.display());
     if let Some(first) = handles.first() {
-        let base = format!("http://{}", first.gateway_addr);
+        let secure = site_names
+            .first()
+            .is_some_and(|(name, _)| edges.get(name).is_some_and(Option::is_some));
+        let base = format!(
+            "{}://{}",
+            if secure { "https" } else { "http" },
+            first.gateway_addr
+        );
         println!("try it:");
         println!("  cargo run -p meridian -- chat --url {base} register --name alice");
     }
@@ -338,6 +354,8 @@ pub async fn gateway(args: PartArgs) -> anyhow::Result<()> {
     let planned = plan.gateway_plan(region)?;
     let identities = Identities::new(&plan);
     separate_process_tls(&identities, region)?;
+    let edge_tls = identities.edge(region)?;
+    let scheme = if edge_tls.is_some() { "https" } else { "http" };
     let handle = start_gateway(GatewayOptions {
         config: planned.config,
         listen: args.listen.unwrap_or(planned.listen),
@@ -346,10 +364,11 @@ pub async fn gateway(args: PartArgs) -> anyhow::Result<()> {
         clock: args.common.clock(),
         metrics: Some(metrics::recorder()?),
         tls: identities.gateway(region)?,
+        edge_tls,
     })
     .await?;
     println!(
-        "meridian gateway: region {} on http://{}",
+        "meridian gateway: region {} on {scheme}://{}",
         region.name, handle.addr
     );
     crate::shutdown_signal().await?;

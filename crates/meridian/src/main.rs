@@ -60,6 +60,10 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // One TLS provider is built in (aws-lc-rs, which the S3 client needs):
+    // the process default for the libraries that take the default (tonic's
+    // server, reqwest).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     // Seeds log a lot at info (turmoil reports every bind and restart): the
     // simulation stays quiet unless RUST_LOG asks otherwise.
     let default_level = if matches!(cli.command, Command::Sim(_)) {

@@ -8,60 +8,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::Child;
 use std::time::Duration;
 
 use meridian_sdk::{Client, Rest};
 
 mod common;
-
-/// A free loopback port (the child binds it right after).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// Region files for `us-east` and `eu-west` on free loopback ports.
-fn write_regions(dir: &Path) {
-    for name in ["us-east", "eu-west"] {
-        let text = format!(
-            r#"name = "{name}"
-[listen]
-gateway = "127.0.0.1:0"
-core = "127.0.0.1:0"
-[advertise]
-gateway = "127.0.0.1:0"
-core = "127.0.0.1:0"
-[local]
-gateway = "127.0.0.1:{}"
-core = "127.0.0.1:{}"
-{}"#,
-            free_port(),
-            free_port(),
-            common::tls_table(name)
-        );
-        std::fs::write(dir.join(format!("{name}.toml")), text).expect("write region file");
-    }
-    // Two processes share the deployment's CA from files.
-    common::certs_init(dir);
-}
-
-/// Starts one region of `regions` as `meridian dev --region`; returns the
-/// child and its REST base URL.
-fn start(regions: &Path, region: &str, data: &Path, log: &[String]) -> (Child, String) {
-    let mut args: Vec<std::ffi::OsString> = ["dev", "--region", region, "--send-rate", "10000"]
-        .iter()
-        .map(Into::into)
-        .collect();
-    args.extend(["--regions-dir".into(), regions.into()]);
-    args.extend(["--data-dir".into(), data.into()]);
-    args.extend(log.iter().map(Into::into));
-    common::start_meridian(args)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_destination_mid_apply_neither_loses_nor_duplicates_embedded_log() {
@@ -89,10 +40,10 @@ async fn killing_the_destination_mid_apply_neither_loses_nor_duplicates_kafka() 
 
 async fn killing_the_destination_mid_apply(log: &[String]) {
     let regions = tempfile::tempdir().expect("tempdir");
-    write_regions(regions.path());
+    common::write_regions(regions.path());
     let data = tempfile::tempdir().expect("tempdir");
-    let (mut us_east, us_url) = start(regions.path(), "us-east", data.path(), log);
-    let (mut eu_west, eu_url) = start(regions.path(), "eu-west", data.path(), log);
+    let (mut us_east, us_url) = common::start_region(regions.path(), "us-east", data.path(), log);
+    let (mut eu_west, eu_url) = common::start_region(regions.path(), "eu-west", data.path(), log);
     let us = Rest::new(&us_url);
     let eu = Rest::new(&eu_url);
     let alice = us.register("alice").await.unwrap();
@@ -156,7 +107,7 @@ async fn killing_the_destination_mid_apply(log: &[String]) {
     );
     drop(phone);
 
-    let (restarted, eu_url) = start(regions.path(), "eu-west", data.path(), log);
+    let (restarted, eu_url) = common::start_region(regions.path(), "eu-west", data.path(), log);
     eu_west = restarted;
     let eu = Rest::new(&eu_url);
     let mut tablet_client = Client::new(&eu, &tablet.token, 3);

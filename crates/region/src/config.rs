@@ -44,9 +44,26 @@ pub struct RegionConfig {
     #[serde(default)]
     pub clock: ClockConfig,
     /// Mutual TLS of the region's services (required by the production
-    /// profile unless `--insecure-core`).
+    /// profile unless `--insecure-core`), and TLS towards clients.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// What stands between clients and the gateways.
+    #[serde(default)]
+    pub edge: EdgeConfig,
+}
+
+/// Load balancers in front of the region's gateways.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// Their addresses (CIDR blocks): a request from one of them names its
+    /// client (`X-Forwarded-For`, or the PROXY protocol header), which
+    /// per-address limits then count.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// They send a PROXY protocol v2 header first on every connection.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 /// The region's service identities: PEM files, relative to the region
@@ -66,6 +83,14 @@ pub struct TlsConfig {
     pub gateway_cert: PathBuf,
     /// The gateways' private key.
     pub gateway_key: PathBuf,
+    /// The certificate chain (leaf first) the gateways serve their clients
+    /// TLS with, for the name clients dial; absent, they serve plain HTTP
+    /// (TLS ends at a load balancer in front).
+    #[serde(default)]
+    pub edge_cert: Option<PathBuf>,
+    /// Its private key.
+    #[serde(default)]
+    pub edge_key: Option<PathBuf>,
 }
 
 impl TlsConfig {
@@ -78,6 +103,8 @@ impl TlsConfig {
             core_key: join(&self.core_key),
             gateway_cert: join(&self.gateway_cert),
             gateway_key: join(&self.gateway_key),
+            edge_cert: self.edge_cert.as_ref().map(join),
+            edge_key: self.edge_key.as_ref().map(join),
         }
     }
 
@@ -176,6 +203,12 @@ pub struct LogConfig {
     /// Replication factor of the topics Meridian creates (Kafka).
     #[serde(default = "default_replication_factor")]
     pub replication_factor: i32,
+    /// librdkafka security settings for every Kafka client of the region:
+    /// `security.protocol` and `ssl.*` / `sasl.*` keys only (a password
+    /// is better given as `MERIDIAN_KAFKA_SASL_PASSWORD`, which overrides
+    /// `sasl.password`).
+    #[serde(default)]
+    pub security: BTreeMap<String, String>,
 }
 
 fn default_replication_factor() -> i32 {
@@ -197,6 +230,7 @@ impl Default for LogConfig {
             brokers: None,
             partitions: default_partitions(),
             replication_factor: default_replication_factor(),
+            security: BTreeMap::new(),
         }
     }
 }
@@ -349,6 +383,28 @@ impl Deployment {
             (1..=256).contains(&region.log.partitions),
             "log.partitions must be 1-256"
         );
+        anyhow::ensure!(
+            region
+                .tls
+                .as_ref()
+                .is_none_or(|tls| tls.edge_cert.is_some() == tls.edge_key.is_some()),
+            "tls: edge_cert and edge_key go together"
+        );
+        for block in &region.edge.trusted_proxies {
+            block
+                .parse::<meridian_seams::net::Cidr>()
+                .map_err(|e| anyhow::anyhow!("edge.trusted_proxies: {e}"))?;
+        }
+        anyhow::ensure!(
+            !region.edge.proxy_protocol || !region.edge.trusted_proxies.is_empty(),
+            "edge.proxy_protocol needs edge.trusted_proxies (whose headers to read)"
+        );
+        for key in region.log.security.keys() {
+            anyhow::ensure!(
+                key == "security.protocol" || key.starts_with("ssl.") || key.starts_with("sasl."),
+                "log.security: `{key}` is not a security setting (security.protocol, ssl.*, sasl.*)"
+            );
+        }
         anyhow::ensure!(
             matches!(region.store.engine.as_str(), "fjall" | "foundationdb"),
             "store.engine must be `fjall` or `foundationdb`, not `{}`",

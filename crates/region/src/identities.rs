@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use anyhow::Context;
 use meridian_identity::pki::{self, LocalCa};
-use meridian_identity::{Identity, ServiceCredentials};
+use meridian_identity::{EdgeCredentials, Identity, ServiceCredentials};
 
 use crate::RegionCredentials;
 use crate::config::{Deployment, RegionConfig, TlsConfig};
@@ -59,6 +59,23 @@ impl<'a> Identities<'a> {
         self.credentials(region, Identity::gateway(&region.name), |tls| {
             (&tls.gateway_cert, &tls.gateway_key)
         })
+    }
+
+    /// The certificate `region`'s gateways serve clients TLS with, if its
+    /// `[tls]` names one (`--insecure-core` does not change it).
+    ///
+    /// # Errors
+    /// Unreadable or mismatched files.
+    pub fn edge(&self, region: &RegionConfig) -> anyhow::Result<Option<EdgeCredentials>> {
+        let Some(tls) = &region.tls else {
+            return Ok(None);
+        };
+        let (Some(cert), Some(key)) = (&tls.edge_cert, &tls.edge_key) else {
+            return Ok(None);
+        };
+        EdgeCredentials::load(cert, key)
+            .map(Some)
+            .with_context(|| format!("the edge certificate of region {}", region.name))
     }
 
     /// Whether every region of this process shares one in-memory CA (which
@@ -123,6 +140,9 @@ impl<'a> Identities<'a> {
                 core_key,
                 gateway_cert,
                 gateway_key,
+                // The edge certificate is the operator's (a public CA's).
+                edge_cert: tls.edge_cert.clone(),
+                edge_key: tls.edge_key.clone(),
             };
         anyhow::ensure!(
             conventional,

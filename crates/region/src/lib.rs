@@ -36,7 +36,7 @@ pub use meridian_kv_fdb::shutdown as shutdown_foundationdb;
 
 pub use meridian_core::{CoreConfig, MediaDeps};
 pub use meridian_gateway::GatewayConfig;
-pub use meridian_identity::ServiceCredentials;
+pub use meridian_identity::{EdgeCredentials, ServiceCredentials};
 pub use meridian_kv_memory::MemoryEngine;
 pub use meridian_replication::kafka::KafkaConfig;
 pub use meridian_replication::link::{LinkConfig, LinkStatus};
@@ -56,13 +56,14 @@ use meridian_gateway::{CoreChannels, GatewayDeps};
 use meridian_identity::{AuthorizeLayer, Identity};
 use meridian_kv::engine::Engine;
 use meridian_kv::{Database, DatabaseOptions};
-use meridian_replication::SharedLog;
 use meridian_replication::embedded::EmbeddedLog;
 use meridian_replication::link::Link;
 use meridian_replication::relay::Relay;
 use meridian_replication::server::{LinkServer, LinkServerConfig};
+use meridian_replication::{LogEpochs, SharedLog};
 use meridian_seams::net::{
-    Listener, SharedNetwork, incoming, tonic_channel, tonic_channel_with_deadline,
+    Listener, SharedNetwork, incoming, proxy_protocol_listener, tls_listener, tonic_channel,
+    tonic_channel_with_deadline,
 };
 use meridian_seams::{Ids, Rng, SharedClock};
 use meridian_wire::sites::region_of_site;
@@ -330,6 +331,7 @@ pub async fn start_core(options: CoreOptions) -> anyhow::Result<CoreHandle> {
         region.clone(),
         options.peers.keys().cloned().collect(),
         log.clone(),
+        LogEpochs::new(db.clone(), options.rng.clone()),
         options.clock.clone(),
         LinkServerConfig::default(),
     )
@@ -415,6 +417,8 @@ pub struct GatewayOptions {
     /// The gateway's identity (`gateway.<region>`), presented to every
     /// core; `None` calls cores in plaintext.
     pub tls: Option<ServiceCredentials>,
+    /// The certificate clients get TLS with; `None` serves plain HTTP.
+    pub edge_tls: Option<EdgeCredentials>,
 }
 
 /// A running gateway.
@@ -437,12 +441,20 @@ impl GatewayHandle {
 /// # Errors
 /// When the listener cannot be bound or a core address is malformed.
 pub async fn start_gateway(options: GatewayOptions) -> anyhow::Result<GatewayHandle> {
-    let listener = options
+    let mut listener = options
         .network
         .bind(options.listen)
         .await
         .with_context(|| format!("binding the gateway on {}", options.listen))?;
     let addr = listener.local_addr()?;
+    // Bytes arrive as: the proxy's header, then TLS, then HTTP.
+    if options.config.proxy_protocol {
+        let trusted = options.config.trusted_proxies.clone().into();
+        listener = proxy_protocol_listener(listener, trusted)?;
+    }
+    if let Some(edge) = &options.edge_tls {
+        listener = tls_listener(listener, edge.server_config())?;
+    }
     let keepalive = options.config.core_keepalive;
     if let Some(tls) = &options.tls {
         anyhow::ensure!(
@@ -522,6 +534,8 @@ pub struct RegionOptions {
     pub media: MediaDeps,
     /// The region's identities; `None` runs its core in plaintext.
     pub tls: Option<RegionCredentials>,
+    /// The certificate the gateway serves clients TLS with.
+    pub edge_tls: Option<EdgeCredentials>,
 }
 
 /// A region's two identities, for a core and a gateway in one process.
@@ -559,6 +573,7 @@ impl RegionOptions {
             link: LinkConfig::default(),
             media: MediaDeps::default(),
             tls: None,
+            edge_tls: None,
         }
     }
 }
@@ -618,6 +633,7 @@ pub async fn start_region(options: RegionOptions) -> anyhow::Result<RegionHandle
         clock: options.clock,
         metrics: options.metrics,
         tls: options.tls.map(|tls| tls.gateway),
+        edge_tls: options.edge_tls,
     })
     .await?;
     Ok(RegionHandle {

@@ -186,6 +186,37 @@ impl ReplicationLog for EmbeddedLog {
         Ok(out)
     }
 
+    async fn record_at(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<Option<LogRecord>, LogError> {
+        let tx = self.db.begin();
+        let raw = tx
+            .get_snapshot(&record_key(topic, partition, offset))
+            .await?;
+        raw.map(|raw| decode_record(offset, &raw)).transpose()
+    }
+
+    async fn start_offsets(&self, topic: &str) -> Result<BTreeMap<u32, u64>, LogError> {
+        let tx = self.db.begin();
+        let mut out = BTreeMap::new();
+        for partition in 0..self.partitions {
+            let trimmed = tx
+                .get_snapshot(&trimmed_key(topic, partition))
+                .await?
+                .and_then(|raw| <[u8; 8]>::try_from(raw.as_ref()).ok())
+                .map_or(0, u64::from_be_bytes);
+            out.insert(partition, trimmed);
+        }
+        Ok(out)
+    }
+
+    fn trims_only_applied(&self) -> bool {
+        true
+    }
+
     async fn trim(
         &self,
         topic: &str,

@@ -28,7 +28,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::log::{AppendRecord, LogError, LogReader, LogRecord, ReplicationLog, partition_for};
 
 /// Settings of the Kafka log.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KafkaConfig {
     /// `host:port,…` of the region's brokers.
     pub brokers: String,
@@ -39,6 +39,23 @@ pub struct KafkaConfig {
     /// How long a broker may hold a fetch waiting for data: low, because a
     /// replicated message waits this long at most.
     pub fetch_wait_max_ms: u32,
+    /// librdkafka settings given to every client as they are:
+    /// `security.protocol`, `ssl.*`, `sasl.*` (TLS and SASL to the
+    /// brokers).
+    pub security: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Security settings by name only: they may hold a password.
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("partitions", &self.partitions)
+            .field("replication_factor", &self.replication_factor)
+            .field("fetch_wait_max_ms", &self.fetch_wait_max_ms)
+            .field("security", &self.security.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl KafkaConfig {
@@ -49,7 +66,23 @@ impl KafkaConfig {
             partitions: partitions.max(1),
             replication_factor: 1,
             fetch_wait_max_ms: 10,
+            security: BTreeMap::new(),
         }
+    }
+
+    /// A client configuration for the brokers, with the security settings
+    /// (and `MERIDIAN_KAFKA_SASL_PASSWORD` as `sasl.password`, so a
+    /// password need not sit in a region file).
+    fn client(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in &self.security {
+            config.set(key, value);
+        }
+        if let Ok(password) = std::env::var("MERIDIAN_KAFKA_SASL_PASSWORD") {
+            config.set("sasl.password", password);
+        }
+        config
     }
 }
 
@@ -80,20 +113,17 @@ impl KafkaLog {
     /// # Errors
     /// A configuration librdkafka refuses.
     pub fn new(config: KafkaConfig) -> Result<Self, LogError> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
+        let producer: FutureProducer = config
+            .client()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "1")
             .set("message.timeout.ms", "30000")
             .create()
             .map_err(kafka)?;
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
-            .create()
-            .map_err(kafka)?;
-        let metadata: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
+        let admin: AdminClient<DefaultClientContext> = config.client().create().map_err(kafka)?;
+        let metadata: BaseConsumer = config
+            .client()
             .set("group.id", "meridian-metadata")
             .set("enable.auto.commit", "false")
             .create()
@@ -104,6 +134,63 @@ impl KafkaLog {
             admin: Arc::new(admin),
             metadata: Arc::new(metadata),
         })
+    }
+}
+
+impl KafkaLog {
+    /// A reader of `partitions` of `topic` from `from` (0 when absent).
+    async fn reader_of(
+        &self,
+        topic: &str,
+        from: &BTreeMap<u32, u64>,
+        partitions: &[u32],
+    ) -> Result<Box<dyn LogReader>, LogError> {
+        let consumer: StreamConsumer = self
+            .config
+            .client()
+            .set("group.id", format!("meridian-link-{topic}"))
+            .set("enable.auto.commit", "false")
+            // A recorded offset the broker no longer has (a topic recreated,
+            // records expired) must stop the link with an error, never
+            // silently restart elsewhere in the partition.
+            .set("auto.offset.reset", "error")
+            .set(
+                "fetch.wait.max.ms",
+                self.config.fetch_wait_max_ms.to_string(),
+            )
+            .create()
+            .map_err(kafka)?;
+        let mut assignment = TopicPartitionList::new();
+        for &partition in partitions {
+            let offset = from.get(&partition).copied().unwrap_or(0);
+            assignment
+                .add_partition_offset(topic, partition as i32, Offset::Offset(offset as i64))
+                .map_err(kafka)?;
+        }
+        consumer.assign(&assignment).map_err(kafka)?;
+        Ok(Box::new(KafkaReader { consumer }))
+    }
+
+    /// Every partition's (first held, end) offsets.
+    async fn watermarks(&self, topic: &str) -> Result<BTreeMap<u32, (u64, u64)>, LogError> {
+        let metadata = self.metadata.clone();
+        let topic = topic.to_string();
+        let partitions = self.config.partitions;
+        // librdkafka's watermark query blocks; Kafka never runs in the
+        // simulation, so a blocking thread is fine here.
+        #[allow(clippy::disallowed_methods)]
+        tokio::task::spawn_blocking(move || {
+            let mut out = BTreeMap::new();
+            for partition in 0..partitions {
+                let (low, high) = metadata
+                    .fetch_watermarks(&topic, partition as i32, Duration::from_secs(5))
+                    .map_err(kafka)?;
+                out.insert(partition, (low.max(0) as u64, high.max(0) as u64));
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| LogError::Kafka(e.to_string()))?
     }
 }
 
@@ -161,50 +248,48 @@ impl ReplicationLog for KafkaLog {
         topic: &str,
         from: &BTreeMap<u32, u64>,
     ) -> Result<Box<dyn LogReader>, LogError> {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.config.brokers)
-            .set("group.id", format!("meridian-link-{topic}"))
-            .set("enable.auto.commit", "false")
-            // A recorded offset the broker no longer has (a topic recreated,
-            // records expired) must stop the link with an error, never
-            // silently restart elsewhere in the partition.
-            .set("auto.offset.reset", "error")
-            .set(
-                "fetch.wait.max.ms",
-                self.config.fetch_wait_max_ms.to_string(),
-            )
-            .create()
-            .map_err(kafka)?;
-        let mut assignment = TopicPartitionList::new();
-        for partition in 0..self.config.partitions {
-            let offset = from.get(&partition).copied().unwrap_or(0);
-            assignment
-                .add_partition_offset(topic, partition as i32, Offset::Offset(offset as i64))
-                .map_err(kafka)?;
-        }
-        consumer.assign(&assignment).map_err(kafka)?;
-        Ok(Box::new(KafkaReader { consumer }))
+        let partitions: Vec<u32> = (0..self.config.partitions).collect();
+        self.reader_of(topic, from, &partitions).await
     }
 
     async fn end_offsets(&self, topic: &str) -> Result<BTreeMap<u32, u64>, LogError> {
-        let metadata = self.metadata.clone();
-        let topic = topic.to_string();
-        let partitions = self.config.partitions;
-        // librdkafka's watermark query blocks; Kafka never runs in the
-        // simulation, so a blocking thread is fine here.
-        #[allow(clippy::disallowed_methods)]
-        tokio::task::spawn_blocking(move || {
-            let mut out = BTreeMap::new();
-            for partition in 0..partitions {
-                let (_, high) = metadata
-                    .fetch_watermarks(&topic, partition as i32, Duration::from_secs(5))
-                    .map_err(kafka)?;
-                out.insert(partition, high.max(0) as u64);
-            }
-            Ok(out)
-        })
-        .await
-        .map_err(|e| LogError::Kafka(e.to_string()))?
+        Ok(self
+            .watermarks(topic)
+            .await?
+            .into_iter()
+            .map(|(partition, (_, high))| (partition, high))
+            .collect())
+    }
+
+    async fn record_at(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<Option<LogRecord>, LogError> {
+        let Some(&(low, high)) = self.watermarks(topic).await?.get(&partition) else {
+            return Ok(None);
+        };
+        if offset < low || offset >= high {
+            return Ok(None);
+        }
+        let mut reader = self
+            .reader_of(topic, &BTreeMap::from([(partition, offset)]), &[partition])
+            .await?;
+        let records = reader.next(1, Duration::from_secs(5)).await?;
+        Ok(records
+            .into_iter()
+            .map(|(_, record)| record)
+            .find(|record| record.offset == offset))
+    }
+
+    async fn start_offsets(&self, topic: &str) -> Result<BTreeMap<u32, u64>, LogError> {
+        Ok(self
+            .watermarks(topic)
+            .await?
+            .into_iter()
+            .map(|(partition, (low, _))| (partition, low))
+            .collect())
     }
 
     async fn trim(

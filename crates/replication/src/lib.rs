@@ -18,21 +18,31 @@
 //!    applies it and records the next offset **in the same transaction**, and
 //!    reconnects with backoff, resuming from the recorded offsets. Applying is
 //!    idempotent, so the effect is exactly-once.
+//! 4. [`epoch::LogEpochs`] names each incarnation of a source's log: offsets
+//!    are recorded with the epoch they belong to, and a log that lost
+//!    entries (recreated, restored) gets a new one, so its destination
+//!    applies it again rather than skip what is new. Reads of entries the
+//!    log no longer holds, and gaps, are refused and alarmed, never skipped.
 //!
 //! # What it must not touch
 //! No domain rules: it never decodes a change (the [`Applier`] does). No
 //! sockets except through `meridian-seams`' network.
 
 pub mod embedded;
+pub mod epoch;
 pub mod kafka;
 pub mod link;
 pub mod log;
 pub mod relay;
 pub mod server;
+mod start;
 
 use std::collections::BTreeMap;
 
-pub use log::{LogError, LogRecord, ReplicationLog, SharedLog, partition_for, topic_for};
+pub use epoch::LogEpochs;
+pub use log::{
+    LogError, LogRecord, ReplicationLog, SharedLog, fingerprint, partition_for, topic_for,
+};
 
 /// What applying a batch achieved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +53,21 @@ pub struct ApplyOutcome {
     /// Set when an entry was refused (a clock stamp beyond the maximum
     /// offset): nothing from it on was applied, and the link retries later.
     pub refused: Option<String>,
+    /// Set when the log skipped offsets (`(expected, got)`): nothing from
+    /// the gap on was applied; skipping it would lose the entries missing.
+    pub gap: Option<(u64, u64)>,
+}
+
+/// Where a destination stands with a source's log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppliedState {
+    /// The epoch of the log the offsets belong to (0: none recorded).
+    pub epoch: u64,
+    /// The next offset to apply, per partition.
+    pub offsets: BTreeMap<u32, u64>,
+    /// The [`log::fingerprint`] of the last entry applied (at the next
+    /// offset - 1), per partition where it was recorded.
+    pub last: BTreeMap<u32, u64>,
 }
 
 /// Why a batch could not be applied.
@@ -53,9 +78,19 @@ pub struct ApplyError(pub String);
 /// The destination side of replication: a core that applies what arrives.
 #[async_trait::async_trait]
 pub trait Applier: Send + Sync + 'static {
-    /// The next offset to apply per partition of `source_region`'s topic for
-    /// this region, as recorded by earlier applies.
-    async fn applied_offsets(&self, source_region: &str) -> Result<BTreeMap<u32, u64>, ApplyError>;
+    /// The epoch and next offset per partition of `source_region`'s topic
+    /// for this region, as recorded by earlier applies.
+    async fn applied_state(&self, source_region: &str) -> Result<AppliedState, ApplyError>;
+
+    /// Records that what follows comes from `epoch` of the source's log;
+    /// with `restart`, forgets the offsets recorded before and records
+    /// these (the log is another incarnation).
+    async fn start_epoch(
+        &self,
+        source_region: &str,
+        epoch: u64,
+        restart: Option<&BTreeMap<u32, u64>>,
+    ) -> Result<(), ApplyError>;
 
     /// Applies `records` (consecutive offsets of one partition) in one
     /// transaction that also records the next offset; records before the

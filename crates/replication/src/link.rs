@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::log::LogRecord;
-use crate::{Applier, ApplyError};
+use crate::{AppliedState, Applier, ApplyError};
 
 /// Most frames applied in one round (frames waiting when a round starts are
 /// applied together).
@@ -183,10 +183,11 @@ impl Link {
     }
 
     async fn session(&self) -> Ended {
-        let from = match self.applier.applied_offsets(&self.source).await {
-            Ok(from) => from,
+        let recorded = match self.applier.applied_state(&self.source).await {
+            Ok(recorded) => recorded,
             Err(ApplyError(e)) => return Ended::Broken(format!("reading applied offsets: {e}")),
         };
+        let from = &recorded.offsets;
         self.status.send_modify(|s| s.applied = from.clone());
         let channel = match tonic_channel(
             self.network.clone(),
@@ -209,6 +210,19 @@ impl Link {
                     .map(|(&partition, &offset)| pb::PartitionOffset { partition, offset })
                     .collect(),
                 window: self.config.window,
+                epoch: recorded.epoch,
+                last: recorded
+                    .last
+                    .iter()
+                    .filter_map(|(&partition, &hash)| {
+                        let next = recorded.offsets.get(&partition).copied()?;
+                        Some(pb::Fingerprint {
+                            partition,
+                            offset: next.checked_sub(1)?,
+                            hash,
+                        })
+                    })
+                    .collect(),
             })),
         };
         if up.send(open).await.is_err() {
@@ -224,22 +238,25 @@ impl Link {
             Ok(Err(status)) => return Ended::Broken(format!("open refused: {status}")),
             Err(_) => return Ended::Broken("open timed out".into()),
         };
-        let mut first_frame = true;
+        let start = match self.next_frame(&mut down).await {
+            Ok(pb::LinkDown {
+                kind: Some(pb::link_down::Kind::Start(start)),
+            }) => start,
+            Ok(_) => return Ended::Broken("the source's first frame is not `start`".into()),
+            Err(ended) => return ended,
+        };
+        if let Err(ended) = self.begin(&recorded, start).await {
+            return ended;
+        }
+        // Connected only once the source streams: a source that answers
+        // and fails at once must not reset the backoff.
+        self.status.send_modify(|s| s.connected = true);
+        self.record_up(true);
         loop {
-            let frame = match tokio::time::timeout(self.config.stall_timeout, down.message()).await
-            {
-                Ok(Ok(Some(frame))) => frame,
-                Ok(Ok(None)) => return Ended::Broken("source closed the stream".into()),
-                Ok(Err(status)) => return Ended::Broken(format!("stream failed: {status}")),
-                Err(_) => return Ended::Broken("stalled: no frame from the source".into()),
+            let frame = match self.next_frame(&mut down).await {
+                Ok(frame) => frame,
+                Err(ended) => return ended,
             };
-            if first_frame {
-                // Connected only once the source streams: a source that
-                // answers and fails at once must not reset the backoff.
-                first_frame = false;
-                self.status.send_modify(|s| s.connected = true);
-                self.record_up(true);
-            }
             // Frames that arrived while the last round applied are applied
             // together: one transaction per partition, the partitions at
             // once, so a busy link costs a few group commits per round
@@ -250,6 +267,10 @@ impl Link {
             while let Some(frame) = next.take() {
                 match frame.kind {
                     Some(pb::link_down::Kind::Batch(batch)) => batches.push(batch),
+                    Some(pb::link_down::Kind::Start(_)) => {
+                        ended = Some(Ended::Broken("a second `start` frame".into()));
+                        break;
+                    }
                     Some(pb::link_down::Kind::Heartbeat(heartbeat)) => {
                         self.status.send_modify(|s| {
                             for end in &heartbeat.log_end {
@@ -285,6 +306,42 @@ impl Link {
                 return ended;
             }
         }
+    }
+
+    /// The next frame from the source, within the stall timeout.
+    async fn next_frame(
+        &self,
+        down: &mut tonic::Streaming<pb::LinkDown>,
+    ) -> Result<pb::LinkDown, Ended> {
+        match tokio::time::timeout(self.config.stall_timeout, down.message()).await {
+            Ok(Ok(Some(frame))) => Ok(frame),
+            Ok(Ok(None)) => Err(Ended::Broken("source closed the stream".into())),
+            Ok(Err(status)) => Err(Ended::Broken(format!("stream failed: {status}"))),
+            Err(_) => Err(Ended::Broken("stalled: no frame from the source".into())),
+        }
+    }
+
+    /// Takes the source's `start`: its epoch recorded, and with a restart
+    /// the recorded offsets replaced by where the stream starts (the log is
+    /// another incarnation: everything in it is applied again, which
+    /// changes nothing already applied).
+    async fn begin(&self, recorded: &AppliedState, start: pb::Start) -> Result<(), Ended> {
+        let from: BTreeMap<u32, u64> = start.from.iter().map(|p| (p.partition, p.offset)).collect();
+        let restart = start.restart.then_some(&from);
+        if restart.is_none() && start.epoch == recorded.epoch {
+            return Ok(());
+        }
+        self.applier
+            .start_epoch(&self.source, start.epoch, restart)
+            .await
+            .map_err(|ApplyError(e)| Ended::Broken(format!("recording the source's epoch: {e}")))?;
+        if start.restart {
+            metrics::counter!("meridian_replication_restarts_total", "source" => self.source.clone(), "destination" => self.destination.clone())
+                .increment(1);
+            tracing::warn!(source = %self.source, old_epoch = recorded.epoch, epoch = start.epoch, ?from, "the source's log is another incarnation: applying it again");
+            self.status.send_modify(|s| s.applied = from);
+        }
+        Ok(())
     }
 
     /// Applies `batches` (in arrival order, possibly several per partition):
@@ -363,6 +420,11 @@ impl Link {
             }
             if let Some(reason) = outcome.refused {
                 refused.get_or_insert(reason);
+            }
+            if let Some((expected, got)) = outcome.gap {
+                broken.get_or_insert(format!(
+                    "partition {partition}: the log skipped offsets {expected}..{got}"
+                ));
             }
         }
         self.record_lag(newest_appended);

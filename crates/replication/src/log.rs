@@ -54,6 +54,16 @@ pub fn topic_for(source_region: &str, dest_region: &str) -> String {
     format!("meridian-replication.{source_region}.{dest_region}")
 }
 
+/// The fingerprint of an entry's value: a destination records it for the
+/// last entry it applied, and the source checks its log still holds that
+/// entry at that offset. FNV-1a, 64 bits: stable across builds, and the
+/// values are a trusted peer's, not an adversary's.
+pub fn fingerprint(value: &[u8]) -> u64 {
+    value.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// The partition of `key` among `partitions`: FNV-1a, stable across
 /// processes and builds (a conversation must always map to one partition).
 pub fn partition_for(key: &str, partitions: u32) -> u32 {
@@ -112,6 +122,28 @@ pub trait ReplicationLog: Send + Sync + 'static {
     /// The end offset (one past the last record) of every partition.
     async fn end_offsets(&self, topic: &str) -> Result<BTreeMap<u32, u64>, LogError>;
 
+    /// The entry at `offset` of `partition`, if the log holds it.
+    async fn record_at(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<Option<LogRecord>, LogError>;
+
+    /// The first offset still held in every partition: records below it
+    /// were trimmed (embedded: after the destination applied them) or
+    /// expired (Kafka's retention).
+    async fn start_offsets(&self, topic: &str) -> Result<BTreeMap<u32, u64>, LogError>;
+
+    /// Whether records leave this log only by [`ReplicationLog::trim`],
+    /// after the topic's one destination reported them applied: a
+    /// destination applying a new incarnation again may then begin at the
+    /// start offsets. Otherwise (retention) it begins at 0, and records
+    /// gone before it read them are refused, never skipped.
+    fn trims_only_applied(&self) -> bool {
+        false
+    }
+
     /// Drops records in `from..before` of a partition: the destination has
     /// applied them (and everything before `from` was trimmed already — an
     /// LSM engine walks the tombstones of a range it clears, so each trim
@@ -144,5 +176,12 @@ mod tests {
         );
         // Known FNV-1a value: the mapping must never change between builds.
         assert_eq!(partition_for("a", u32::MAX), 0xe40c_292c);
+    }
+
+    #[test]
+    fn fingerprints_are_fnv1a_64() {
+        assert_eq!(fingerprint(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fingerprint(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_ne!(fingerprint(b"ab"), fingerprint(b"ba"));
     }
 }

@@ -16,7 +16,9 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::epoch::LogEpochs;
 use crate::log::{LogRecord, SharedLog, topic_for};
+use crate::start::{StartPoint, starting_point};
 
 /// Most records per batch frame.
 const MAX_BATCH: usize = 512;
@@ -52,6 +54,7 @@ pub struct LinkServer {
     /// Regions allowed to pull (a topic exists only for known regions).
     known: Vec<String>,
     log: SharedLog,
+    epochs: LogEpochs,
     clock: SharedClock,
     config: LinkServerConfig,
     shutdown: Option<tokio::sync::watch::Receiver<bool>>,
@@ -66,11 +69,13 @@ impl std::fmt::Debug for LinkServer {
 }
 
 impl LinkServer {
-    /// A server for `region`'s `log`; `known` lists the peer regions.
+    /// A server for `region`'s `log`, whose epochs are in `epochs`;
+    /// `known` lists the peer regions.
     pub fn new(
         region: impl Into<String>,
         known: Vec<String>,
         log: SharedLog,
+        epochs: LogEpochs,
         clock: SharedClock,
         config: LinkServerConfig,
     ) -> Self {
@@ -78,6 +83,7 @@ impl LinkServer {
             region: region.into(),
             known,
             log,
+            epochs,
             clock,
             config,
             shutdown: None,
@@ -161,32 +167,49 @@ impl Replication for LinkServer {
             .ensure_topic(&topic)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
-        // A destination asking to start past the end has applied entries
-        // this log no longer holds (it was reset or rolled back): resuming
-        // would skip every new entry below that offset. Refuse loudly.
-        let ends = self
-            .log
-            .end_offsets(&topic)
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        for (partition, offset) in &from {
-            let end = ends.get(partition).copied().unwrap_or(0);
-            if *offset > end {
-                metrics::counter!("meridian_replication_offset_ahead_total", "destination" => open.destination.clone())
-                    .increment(1);
-                tracing::error!(destination = %open.destination, partition, offset, end, "destination is ahead of this log; refusing the link");
-                return Err(Status::failed_precondition(format!(
-                    "partition {partition}: next offset {offset} is past this log's end {end}"
+        let mut last = BTreeMap::new();
+        for entry in &open.last {
+            if entry.partition >= partitions {
+                return Err(Status::invalid_argument(format!(
+                    "partition {} out of range (the log has {partitions})",
+                    entry.partition
                 )));
             }
+            last.insert(entry.partition, (entry.offset, entry.hash));
         }
+        let StartPoint {
+            epoch,
+            restart,
+            from,
+        } = starting_point(
+            &self.log,
+            &self.epochs,
+            &topic,
+            &open.destination,
+            open.epoch,
+            from,
+            &last,
+        )
+        .await?;
         let reader = self
             .log
             .reader(&topic, &from)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
-        tracing::info!(destination = %open.destination, ?from, "replication link opened");
+        tracing::info!(destination = %open.destination, epoch, restart, ?from, "replication link opened");
         let (down, down_rx) = mpsc::channel(16);
+        let start = pb::LinkDown {
+            kind: Some(pb::link_down::Kind::Start(pb::Start {
+                epoch,
+                restart,
+                from: from
+                    .iter()
+                    .map(|(&partition, &offset)| pb::PartitionOffset { partition, offset })
+                    .collect(),
+            })),
+        };
+        // Room for it: the channel is new.
+        let _ = down.try_send(Ok(start));
         let pump = Pump {
             log: self.log.clone(),
             clock: self.clock.clone(),
@@ -356,12 +379,17 @@ impl Pump {
     /// Trims what the destination applied since the last trim, at most once
     /// per [`TRIM_INTERVAL`] unless [`TRIM_BACKLOG`] entries wait: a trim is
     /// a write transaction, and one per report would put a commit between
-    /// every two reads of a busy link.
+    /// every two reads of a busy link. The last applied entry stays: a
+    /// reconnecting destination names it, and the log's entry there must
+    /// match (`start.rs`).
     async fn trim_applied(&mut self) {
+        let trimmable = |applied: u64| applied.saturating_sub(1);
         let untrimmed: u64 = self
             .applied
             .iter()
-            .map(|(p, applied)| applied.saturating_sub(self.trimmed.get(p).copied().unwrap_or(0)))
+            .map(|(p, &applied)| {
+                trimmable(applied).saturating_sub(self.trimmed.get(p).copied().unwrap_or(0))
+            })
             .sum();
         let now = self.clock.monotonic();
         if untrimmed == 0
@@ -375,7 +403,8 @@ impl Pump {
             .iter()
             .filter_map(|(&partition, &applied)| {
                 let trimmed = self.trimmed.get(&partition).copied().unwrap_or(0);
-                (applied > trimmed).then_some((partition, trimmed, applied))
+                let to = trimmable(applied);
+                (to > trimmed).then_some((partition, trimmed, to))
             })
             .collect();
         for (partition, from, to) in due {

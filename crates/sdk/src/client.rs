@@ -93,7 +93,9 @@ impl Client {
     async fn open_session(&self) -> Result<Session, SdkError> {
         let open = async {
             match &self.connector {
-                None => Session::connect(&self.rest.ws_url(), &self.token).await,
+                None => {
+                    Session::connect_tls(&self.rest.ws_url(), &self.token, self.rest.tls()).await
+                }
                 Some(connector) => {
                     let stream = connector()
                         .await

@@ -14,12 +14,14 @@
 mod client;
 mod rest;
 mod session;
+mod tls;
 
 pub use client::{Client, Connector, GatewayStream, Timeline};
 pub use meridian_wire::ErrorCode;
 pub use meridian_wire::frames;
 pub use rest::Rest;
 pub use session::{Event, Keepalive, SentInfo, Session};
+pub use tls::TlsRoots;
 
 /// What can go wrong talking to Meridian.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,9 @@ pub enum SdkError {
     /// WebSocket transport failure.
     #[error("websocket: {0}")]
     WebSocket(String),
+    /// A TLS configuration that cannot be used (a CA that does not parse).
+    #[error("tls: {0}")]
+    Tls(String),
     /// The server answered something this SDK does not understand.
     #[error("protocol: {0}")]
     Protocol(String),
@@ -74,7 +79,7 @@ impl SdkError {
                     | ErrorCode::Unauthenticated
             ),
             Self::Http(_) | Self::WebSocket(_) | Self::Closed | Self::Timeout => true,
-            Self::Protocol(_) => false,
+            Self::Protocol(_) | Self::Tls(_) => false,
         }
     }
 }

@@ -4,24 +4,43 @@ use meridian_wire::frames::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::SdkError;
+use crate::{SdkError, TlsRoots};
 
-/// A REST client for one gateway base URL (`http://host:port`).
+/// A REST client for one gateway base URL (`http://host:port`, or
+/// `https://` trusting the system's roots or those given).
 #[derive(Debug, Clone)]
 pub struct Rest {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    tls: TlsRoots,
 }
 
 impl Rest {
-    /// A client without credentials (enough to register).
+    /// A client without credentials (enough to register), trusting the
+    /// system's roots.
     pub fn new(base: impl Into<String>) -> Self {
+        Self::with_roots(base, TlsRoots::system())
+    }
+
+    /// A client trusting `tls`'s roots for `https` (and `wss`).
+    pub fn with_roots(base: impl Into<String>, tls: TlsRoots) -> Self {
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls((*tls.client_config()).clone())
+            .build()
+            // Only a TLS backend missing from the build fails here.
+            .unwrap_or_default();
         Self {
-            http: reqwest::Client::new(),
+            http,
             base: base.into().trim_end_matches('/').to_string(),
             token: None,
+            tls,
         }
+    }
+
+    /// The roots this client trusts.
+    pub fn tls(&self) -> &TlsRoots {
+        &self.tls
     }
 
     /// The same client acting with a device token.

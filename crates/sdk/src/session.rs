@@ -11,7 +11,7 @@ use meridian_wire::frames::{ClientFrame, DeliveryItem, ReceiptKind, ServerFrame}
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::SdkError;
+use crate::{SdkError, TlsRoots};
 
 /// Liveness of a session: a `ping` goes out every `interval`, and a
 /// connection that brings nothing (no frame, no pong) for `timeout` is
@@ -114,11 +114,24 @@ impl Session {
     /// # Errors
     /// Transport failures or the server's refusal (`invalid_token`, …).
     pub async fn connect(ws_url: &str, token: &str) -> Result<Self, SdkError> {
+        Self::connect_tls(ws_url, token, &TlsRoots::system()).await
+    }
+
+    /// [`Session::connect`], trusting `tls`'s roots for a `wss://` URL.
+    ///
+    /// # Errors
+    /// As [`Session::connect`].
+    pub async fn connect_tls(ws_url: &str, token: &str, tls: &TlsRoots) -> Result<Self, SdkError> {
         // Nagle off: small frames (sends, acks) must not wait for a delayed ACK.
-        let (socket, _) =
-            tokio_tungstenite::connect_async_with_config(ws_url, Some(socket_config()), true)
-                .await
-                .map_err(|e| SdkError::WebSocket(e.to_string()))?;
+        let connector = tokio_tungstenite::Connector::Rustls(tls.client_config());
+        let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(
+            ws_url,
+            Some(socket_config()),
+            true,
+            Some(connector),
+        )
+        .await
+        .map_err(|e| SdkError::WebSocket(e.to_string()))?;
         Self::start(socket, token, Keepalive::default()).await
     }
 

@@ -138,6 +138,7 @@ fn deployment_plan(sites: Sites) -> DeploymentPlan {
         geodns: GeoDnsConfig::default(),
         clock: ClockConfig::default(),
         tls: None,
+        edge: Default::default(),
     });
     DeploymentPlan::new(Deployment::new(regions), PlanOptions::default())
 }
@@ -402,6 +403,7 @@ impl Regions<'_> {
                     clock,
                     metrics: None,
                     tls,
+                    edge_tls: None,
                 })
                 .await?;
                 std::future::pending::<()>().await;

@@ -243,6 +243,12 @@ pub fn applied_of(source_region: &str) -> Subspace {
     Subspace::from_bytes(pack(&("applied", source_region)))
 }
 
+/// `("applied_epoch", source)`: the epoch of `source`'s log the applied
+/// offsets belong to.
+pub fn applied_epoch(source_region: &str) -> Vec<u8> {
+    pack(&("applied_epoch", source_region))
+}
+
 /// `("receipt_seen", conv, msg_id, user, kind)`.
 pub fn receipt_seen(conv: &str, msg_id: &str, user: &str, kind: &str) -> Vec<u8> {
     pack(&("receipt_seen", conv, msg_id, user, kind))

@@ -127,48 +127,83 @@ pub fn decode_replicated(raw: &[u8]) -> Result<Replicated, StoreError> {
     decode("replicated change", raw)
 }
 
-/// The next offset to apply from `source_region`'s `partition` (0 when none
-/// was applied yet). Read with a conflict: two appliers of one partition
-/// cannot both commit.
+/// Where a destination stands in one partition of a source's log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppliedPosition {
+    /// The next offset to apply (0 when none was applied yet).
+    pub next: u64,
+    /// The fingerprint of the entry at `next - 1`, the last applied, so
+    /// the source can check its log still holds that entry there.
+    pub last: Option<u64>,
+}
+
+impl AppliedPosition {
+    fn encode(self) -> Vec<u8> {
+        let mut out = self.next.to_be_bytes().to_vec();
+        if let Some(last) = self.last {
+            out.extend_from_slice(&last.to_be_bytes());
+        }
+        out
+    }
+
+    fn decode(raw: &[u8]) -> Option<Self> {
+        let word = |range: std::ops::Range<usize>| {
+            raw.get(range)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+        };
+        match raw.len() {
+            8 => Some(Self {
+                next: word(0..8)?,
+                last: None,
+            }),
+            16 => Some(Self {
+                next: word(0..8)?,
+                last: Some(word(8..16)?),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Where this region stands in `source_region`'s `partition`. Read with a
+/// conflict: two appliers of one partition cannot both commit.
 ///
 /// # Errors
 /// Store failures.
-pub async fn applied_offset(
+pub async fn applied_position(
     tx: &Transaction,
     source_region: &str,
     partition: u32,
-) -> Result<u64, StoreError> {
+) -> Result<AppliedPosition, StoreError> {
     Ok(tx
         .get(&keys::applied(source_region, partition))
         .await?
-        .and_then(|raw| <[u8; 8]>::try_from(raw.as_ref()).ok())
-        .map_or(0, u64::from_be_bytes))
+        .and_then(|raw| AppliedPosition::decode(raw.as_ref()))
+        .unwrap_or_default())
 }
 
-/// Records the next offset to apply from `source_region`'s `partition`.
+/// Records where this region stands in `source_region`'s `partition`.
 ///
 /// # Errors
 /// Store limits.
-pub fn set_applied_offset(
+pub fn set_applied_position(
     tx: &Transaction,
     source_region: &str,
     partition: u32,
-    next_offset: u64,
+    position: AppliedPosition,
 ) -> Result<(), StoreError> {
-    Ok(tx.set(
-        &keys::applied(source_region, partition),
-        &next_offset.to_be_bytes(),
-    )?)
+    Ok(tx.set(&keys::applied(source_region, partition), &position.encode())?)
 }
 
-/// Every recorded next offset from `source_region`, by partition.
+/// Every recorded position in `source_region`'s log, by partition.
 ///
 /// # Errors
 /// Store failures or a corrupt key.
-pub async fn applied_offsets(
+pub async fn applied_positions(
     tx: &Transaction,
     source_region: &str,
-) -> Result<BTreeMap<u32, u64>, StoreError> {
+) -> Result<BTreeMap<u32, AppliedPosition>, StoreError> {
     let space = keys::applied_of(source_region);
     let (begin, end) = space.range();
     let pairs = tx
@@ -181,10 +216,9 @@ pub async fn applied_offsets(
             reason: reason.to_string(),
         };
         let (partition,): (u32,) = space.unpack(&kv.key).map_err(|e| corrupt(&e.to_string()))?;
-        let offset = <[u8; 8]>::try_from(kv.value.as_ref())
-            .map_err(|_| corrupt("not 8 bytes"))
-            .map(u64::from_be_bytes)?;
-        out.insert(partition, offset);
+        let position = AppliedPosition::decode(kv.value.as_ref())
+            .ok_or_else(|| corrupt("not 8 or 16 bytes"))?;
+        out.insert(partition, position);
     }
     Ok(out)
 }
@@ -210,4 +244,41 @@ pub async fn mark_receipt_applied(
     }
     tx.set(&key, &[])?;
     Ok(true)
+}
+
+/// The epoch of `source_region`'s log the recorded offsets belong to (0:
+/// none recorded).
+///
+/// # Errors
+/// Store failures.
+pub async fn applied_epoch(tx: &Transaction, source_region: &str) -> Result<u64, StoreError> {
+    Ok(tx
+        .get(&keys::applied_epoch(source_region))
+        .await?
+        .and_then(|raw| <[u8; 8]>::try_from(raw.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes))
+}
+
+/// Records that the offsets from `source_region` belong to its log's
+/// `epoch`; with `restart`, the offsets recorded before are forgotten and
+/// `from` recorded instead (the log is another incarnation: its entries
+/// are applied again from there).
+///
+/// # Errors
+/// Store limits.
+pub fn start_applied_epoch(
+    tx: &Transaction,
+    source_region: &str,
+    epoch: u64,
+    restart: Option<&BTreeMap<u32, u64>>,
+) -> Result<(), StoreError> {
+    if let Some(from) = restart {
+        let (begin, end) = keys::applied_of(source_region).range();
+        tx.clear_range(&KeyRange::new(begin, end))?;
+        for (&partition, &next) in from {
+            let position = AppliedPosition { next, last: None };
+            set_applied_position(tx, source_region, partition, position)?;
+        }
+    }
+    Ok(tx.set(&keys::applied_epoch(source_region), &epoch.to_be_bytes())?)
 }

@@ -1,27 +1,26 @@
 //! Accounts: registration, users' profiles, and the caller's devices.
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Path};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use meridian_rpc::core as pb;
-use meridian_seams::net::PeerAddr;
 use meridian_wire::ErrorCode;
 use meridian_wire::frames::{
     AddDeviceRequest, DeviceCreated, DeviceView, RegisterRequest, RegisterResponse, UserView,
 };
 
 use crate::ApiError;
-use crate::extract::{Authed, Body, Shared};
+use crate::extract::{Authed, Body, ClientIp, Shared};
 
 /// Registers a user homed in this region with a first device.
 #[utoipa::path(post, path = "/v1/users", request_body = RegisterRequest,
     responses((status = 201, body = RegisterResponse), (status = 400, body = meridian_wire::frames::ErrorBody), (status = 429, body = meridian_wire::frames::ErrorBody)))]
 pub(crate) async fn register(
     state: Shared,
-    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
+    ClientIp(client): ClientIp,
     Body(body): Body<RegisterRequest>,
 ) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
-    if !state.limits.registrations.allow(&peer.ip().to_string()) {
+    if !state.limits.registrations.allow(&client.to_string()) {
         return Err(ApiError::new(
             ErrorCode::RateLimited,
             "too many registrations; retry later",

@@ -1,6 +1,7 @@
 //! Running the real `meridian` binary from a test.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 #[allow(dead_code)] // not every test binary writes region files with [tls]
@@ -58,4 +59,54 @@ where
     #[allow(clippy::disallowed_methods)]
     std::thread::spawn(move || for _ in lines {});
     (child, base)
+}
+
+/// A free loopback port (the child binds it right after).
+#[allow(dead_code)] // not every test binary runs two regions
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+#[allow(dead_code)]
+/// Region files for `us-east` and `eu-west` on free loopback ports.
+pub fn write_regions(dir: &Path) {
+    for name in ["us-east", "eu-west"] {
+        let text = format!(
+            r#"name = "{name}"
+[listen]
+gateway = "127.0.0.1:0"
+core = "127.0.0.1:0"
+[advertise]
+gateway = "127.0.0.1:0"
+core = "127.0.0.1:0"
+[local]
+gateway = "127.0.0.1:{}"
+core = "127.0.0.1:{}"
+{}"#,
+            free_port(),
+            free_port(),
+            tls_table(name)
+        );
+        std::fs::write(dir.join(format!("{name}.toml")), text).expect("write region file");
+    }
+    // Two processes share the deployment's CA from files.
+    certs_init(dir);
+}
+
+#[allow(dead_code)]
+/// Starts one region of `regions` as `meridian dev --region`; returns the
+/// child and its REST base URL.
+pub fn start_region(regions: &Path, region: &str, data: &Path, log: &[String]) -> (Child, String) {
+    let mut args: Vec<std::ffi::OsString> = ["dev", "--region", region, "--send-rate", "10000"]
+        .iter()
+        .map(Into::into)
+        .collect();
+    args.extend(["--regions-dir".into(), regions.into()]);
+    args.extend(["--data-dir".into(), data.into()]);
+    args.extend(log.iter().map(Into::into));
+    start_meridian(args)
 }

@@ -334,6 +334,14 @@ impl Plan {
         gateway.sends_per_second = self.options.send_rate;
         gateway.send_burst = self.options.send_rate.max(gateway.send_burst);
         gateway.registrations_per_minute = self.options.registrations_per_minute;
+        // Checked when the file was read.
+        gateway.trusted_proxies = region
+            .edge
+            .trusted_proxies
+            .iter()
+            .filter_map(|block| block.parse().ok())
+            .collect();
+        gateway.proxy_protocol = region.edge.proxy_protocol;
         gateway
     }
 
@@ -395,6 +403,7 @@ impl Plan {
         }
         .with_context(|| format!("region {}: --log kafka needs --brokers", region.name))?;
         let mut config = KafkaConfig::new(brokers, partitions);
+        config.security = region.log.security.clone();
         // Locally one broker per region holds each topic alone.
         config.replication_factor = match options.profile {
             Profile::Local => 1,

@@ -6,6 +6,13 @@
 //! turmoil's TCP. Adapters here plug a [`Listener`] into `axum::serve` and
 //! tonic's `serve_with_incoming`, and a [`Network`] into a tonic `Channel`.
 
+mod prepared;
+mod proxy;
+mod tls;
+
+pub use proxy::{Cidr, is_trusted, proxy_protocol_listener, read_header};
+pub use tls::tls_listener;
+
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -38,6 +45,12 @@ impl Io {
     /// The remote address.
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// Takes `peer` as the remote address: the client a trusted proxy
+    /// named (PROXY protocol).
+    pub fn set_peer(&mut self, peer: SocketAddr) {
+        self.peer = peer;
     }
 }
 
