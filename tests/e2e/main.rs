@@ -6,6 +6,7 @@
 
 mod support;
 
+mod abuse;
 mod authorization;
 mod bad_input;
 mod clock_abuse;

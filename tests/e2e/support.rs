@@ -56,6 +56,8 @@ pub struct Options {
     /// The gateway serves its clients TLS (a certificate for 127.0.0.1 of
     /// the harness's CA, which its REST client trusts).
     pub edge_tls: bool,
+    /// Adjusts the core's configuration (limits).
+    pub core: Option<fn(&mut meridian_core::CoreConfig)>,
 }
 
 /// Set to `watch` to run the tests with delivery watching the inbox head,
@@ -71,6 +73,7 @@ impl Default for Options {
             follow_inbox_feed: std::env::var(INBOX_WAIT_VARIABLE).as_deref() != Ok("watch"),
             tls: true,
             edge_tls: false,
+            core: None,
         }
     }
 }
@@ -111,6 +114,9 @@ impl Harness {
         );
         region.gateway = gateway;
         region.core.follow_inbox_feed = options.follow_inbox_feed;
+        if let Some(configure) = options.core {
+            configure(&mut region.core);
+        }
         let ca = LocalCa::generate().expect("a CA");
         if options.tls {
             region.tls = Some(credentials(&ca, "us-east"));

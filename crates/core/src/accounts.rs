@@ -125,7 +125,8 @@ impl Messaging {
     /// (older messages come from history).
     ///
     /// # Errors
-    /// `invalid_name`; store failures.
+    /// `invalid_name`; `too_many_devices` when the account has the most
+    /// active devices allowed; store failures.
     pub async fn add_device(&self, caller: &Caller, label: &str) -> Result<Credentials, CoreError> {
         validate::name("label", label, 64)?;
         let device_id = self.new_local_id();
@@ -138,10 +139,26 @@ impl Messaging {
             created_ms: self.now_ms(),
             revoked_ms: None,
         };
+        let most = self.config.max_devices_per_user;
         self.db
             .run(|tx, _| {
                 let device = &device;
                 async move {
+                    // Every device carries its own rate limits and its own
+                    // inbox cursor: free devices would multiply both.
+                    let active = store::list_devices(&tx, &device.user_id)
+                        .await?
+                        .iter()
+                        .filter(|d| d.revoked_ms.is_none())
+                        .count();
+                    if active >= most {
+                        return Err(refused(
+                            ErrorCode::TooManyDevices,
+                            format!(
+                                "an account has at most {most} active devices; revoke one first"
+                            ),
+                        ));
+                    }
                     store::put_device(&tx, device)?;
                     let head = store::last_inbox_stamp(&tx, &device.user_id).await?;
                     store::set_cursor(&tx, &device.user_id, &device.id, &head)?;

@@ -29,6 +29,17 @@ pub struct CoreConfig {
     pub max_unacked: usize,
     /// Sends being processed at once on one gateway stream (admission control).
     pub max_inflight_per_stream: usize,
+    /// Active (unrevoked) devices one account may have.
+    pub max_devices_per_user: usize,
+    /// Sessions one device may have attached at once; a new one beyond
+    /// replaces the oldest (`session_replaced`).
+    pub max_sessions_per_device: usize,
+    /// Inbox entries one user's sends may create per second, sustained: a
+    /// send costs one per recipient, so a group of 100 weighs 100 direct
+    /// messages. Every device of the user draws from it.
+    pub fanout_per_second: f64,
+    /// The fan-out a user may spend at once.
+    pub fanout_burst: f64,
     /// Media limits.
     pub media: MediaLimits,
     /// Delivery follows the store's inbox feed where it has one (the native
@@ -53,6 +64,11 @@ pub struct MediaLimits {
     /// How long after its upload URL expired an upload that was never
     /// completed (or was rejected) is kept before the sweep deletes it.
     pub abandoned_grace: Duration,
+    /// Upload slots one user may take per day (a token bucket: the day's
+    /// quota at once, refilling over the day).
+    pub uploads_per_day: f64,
+    /// Bytes one user may declare for upload per day.
+    pub upload_bytes_per_day: u64,
 }
 
 impl Default for MediaLimits {
@@ -65,6 +81,8 @@ impl Default for MediaLimits {
             // Under the gateway's 5 s deadline for a unary call to a core.
             complete_wait: Duration::from_secs(4),
             abandoned_grace: Duration::from_secs(3600),
+            uploads_per_day: 1_000.0,
+            upload_bytes_per_day: 5 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -84,6 +102,10 @@ impl CoreConfig {
             delivery_batch: 128,
             max_unacked: 1024,
             max_inflight_per_stream: 4096,
+            max_devices_per_user: 16,
+            max_sessions_per_device: 4,
+            fanout_per_second: 2_000.0,
+            fanout_burst: 10_000.0,
             media: MediaLimits::default(),
             follow_inbox_feed: true,
         }

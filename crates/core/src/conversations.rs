@@ -18,6 +18,33 @@ pub struct ConversationDetail {
     pub members: Vec<Member>,
 }
 
+/// The ones of `user_ids` not among `members`, each once.
+///
+/// # Errors
+/// `group_full` when they would take the group past `max`.
+fn additions(
+    members: &[Member],
+    user_ids: &[String],
+    max: usize,
+) -> Result<Vec<String>, CoreError> {
+    let mut added: Vec<String> = Vec::new();
+    for id in user_ids {
+        if !members.iter().any(|m| &m.user_id == id) && !added.contains(id) {
+            added.push(id.clone());
+        }
+    }
+    if members.len() + added.len() > max {
+        return Err(refused(
+            ErrorCode::GroupFull,
+            format!(
+                "a group has at most {max} members; it has {}",
+                members.len()
+            ),
+        ));
+    }
+    Ok(added)
+}
+
 /// The id of the direct conversation of two users: the same whichever asks.
 pub fn direct_conversation_id(a: &str, b: &str) -> String {
     let (low, high) = if a <= b { (a, b) } else { (b, a) };
@@ -477,31 +504,26 @@ impl Messaging {
     ) -> Result<ConversationDetail, CoreError> {
         validate::id("conv_id", conv_id)?;
         self.require_owner_region(conv_id)?;
+        let max = self.config.max_group_members;
+        if user_ids.len() > max {
+            return Err(refused(
+                ErrorCode::BadRequest,
+                format!("add at most {max} members at once"),
+            ));
+        }
         for id in user_ids {
             validate::id("user_ids", id)?;
         }
-        self.require_remote_users_exist(caller, user_ids).await?;
+        // Who may add, and whether they fit, before any other region is
+        // asked about anyone: a refusal costs one read.
+        let added = self.new_members(caller, conv_id, user_ids).await?;
+        self.require_remote_users_exist(caller, &added).await?;
         let now = self.now_ms();
-        let max = self.config.max_group_members;
         self.db
             .run(|tx, _| async move {
                 let conversation = Self::require_admin_of_group(&tx, conv_id, caller).await?;
                 let mut members = store::list_members(&tx, conv_id).await?;
-                let mut added = Vec::new();
-                for id in user_ids {
-                    if !members.iter().any(|m| &m.user_id == id) && !added.contains(id) {
-                        added.push(id.clone());
-                    }
-                }
-                if members.len() + added.len() > max {
-                    return Err(refused(
-                        ErrorCode::GroupFull,
-                        format!(
-                            "a group has at most {max} members; it has {}",
-                            members.len()
-                        ),
-                    ));
-                }
+                let added = additions(&members, user_ids, max)?;
                 if added.is_empty() {
                     return Ok(ConversationDetail {
                         conversation,
@@ -520,6 +542,27 @@ impl Messaging {
                 }
                 members.sort_by(|a, b| a.user_id.cmp(&b.user_id));
                 self.record_change(&tx, conversation, members, None)
+            })
+            .await
+    }
+
+    /// The ones of `user_ids` not yet members of `conv_id`, each once,
+    /// checked against the caller being an admin and the group's size.
+    ///
+    /// # Errors
+    /// `forbidden`, `not_member`, `not_found`, `group_full`.
+    async fn new_members(
+        &self,
+        caller: &Caller,
+        conv_id: &str,
+        user_ids: &[String],
+    ) -> Result<Vec<String>, CoreError> {
+        let max = self.config.max_group_members;
+        self.db
+            .run(|tx, _| async move {
+                Self::require_admin_of_group(&tx, conv_id, caller).await?;
+                let members = store::list_members(&tx, conv_id).await?;
+                additions(&members, user_ids, max)
             })
             .await
     }

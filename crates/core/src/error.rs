@@ -17,6 +17,14 @@ pub enum CoreError {
         /// Detail for humans.
         message: String,
     },
+    /// Over a rate limit: retry after `retry_after`.
+    #[error("rate_limited: {message}")]
+    Limited {
+        /// Detail for humans.
+        message: String,
+        /// How long until it would be allowed.
+        retry_after: std::time::Duration,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -31,10 +39,19 @@ impl CoreError {
         }
     }
 
+    /// How long to wait before retrying, when the error says.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Limited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
     /// The stable code of this error.
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Refused { code, .. } => *code,
+            Self::Limited { .. } => ErrorCode::RateLimited,
             Self::Store(StoreError::Kv(e)) if e.is_retryable() => ErrorCode::Unavailable,
             Self::Store(StoreError::Kv(KvError::Closed | KvError::RetryLimitReached { .. })) => {
                 ErrorCode::Unavailable
@@ -47,6 +64,13 @@ impl CoreError {
     pub fn to_status(&self) -> tonic::Status {
         match self {
             Self::Refused { code, message } => code.status(message.clone()),
+            Self::Limited {
+                message,
+                retry_after,
+            } => meridian_rpc::with_retry_after(
+                ErrorCode::RateLimited.status(message.clone()),
+                *retry_after,
+            ),
             Self::Store(error) => {
                 tracing::error!(%error, "store failure");
                 self.code().status("storage is temporarily unavailable")

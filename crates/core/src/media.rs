@@ -119,13 +119,40 @@ impl Messaging {
         self.media().offload
     }
 
+    /// Takes an upload slot and its bytes from the caller's daily quota
+    /// (the bytes only when the slot is granted).
+    ///
+    /// # Errors
+    /// `rate_limited` with the wait, past either quota.
+    fn charge_upload(&self, caller: &Caller, size: u64) -> Result<(), CoreError> {
+        let limited = |what: &str, retry_after: std::time::Duration| {
+            metrics::counter!("meridian_core_media_quota_limited_total").increment(1);
+            CoreError::Limited {
+                message: format!(
+                    "your daily {what} quota is spent; retry in {} s",
+                    retry_after.as_secs().max(1)
+                ),
+                retry_after,
+            }
+        };
+        self.upload_bytes
+            .peek(&caller.user_id, size as f64)
+            .map_err(|wait| limited("upload bytes", wait))?;
+        self.uploads
+            .take(&caller.user_id, 1.0)
+            .map_err(|wait| limited("upload", wait))?;
+        let _ = self.upload_bytes.take(&caller.user_id, size as f64);
+        Ok(())
+    }
+
     /// Issues an upload slot: a media record in state `pending` and a
     /// presigned PUT bound to the declared size, type and SHA-256.
     ///
     /// # Errors
     /// `media_too_large`, `unsupported_media_type`, `bad_request`;
     /// `media_unavailable` when the bucket does not answer (checked first,
-    /// so a client is not handed a URL that cannot work).
+    /// so a client is not handed a URL that cannot work); `rate_limited`
+    /// past the caller's daily upload quotas.
     pub async fn create_upload(
         &self,
         caller: &Caller,
@@ -159,6 +186,7 @@ impl Messaging {
         let digest = parse_sha256(sha256)?;
         let bucket = self.local_bucket()?;
         bucket.check_reachable().await.map_err(unavailable)?;
+        self.charge_upload(caller, size)?;
         let media_id = self.new_local_id();
         let upload = bucket
             .presign_put(

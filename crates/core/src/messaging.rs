@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use meridian_kv::Database;
 use meridian_media::Bucket;
+use meridian_seams::limit::RateLimiter;
 use meridian_seams::{Ids, Offload};
 use meridian_store::{self as store, InboxEntry, InboxWaiter};
 use meridian_wire::ErrorCode;
@@ -40,6 +41,12 @@ pub struct Messaging {
     /// How delivery loops wait for an inbox to grow (the store's choice:
     /// its inbox feed, or a watch on the inbox head).
     pub(crate) inbox_waiter: InboxWaiter,
+    /// Inbox entries each user's sends may create (`fanout_per_second`).
+    pub(crate) fanout: RateLimiter,
+    /// Upload slots per user (`uploads_per_day`).
+    pub(crate) uploads: RateLimiter,
+    /// Declared upload bytes per user (`upload_bytes_per_day`).
+    pub(crate) upload_bytes: RateLimiter,
 }
 
 impl std::fmt::Debug for Messaging {
@@ -70,7 +77,24 @@ impl Messaging {
             config.region.clone(),
         );
         let inbox_waiter = InboxWaiter::new(&db, config.follow_inbox_feed);
+        let fanout = RateLimiter::new(
+            config.fanout_per_second,
+            config.fanout_burst,
+            ids.clock().clone(),
+        );
+        let day = 86_400.0;
+        let quotas = &config.media;
+        let uploads = RateLimiter::new(
+            quotas.uploads_per_day / day,
+            quotas.uploads_per_day,
+            ids.clock().clone(),
+        );
+        let bytes = quotas.upload_bytes_per_day as f64;
+        let upload_bytes = RateLimiter::new(bytes / day, bytes, ids.clock().clone());
         Arc::new(Self {
+            fanout,
+            uploads,
+            upload_bytes,
             ids,
             hlc,
             config,
@@ -205,13 +229,19 @@ impl Messaging {
         caller: &Caller,
         user_ids: &[String],
     ) -> Result<(), CoreError> {
-        for user_id in user_ids {
-            let Some(region) = self.site_of(user_id).filter(|r| *r != self.config.region) else {
-                continue;
-            };
-            if !self.peers.knows(&region)
-                || !self.peers.user_exists(&region, caller, user_id).await?
-            {
+        // The lookups at once: a group's worth of remote users costs one
+        // round trip, not one per user.
+        let lookups = user_ids.iter().filter_map(|user_id| {
+            let region = self.site_of(user_id).filter(|r| *r != self.config.region)?;
+            Some(async move {
+                let exists = self.peers.knows(&region)
+                    && self.peers.user_exists(&region, caller, user_id).await?;
+                Ok::<_, CoreError>((user_id, exists))
+            })
+        });
+        for outcome in futures::future::join_all(lookups).await {
+            let (user_id, exists) = outcome?;
+            if !exists {
                 return Err(refused(ErrorCode::NotFound, format!("no user {user_id}")));
             }
         }

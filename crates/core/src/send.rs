@@ -41,9 +41,11 @@ impl Messaging {
         self.validate_send(caller, input)?;
         let msg_id = self.ids.uuid_v7().to_string();
         let now = self.now_ms();
+        // The fan-out is charged once, however often the transaction runs.
+        let charged = std::sync::OnceLock::new();
         self.db
             .run(|tx, _| {
-                let msg_id = &msg_id;
+                let (msg_id, charged) = (&msg_id, &charged);
                 async move {
                     if let Some(first) =
                         store::get_send_record(&tx, &caller.device_id, &input.client_msg_id).await?
@@ -51,6 +53,10 @@ impl Messaging {
                         return Ok(first);
                     }
                     let members = self.send_members(&tx, caller, input).await?;
+                    if charged.get().is_none() {
+                        self.charge_fanout(caller, members.user_ids.len())?;
+                        let _ = charged.set(());
+                    }
                     let parent = Self::parent_hlc(&tx, input).await?;
                     let attachments = self.attach(&tx, caller, &input.attachments, now).await?;
                     let hlc = self.send_hlc(caller, input.last_seen_hlc, parent)?;
@@ -208,6 +214,28 @@ impl Messaging {
         Ok(record)
     }
 
+    /// Takes a send's fan-out (one token per member inbox it writes) from
+    /// the sender's bucket.
+    ///
+    /// # Errors
+    /// `rate_limited` with the wait, when the user's sends have written
+    /// too many inbox entries lately.
+    fn charge_fanout(&self, caller: &Caller, members: usize) -> Result<(), CoreError> {
+        let cost = members.max(1) as f64;
+        self.fanout
+            .take(&caller.user_id, cost)
+            .map_err(|retry_after| {
+                metrics::counter!("meridian_core_fanout_limited_total").increment(1);
+                CoreError::Limited {
+                    message: format!(
+                        "your messages reached too many inboxes lately; retry in {} ms",
+                        retry_after.as_millis()
+                    ),
+                    retry_after,
+                }
+            })
+    }
+
     /// Sends delivered/read receipts for messages of a conversation to their
     /// senders' inboxes.
     ///
@@ -231,11 +259,14 @@ impl Messaging {
         for id in msg_ids {
             validate::id("msg_ids", id)?;
         }
+        // Each message once, whatever the frame repeats.
+        let msg_ids: std::collections::BTreeSet<&String> = msg_ids.iter().collect();
+        let msg_ids = &msg_ids;
         let now = self.now_ms();
         self.db
             .run(|tx, _| async move {
                 Self::require_member(&tx, conv_id, &caller.user_id).await?;
-                for msg_id in msg_ids {
+                for msg_id in msg_ids.iter().copied() {
                     let at = store::message_position(&tx, conv_id, msg_id)
                         .await?
                         .ok_or_else(|| {
@@ -245,6 +276,13 @@ impl Messaging {
                         continue;
                     };
                     if message.sender_user == caller.user_id {
+                        continue;
+                    }
+                    // A receipt counts once: a repeat writes nothing (no
+                    // inbox entry, no outbox entry).
+                    if !store::mark_receipt_applied(&tx, conv_id, msg_id, &caller.user_id, kind)
+                        .await?
+                    {
                         continue;
                     }
                     if self.is_local(&message.sender_user) {

@@ -1,5 +1,7 @@
 //! One mapping from error code to HTTP status, for every REST handler.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -14,6 +16,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     /// Detail.
     pub message: String,
+    /// How long to wait before retrying, when the refusal says.
+    pub retry_after: Option<Duration>,
 }
 
 impl ApiError {
@@ -22,8 +26,22 @@ impl ApiError {
         Self {
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
+
+    /// `rate_limited`, retryable after `wait`.
+    pub fn limited(message: impl Into<String>, wait: Duration) -> Self {
+        Self {
+            retry_after: Some(wait),
+            ..Self::new(ErrorCode::RateLimited, message)
+        }
+    }
+}
+
+/// `wait` in whole milliseconds (at least 1), as the wire carries it.
+pub(crate) fn millis(wait: Duration) -> u64 {
+    u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 /// The HTTP status of each code.
@@ -41,6 +59,7 @@ pub fn http_status(code: ErrorCode) -> StatusCode {
         ErrorCode::MediaTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorCode::GroupFull
+        | ErrorCode::TooManyDevices
         | ErrorCode::WrongRegion
         | ErrorCode::MediaNotUploaded
         | ErrorCode::MediaNotReady => StatusCode::CONFLICT,
@@ -65,7 +84,11 @@ impl From<tonic::Status> for ApiError {
         } else {
             status.message().to_string()
         };
-        Self { code, message }
+        Self {
+            code,
+            message,
+            retry_after: meridian_rpc::retry_after(&status),
+        }
     }
 }
 
@@ -73,18 +96,24 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         metrics::counter!("meridian_gateway_rest_errors_total", "code" => self.code.as_str())
             .increment(1);
+        let retry_after = self
+            .retry_after
+            .or((self.code == ErrorCode::RateLimited).then_some(Duration::from_secs(1)));
         let mut response = (
             http_status(self.code),
             Json(ErrorBody {
                 code: self.code,
                 message: self.message,
+                retry_after_ms: retry_after.map(millis),
             }),
         )
             .into_response();
-        if self.code == ErrorCode::RateLimited {
-            response
-                .headers_mut()
-                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+        if let Some(wait) = retry_after {
+            // Whole seconds, rounded up: never earlier than the body says.
+            let seconds = wait.as_millis().div_ceil(1000).max(1);
+            if let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert("retry-after", value);
+            }
         }
         response
     }

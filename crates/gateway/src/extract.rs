@@ -112,20 +112,12 @@ impl FromRequestParts<Arc<AppState>> for Authed {
                     "missing Authorization: Bearer <token>",
                 )
             })?;
-        let core = state.cores.of_token(token.trim())?.client.clone();
-        let caller = crate::cores::idempotent(|| {
-            let mut core = core.clone();
-            let token = token.trim().to_string();
-            async move { core.authenticate(pb::AuthenticateRequest { token }).await }
-        })
-        .await?
-        .into_inner();
-        if !state.limits.requests.allow(&caller.device_id) {
+        let token = token.trim().to_string();
+        let ClientIp(client) = ClientIp::from_request_parts(parts, state).await?;
+        let caller = crate::auth::authenticate(state, client, &token).await?;
+        if let Err(wait) = state.limits.requests.take(&caller.device_id, 1.0) {
             metrics::counter!("meridian_gateway_rate_limited_total", "what" => "rest").increment(1);
-            return Err(ApiError::new(
-                ErrorCode::RateLimited,
-                "too many requests; retry later",
-            ));
+            return Err(ApiError::limited("too many requests; retry later", wait));
         }
         Ok(Self(caller))
     }

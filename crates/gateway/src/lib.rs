@@ -33,6 +33,7 @@
 //! Files use one another in one direction: handlers use the extractors,
 //! the conversions and the cores, never each other.
 
+mod auth;
 mod convert;
 mod cores;
 mod error;
@@ -104,6 +105,12 @@ pub struct GatewayConfig {
     /// Trusted proxies send a PROXY protocol v2 header first on every
     /// connection (an L4 load balancer).
     pub proxy_protocol: bool,
+    /// Failed authentications (a bad or revoked token) per minute per
+    /// client address; past them the address waits before any core work.
+    pub auth_failures_per_minute: f64,
+    /// WebSocket connections one gateway holds at most; past it a new one
+    /// is answered 503 `unavailable` (clients go to another gateway).
+    pub max_connections: usize,
 }
 
 impl GatewayConfig {
@@ -129,6 +136,8 @@ impl GatewayConfig {
             core_keepalive: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
+            auth_failures_per_minute: 30.0,
+            max_connections: 100_000,
         }
     }
 }
@@ -141,6 +150,10 @@ pub(crate) struct AppState {
     /// ("going away") so their clients reconnect elsewhere at once.
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
     pub(crate) limits: limits::Limits,
+    /// Tokens the cores refused lately.
+    pub(crate) bad_tokens: auth::BadTokens,
+    /// WebSocket connections open now.
+    pub(crate) connections: std::sync::atomic::AtomicUsize,
     pub(crate) metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
@@ -165,6 +178,8 @@ fn router_and_state(config: GatewayConfig, deps: GatewayDeps) -> (Router, Arc<Ap
     let state = Arc::new(AppState {
         stopping: tokio::sync::watch::channel(false).0,
         limits: limits::Limits::new(&config, deps.clock.clone()),
+        bad_tokens: auth::BadTokens::new(deps.clock.clone()),
+        connections: std::sync::atomic::AtomicUsize::new(0),
         cores: cores::Cores::start(&config.region, config.topology.clone(), deps.cores),
         config,
         metrics: deps.metrics,

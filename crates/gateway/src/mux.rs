@@ -8,7 +8,7 @@
 //! and the stream is re-established with backoff.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,13 +22,23 @@ use tonic::transport::Channel;
 
 /// Frames buffered per session before it counts as too slow.
 const SESSION_BUFFER: usize = 256;
+/// Bytes (of protobuf) buffered per session before it counts as too slow:
+/// a few full `deliver` frames, so a session that stops reading holds
+/// megabytes at most, never its whole backlog.
+const SESSION_BYTES: usize = 4 * 1024 * 1024;
 /// Frames buffered towards the core.
 const UP_BUFFER: usize = 8192;
 
 #[derive(Default)]
 struct Routes {
     up: Option<mpsc::Sender<SessionUp>>,
-    sessions: BTreeMap<u64, mpsc::Sender<SessionDown>>,
+    sessions: BTreeMap<u64, Route>,
+}
+
+/// Where a session's frames go, and how many bytes wait there.
+struct Route {
+    sender: mpsc::Sender<SessionDown>,
+    queued: Arc<AtomicUsize>,
 }
 
 struct Inner {
@@ -60,7 +70,9 @@ pub struct MuxSession {
     id: u64,
     up: mpsc::Sender<SessionUp>,
     /// Frames from the core for this session; ends when the session is cut off.
-    pub down: mpsc::Receiver<SessionDown>,
+    down: mpsc::Receiver<SessionDown>,
+    /// Bytes of the frames in `down`.
+    queued: Arc<AtomicUsize>,
     inner: Arc<Inner>,
 }
 
@@ -99,15 +111,21 @@ impl Mux {
     pub fn open(&self) -> Result<MuxSession, Unavailable> {
         let id = self.inner.next_session.fetch_add(1, Ordering::Relaxed);
         let (sender, down) = mpsc::channel(SESSION_BUFFER);
+        let queued = Arc::new(AtomicUsize::new(0));
         let mut routes = self.inner.routes();
         let up = routes.up.clone().ok_or(Unavailable)?;
-        routes.sessions.insert(id, sender);
+        let route = Route {
+            sender,
+            queued: queued.clone(),
+        };
+        routes.sessions.insert(id, route);
         metrics::gauge!("meridian_gateway_sessions", "core_region" => self.inner.region.clone())
             .set(routes.sessions.len() as f64);
         Ok(MuxSession {
             id,
             up,
             down,
+            queued,
             inner: self.inner.clone(),
         })
     }
@@ -117,6 +135,25 @@ impl MuxSession {
     /// This session's number on the stream.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The next frame from the core; `None` once the session is cut off.
+    pub async fn recv(&mut self) -> Option<SessionDown> {
+        let frame = self.down.recv().await?;
+        self.taken(&frame);
+        Some(frame)
+    }
+
+    /// A frame from the core if one waits.
+    pub fn try_recv(&mut self) -> Option<SessionDown> {
+        let frame = self.down.try_recv().ok()?;
+        self.taken(&frame);
+        Some(frame)
+    }
+
+    fn taken(&self, frame: &SessionDown) {
+        self.queued
+            .fetch_sub(prost::Message::encoded_len(frame), Ordering::AcqRel);
     }
 
     /// Sends a frame towards the core.
@@ -154,6 +191,24 @@ impl Drop for MuxSession {
     }
 }
 
+impl Route {
+    /// Queues `frame` unless the session already holds its share of
+    /// frames or bytes (one frame is always taken, however large).
+    fn offer(&self, frame: SessionDown) -> bool {
+        let size = prost::Message::encoded_len(&frame);
+        let queued = self.queued.load(Ordering::Acquire);
+        if queued > 0 && queued + size > SESSION_BYTES {
+            return false;
+        }
+        self.queued.fetch_add(size, Ordering::AcqRel);
+        if self.sender.try_send(frame).is_err() {
+            self.queued.fetch_sub(size, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+}
+
 async fn supervise(mut core: CoreClient<Channel>, region: String, inner: std::sync::Weak<Inner>) {
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     loop {
@@ -178,8 +233,8 @@ async fn supervise(mut core: CoreClient<Channel>, region: String, inner: std::sy
                         continue;
                     };
                     let mut routes = strong.routes();
-                    if let Some(sender) = routes.sessions.get(&session)
-                        && sender.try_send(frame).is_err()
+                    if let Some(route) = routes.sessions.get(&session)
+                        && !route.offer(frame)
                     {
                         // Full or closed: cut the session off; it resumes elsewhere.
                         routes.sessions.remove(&session);

@@ -1,22 +1,25 @@
 //! The WebSocket session: `auth`, then sends, acks and receipts up and
 //! deliveries down, in versioned JSON frames (`docs/protocol.md`).
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::SinkExt;
-use meridian_rpc::ErrorCodeExt;
 use meridian_rpc::core::{self as pb, session_up};
 use meridian_wire::frames::{CLIENT_FRAME_TYPES, ClientFrame, ServerFrame};
 use meridian_wire::{ErrorCode, PROTOCOL_VERSION};
 
-use crate::AppState;
 use crate::convert::to_client;
+use crate::extract::ClientIp;
 use crate::mux::MuxSession;
+use crate::{ApiError, AppState};
 
 pub(crate) fn routes(state: Arc<AppState>) -> Router {
     Router::new()
@@ -24,7 +27,26 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
+async fn upgrade(
+    ws: WebSocketUpgrade,
+    State(state): State<Arc<AppState>>,
+    ClientIp(client): ClientIp,
+) -> Response {
+    // Counted from the upgrade; the guard in `run` gives it back.
+    let open = state.connections.fetch_add(1, Ordering::AcqRel);
+    if open >= state.config.max_connections {
+        state.connections.fetch_sub(1, Ordering::AcqRel);
+        metrics::counter!("meridian_gateway_connections_refused_total").increment(1);
+        return ApiError {
+            retry_after: Some(Duration::from_secs(1)),
+            ..ApiError::new(
+                ErrorCode::Unavailable,
+                "this gateway holds all the connections it can; try another",
+            )
+        }
+        .into_response();
+    }
+    let guard = ConnectionSlot(state.clone());
     let hard_max = state.config.hard_max_frame_bytes;
     // Small buffers: an idle connection should cost a few KiB, not the
     // 128 KiB tungstenite's defaults would hold per socket. The write buffer
@@ -34,7 +56,16 @@ async fn upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Re
         .write_buffer_size(WRITE_BURST_BYTES)
         .max_message_size(hard_max)
         .max_frame_size(hard_max)
-        .on_upgrade(move |socket| run(socket, state))
+        .on_upgrade(move |socket| run(socket, state, client, guard))
+}
+
+/// One of the gateway's connection slots, given back when dropped.
+struct ConnectionSlot(Arc<AppState>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Frames queued for one socket go out in one write, up to about this many
@@ -53,6 +84,7 @@ struct Refusal {
     id: Option<u64>,
     code: ErrorCode,
     message: String,
+    retry_after: Option<Duration>,
 }
 
 impl Refusal {
@@ -61,6 +93,17 @@ impl Refusal {
             id: None,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// `rate_limited`, retryable after `wait`.
+    fn limited(id: Option<u64>, message: impl Into<String>, wait: Duration) -> Self {
+        Self {
+            id,
+            code: ErrorCode::RateLimited,
+            message: message.into(),
+            retry_after: Some(wait),
         }
     }
 
@@ -69,6 +112,18 @@ impl Refusal {
             id: self.id,
             code: self.code,
             message: self.message,
+            retry_after_ms: self.retry_after.map(crate::error::millis),
+        }
+    }
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        Self {
+            id: None,
+            code: error.code,
+            message: error.message,
+            retry_after: error.retry_after,
         }
     }
 }
@@ -102,12 +157,14 @@ fn parse(text: &str) -> Result<ClientFrame, Refusal> {
             id,
             code: ErrorCode::UnknownFrame,
             message: format!("unknown frame type {kind:?}"),
+            retry_after: None,
         });
     }
     serde_json::from_value(value).map_err(|e| Refusal {
         id,
         code: ErrorCode::BadRequest,
         message: format!("malformed {kind} frame: {e}"),
+        retry_after: None,
     })
 }
 
@@ -140,6 +197,8 @@ fn frame_text(message: Message, max: usize) -> Result<Option<String>, Refusal> {
 struct Connection {
     socket: WebSocket,
     state: Arc<AppState>,
+    /// The client's address (behind a trusted proxy, the one it names).
+    client: IpAddr,
 }
 
 impl Connection {
@@ -187,17 +246,14 @@ impl Connection {
     }
 
     /// Waits for a valid `auth` frame; answers other frames with errors.
-    async fn authenticate(&mut self) -> Result<pb::Caller, (u16, ErrorCode, String)> {
+    async fn authenticate(&mut self) -> Result<pb::Caller, (u16, ApiError)> {
         let max = self.state.config.max_frame_bytes;
         loop {
             let message = match self.socket.recv().await {
                 Some(Ok(message)) => message,
                 _ => {
-                    return Err((
-                        close_code::NORMAL,
-                        ErrorCode::Unauthenticated,
-                        "closed".into(),
-                    ));
+                    let closed = ApiError::new(ErrorCode::Unauthenticated, "closed");
+                    return Err((close_code::NORMAL, closed));
                 }
             };
             let text = match frame_text(message, max) {
@@ -210,25 +266,17 @@ impl Connection {
             };
             match parse(&text) {
                 Ok(ClientFrame::Auth { token }) => {
-                    let core = match self.state.cores.of_token(&token) {
-                        Ok(core) => core.client.clone(),
-                        Err(error) => {
-                            return Err((close_code::POLICY, error.code, error.message));
-                        }
-                    };
-                    let authenticated = crate::cores::idempotent(|| {
-                        let mut core = core.clone();
-                        let token = token.clone();
-                        async move { core.authenticate(pb::AuthenticateRequest { token }).await }
-                    })
-                    .await;
-                    return match authenticated {
-                        Ok(caller) => Ok(caller.into_inner()),
-                        Err(status) => {
-                            let code = ErrorCode::from_status(&status);
-                            Err((close_code::POLICY, code, status.message().to_string()))
-                        }
-                    };
+                    return crate::auth::authenticate(&self.state, self.client, &token)
+                        .await
+                        .map_err(|error| {
+                            let close = match error.code {
+                                ErrorCode::RateLimited | ErrorCode::Unavailable => {
+                                    close_code::AGAIN
+                                }
+                                _ => close_code::POLICY,
+                            };
+                            (close, error)
+                        });
                 }
                 Ok(ClientFrame::Ping { nonce }) => {
                     self.write(&ServerFrame::Pong { nonce }).await;
@@ -248,18 +296,20 @@ impl Connection {
     }
 }
 
-async fn run(socket: WebSocket, state: Arc<AppState>) {
+async fn run(socket: WebSocket, state: Arc<AppState>, client: IpAddr, _slot: ConnectionSlot) {
     metrics::counter!("meridian_gateway_ws_connections_total").increment(1);
     let mut connection = Connection {
         socket,
         state: state.clone(),
+        client,
     };
     let caller = match tokio::time::timeout(state.config.auth_timeout, connection.authenticate())
         .await
     {
         Ok(Ok(caller)) => caller,
-        Ok(Err((close, code, message))) => {
-            connection.write(&Refusal::new(code, message).frame()).await;
+        Ok(Err((close, error))) => {
+            let code = error.code;
+            connection.write(&Refusal::from(error).frame()).await;
             connection.close(close, code.as_str()).await;
             return;
         }
@@ -271,15 +321,10 @@ async fn run(socket: WebSocket, state: Arc<AppState>) {
             return;
         }
     };
-    if !state.limits.connects.allow(&caller.device_id) {
+    if let Err(wait) = state.limits.connects.take(&caller.device_id, 1.0) {
+        let message = "too many connection attempts; back off";
         connection
-            .write(
-                &Refusal::new(
-                    ErrorCode::RateLimited,
-                    "too many connection attempts; back off",
-                )
-                .frame(),
-            )
+            .write(&Refusal::limited(None, message, wait).frame())
             .await;
         connection.close(close_code::AGAIN, "rate limited").await;
         return;
@@ -344,7 +389,7 @@ async fn serve(
             None => tokio::select! {
                 biased;
                 () = async { let _ = stopping.wait_for(|s| *s).await; } => Event::Stopping,
-                down = mux.down.recv() => Event::Down(down),
+                down = mux.recv() => Event::Down(down),
                 incoming = connection.socket.recv() => Event::Incoming(incoming),
                 _ = ping.tick() => Event::Tick,
             },
@@ -448,7 +493,7 @@ fn drain_burst(
             }
         }
         if bytes < WRITE_BURST_BYTES && burst.len() < WRITE_BURST_FRAMES {
-            next = mux.down.try_recv().ok();
+            next = mux.try_recv();
         }
     }
     Ok((burst, false))
@@ -493,14 +538,13 @@ async fn handle(
                 id: Some(id),
                 code,
                 message: message.to_string(),
+                retry_after: None,
             };
-            if !state.limits.sends.allow(&caller.device_id) {
+            if let Err(wait) = state.limits.sends.take(&caller.device_id, 1.0) {
                 metrics::counter!("meridian_gateway_rate_limited_total", "what" => "send")
                     .increment(1);
-                return Err(refuse(
-                    ErrorCode::RateLimited,
-                    "too many sends; slow down and retry",
-                ));
+                let message = "too many sends; slow down and retry";
+                return Err(Refusal::limited(Some(id), message, wait));
             }
             if payload.is_empty() && attachments.is_empty() {
                 return Err(refuse(
@@ -548,12 +592,9 @@ async fn handle(
             msg_ids,
             kind,
         } => {
-            if !state.limits.sends.allow(&caller.device_id) {
-                return Err(Refusal {
-                    id: Some(id),
-                    code: ErrorCode::RateLimited,
-                    message: "too many receipts; slow down and retry".into(),
-                });
+            if let Err(wait) = state.limits.sends.take(&caller.device_id, 1.0) {
+                let message = "too many receipts; slow down and retry";
+                return Err(Refusal::limited(Some(id), message, wait));
             }
             mux.send(session_up::Kind::Receipt(pb::ReceiptRequest {
                 session: mux.id(),

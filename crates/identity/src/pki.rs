@@ -20,6 +20,7 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, PKCS_ED25519,
 };
 use rustls_pki_types::UnixTime;
+use sha2::Digest as _;
 
 use crate::credentials::CredentialsError;
 use crate::{Identity, ServiceCredentials};
@@ -92,6 +93,18 @@ fn ca_params() -> CertificateParams {
     params
 }
 
+/// A serial number of exactly 20 bytes, from `key`: unique per key, and of
+/// one length always, so every certificate of a kind has the same size
+/// (rcgen's own drops leading zero bytes; the simulation needs handshakes
+/// of the same bytes whatever keys a run draws).
+fn serial_of(key: &KeyPair) -> rcgen::SerialNumber {
+    let digest = sha2::Sha256::digest(key.public_key_raw());
+    let mut serial = digest[..20].to_vec();
+    // Positive, and no leading zero byte to drop.
+    serial[0] = (serial[0] & 0x7f) | 0x40;
+    rcgen::SerialNumber::from(serial)
+}
+
 fn generate(what: &str) -> impl Fn(rcgen::Error) -> PkiError + '_ {
     move |source| PkiError::Generate {
         what: what.to_string(),
@@ -114,6 +127,7 @@ impl LocalCa {
         let key = KeyPair::generate_for(&PKCS_ED25519).map_err(generate("the CA key"))?;
         let mut params = ca_params();
         validity(&mut params, CA_YEARS);
+        params.serial_number = Some(serial_of(&key));
         let cert = params.self_signed(&key).map_err(generate("the CA"))?;
         Ok(Self {
             issuer: Issuer::new(ca_params(), key),
@@ -167,6 +181,7 @@ impl LocalCa {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         validity(&mut params, IDENTITY_YEARS);
+        params.serial_number = Some(serial_of(&key));
         let cert = params
             .signed_by(&key, &self.issuer)
             .map_err(generate(&what))?;
@@ -187,6 +202,7 @@ impl LocalCa {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         validity(&mut params, IDENTITY_YEARS);
+        params.serial_number = Some(serial_of(&key));
         let cert = params
             .signed_by(&key, &self.issuer)
             .map_err(generate(&what))?;

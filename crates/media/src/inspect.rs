@@ -156,9 +156,7 @@ pub async fn inspect(
         .await
         .map_err(|e| ObjectError::Unavailable(e.to_string()))?;
     match made {
-        Ok(Ok(thumbnail)) => Ok(Inspection {
-            thumbnail: Some(thumbnail),
-        }),
+        Ok(Ok(thumbnail)) => Ok(Inspection { thumbnail }),
         Ok(Err(error)) => Err(Rejection::Undecodable(error.to_string()).into()),
         Err(_) => Err(Rejection::Undecodable("the image decoder failed".into()).into()),
     }

@@ -5,6 +5,28 @@ use meridian_wire::ErrorCode;
 
 /// The gRPC metadata key that carries an [`ErrorCode`] on a failed call.
 pub const ERROR_CODE_METADATA: &str = "x-meridian-code";
+/// The gRPC metadata key that carries how long to wait before retrying a
+/// refused call (`rate_limited`), milliseconds.
+pub const RETRY_AFTER_METADATA: &str = "x-meridian-retry-after-ms";
+
+/// Marks `status` as retryable after `wait`.
+pub fn with_retry_after(mut status: tonic::Status, wait: std::time::Duration) -> tonic::Status {
+    let millis = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+    if let Ok(value) = millis.to_string().parse() {
+        status.metadata_mut().insert(RETRY_AFTER_METADATA, value);
+    }
+    status
+}
+
+/// How long `status` says to wait before retrying, if it says.
+pub fn retry_after(status: &tonic::Status) -> Option<std::time::Duration> {
+    status
+        .metadata()
+        .get(RETRY_AFTER_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(std::time::Duration::from_millis)
+}
 
 /// [`ErrorCode`] to and from tonic statuses. Bring it into scope to write
 /// `code.status("…")` and `ErrorCode::from_status(&status)`.
@@ -33,6 +55,7 @@ impl ErrorCodeExt for ErrorCode {
             Self::FrameTooLarge
             | Self::PayloadTooLarge
             | Self::GroupFull
+            | Self::TooManyDevices
             | Self::ClockSkew
             | Self::WrongRegion
             | Self::MediaTooLarge
@@ -46,6 +69,7 @@ impl ErrorCodeExt for ErrorCode {
             Self::Forbidden | Self::NotMember => tonic::Code::PermissionDenied,
             Self::NotFound => tonic::Code::NotFound,
             Self::RateLimited => tonic::Code::ResourceExhausted,
+            Self::SessionReplaced => tonic::Code::Aborted,
             Self::Unavailable | Self::MediaUnavailable => tonic::Code::Unavailable,
             Self::Internal => tonic::Code::Internal,
             // `ErrorCode` is `#[non_exhaustive]` (as seen from this crate):
@@ -91,9 +115,19 @@ mod tests {
             ErrorCode::NotMember,
             ErrorCode::GroupFull,
             ErrorCode::TokenRevoked,
+            ErrorCode::TooManyDevices,
+            ErrorCode::SessionReplaced,
         ] {
             assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
             assert_eq!(ErrorCode::from_status(&code.status("x")), code);
         }
+    }
+
+    #[test]
+    fn a_wait_travels_with_the_status() {
+        let wait = std::time::Duration::from_millis(1500);
+        let status = with_retry_after(ErrorCode::RateLimited.status("slow down"), wait);
+        assert_eq!(retry_after(&status), Some(wait));
+        assert_eq!(retry_after(&ErrorCode::RateLimited.status("x")), None);
     }
 }

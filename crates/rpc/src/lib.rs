@@ -29,4 +29,6 @@ pub mod replication {
 }
 
 pub mod codes;
-pub use codes::{ERROR_CODE_METADATA, ErrorCodeExt};
+pub use codes::{
+    ERROR_CODE_METADATA, ErrorCodeExt, RETRY_AFTER_METADATA, retry_after, with_retry_after,
+};

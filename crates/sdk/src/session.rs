@@ -409,6 +409,7 @@ async fn read_frames<S>(
                 id: Some(id),
                 code,
                 message,
+                ..
             } => match lock(&pending).remove(&id) {
                 Some(waiter) => {
                     let _ = waiter.send(Err(SdkError::Api {
@@ -424,6 +425,7 @@ async fn read_frames<S>(
                 id: None,
                 code,
                 message,
+                ..
             } => Event::Error { code, message },
             ServerFrame::Deliver {
                 after,

@@ -14,6 +14,7 @@
 pub mod backoff;
 pub mod clock;
 pub mod ids;
+pub mod limit;
 #[cfg(feature = "net")]
 pub mod net;
 pub mod offload;

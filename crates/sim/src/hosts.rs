@@ -154,10 +154,18 @@ fn at_simulated_cores(sites: Sites, planned: BTreeMap<String, String>) -> BTreeM
         .collect()
 }
 
+/// Whether the simulated regions speak mutual TLS to each other. Not yet:
+/// rustls handshakes over turmoil's TCP are not deterministic (seeds
+/// 100011 and 100038 of `meridian sim --check-determinism` each gave two
+/// traces), so the simulation runs cores as `--insecure-core` does, their
+/// authorization layer passing every caller. Mutual TLS and the access
+/// rules are tested end to end (`tests/e2e/trust.rs`).
+const SIMULATED_MTLS: bool = false;
+
 /// The seed's service identities, issued by one CA made for the seed: each
-/// region's core and gateway, as `meridian dev` runs them (mutual TLS over
-/// the simulated network). The setup and admin clients call cores as the
-/// first region's gateway.
+/// region's core and gateway, as `meridian dev` runs them. The setup and
+/// admin clients call cores as the first region's gateway. Used only with
+/// [`SIMULATED_MTLS`].
 pub(crate) struct SimIdentities {
     regions: BTreeMap<String, RegionCredentials>,
     client: ServiceCredentials,
@@ -315,7 +323,8 @@ impl Regions<'_> {
         let tls = self
             .identities
             .of_site(&planned.name)
-            .map(|region| region.core.clone());
+            .map(|region| region.core.clone())
+            .filter(|_| SIMULATED_MTLS);
         // A region's engine lives outside its host, so a crash keeps what
         // was committed and loses what was not: it replaces the plan's
         // store.
@@ -380,7 +389,8 @@ impl Regions<'_> {
         let tls = self
             .identities
             .of_site(region_name(sites, region))
-            .map(|region| region.gateway.clone());
+            .map(|region| region.gateway.clone())
+            .filter(|_| SIMULATED_MTLS);
         planned.cores = at_simulated_cores(sites, planned.cores);
         let config = &mut planned.config;
         config.connects_per_minute = 6_000.0;
@@ -426,7 +436,7 @@ pub(crate) fn core_client(
         network,
         &core_addr(sites, site),
         Duration::from_secs(1),
-        Some(caller.client_tls(&server)),
+        SIMULATED_MTLS.then(|| caller.client_tls(&server)),
     )?;
     Ok(CoreClient::new(channel))
 }

@@ -42,8 +42,14 @@ pub enum ErrorCode {
     NotFound,
     /// A group would exceed 100 members.
     GroupFull,
-    /// Too many requests: slow down and retry later.
+    /// Too many requests: slow down and retry later (after
+    /// `retry_after_ms`, when given).
     RateLimited,
+    /// The account has the most active devices allowed: revoke one first.
+    TooManyDevices,
+    /// A newer session of the same device replaced this one (a device
+    /// keeps a few sessions at most; the oldest goes).
+    SessionReplaced,
     /// A cursor that is malformed or beyond what was delivered.
     BadCursor,
     /// A timestamp (a client's last-seen HLC) is further ahead of the
@@ -92,6 +98,8 @@ impl ErrorCode {
             Self::NotFound => "not_found",
             Self::GroupFull => "group_full",
             Self::RateLimited => "rate_limited",
+            Self::TooManyDevices => "too_many_devices",
+            Self::SessionReplaced => "session_replaced",
             Self::BadCursor => "bad_cursor",
             Self::ClockSkew => "clock_skew",
             Self::WrongRegion => "wrong_region",

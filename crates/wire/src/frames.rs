@@ -329,6 +329,9 @@ pub enum ServerFrame {
         code: ErrorCode,
         /// Human-readable detail.
         message: String,
+        /// With `rate_limited`: how long to wait before retrying, ms.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     /// Answer to `ping`.
     Pong {
@@ -502,6 +505,10 @@ pub struct ErrorBody {
     pub code: ErrorCode,
     /// Human-readable detail.
     pub message: String,
+    /// With `rate_limited` (429) and `unavailable` (503): how long to wait
+    /// before retrying, ms (also the `Retry-After` header, in seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 #[cfg(test)]

@@ -144,9 +144,14 @@ pub(super) fn error_frame(session: u64, request: u64, error: &CoreError) -> Sess
             request,
             code: error.code().as_str().to_string(),
             message: match error {
-                CoreError::Refused { message, .. } => message.clone(),
+                CoreError::Refused { message, .. } | CoreError::Limited { message, .. } => {
+                    message.clone()
+                }
                 CoreError::Store(_) => "storage is temporarily unavailable; retry".to_string(),
             },
+            retry_after_ms: error.retry_after().map_or(0, |wait| {
+                u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)
+            }),
         })),
     }
 }

@@ -182,9 +182,15 @@ async fn deliver_step(
     wait_for_inbox(inbox, armed, down).await
 }
 
+/// Largest `deliver` frame, bytes of protobuf (one delivery may exceed
+/// it alone): a batch of large messages is several frames, so neither the
+/// gateway's queue nor its JSON holds megabytes for one session.
+const MAX_DELIVER_BYTES: usize = 256 * 1024;
+
 /// Sends `items` (inbox entries after `cursor`, in order; `None` for an
-/// entry skipped because retention removed its message) as one `deliver`
-/// frame, records them as awaiting acks, and moves `cursor` past them.
+/// entry skipped because retention removed its message) as `deliver`
+/// frames of at most [`MAX_DELIVER_BYTES`], records them as awaiting acks,
+/// and moves `cursor` past them.
 async fn send_deliveries(
     session: u64,
     state: &DeliveryState,
@@ -192,19 +198,45 @@ async fn send_deliveries(
     cursor: &mut Stamp,
     items: Vec<(Stamp, Option<delivery::Item>)>,
 ) -> Flow {
-    let Some(&(last, _)) = items.last() else {
+    let mut frame = Vec::new();
+    let mut bytes = 0;
+    for (stamp, item) in items {
+        let delivery = item.map(|item| Delivery {
+            cursor: store::stamp_to_hex(&stamp),
+            item: Some(item),
+        });
+        let size = delivery.as_ref().map_or(0, prost::Message::encoded_len);
+        if !frame.is_empty() && bytes + size > MAX_DELIVER_BYTES {
+            let full = std::mem::take(&mut frame);
+            if send_frame(session, state, down, cursor, full).await == Flow::Stop {
+                return Flow::Stop;
+            }
+            bytes = 0;
+        }
+        bytes += size;
+        frame.push((stamp, delivery));
+    }
+    send_frame(session, state, down, cursor, frame).await
+}
+
+/// Sends one `deliver` frame of `deliveries` after `cursor`.
+async fn send_frame(
+    session: u64,
+    state: &DeliveryState,
+    down: &Down,
+    cursor: &mut Stamp,
+    deliveries: Vec<(Stamp, Option<Delivery>)>,
+) -> Flow {
+    let Some(&(last, _)) = deliveries.last() else {
         return Flow::Continue;
     };
     let after = store::stamp_to_hex(cursor);
-    let mut delivered = Vec::with_capacity(items.len());
+    let mut delivered = Vec::with_capacity(deliveries.len());
     {
         let mut unacked = state.unacked();
-        for (stamp, item) in items {
-            if let Some(item) = item {
-                delivered.push(Delivery {
-                    cursor: store::stamp_to_hex(&stamp),
-                    item: Some(item),
-                });
+        for (stamp, delivery) in deliveries {
+            if let Some(delivery) = delivery {
+                delivered.push(delivery);
                 unacked.push_back(stamp);
             }
         }

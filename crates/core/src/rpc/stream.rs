@@ -40,11 +40,24 @@ impl Registry {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn add(&self, device: &str, registration: Registration) {
-        self.lock()
-            .entry(device.to_string())
-            .or_default()
-            .push(registration);
+    /// Registers a session of `device`; past `most` sessions, the oldest
+    /// is ended (`session_replaced`): a device's sessions each hold a
+    /// delivery loop and gateway buffers, so they cannot be free.
+    fn add(&self, device: &str, registration: Registration, most: usize) {
+        let replaced = {
+            let mut attached = self.lock();
+            let list = attached.entry(device.to_string()).or_default();
+            list.push(registration);
+            let excess = list.len().saturating_sub(most.max(1));
+            list.drain(..excess).collect::<Vec<_>>()
+        };
+        for old in replaced {
+            metrics::counter!("meridian_core_sessions_replaced_total").increment(1);
+            old.end(
+                ErrorCode::SessionReplaced,
+                "a newer session of this device replaced this one",
+            );
+        }
     }
 
     fn remove(&self, device: &str, stream: u64, session: u64) {
@@ -69,21 +82,28 @@ impl Registry {
     pub(super) fn detach_device(&self, device: &str, code: ErrorCode, message: &str) {
         let registrations = self.lock().remove(device).unwrap_or_default();
         for registration in registrations {
-            registration.delivery.abort();
-            let frame = SessionDown {
-                kind: Some(session_down::Kind::Detached(pb::Detached {
-                    session: registration.session,
-                    code: code.as_str().to_string(),
-                    message: message.to_string(),
-                })),
-            };
-            // From a task: a full stream delays the notice instead of losing
-            // it (the session is refused below in any case).
-            let down = registration.down.clone();
-            tokio::spawn(async move {
-                let _ = down.send(Ok(frame)).await;
-            });
+            registration.end(code, message);
         }
+    }
+}
+
+impl Registration {
+    /// Stops the session's deliveries and tells its gateway why it ended
+    /// (the session was already taken out of the registry, so its sends
+    /// are refused).
+    fn end(self, code: ErrorCode, message: &str) {
+        self.delivery.abort();
+        let frame = SessionDown {
+            kind: Some(session_down::Kind::Detached(pb::Detached {
+                session: self.session,
+                code: code.as_str().to_string(),
+                message: message.to_string(),
+            })),
+        };
+        // From a task: a full stream delays the notice instead of losing it.
+        tokio::spawn(async move {
+            let _ = self.down.send(Ok(frame)).await;
+        });
     }
 }
 
@@ -207,6 +227,7 @@ impl Stream {
                 down: self.down.clone(),
                 delivery: task.abort_handle(),
             },
+            self.messaging.config().max_sessions_per_device,
         );
         self.sessions.insert(
             attach.session,
