@@ -327,21 +327,30 @@ impl Messaging {
     ) -> Result<ConversationDetail, CoreError> {
         self.require_homed_here(caller)?;
         validate::name("name", name, self.config.max_name_chars)?;
-        let mut others: Vec<String> = Vec::new();
-        for id in member_ids {
-            validate::id("member_user_ids", id)?;
-            if *id != caller.user_id && !others.contains(id) {
-                others.push(id.clone());
-            }
-        }
-        if others.len() + 1 > self.config.max_group_members {
-            return Err(refused(
+        // The size first, so an oversized list costs no more than counting
+        // it (review L7): repeats may only make it smaller.
+        let too_many = || {
+            refused(
                 ErrorCode::GroupFull,
                 format!(
                     "a group has at most {} members",
                     self.config.max_group_members
                 ),
-            ));
+            )
+        };
+        if member_ids.len() > 2 * self.config.max_group_members {
+            return Err(too_many());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let mut others: Vec<String> = Vec::new();
+        for id in member_ids {
+            validate::id("member_user_ids", id)?;
+            if *id != caller.user_id && seen.insert(id) {
+                others.push(id.clone());
+            }
+        }
+        if others.len() + 1 > self.config.max_group_members {
+            return Err(too_many());
         }
         self.require_remote_users_exist(caller, &others).await?;
         let conv_id = self.new_local_id();

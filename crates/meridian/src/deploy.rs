@@ -180,7 +180,6 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         "--listen and --core-listen need --region (one region)"
     );
     let metrics = metrics::recorder()?;
-    let rng = Rng::from_os().context("no entropy from the operating system")?;
     let clock = args.common.clock();
     let network = TokioNetwork::shared();
     // Credentials first: a region refused for want of them starts nothing.
@@ -216,7 +215,9 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
                 core_listen: Listen::Address(args.core_listen.unwrap_or(planned.core_listen)),
                 network: network.clone(),
                 clock: clock.clone(),
-                rng: Rng::seeded(rng.next_u64()),
+                // Each region its own generator from the operating
+                // system: tokens are drawn from it.
+                rng: Rng::from_os().context("no entropy from the operating system")?,
                 metrics: Some(metrics.clone()),
                 // One site alone reaches its peers where the files say;
                 // several in this process are peered by start_regions.
