@@ -168,24 +168,11 @@ impl LocalCa {
     /// # Errors
     /// When key generation or signing fails.
     pub fn issue_pem(&self, identity: &Identity) -> Result<(String, String), PkiError> {
-        let what = identity.to_string();
-        let key = KeyPair::generate_for(&PKCS_ED25519).map_err(generate(&what))?;
-        let mut params =
-            CertificateParams::new(vec![identity.dns_name()]).map_err(generate(&what))?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, identity.dns_name());
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
+        let usages = [
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        validity(&mut params, IDENTITY_YEARS);
-        params.serial_number = Some(serial_of(&key));
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .map_err(generate(&what))?;
-        Ok((cert.pem(), key.serialize_pem()))
+        self.sign(&identity.to_string(), vec![identity.dns_name()], &usages)
     }
 
     /// A certificate and key for a gateway's clients to reach it at
@@ -196,16 +183,32 @@ impl LocalCa {
     /// A name rcgen refuses, or as [`Self::issue_pem`].
     pub fn issue_edge_pem(&self, names: &[&str]) -> Result<(String, String), PkiError> {
         let what = format!("an edge certificate for {names:?}");
-        let key = KeyPair::generate_for(&PKCS_ED25519).map_err(generate(&what))?;
-        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
-        let mut params = CertificateParams::new(names).map_err(generate(&what))?;
+        let names = names.iter().map(|name| name.to_string()).collect();
+        self.sign(&what, names, &[ExtendedKeyUsagePurpose::ServerAuth])
+    }
+
+    /// A new key and its certificate for `names` (the first also its
+    /// common name), for `usages`, signed by this CA: `(certificate, key)`
+    /// as PEM.
+    fn sign(
+        &self,
+        what: &str,
+        names: Vec<String>,
+        usages: &[ExtendedKeyUsagePurpose],
+    ) -> Result<(String, String), PkiError> {
+        let key = KeyPair::generate_for(&PKCS_ED25519).map_err(generate(what))?;
+        let common_name = names.first().cloned().unwrap_or_default();
+        let mut params = CertificateParams::new(names).map_err(generate(what))?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.extended_key_usages = usages.to_vec();
         validity(&mut params, IDENTITY_YEARS);
         params.serial_number = Some(serial_of(&key));
         let cert = params
             .signed_by(&key, &self.issuer)
-            .map_err(generate(&what))?;
+            .map_err(generate(what))?;
         Ok((cert.pem(), key.serialize_pem()))
     }
 

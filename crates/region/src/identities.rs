@@ -150,15 +150,10 @@ impl<'a> Identities<'a> {
             missing.display(),
             dir.display()
         );
-        let report = pki::init_dir(dir, &self.deployment_identities())
+        let report = pki::init_dir(dir, &deployment_identities(self.plan.deployment()))
             .with_context(|| format!("creating service identities in {}", dir.display()))?;
         tracing::info!(dir = %dir.display(), issued = report.issued.len(), created_ca = report.created_ca, "local service identities written");
         Ok(())
-    }
-
-    /// Every identity of the deployment: each region's core and gateway.
-    pub fn deployment_identities(&self) -> Vec<Identity> {
-        deployment_identities(self.plan.deployment())
     }
 }
 
