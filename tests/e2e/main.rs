@@ -12,6 +12,7 @@ mod bad_input;
 mod clock_abuse;
 mod delivery;
 mod edge;
+mod fail_stop;
 mod groups;
 mod limits;
 mod media;

@@ -6,7 +6,10 @@ use std::time::Duration;
 use meridian_gateway::GatewayConfig;
 use meridian_identity::pki::LocalCa;
 use meridian_identity::{EdgeCredentials, Identity};
-use meridian_region::{RegionCredentials, RegionHandle, RegionOptions, StoreChoice, start_region};
+use meridian_region::{
+    HealthConfig, MemoryEngine, RegionCredentials, RegionHandle, RegionOptions, StoreChoice,
+    start_region,
+};
 use meridian_sdk::frames::RegisterResponse;
 use meridian_sdk::{Client, Rest, TlsRoots};
 use meridian_seams::clock::ManualClock;
@@ -58,6 +61,11 @@ pub struct Options {
     pub edge_tls: bool,
     /// Adjusts the core's configuration (limits).
     pub core: Option<fn(&mut meridian_core::CoreConfig)>,
+    /// The store: fjall in a temporary directory unless this memory
+    /// engine (whose faults a test injects) is given.
+    pub store: Option<MemoryEngine>,
+    /// How the core's watchdog looks at its store.
+    pub health: HealthConfig,
 }
 
 /// Set to `watch` to run the tests with delivery watching the inbox head,
@@ -74,6 +82,8 @@ impl Default for Options {
             tls: true,
             edge_tls: false,
             core: None,
+            store: None,
+            health: HealthConfig::default(),
         }
     }
 }
@@ -105,14 +115,19 @@ impl Harness {
             gateway.registrations_per_minute = 100_000.0;
             gateway
         });
+        let store = match options.store {
+            Some(engine) => StoreChoice::Memory(engine),
+            None => StoreChoice::Fjall(dir.path().to_path_buf()),
+        };
         let mut region = RegionOptions::loopback(
             "us-east",
-            StoreChoice::Fjall(dir.path().to_path_buf()),
+            store,
             TokioNetwork::shared(),
             clock.clone(),
             Rng::seeded(7),
         );
         region.gateway = gateway;
+        region.health = options.health;
         region.core.follow_inbox_feed = options.follow_inbox_feed;
         if let Some(configure) = options.core {
             configure(&mut region.core);

@@ -27,6 +27,10 @@ pub struct CoreConfig {
     pub delivery_batch: usize,
     /// Deliveries in flight to one device before delivery waits for an ack.
     pub max_unacked: usize,
+    /// Bytes of deliveries in flight to one device before delivery waits
+    /// for an ack: below the gateway's 4 MiB per-session buffer, so a
+    /// device that reads is never cut off as slow for acking late.
+    pub max_unacked_bytes: usize,
     /// Sends being processed at once on one gateway stream (admission control).
     pub max_inflight_per_stream: usize,
     /// Active (unrevoked) devices one account may have.
@@ -101,6 +105,7 @@ impl CoreConfig {
             max_clock_offset: Duration::from_millis(500),
             delivery_batch: 128,
             max_unacked: 1024,
+            max_unacked_bytes: 2 * 1024 * 1024,
             max_inflight_per_stream: 4096,
             max_devices_per_user: 16,
             max_sessions_per_device: 4,

@@ -53,9 +53,9 @@ impl CoreError {
             Self::Refused { code, .. } => *code,
             Self::Limited { .. } => ErrorCode::RateLimited,
             Self::Store(StoreError::Kv(e)) if e.is_retryable() => ErrorCode::Unavailable,
-            Self::Store(StoreError::Kv(KvError::Closed | KvError::RetryLimitReached { .. })) => {
-                ErrorCode::Unavailable
-            }
+            Self::Store(StoreError::Kv(
+                KvError::Closed | KvError::RetryLimitReached { .. } | KvError::StoreFailed { .. },
+            )) => ErrorCode::Unavailable,
             Self::Store(_) => ErrorCode::Internal,
         }
     }

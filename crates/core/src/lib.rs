@@ -22,6 +22,8 @@
 //!   acks (`acks.rs`) and the conversions to protobuf (`convert.rs`).
 //! - [`retention::Sweeper`] prunes inboxes and history past retention, and
 //!   deletes media past theirs.
+//! - [`health`] watches the store: a failed engine (fail-stop) or a stalled
+//!   commit makes the core unready, with alarm metrics.
 //! - Media ([`media`]): upload slots (presigned PUTs), the check worker
 //!   ([`media_check::MediaChecker`]: size, hash, type, thumbnails), sends
 //!   carrying ready media, download URLs for members.
@@ -49,6 +51,7 @@ mod config;
 mod conversations;
 mod cursors;
 mod error;
+pub mod health;
 mod hlc;
 pub mod media;
 pub mod media_check;

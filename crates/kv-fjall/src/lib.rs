@@ -30,6 +30,8 @@ pub struct FjallEngine {
     /// One batch at a time: the transaction layer already serialises commits;
     /// this keeps a stray second writer from interleaving clear-range scans.
     write_lock: Arc<std::sync::Mutex<()>>,
+    /// The first write failure, after which the engine writes nothing.
+    failed: Arc<std::sync::OnceLock<String>>,
 }
 
 impl std::fmt::Debug for FjallEngine {
@@ -57,11 +59,27 @@ impl FjallEngine {
             db,
             keyspace,
             write_lock: Arc::new(std::sync::Mutex::new(())),
+            failed: Arc::new(std::sync::OnceLock::new()),
         })
     }
 
+    /// Writes `batch`; the first failure is final. fjall poisons itself
+    /// when a journal write or fsync fails, and a failed scan of a cleared
+    /// range means the disk under the store is failing: either way a later
+    /// write cannot be trusted to mean what it says, so none is tried.
     fn write_blocking(&self, batch: &EngineBatch) -> Result<(), KvError> {
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(reason) = self.failed.get() {
+            return Err(KvError::StoreFailed {
+                reason: reason.clone(),
+            });
+        }
+        self.write_batch(batch).inspect_err(|error| {
+            let _ = self.failed.set(error.to_string());
+        })
+    }
+
+    fn write_batch(&self, batch: &EngineBatch) -> Result<(), KvError> {
         let mut writes = self.db.batch().durability(Some(PersistMode::SyncAll));
         // fjall has no range tombstone: a cleared range is removed key by
         // key. Keys the batch also names get their final state below instead
@@ -151,5 +169,9 @@ impl Engine for FjallEngine {
                 reason: format!("engine write task failed: {join}"),
             })?
         })
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failed.get().cloned()
     }
 }

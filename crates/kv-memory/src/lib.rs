@@ -28,6 +28,12 @@ pub enum Fault {
     ApplyThenFail,
     /// Report failure without applying anything.
     FailWithoutApplying,
+    /// Fail for good, as fjall after a failed fsync: this write and every
+    /// later one fail without applying, and [`Engine::failure`] says so.
+    Poison,
+    /// Hang, as a write stuck in a dying disk's fsync: the write applies
+    /// only when [`MemoryEngine::release`] is called, and completes then.
+    Hang,
 }
 
 #[derive(Debug)]
@@ -46,6 +52,9 @@ struct State {
     data: OrdMap<Bytes, Bytes>,
     faults: VecDeque<Fault>,
     writes: u64,
+    poisoned: bool,
+    /// Writes hung by [`Fault::Hang`], waiting for [`MemoryEngine::release`].
+    hung: Vec<futures::channel::oneshot::Sender<()>>,
 }
 
 /// The in-memory engine. Clones share contents.
@@ -73,6 +82,28 @@ impl MemoryEngine {
     /// Makes the next batch writes fail as `fault` says, in order.
     pub fn inject(&self, fault: Fault) {
         self.lock().faults.push_back(fault);
+    }
+
+    /// The engine as a restarted process finds it after a failure
+    /// ([`Fault::Poison`]): what was written stands, and writes work again
+    /// (fjall recovering its journal on a disk that works again).
+    pub fn recover(&self) {
+        let mut state = self.lock();
+        state.poisoned = false;
+        state.faults.clear();
+    }
+
+    /// Whether the engine failed for good ([`Fault::Poison`]) and has not
+    /// been [recovered](Self::recover) since.
+    pub fn is_poisoned(&self) -> bool {
+        self.lock().poisoned
+    }
+
+    /// Lets every hung write ([`Fault::Hang`]) complete.
+    pub fn release(&self) {
+        for hung in std::mem::take(&mut self.lock().hung) {
+            let _ = hung.send(());
+        }
     }
 
     /// How many batches were written (one per group commit).
@@ -151,8 +182,27 @@ impl Engine for MemoryEngine {
 
     fn write(&self, batch: Arc<EngineBatch>) -> BoxFuture<'static, Result<(), KvError>> {
         let mut state = self.lock();
-        let fault = state.faults.pop_front();
-        if fault != Some(Fault::FailWithoutApplying) {
+        let fault = if state.poisoned {
+            Some(Fault::Poison)
+        } else {
+            state.faults.pop_front()
+        };
+        state.poisoned |= fault == Some(Fault::Poison);
+        if fault == Some(Fault::Hang) {
+            let (release, released) = futures::channel::oneshot::channel();
+            state.hung.push(release);
+            let engine = self.clone();
+            return Box::pin(async move {
+                let _ = released.await;
+                let mut state = engine.lock();
+                let mut data = state.data.clone();
+                apply(&mut data, &batch);
+                state.data = data;
+                state.writes += 1;
+                Ok(())
+            });
+        }
+        if fault.is_none() || fault == Some(Fault::ApplyThenFail) {
             let mut data = state.data.clone();
             apply(&mut data, &batch);
             state.data = data;
@@ -176,5 +226,11 @@ impl Engine for MemoryEngine {
                 std::task::Poll::Pending
             }
         }))
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.lock()
+            .poisoned
+            .then(|| InjectedFault(Fault::Poison).to_string())
     }
 }

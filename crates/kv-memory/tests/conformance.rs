@@ -46,6 +46,74 @@ async fn commit_unknown_result_is_retried_as_maybe_committed() {
     let _: Option<KvError> = None;
 }
 
+/// Fail-stop: once the engine failed for good, the database says why and
+/// refuses every later commit without touching the engine; reads still
+/// see what was written before.
+#[tokio::test]
+async fn a_poisoned_engine_stops_the_database() {
+    let engine = MemoryEngine::new();
+    let db = meridian_kv_conformance::open(&Memory(engine.clone()));
+    db.run(|tx, _| async move { tx.set(b"before", b"1") })
+        .await
+        .unwrap();
+    let mut failure = db.failure();
+    assert_eq!(*failure.borrow_and_update(), None);
+
+    engine.inject(Fault::Poison);
+    let tx = db.begin();
+    tx.set(b"lost", b"1").unwrap();
+    let outcome = tx.commit().await;
+    assert!(
+        matches!(&outcome, Err(e) if e.is_maybe_committed()),
+        "the failing write itself is of unknown outcome: {outcome:?}"
+    );
+    failure.changed().await.unwrap();
+    assert!(
+        failure
+            .borrow()
+            .as_deref()
+            .is_some_and(|r| r.contains("Poison")),
+        "{:?}",
+        failure.borrow()
+    );
+    let written = engine.batches_written();
+    let refused = db.run(|tx, _| async move { tx.set(b"after", b"1") }).await;
+    assert!(
+        matches!(&refused, Err(KvError::StoreFailed { .. })),
+        "not retried, refused: {refused:?}"
+    );
+    assert_eq!(
+        engine.batches_written(),
+        written,
+        "nothing more reaches the engine"
+    );
+    let check = db.begin();
+    assert_eq!(
+        check.get(b"before").await.unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(check.get(b"lost").await.unwrap(), None);
+}
+
+/// A write in flight is timed from its start: what the commit-stall
+/// watchdog reads.
+#[tokio::test]
+async fn the_write_in_flight_is_timed() {
+    let engine = MemoryEngine::new();
+    let db = meridian_kv_conformance::open(&Memory(engine.clone()));
+    assert_eq!(db.write_in_flight_for(), None);
+    engine.inject(Fault::Hang);
+    let writer = db.clone();
+    let commit =
+        tokio::spawn(async move { writer.run(|tx, _| async move { tx.set(b"k", b"v") }).await });
+    while db.write_in_flight_for().is_none() {
+        tokio::task::yield_now().await;
+    }
+    engine.release();
+    commit.await.unwrap().unwrap();
+    assert_eq!(db.write_in_flight_for(), None);
+}
+
 // Single-threaded runtime: all 200 commits are queued before the committer
 // runs again, so how they batch does not depend on timing.
 #[tokio::test]

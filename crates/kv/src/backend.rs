@@ -64,6 +64,19 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn closed(&self) -> BoxFuture<'static, ()> {
         Box::pin(async {})
     }
+
+    /// Why the store failed for good, once it has: the native layer's
+    /// engine stopped (fail-stop). Never on FoundationDB, whose cluster
+    /// recovers from failed disks itself.
+    fn failure(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        tokio::sync::watch::channel(None).1
+    }
+
+    /// How long the commit being written has taken so far, where this
+    /// process writes commits (the native layer); `None` when none is.
+    fn write_in_flight_for(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// One transaction of a [`Backend`]. The handle [`crate::Transaction`]

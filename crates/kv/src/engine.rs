@@ -84,4 +84,18 @@ pub trait Engine: Send + Sync + 'static {
     /// Engine failures; the transaction layer reports them to the batch's
     /// transactions as `commit_unknown_result`.
     fn write(&self, batch: Arc<EngineBatch>) -> BoxFuture<'static, Result<(), KvError>>;
+
+    /// Why the engine can no longer be trusted with writes, once that is
+    /// so; `None` while it can. After a failed write the transaction layer
+    /// asks: `Some` stops the database (fail-stop, [`KvError::StoreFailed`]
+    /// for every later commit), `None` makes the failure transient (its
+    /// batch was `commit_unknown_result`, later batches are written).
+    ///
+    /// An engine whose write failed in its journal or fsync must answer
+    /// `Some`: after a failed fsync the kernel may have dropped the dirty
+    /// pages and report the next fsync as a success, so a retry can
+    /// acknowledge writes that are not on disk.
+    fn failure(&self) -> Option<String> {
+        None
+    }
 }

@@ -82,6 +82,14 @@ pub enum KvError {
     /// The database was shut down.
     #[error("database is closed")]
     Closed,
+    /// The storage engine failed for good (fail-stop): the database takes
+    /// no more commits, and the process must restart to recover from the
+    /// engine's journal.
+    #[error("the store stopped after an engine failure: {reason}")]
+    StoreFailed {
+        /// The engine's failure.
+        reason: String,
+    },
     /// The storage engine failed (I/O, corruption).
     #[error("storage engine failed: {0}")]
     Engine(Arc<dyn std::error::Error + Send + Sync>),

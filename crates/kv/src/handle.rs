@@ -61,6 +61,19 @@ impl Database {
     pub fn observe_commits(&self, observer: Arc<dyn CommitObserver>) -> bool {
         self.backend.observe_commits(observer)
     }
+
+    /// Why the store failed for good, once it has (fail-stop: every later
+    /// commit is refused with [`KvError::StoreFailed`]). Always `None` on
+    /// FoundationDB.
+    pub fn failure(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.backend.failure()
+    }
+
+    /// How long the commit the engine is writing has taken so far; `None`
+    /// when no write is in flight, or on FoundationDB.
+    pub fn write_in_flight_for(&self) -> Option<std::time::Duration> {
+        self.backend.write_in_flight_for()
+    }
 }
 
 /// A transaction; cheap to clone (clones share it), which is how

@@ -120,10 +120,11 @@ pub struct PartArgs {
     /// Listen address, overriding the region file.
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Serve Prometheus `/metrics` here (the core's replication, store and
-    /// clock metrics; a gateway serves its own on its client port).
-    #[arg(long)]
-    metrics_listen: Option<SocketAddr>,
+    /// `meridian core`: serve `/metrics` (Prometheus), `/healthz` and
+    /// `/readyz` (the store's health) here, in plaintext for probes and
+    /// scrapers (a gateway serves its own on its client port).
+    #[arg(long, alias = "metrics-listen")]
+    admin_listen: Option<SocketAddr>,
 }
 
 impl Common {
@@ -227,6 +228,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
                 media: media_deps.clone(),
                 tls: credentials.get(name).cloned().flatten(),
                 edge_tls: edges.get(name).cloned().flatten(),
+                health: Default::default(),
             });
         }
     }
@@ -277,7 +279,20 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         println!("try it:");
         println!("  cargo run -p meridian -- chat --url {base} register --name alice");
     }
-    crate::shutdown_signal().await?;
+    // Fail-stop, as `meridian core`: a region whose store failed has
+    // stopped its core; the process exits non-zero.
+    let failures = handles.iter().zip(&site_names).map(|(handle, (_, site))| {
+        let failed = handle.store_failed();
+        let site = site.clone();
+        Box::pin(async move { (site, failed.await) })
+    });
+    let failed = tokio::select! {
+        signal = crate::shutdown_signal() => {
+            signal?;
+            None
+        }
+        ((site, reason), _, _) = futures::future::select_all(failures) => Some((site, reason)),
+    };
     println!("stopping");
     for handle in handles {
         handle.stop().await;
@@ -285,7 +300,12 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     for server in s3_servers {
         server.stop().await;
     }
-    Ok(())
+    match failed {
+        None => Ok(()),
+        Some((site, reason)) => {
+            anyhow::bail!("site {site}: the store failed, core stopped: {reason}")
+        }
+    }
 }
 
 /// Runs one region's core (with its replication) until Ctrl-C or SIGTERM.
@@ -300,9 +320,6 @@ pub async fn core(args: PartArgs) -> anyhow::Result<()> {
     let tls = identities.core(site.region)?;
     let (_, core_listen) = plan.binds(&site)?;
     let metrics = metrics::recorder()?;
-    if let Some(addr) = args.metrics_listen {
-        metrics::serve(addr, metrics).await?;
-    }
     let clock = args.common.clock();
     let network = TokioNetwork::shared();
     // The region's local storage server runs with its first shard.
@@ -326,15 +343,34 @@ pub async fn core(args: PartArgs) -> anyhow::Result<()> {
         link: Default::default(),
         media: media::media_deps(&s3_targets, &clock, &network),
         tls,
+        health: Default::default(),
     })
     .await?;
+    if let Some(addr) = args.admin_listen {
+        metrics::serve_admin(addr, metrics, handle.readiness.clone()).await?;
+    }
     println!("meridian core: site {} on {}", site.name, handle.addr);
-    crate::shutdown_signal().await?;
+    // Fail-stop: a failed store has already stopped the core; the process
+    // exits non-zero so that its supervisor restarts it, and the restart
+    // recovers the store from its journal.
+    let failed = tokio::select! {
+        signal = crate::shutdown_signal() => {
+            signal?;
+            None
+        }
+        reason = handle.store_failed() => Some(reason),
+    };
     handle.stop().await;
     for server in s3_servers {
         server.stop().await;
     }
-    Ok(())
+    match failed {
+        None => Ok(()),
+        Some(reason) => anyhow::bail!(
+            "site {}: the store failed, core stopped: {reason}",
+            site.name
+        ),
+    }
 }
 
 /// Runs one region's gateway until Ctrl-C or SIGTERM.
@@ -343,8 +379,8 @@ pub async fn core(args: PartArgs) -> anyhow::Result<()> {
 /// As [`dev`].
 pub async fn gateway(args: PartArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.metrics_listen.is_none(),
-        "a gateway serves /metrics on its client port; --metrics-listen is for `meridian core`"
+        args.admin_listen.is_none(),
+        "a gateway serves /metrics, /healthz and /readyz on its client port; --admin-listen is for `meridian core`"
     );
     anyhow::ensure!(
         args.shard == 0,

@@ -1,5 +1,5 @@
 //! The process's Prometheus metrics: the recorder, kept drained, and the
-//! `/metrics` listener of `meridian core`.
+//! admin listener of `meridian core` (`/metrics`, `/healthz`, `/readyz`).
 
 use std::net::SocketAddr;
 
@@ -34,27 +34,49 @@ pub(crate) fn recorder() -> anyhow::Result<metrics_exporter_prometheus::Promethe
     Ok(handle)
 }
 
-/// Serves `/metrics` on `addr` (for `meridian core`).
-pub(crate) async fn serve(
+/// Serves the core's admin endpoints on `addr`: `/metrics`, `/healthz`
+/// (the process is up) and `/readyz` (200 while the core's store takes
+/// commits and none has stalled, 503 with the reason otherwise).
+pub(crate) async fn serve_admin(
     addr: SocketAddr,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
+    readiness: tokio::sync::watch::Receiver<meridian_region::Readiness>,
 ) -> anyhow::Result<()> {
     let listener = TokioNetwork::shared()
         .bind(addr)
         .await
-        .with_context(|| format!("binding the metrics listener on {addr}"))?;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let metrics = metrics.clone();
-            async move { metrics.render() }
-        }),
+        .with_context(|| format!("binding the admin listener on {addr}"))?;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let metrics = metrics.clone();
+                async move { metrics.render() }
+            }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let readiness = readiness.borrow().clone();
+                async move {
+                    let status = if readiness.is_ready() {
+                        axum::http::StatusCode::OK
+                    } else {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    (status, readiness.to_string())
+                }
+            }),
+        );
+    println!(
+        "admin on http://{0}/metrics, /healthz, /readyz",
+        listener.local_addr()?
     );
-    println!("metrics on http://{}/metrics", listener.local_addr()?);
     tokio::spawn(async move {
         let served = axum::serve(meridian_seams::net::AxumListener::new(listener), app).await;
         if let Err(error) = served {
-            tracing::error!(%error, "metrics listener stopped");
+            tracing::error!(%error, "admin listener stopped");
         }
     });
     Ok(())

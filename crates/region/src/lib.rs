@@ -34,6 +34,7 @@ pub mod plan;
 #[cfg(feature = "fdb")]
 pub use meridian_kv_fdb::shutdown as shutdown_foundationdb;
 
+pub use meridian_core::health::{HealthConfig, Readiness};
 pub use meridian_core::{CoreConfig, MediaDeps};
 pub use meridian_gateway::GatewayConfig;
 pub use meridian_identity::{EdgeCredentials, ServiceCredentials};
@@ -48,6 +49,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use meridian_core::health;
 use meridian_core::media_check::MediaChecker;
 use meridian_core::peers::Peers;
 use meridian_core::retention::Sweeper;
@@ -132,14 +134,14 @@ impl Listen {
 
 /// Running servers and the signal that stops them.
 struct Tasks {
-    shutdown: watch::Sender<bool>,
+    shutdown: Arc<watch::Sender<bool>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Tasks {
     fn new() -> Self {
         Self {
-            shutdown: watch::channel(false).0,
+            shutdown: Arc::new(watch::channel(false).0),
             tasks: Vec::new(),
         }
     }
@@ -210,6 +212,8 @@ pub struct CoreOptions {
     /// towards other regions' cores and on replication links. `None` runs
     /// in plaintext with no caller checked (`--insecure-core`).
     pub tls: Option<ServiceCredentials>,
+    /// How the store's watchdog looks at it.
+    pub health: HealthConfig,
 }
 
 /// A running core.
@@ -220,6 +224,8 @@ pub struct CoreHandle {
     pub messaging: Arc<Messaging>,
     /// The status of each incoming replication link, by source region.
     pub links: BTreeMap<String, watch::Receiver<LinkStatus>>,
+    /// Whether the core should get traffic (its store's health).
+    pub readiness: watch::Receiver<Readiness>,
     tasks: Tasks,
 }
 
@@ -227,6 +233,26 @@ impl CoreHandle {
     /// Stops serving, draining for up to five seconds.
     pub async fn stop(self) {
         self.tasks.stop().await;
+    }
+
+    /// Resolves when the core's store failed for good, with the reason.
+    /// By then the core has stopped serving (fail-stop); the process
+    /// should exit so that it restarts and recovers from the journal.
+    pub fn store_failed(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        store_failed(self.readiness.clone())
+    }
+}
+
+/// Resolves with the reason once `readiness` says the store failed.
+async fn store_failed(mut readiness: watch::Receiver<Readiness>) -> String {
+    loop {
+        if let Readiness::StoreFailed { reason } = &*readiness.borrow_and_update() {
+            return reason.clone();
+        }
+        if readiness.changed().await.is_err() {
+            // The watchdog stopped with the core: never resolves.
+            std::future::pending::<()>().await;
+        }
     }
 }
 
@@ -385,6 +411,21 @@ pub async fn start_core(options: CoreOptions) -> anyhow::Result<CoreHandle> {
     if options.sweep {
         tasks.spawn_until_stopped(Sweeper::new(messaging.clone()).run());
     }
+    let stop_on_failure = options.health.stop_on_failure;
+    let (readiness, watchdog) = health::watchdog(messaging.clone(), options.health);
+    tasks.spawn_until_stopped(watchdog);
+    if stop_on_failure {
+        // Fail-stop: a failed store stops everything the core serves, so
+        // gateways see it gone (and go unready) instead of every write
+        // failing.
+        let shutdown = tasks.shutdown.clone();
+        let failed = store_failed(readiness.clone());
+        tasks.spawn_until_stopped(async move {
+            let reason = failed.await;
+            tracing::error!(%reason, "the core stops: its store failed");
+            shutdown.send_replace(true);
+        });
+    }
     if options
         .media
         .buckets
@@ -396,6 +437,7 @@ pub async fn start_core(options: CoreOptions) -> anyhow::Result<CoreHandle> {
         addr,
         messaging,
         links,
+        readiness,
         tasks,
     })
 }
@@ -536,6 +578,8 @@ pub struct RegionOptions {
     pub tls: Option<RegionCredentials>,
     /// The certificate the gateway serves clients TLS with.
     pub edge_tls: Option<EdgeCredentials>,
+    /// How the core's watchdog looks at its store.
+    pub health: HealthConfig,
 }
 
 /// A region's two identities, for a core and a gateway in one process.
@@ -574,6 +618,7 @@ impl RegionOptions {
             media: MediaDeps::default(),
             tls: None,
             edge_tls: None,
+            health: HealthConfig::default(),
         }
     }
 }
@@ -598,6 +643,16 @@ impl RegionHandle {
         self.gateway.stop().await;
         self.core.stop().await;
     }
+
+    /// Whether the core should get traffic (its store's health).
+    pub fn readiness(&self) -> watch::Receiver<Readiness> {
+        self.core.readiness.clone()
+    }
+
+    /// As [`CoreHandle::store_failed`].
+    pub fn store_failed(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        self.core.store_failed()
+    }
 }
 
 /// Starts a region in this process: store, core, replication, gateway,
@@ -621,6 +676,7 @@ pub async fn start_region(options: RegionOptions) -> anyhow::Result<RegionHandle
         link: options.link,
         media: options.media,
         tls: options.tls.as_ref().map(|tls| tls.core.clone()),
+        health: options.health,
     })
     .await?;
     let mut cores = peers;

@@ -16,8 +16,8 @@ use meridian_region::config::{
 use meridian_region::media::{Bucket, EmbeddedS3, MemoryS3, S3Target};
 use meridian_region::plan::{GatewayPlan, Plan as DeploymentPlan, PlanOptions, SitePlan};
 use meridian_region::{
-    CoreOptions, GatewayOptions, LinkConfig, MediaDeps, MemoryEngine, RegionCredentials,
-    StoreChoice, start_core, start_gateway,
+    CoreOptions, GatewayOptions, HealthConfig, LinkConfig, MediaDeps, MemoryEngine,
+    RegionCredentials, StoreChoice, start_core, start_gateway,
 };
 use meridian_rpc::core::core_client::CoreClient;
 use meridian_rpc::core::{self as pb};
@@ -231,17 +231,20 @@ impl Regions<'_> {
     ///
     /// # Errors
     /// When the seed's sites cannot be planned.
-    pub(crate) fn start(&self, sim: &mut turmoil::Sim<'_>) -> Result<(), String> {
+    /// Answers each site's store engine, by site index (for the faults
+    /// that fail it).
+    pub(crate) fn start(&self, sim: &mut turmoil::Sim<'_>) -> Result<Vec<MemoryEngine>, String> {
         let planned = self.plan()?;
         let media_deps = self.media_deps();
         self.add_object_storage(sim);
+        let mut engines = Vec::new();
         for ((region, region_clock), (site, gateway)) in
             self.core_clocks.iter().enumerate().zip(planned)
         {
-            self.add_core(sim, region, region_clock, &media_deps, site);
+            engines.push(self.add_core(sim, region, region_clock, &media_deps, site));
             self.add_gateway(sim, region, gateway);
         }
-        Ok(())
+        Ok(engines)
     }
 
     /// What each site's core and gateway run with, by site index: the plan
@@ -310,7 +313,7 @@ impl Regions<'_> {
     }
 
     /// Adds site `region`'s core as `planned`, over an engine that outlives
-    /// its crashes.
+    /// its crashes (answered).
     fn add_core(
         &self,
         sim: &mut turmoil::Sim<'_>,
@@ -318,7 +321,7 @@ impl Regions<'_> {
         region_clock: &SimClock,
         media_deps: &MediaDeps,
         mut planned: SitePlan,
-    ) {
+    ) -> MemoryEngine {
         let (seed, sites, network) = (self.seed, self.sites, self.network);
         let tls = self
             .identities
@@ -328,7 +331,8 @@ impl Regions<'_> {
         // A region's engine lives outside its host, so a crash keeps what
         // was committed and loses what was not: it replaces the plan's
         // store.
-        planned.store = StoreChoice::Memory(MemoryEngine::new());
+        let engine = MemoryEngine::new();
+        planned.store = StoreChoice::Memory(engine.clone());
         planned.peers = at_simulated_cores(sites, planned.peers);
         planned.core.sweep_interval = Duration::from_secs(3600);
         planned.core.follow_inbox_feed = !watches_inbox_head(seed);
@@ -374,12 +378,19 @@ impl Regions<'_> {
                     link,
                     media,
                     tls,
+                    // A failed store's core is crashed and restarted by
+                    // the run's supervisor (`run.rs`), not stopped by itself.
+                    health: HealthConfig {
+                        stop_on_failure: false,
+                        ..HealthConfig::default()
+                    },
                 })
                 .await?;
                 std::future::pending::<()>().await;
                 Ok(())
             }
         });
+        engine
     }
 
     /// Adds site `region`'s gateway as `planned`: it reaches every site's

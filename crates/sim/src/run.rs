@@ -6,6 +6,8 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use meridian_identity::ServiceCredentials;
+use meridian_kv_memory::Fault;
+use meridian_region::MemoryEngine;
 use meridian_rpc::core::core_client::CoreClient;
 use meridian_rpc::core::{self as pb};
 use meridian_seams::SharedClock;
@@ -34,7 +36,7 @@ pub fn run_seed(seed: u64, faults: Faults) -> SeedOutcome {
     let shared: SharedState = Arc::default();
     let identities =
         SimIdentities::issue(sites).map_err(|error| format!("seed {seed}: {error}"))?;
-    Regions {
+    let engines = Regions {
         seed,
         sites,
         network: &network,
@@ -48,7 +50,7 @@ pub fn run_seed(seed: u64, faults: Faults) -> SeedOutcome {
     run_setup(&mut sim, seed, &network, &shared, &plan, caller)?;
     start_devices(&mut sim, seed, &network, &shared, &plan);
     start_admin(&mut sim, &network, &shared, &plan, caller);
-    let applied = drive(&mut sim, seed, &plan, &core_clocks, &shared)?;
+    let applied = drive(&mut sim, seed, &plan, &core_clocks, &engines, &shared)?;
     let sim_time = sim.elapsed();
     check(seed, &plan, &lock(&shared), applied, sim_time)
 }
@@ -138,16 +140,19 @@ fn drive(
     seed: u64,
     plan: &Plan,
     core_clocks: &[SimClock],
+    engines: &[MemoryEngine],
     shared: &SharedState,
 ) -> Result<usize, String> {
     let mut pending_faults = plan.faults.iter().peekable();
     let mut applied = 0;
+    let mut supervisor = Supervisor::default();
     loop {
+        supervisor.restart_failed(sim, plan.sites(), engines);
         while let Some((at, action)) = pending_faults.peek() {
             if sim.elapsed() < *at {
                 break;
             }
-            apply_fault(sim, action, core_clocks);
+            apply_fault(sim, action, core_clocks, engines);
             applied += 1;
             pending_faults.next();
         }
@@ -165,8 +170,49 @@ fn drive(
     Ok(applied)
 }
 
+/// What restarts a core whose store failed, as a process supervisor
+/// would: the core stops itself (fail-stop); a while later its host is
+/// restarted (the simulation's crash and restart) over the engine, which
+/// works again, as a restarted fjall recovering its journal on a disk that
+/// works again.
+#[derive(Default)]
+struct Supervisor {
+    /// When each failed site's store was first seen failed.
+    failed_since: std::collections::BTreeMap<usize, Duration>,
+}
+
+/// How long a supervisor takes to restart a stopped core.
+const RESTART_DELAY: Duration = Duration::from_millis(500);
+
+impl Supervisor {
+    fn restart_failed(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        sites: crate::workload::Sites,
+        engines: &[MemoryEngine],
+    ) {
+        let now = sim.elapsed();
+        for (site, engine) in engines.iter().enumerate() {
+            if !engine.is_poisoned() {
+                continue;
+            }
+            let since = *self.failed_since.entry(site).or_insert(now);
+            if now >= since + RESTART_DELAY {
+                engine.recover();
+                self.failed_since.remove(&site);
+                sim.bounce(crate::workload::host("core", sites, site));
+            }
+        }
+    }
+}
+
 /// Applies one fault of the schedule.
-fn apply_fault(sim: &mut turmoil::Sim<'_>, action: &FaultAction, core_clocks: &[SimClock]) {
+fn apply_fault(
+    sim: &mut turmoil::Sim<'_>,
+    action: &FaultAction,
+    core_clocks: &[SimClock],
+    engines: &[MemoryEngine],
+) {
     match action {
         FaultAction::Partition(a, b) => sim.partition(a.as_str(), b.as_str()),
         FaultAction::Repair(a, b) => sim.repair(a.as_str(), b.as_str()),
@@ -175,6 +221,7 @@ fn apply_fault(sim: &mut turmoil::Sim<'_>, action: &FaultAction, core_clocks: &[
             sim.set_link_latency(a.as_str(), b.as_str(), *latency)
         }
         FaultAction::ClockJump(region, skew) => core_clocks[*region].set_skew(*skew),
+        FaultAction::StoreFailure(site) => engines[*site].inject(Fault::Poison),
     }
 }
 

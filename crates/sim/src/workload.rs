@@ -94,6 +94,10 @@ pub(crate) enum FaultAction {
     /// A region's core wall clock jumps to this skew (ms), within the
     /// maximum offset: (region index, skew).
     ClockJump(usize, i64),
+    /// A site's store fails for good (a failed fsync): its core stops
+    /// (fail-stop) and is restarted over the recovered store, as its
+    /// supervisor would: (site index).
+    StoreFailure(usize),
 }
 
 /// A membership change made while messages flow.
@@ -226,7 +230,10 @@ impl Plan {
             devices: &devices,
             gateway_of: &gateway_of,
         };
-        let fault_list = draw_faults(&mut rng, &mut topo, faults, &links);
+        let mut fault_list = draw_faults(&mut rng, &mut topo, faults, &links);
+        if faults.crashes {
+            draw_store_failure(seed, sites, &mut fault_list);
+        }
         Self {
             regions,
             sharded,
@@ -237,6 +244,19 @@ impl Plan {
             faults: fault_list,
             membership,
         }
+    }
+}
+
+/// Sometimes, one site's store failing for good. Drawn from a stream of its
+/// own, so the rest of every seed's plan is what it was before this fault
+/// existed.
+fn draw_store_failure(seed: u64, sites: Sites, fault_list: &mut Vec<(Duration, FaultAction)>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xd15c_fa11_0000_0001);
+    if rng.random_bool(0.2) {
+        let at = Duration::from_millis(rng.random_range(0..7_000));
+        let site = rng.random_range(0..sites.count);
+        fault_list.push((at, FaultAction::StoreFailure(site)));
+        fault_list.sort_by_key(|(at, _)| *at);
     }
 }
 

@@ -110,7 +110,7 @@ impl AckBatch {
             match &result {
                 Ok(()) => {
                     // Only a durable ack opens the flow-control window.
-                    ack.state.unacked().retain(|s| *s > ack.cursor);
+                    ack.state.unacked().release_through(&ack.cursor);
                     ack.state.acked.send_if_modified(|current| {
                         let newer = ack.cursor > *current;
                         if newer {

@@ -19,21 +19,68 @@ use crate::{Caller, CoreError, Messaging};
 
 /// What the delivery task and the ack path share for one device session.
 pub(super) struct DeliveryState {
-    /// Stamps delivered but not yet acknowledged, oldest first.
-    pub(super) unacked: Mutex<VecDeque<Stamp>>,
+    /// Deliveries sent but not yet acknowledged.
+    pub(super) unacked: Mutex<Unacked>,
     /// Latest acknowledged stamp, to wake a delivery task waiting on flow control.
     pub(super) acked: watch::Sender<Stamp>,
 }
 
 impl DeliveryState {
-    pub(super) fn unacked(&self) -> std::sync::MutexGuard<'_, VecDeque<Stamp>> {
+    pub(super) fn new() -> Self {
+        let (acked, _) = watch::channel(store::keys::STAMP_ZERO);
+        Self {
+            unacked: Mutex::new(Unacked::default()),
+            acked,
+        }
+    }
+
+    pub(super) fn unacked(&self) -> std::sync::MutexGuard<'_, Unacked> {
         self.unacked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The flow-control window of one session: stamps delivered and not yet
+/// acknowledged, oldest first, with the bytes each delivery weighed.
+#[derive(Default)]
+pub(super) struct Unacked {
+    stamps: VecDeque<(Stamp, usize)>,
+    bytes: usize,
+}
+
+impl Unacked {
+    fn push(&mut self, stamp: Stamp, bytes: usize) {
+        self.stamps.push_back((stamp, bytes));
+        self.bytes += bytes;
+    }
+
+    /// Releases everything up to and including `cursor` (acks are cumulative).
+    pub(super) fn release_through(&mut self, cursor: &Stamp) {
+        while let Some(&(stamp, bytes)) = self.stamps.front() {
+            if stamp > *cursor {
+                break;
+            }
+            self.stamps.pop_front();
+            self.bytes -= bytes;
+        }
+    }
+
+    /// Whether `cursor` ends a delivery this session was sent.
+    pub(super) fn holds(&self, cursor: &Stamp) -> bool {
+        self.stamps.iter().any(|(stamp, _)| stamp == cursor)
+    }
+
+    /// Whether the window is full: `max_count` deliveries or `max_bytes`
+    /// of them await an ack. An empty window is never full, so one
+    /// delivery larger than the byte window still goes.
+    fn full(&self, max_count: usize, max_bytes: usize) -> bool {
+        self.stamps.len() >= max_count || (self.bytes >= max_bytes && !self.stamps.is_empty())
     }
 }
 
 /// Delivers a device's inbox from its stored cursor: read a batch, push it,
 /// and when the inbox is drained, watch the inbox head until something
-/// arrives. Stops pushing while `max_unacked` deliveries await an ack.
+/// arrives. Stops pushing while `max_unacked` deliveries, or
+/// `max_unacked_bytes` of them, await an ack.
 /// Transient store failures are retried with backoff; the session is only
 /// ended (with an error frame) by a failure that retrying cannot fix.
 pub(super) async fn deliver(
@@ -65,19 +112,22 @@ pub(super) async fn deliver(
     // Subscribed before the first look at the inbox, so that no commit
     // falls between the look and the wait.
     let inbox = messaging.inbox_waiter().subscribe(&caller.user_id, cursor);
-    let mut acked = state.acked.subscribe();
+    let mut window = Window {
+        state: &state,
+        acked: state.acked.subscribe(),
+        max_count: messaging.config().max_unacked,
+        max_bytes: messaging.config().max_unacked_bytes,
+    };
     let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
     loop {
-        while state.unacked().len() >= messaging.config().max_unacked {
-            if acked.changed().await.is_err() {
-                return;
-            }
+        if window.open().await == Flow::Stop {
+            return;
         }
         let step = deliver_step(
             &messaging,
             session,
             &caller,
-            &state,
+            &mut window,
             &down,
             &mut cursor,
             &inbox,
@@ -104,6 +154,32 @@ enum Flow {
     Stop,
 }
 
+/// A session's flow-control window as its delivery task sees it.
+///
+/// The byte bound is what keeps a session that reads but acks late from
+/// being cut off as slow: the gateway buffers at most 4 MiB per session,
+/// and everything it buffers for delivery is unacknowledged, so a window
+/// below that buffer means that only a session that stops reading its
+/// socket fills it.
+struct Window<'a> {
+    state: &'a DeliveryState,
+    acked: watch::Receiver<Stamp>,
+    max_count: usize,
+    max_bytes: usize,
+}
+
+impl Window<'_> {
+    /// Waits until the window has room; `Stop` when the session ended.
+    async fn open(&mut self) -> Flow {
+        while self.state.unacked().full(self.max_count, self.max_bytes) {
+            if self.acked.changed().await.is_err() {
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+}
+
 /// One round of delivery: a gap, a batch, or a wait for the inbox to grow.
 ///
 /// What commits append is taken from the inbox's feed where the store has
@@ -115,7 +191,7 @@ async fn deliver_step(
     messaging: &Messaging,
     session: u64,
     caller: &Caller,
-    state: &DeliveryState,
+    window: &mut Window<'_>,
     down: &Down,
     cursor: &mut Stamp,
     inbox: &InboxWait,
@@ -139,7 +215,7 @@ async fn deliver_step(
             };
             items.push((entry.stamp, item));
         }
-        return Ok(send_deliveries(session, state, down, cursor, items).await);
+        return Ok(send_deliveries(session, window, down, cursor, items).await);
     }
     let tx = messaging.db().begin();
     let floor = store::get_inbox_floor(&tx, &caller.user_id).await?;
@@ -172,7 +248,8 @@ async fn deliver_step(
     if let Some(armed) = &armed {
         armed.register(&tx).await?;
     }
-    if !items.is_empty() && send_deliveries(session, state, down, cursor, items).await == Flow::Stop
+    if !items.is_empty()
+        && send_deliveries(session, window, down, cursor, items).await == Flow::Stop
     {
         return Ok(Flow::Stop);
     }
@@ -189,11 +266,11 @@ const MAX_DELIVER_BYTES: usize = 256 * 1024;
 
 /// Sends `items` (inbox entries after `cursor`, in order; `None` for an
 /// entry skipped because retention removed its message) as `deliver`
-/// frames of at most [`MAX_DELIVER_BYTES`], records them as awaiting acks,
-/// and moves `cursor` past them.
+/// frames of at most [`MAX_DELIVER_BYTES`], each once the window has room,
+/// records them as awaiting acks, and moves `cursor` past them.
 async fn send_deliveries(
     session: u64,
-    state: &DeliveryState,
+    window: &mut Window<'_>,
     down: &Down,
     cursor: &mut Stamp,
     items: Vec<(Stamp, Option<delivery::Item>)>,
@@ -208,15 +285,17 @@ async fn send_deliveries(
         let size = delivery.as_ref().map_or(0, prost::Message::encoded_len);
         if !frame.is_empty() && bytes + size > MAX_DELIVER_BYTES {
             let full = std::mem::take(&mut frame);
-            if send_frame(session, state, down, cursor, full).await == Flow::Stop {
+            if send_frame(session, window.state, down, cursor, full).await == Flow::Stop
+                || window.open().await == Flow::Stop
+            {
                 return Flow::Stop;
             }
             bytes = 0;
         }
         bytes += size;
-        frame.push((stamp, delivery));
+        frame.push((stamp, delivery, size));
     }
-    send_frame(session, state, down, cursor, frame).await
+    send_frame(session, window.state, down, cursor, frame).await
 }
 
 /// Sends one `deliver` frame of `deliveries` after `cursor`.
@@ -225,24 +304,24 @@ async fn send_frame(
     state: &DeliveryState,
     down: &Down,
     cursor: &mut Stamp,
-    deliveries: Vec<(Stamp, Option<Delivery>)>,
+    deliveries: Vec<(Stamp, Option<Delivery>, usize)>,
 ) -> Flow {
-    let Some(&(last, _)) = deliveries.last() else {
+    let Some(&(last, _, _)) = deliveries.last() else {
         return Flow::Continue;
     };
     let after = store::stamp_to_hex(cursor);
     let mut delivered = Vec::with_capacity(deliveries.len());
     {
         let mut unacked = state.unacked();
-        for (stamp, delivery) in deliveries {
+        for (stamp, delivery, size) in deliveries {
             if let Some(delivery) = delivery {
                 delivered.push(delivery);
-                unacked.push_back(stamp);
+                unacked.push(stamp, size);
             }
         }
         // The chain's end is ackable even when its entry was skipped.
-        if unacked.back() != Some(&last) {
-            unacked.push_back(last);
+        if unacked.stamps.back().map(|(stamp, _)| stamp) != Some(&last) {
+            unacked.push(last, 0);
         }
     }
     *cursor = last;
@@ -317,5 +396,57 @@ fn notice_item(entry: &InboxEntry) -> Option<delivery::Item> {
                 version: *version,
             }))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(n: u8) -> Stamp {
+        let mut stamp = store::keys::STAMP_ZERO;
+        stamp[11] = n;
+        stamp
+    }
+
+    #[test]
+    fn the_window_fills_by_count_or_by_bytes() {
+        let mut unacked = Unacked::default();
+        assert!(!unacked.full(2, 100), "an empty window has room");
+        unacked.push(stamp(1), 60);
+        assert!(!unacked.full(2, 100));
+        unacked.push(stamp(2), 10);
+        assert!(unacked.full(2, 1000), "two deliveries fill a window of two");
+        assert!(!unacked.full(3, 100));
+        unacked.push(stamp(3), 30);
+        assert!(unacked.full(4, 100), "100 bytes fill a window of 100");
+    }
+
+    #[test]
+    fn one_delivery_larger_than_the_window_still_goes() {
+        let unacked = Unacked::default();
+        assert!(!unacked.full(10, 0));
+        let mut unacked = Unacked::default();
+        unacked.push(stamp(1), 5_000);
+        assert!(
+            unacked.full(10, 100),
+            "but nothing follows it unacknowledged"
+        );
+    }
+
+    #[test]
+    fn an_ack_releases_everything_through_its_cursor() {
+        let mut unacked = Unacked::default();
+        for n in 1..=4 {
+            unacked.push(stamp(n), 25);
+        }
+        assert!(unacked.full(10, 100));
+        unacked.release_through(&stamp(2));
+        assert_eq!(unacked.bytes, 50);
+        assert!(!unacked.holds(&stamp(2)));
+        assert!(unacked.holds(&stamp(3)));
+        assert!(!unacked.full(10, 100));
+        unacked.release_through(&stamp(9));
+        assert_eq!((unacked.stamps.len(), unacked.bytes), (0, 0));
     }
 }

@@ -1,13 +1,13 @@
 //! The multiplexed session stream of one gateway: sends, acks and receipts
 //! in; deliveries, send results and errors out, for many devices at once.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use meridian_rpc::core::{self as pb, SessionDown, SessionUp, session_down, session_up};
 use meridian_store::{self as store, ReceiptKind};
 use meridian_wire::ErrorCode;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use super::acks::{AckBatch, CloseOnDrop, PendingAck};
@@ -134,7 +134,8 @@ struct Stream {
     // Closed however this stream ends, including by being dropped at
     // shutdown: the writer then writes what waits and stops.
     _close_acks: CloseOnDrop,
-    ack_writer: JoinHandle<()>,
+    /// Taken when the stream closes, to wait for it.
+    ack_writer: Option<JoinHandle<()>>,
     acks: Arc<AckBatch>,
     inflight: Arc<Semaphore>,
     sessions: BTreeMap<u64, Attached>,
@@ -160,7 +161,7 @@ impl Stream {
         let ack_writer = tokio::spawn(acks.clone().write_until_closed(messaging.clone()));
         Self {
             _close_acks: CloseOnDrop(acks.clone()),
-            ack_writer,
+            ack_writer: Some(ack_writer),
             acks,
             inflight,
             sessions,
@@ -207,11 +208,7 @@ impl Stream {
             self.registry
                 .remove(&old.caller.device_id, self.stream, attach.session);
         }
-        let (acked, _) = watch::channel(meridian_store::keys::STAMP_ZERO);
-        let state = Arc::new(DeliveryState {
-            unacked: Mutex::new(VecDeque::new()),
-            acked,
-        });
+        let state = Arc::new(DeliveryState::new());
         let task = tokio::spawn(deliver(
             self.messaging.clone(),
             attach.session,
@@ -326,7 +323,7 @@ impl Stream {
                 .await;
             return;
         };
-        let known = attached.state.unacked().iter().any(|s| *s == cursor);
+        let known = attached.state.unacked().holds(&cursor);
         if !known {
             let _ = self
                 .down
@@ -396,15 +393,32 @@ impl Stream {
 
     /// Ends every session of the ended stream, then waits for its acks to
     /// be written.
-    async fn close(self) {
-        for (session, attached) in self.sessions {
+    async fn close(mut self) {
+        self.detach_all();
+        // Acks already received are still written (the devices would otherwise
+        // be sent those items again when they resume).
+        self.acks.close();
+        if let Some(writer) = self.ack_writer.take() {
+            let _ = writer.await;
+        }
+    }
+
+    /// Stops delivering to every session of the stream. Their delivery
+    /// tasks hold the outgoing channel: until they end, the gateway's end
+    /// of the stream stays open.
+    fn detach_all(&mut self) {
+        for (session, attached) in std::mem::take(&mut self.sessions) {
             attached.task.abort();
             self.registry
                 .remove(&attached.caller.device_id, self.stream, session);
         }
-        // Acks already received are still written (the devices would otherwise
-        // be sent those items again when they resume).
-        self.acks.close();
-        let _ = self.ack_writer.await;
+    }
+}
+
+/// A stream dropped without closing (its core shutting down, or failed)
+/// still ends its sessions' deliveries, so the gateway sees it end.
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.detach_all();
     }
 }

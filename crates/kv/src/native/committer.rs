@@ -122,6 +122,24 @@ pub(super) fn lock_current(current: &Mutex<Current>) -> std::sync::MutexGuard<'_
     current.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// What the committer tells the database's users about its engine.
+pub(super) struct Vitals {
+    /// Why the engine failed for good (fail-stop), once it has.
+    pub(super) failure: tokio::sync::watch::Sender<Option<String>>,
+    /// When (the clock's monotonic time) the write in flight began.
+    pub(super) writing_since: Mutex<Option<std::time::Duration>>,
+}
+
+impl Vitals {
+    fn set_writing_since(&self, since: Option<std::time::Duration>) {
+        *self.writing_since.lock().unwrap_or_else(|p| p.into_inner()) = since;
+    }
+
+    pub(super) fn writing_since(&self) -> Option<std::time::Duration> {
+        *self.writing_since.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// What a database's handles share with its committer.
 pub(super) struct Started {
     /// The published version and its snapshot.
@@ -134,6 +152,8 @@ pub(super) struct Started {
     pub(super) commits: mpsc::Sender<CommitRequest>,
     /// Becomes true once the committer has stopped and released the engine.
     pub(super) stopped: tokio::sync::watch::Receiver<bool>,
+    /// The engine's failure and the age of the write in flight.
+    pub(super) vitals: Arc<Vitals>,
 }
 
 /// Reads `engine`'s committed version and starts its committer on the
@@ -166,7 +186,12 @@ pub(super) fn start_committer(
         published: version,
     }));
     let observers = Observers::default();
+    let vitals = Arc::new(Vitals {
+        failure: tokio::sync::watch::channel(None).0,
+        writing_since: Mutex::new(None),
+    });
     let committer = Committer {
+        vitals: vitals.clone(),
         engine,
         observers: observers.clone(),
         current: current.clone(),
@@ -188,6 +213,7 @@ pub(super) fn start_committer(
         observers,
         commits,
         stopped,
+        vitals,
     })
 }
 
@@ -204,6 +230,7 @@ const RESOLVE_STEP: usize = 32;
 /// become readable and are acknowledged strictly in version order.
 struct Committer {
     engine: Arc<dyn Engine>,
+    vitals: Arc<Vitals>,
     observers: Observers,
     current: Arc<Mutex<Current>>,
     conflicts: Arc<Mutex<Conflicts>>,
@@ -339,6 +366,26 @@ fn apply_mutation(
 }
 
 impl Committer {
+    /// Fail-stop: the engine failed for good, so nothing more is written.
+    /// Says so to the database's users, then refuses every commit until
+    /// the last handle is dropped.
+    async fn stop_failed(
+        &mut self,
+        reason: String,
+        open: Option<OpenBatch>,
+        mut queue: mpsc::Receiver<CommitRequest>,
+    ) {
+        tracing::error!(%reason, "storage engine failed: the store takes no more commits");
+        self.vitals.failure.send_replace(Some(reason.clone()));
+        let refusal = || KvError::StoreFailed {
+            reason: reason.clone(),
+        };
+        abandon(open, refusal);
+        while let Some(request) = queue.recv().await {
+            let _ = request.reply.send(Err(refusal()));
+        }
+    }
+
     async fn run(mut self, mut queue: mpsc::Receiver<CommitRequest>) {
         let mut incoming = Vec::with_capacity(self.max_batch);
         let mut open: Option<OpenBatch> = None;
@@ -361,6 +408,10 @@ impl Committer {
                             self.publish(done, outcome);
                         }
                         if failed {
+                            if let Some(reason) = self.engine.failure() {
+                                self.stop_failed(reason, open.take(), queue).await;
+                                return;
+                            }
                             // The open batch was resolved on top of the failed
                             // one (atomic operations read its values); it
                             // must not reach the engine. Nothing of it was
@@ -516,6 +567,7 @@ impl Committer {
             .resolver
             .record(batch.version, now, batch.writes);
         let changes = Arc::new(batch.changes);
+        self.vitals.set_writing_since(Some(now));
         let future = self.engine.write(changes.clone());
         Some((
             InFlight {
@@ -530,6 +582,7 @@ impl Committer {
 
     /// A written batch becomes readable, fires its watches and is answered.
     fn publish(&mut self, batch: InFlight, outcome: Result<(), KvError>) {
+        self.vitals.set_writing_since(None);
         let written = self.clock.monotonic().saturating_sub(batch.started);
         self.metrics.write_seconds.record(written.as_secs_f64());
         self.metrics

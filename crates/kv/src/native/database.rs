@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use meridian_seams::{Rng, SharedClock};
 
 use super::committer::{
-    CommitRequest, Conflicts, Current, Observers, Started, lock_conflicts, lock_current,
+    CommitRequest, Conflicts, Current, Observers, Started, Vitals, lock_conflicts, lock_current,
     start_committer,
 };
 use crate::KvError;
@@ -71,6 +71,7 @@ struct Inner {
     rng: Rng,
     options: DatabaseOptions,
     observers: Observers,
+    vitals: Arc<Vitals>,
 }
 
 /// A handle to a transactional database over some [`Engine`]. Cheap to clone.
@@ -103,6 +104,7 @@ impl NativeDatabase {
             observers,
             commits,
             stopped,
+            vitals,
         } = start_committer(
             engine,
             clock.clone(),
@@ -120,8 +122,20 @@ impl NativeDatabase {
                 rng,
                 options,
                 observers,
+                vitals,
             }),
         })
+    }
+
+    /// Why the engine failed for good, once it has.
+    pub(super) fn failure(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.inner.vitals.failure.subscribe()
+    }
+
+    /// How long the write in flight has taken so far, if one is.
+    pub(super) fn write_in_flight_for(&self) -> Option<std::time::Duration> {
+        let since = self.inner.vitals.writing_since()?;
+        Some(self.inner.clock.monotonic().saturating_sub(since))
     }
 
     /// Adds an observer of every batch committed from now on.

@@ -64,6 +64,14 @@ impl Backend for NativeDatabase {
     fn closed(&self) -> BoxFuture<'static, ()> {
         Box::pin(self.stopped())
     }
+
+    fn failure(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        NativeDatabase::failure(self)
+    }
+
+    fn write_in_flight_for(&self) -> Option<std::time::Duration> {
+        NativeDatabase::write_in_flight_for(self)
+    }
 }
 
 impl BackendTransaction for NativeTransaction {
