@@ -167,3 +167,28 @@ async fn a_frame_over_the_hard_cap_closes_with_1009_and_the_server_survives() {
         .await
         .expect("the server still serves");
 }
+
+/// Review L2: a device reusing a `client_msg_id` for another conversation
+/// is refused (`bad_request`), not answered "sent" with the first send's
+/// result; a retry to the same conversation still returns that result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_key_reused_for_another_conversation_is_refused() {
+    let mut h = Harness::start().await;
+    let (alice, _bob, conv) = h.direct_pair().await;
+    let carol = h.user("carol").await;
+    let other = h.direct(&alice.token, &carol.user_id).await;
+    let mut client = h.client(&alice.token).await;
+    let first = client.send(&conv, "once", "hello", None).await.unwrap();
+    let retry = client.send(&conv, "once", "hello", None).await.unwrap();
+    assert_eq!(retry.msg_id, first.msg_id, "a retry is the first send");
+    let reused = client
+        .send(&other, "once", "hello, carol", None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        reused.code(),
+        Some(meridian_sdk::ErrorCode::BadRequest),
+        "{reused}"
+    );
+    h.stop().await;
+}

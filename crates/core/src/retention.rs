@@ -248,16 +248,34 @@ impl Sweeper {
                     }
                 })
                 .await?;
-            db.run(|tx, _| {
-                let convs = &convs;
-                async move {
-                    for conv in convs {
-                        store::prune_history(&tx, conv, history_cut).await?;
+            // One transaction for the chunk while each conversation's old
+            // history fits one step (nearly always); a conversation with
+            // more goes on in transactions of its own.
+            let unfinished = db
+                .run(|tx, _| {
+                    let convs = &convs;
+                    async move {
+                        let mut unfinished = Vec::new();
+                        for conv in convs {
+                            if store::prune_history(&tx, conv, history_cut).await?
+                                == store::PRUNE_STEP
+                            {
+                                unfinished.push(conv.clone());
+                            }
+                        }
+                        Ok::<_, CoreError>(unfinished)
                     }
-                    Ok::<_, CoreError>(())
-                }
-            })
-            .await?;
+                })
+                .await?;
+            for conv in &unfinished {
+                while db
+                    .run(|tx, _| async move {
+                        Ok::<_, CoreError>(store::prune_history(&tx, conv, history_cut).await?)
+                    })
+                    .await?
+                    == store::PRUNE_STEP
+                {}
+            }
             report.conversations += convs.len();
             match last {
                 Some(key) if convs.len() == CHUNK => after = Some(key),

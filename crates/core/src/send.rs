@@ -50,6 +50,14 @@ impl Messaging {
                     if let Some(first) =
                         store::get_send_record(&tx, &caller.device_id, &input.client_msg_id).await?
                     {
+                        // A retry names the same conversation; a key reused
+                        // for another is a client bug, never "already sent".
+                        if first.conv_id != input.conv_id {
+                            return Err(CoreError::refused(
+                                ErrorCode::BadRequest,
+                                "client_msg_id was already used by this device for a send to another conversation",
+                            ));
+                        }
                         return Ok(first);
                     }
                     let members = self.send_members(&tx, caller, input).await?;

@@ -59,6 +59,7 @@ use meridian_identity::{AuthorizeLayer, Identity};
 use meridian_kv::engine::Engine;
 use meridian_kv::{Database, DatabaseOptions};
 use meridian_replication::embedded::EmbeddedLog;
+use meridian_replication::expiry::expire_periodically;
 use meridian_replication::link::Link;
 use meridian_replication::relay::Relay;
 use meridian_replication::server::{LinkServer, LinkServerConfig};
@@ -71,6 +72,9 @@ use meridian_seams::{Ids, Rng, SharedClock};
 use meridian_wire::sites::region_of_site;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// How often the embedded log drops records past its age bound.
+const LOG_EXPIRY_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Deadline of a unary call to a core (gateway → core, core → core).
 const UNARY_DEADLINE: Duration = Duration::from_secs(5);
@@ -243,6 +247,30 @@ impl CoreHandle {
     }
 }
 
+/// Starts the core's watchdog, and the fail-stop it orders when
+/// `health.stop_on_failure`: a failed store stops everything the core
+/// serves, so gateways see it gone (and go unready) instead of every
+/// write failing. Answers the core's readiness.
+fn watch_health(
+    tasks: &mut Tasks,
+    messaging: Arc<Messaging>,
+    health: HealthConfig,
+) -> watch::Receiver<Readiness> {
+    let stop_on_failure = health.stop_on_failure;
+    let (readiness, watchdog) = health::watchdog(messaging, health);
+    tasks.spawn_until_stopped(watchdog);
+    if stop_on_failure {
+        let shutdown = tasks.shutdown.clone();
+        let failed = store_failed(readiness.clone());
+        tasks.spawn_until_stopped(async move {
+            let reason = failed.await;
+            tracing::error!(%reason, "the core stops: its store failed");
+            shutdown.send_replace(true);
+        });
+    }
+    readiness
+}
+
 /// Resolves with the reason once `readiness` says the store failed.
 async fn store_failed(mut readiness: watch::Receiver<Readiness>) -> String {
     loop {
@@ -391,6 +419,13 @@ pub async fn start_core(options: CoreOptions) -> anyhow::Result<CoreHandle> {
             tracing::error!(%error, "core server stopped");
         }
     }));
+    tasks.spawn_until_stopped(expire_periodically(
+        log.clone(),
+        region.clone(),
+        options.peers.keys().cloned().collect(),
+        LOG_EXPIRY_INTERVAL,
+        options.clock.clone(),
+    ));
     let mut links = BTreeMap::new();
     for (peer, peer_addr) in &options.peers {
         tasks.spawn_until_stopped(Relay::new(db.clone(), log.clone(), &region, peer.clone()).run());
@@ -411,21 +446,7 @@ pub async fn start_core(options: CoreOptions) -> anyhow::Result<CoreHandle> {
     if options.sweep {
         tasks.spawn_until_stopped(Sweeper::new(messaging.clone()).run());
     }
-    let stop_on_failure = options.health.stop_on_failure;
-    let (readiness, watchdog) = health::watchdog(messaging.clone(), options.health);
-    tasks.spawn_until_stopped(watchdog);
-    if stop_on_failure {
-        // Fail-stop: a failed store stops everything the core serves, so
-        // gateways see it gone (and go unready) instead of every write
-        // failing.
-        let shutdown = tasks.shutdown.clone();
-        let failed = store_failed(readiness.clone());
-        tasks.spawn_until_stopped(async move {
-            let reason = failed.await;
-            tracing::error!(%reason, "the core stops: its store failed");
-            shutdown.send_replace(true);
-        });
-    }
+    let readiness = watch_health(&mut tasks, messaging.clone(), options.health);
     if options
         .media
         .buckets

@@ -8,6 +8,13 @@
 //! | `("log_end", topic, partition)` | next offset, u64 BE |
 //! | `("log_head", topic)` | counter every append bumps (watched by readers) |
 //! | `("log_trimmed", topic, partition)` | offset below which records were trimmed, u64 BE |
+//! | `("log_expired", topic, partition)` | offset below which records were dropped by age, u64 BE |
+//!
+//! Records leave the log when their destination reports them applied
+//! ([`ReplicationLog::trim`]), or once older than the log's age bound
+//! ([`ReplicationLog::expire`], 30 days by default: the retention of
+//! everything they carry), so a destination that stays away cannot make
+//! the log grow without end.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,7 +24,9 @@ use meridian_kv::tuple::pack;
 use meridian_kv::{Database, KeyRange, RangeOption, Transaction};
 use meridian_seams::SharedClock;
 
-use crate::log::{AppendRecord, LogError, LogReader, LogRecord, ReplicationLog, partition_for};
+use crate::log::{
+    AppendRecord, Holding, LogError, LogReader, LogRecord, ReplicationLog, partition_for,
+};
 
 fn record_key(topic: &str, partition: u32, offset: u64) -> Vec<u8> {
     pack(&("log", topic, partition, offset))
@@ -34,6 +43,23 @@ fn head_key(topic: &str) -> Vec<u8> {
 fn trimmed_key(topic: &str, partition: u32) -> Vec<u8> {
     pack(&("log_trimmed", topic, partition))
 }
+
+fn expired_key(topic: &str, partition: u32) -> Vec<u8> {
+    pack(&("log_expired", topic, partition))
+}
+
+/// An offset stored as 8 bytes big-endian; 0 when absent or malformed.
+fn offset_value(raw: Option<Bytes>) -> u64 {
+    raw.and_then(|raw| <[u8; 8]>::try_from(raw.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+/// Records looked at per transaction while expiring.
+const EXPIRE_PAGE: usize = 512;
+
+/// How long records are kept unapplied by default: the retention of what
+/// they carry.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 fn encode_record(appended_ms: u64, key: &str, value: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(10 + key.len() + value.len());
@@ -82,6 +108,7 @@ pub struct EmbeddedLog {
     db: Database,
     clock: SharedClock,
     partitions: u32,
+    max_age: Duration,
 }
 
 impl std::fmt::Debug for EmbeddedLog {
@@ -99,7 +126,61 @@ impl EmbeddedLog {
             db,
             clock,
             partitions: partitions.max(1),
+            max_age: DEFAULT_MAX_AGE,
         }
+    }
+
+    /// Keeps unapplied records for `max_age` instead of [`DEFAULT_MAX_AGE`].
+    #[must_use]
+    pub fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = max_age;
+        self
+    }
+
+    /// Drops one page of a partition's records appended before `cutoff_ms`;
+    /// answers the first offset it kept (the partition's new start).
+    async fn expire_page(
+        &self,
+        topic: &str,
+        partition: u32,
+        cutoff_ms: u64,
+    ) -> Result<(u64, bool), LogError> {
+        self.db
+            .run(|tx, _| async move {
+                let start = offset_value(tx.get(&trimmed_key(topic, partition)).await?);
+                // A snapshot read: appends move the end all the time, and
+                // records below the end it saw never change.
+                let end = offset_value(tx.get_snapshot(&end_key(topic, partition)).await?);
+                let page = tx
+                    .get_range_snapshot(
+                        &RangeOption::new(KeyRange::new(
+                            record_key(topic, partition, start),
+                            record_key(topic, partition, end),
+                        ))
+                        .limit(EXPIRE_PAGE),
+                    )
+                    .await?;
+                let mut keep = start;
+                for (index, kv) in page.iter().enumerate() {
+                    let offset = start + index as u64;
+                    if decode_record(offset, &kv.value)?.appended_ms >= cutoff_ms {
+                        break;
+                    }
+                    keep = offset + 1;
+                }
+                if keep > start {
+                    tx.clear_range(&KeyRange::new(
+                        record_key(topic, partition, start),
+                        record_key(topic, partition, keep),
+                    ))?;
+                    tx.set(&trimmed_key(topic, partition), &keep.to_be_bytes())?;
+                    tx.set(&expired_key(topic, partition), &keep.to_be_bytes())?;
+                }
+                // A full page of old records: there may be more.
+                let more = keep - start == page.len() as u64 && page.len() == EXPIRE_PAGE;
+                Ok::<_, LogError>((keep, more))
+            })
+            .await
     }
 }
 
@@ -217,6 +298,52 @@ impl ReplicationLog for EmbeddedLog {
         true
     }
 
+    async fn expire(&self, topic: &str) -> Result<Option<Holding>, LogError> {
+        let now = self.clock.wall_millis();
+        let cutoff_ms = now.saturating_sub(self.max_age.as_millis() as u64);
+        let mut holding = Holding::default();
+        for partition in 0..self.partitions {
+            let before = offset_value(
+                self.db
+                    .begin()
+                    .get_snapshot(&trimmed_key(topic, partition))
+                    .await?,
+            );
+            let start = loop {
+                let (kept, more) = self.expire_page(topic, partition, cutoff_ms).await?;
+                if !more {
+                    break kept;
+                }
+            };
+            holding.expired += start - before;
+            let end = offset_value(
+                self.db
+                    .begin()
+                    .get_snapshot(&end_key(topic, partition))
+                    .await?,
+            );
+            holding.records += end.saturating_sub(start);
+            if let Some(oldest) = self.record_at(topic, partition, start).await? {
+                holding.oldest_ms = Some(
+                    holding
+                        .oldest_ms
+                        .map_or(oldest.appended_ms, |ms| ms.min(oldest.appended_ms)),
+                );
+            }
+        }
+        Ok(Some(holding))
+    }
+
+    async fn expired_offsets(&self, topic: &str) -> Result<BTreeMap<u32, u64>, LogError> {
+        let tx = self.db.begin();
+        let mut out = BTreeMap::new();
+        for partition in 0..self.partitions {
+            let expired = offset_value(tx.get_snapshot(&expired_key(topic, partition)).await?);
+            out.insert(partition, expired);
+        }
+        Ok(out)
+    }
+
     async fn trim(
         &self,
         topic: &str,
@@ -322,7 +449,11 @@ mod tests {
     use super::*;
 
     fn log(partitions: u32) -> EmbeddedLog {
-        let clock: SharedClock = Arc::new(ManualClock::new(1_700_000_000_000));
+        log_on(Arc::new(ManualClock::new(1_700_000_000_000)), partitions)
+    }
+
+    fn log_on(clock: Arc<ManualClock>, partitions: u32) -> EmbeddedLog {
+        let clock: SharedClock = clock;
         let engine = Arc::new(meridian_kv_memory::MemoryEngine::new());
         let db = Database::open(
             engine,
@@ -404,5 +535,38 @@ mod tests {
         let mut reader = log.reader("t", &BTreeMap::new()).await.expect("reader");
         let left = reader.next(10, Duration::ZERO).await.expect("read");
         assert_eq!(left.iter().map(|(_, r)| r.offset).collect::<Vec<_>>(), [2]);
+    }
+
+    /// Records older than the age bound leave the log whether applied or
+    /// not (in pages, for more than a page of them); what is younger
+    /// stays, and the offsets below which records expired are recorded.
+    #[tokio::test]
+    async fn records_past_the_age_bound_expire_unapplied() {
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let log = log_on(clock.clone(), 1).with_max_age(Duration::from_secs(3600));
+        let old: Vec<&str> = vec!["k"; EXPIRE_PAGE + 88];
+        log.append("t", &records(&old)).await.expect("append");
+        clock.advance(Duration::from_secs(1800));
+        log.append("t", &records(&["k", "k"]))
+            .await
+            .expect("append");
+        let fresh = log.expire("t").await.expect("expire").expect("held");
+        assert_eq!((fresh.expired, fresh.records), (0, old.len() as u64 + 2));
+        assert_eq!(fresh.oldest_ms, Some(1_700_000_000_000));
+
+        clock.advance(Duration::from_secs(1801));
+        let held = log.expire("t").await.expect("expire").expect("held");
+        assert_eq!(held.expired, old.len() as u64);
+        assert_eq!(held.records, 2);
+        assert_eq!(held.oldest_ms, Some(1_700_001_800_000));
+        let first = old.len() as u64;
+        assert_eq!(log.start_offsets("t").await.expect("starts")[&0], first);
+        assert_eq!(log.expired_offsets("t").await.expect("expired")[&0], first);
+        let mut reader = log.reader("t", &BTreeMap::new()).await.expect("reader");
+        let left = reader.next(10, Duration::ZERO).await.expect("read");
+        assert_eq!(
+            left.iter().map(|(_, r)| r.offset).collect::<Vec<_>>(),
+            [first, first + 1]
+        );
     }
 }

@@ -23,6 +23,9 @@
 //!    entries (recreated, restored) gets a new one, so its destination
 //!    applies it again rather than skip what is new. Reads of entries the
 //!    log no longer holds, and gaps, are refused and alarmed, never skipped.
+//! 5. [`expiry::expire_periodically`] bounds the embedded log by age: a
+//!    destination away longer than that finds its records gone and
+//!    resyncs from the oldest held, counted and logged (`start.rs`).
 //!
 //! # What it must not touch
 //! No domain rules: it never decodes a change (the [`Applier`] does). No
@@ -30,6 +33,7 @@
 
 pub mod embedded;
 pub mod epoch;
+pub mod expiry;
 pub mod kafka;
 pub mod link;
 pub mod log;

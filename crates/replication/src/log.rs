@@ -79,6 +79,17 @@ pub trait LogReader: Send {
     -> Result<Vec<(u32, LogRecord)>, LogError>;
 }
 
+/// What a log holds for one topic after [`ReplicationLog::expire`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Holding {
+    /// Records held, over every partition.
+    pub records: u64,
+    /// Append time (unix ms) of the oldest record held, if any.
+    pub oldest_ms: Option<u64>,
+    /// Records this call dropped by age.
+    pub expired: u64,
+}
+
 /// A region's durable replication log.
 #[async_trait::async_trait]
 pub trait ReplicationLog: Send + Sync + 'static {
@@ -142,6 +153,26 @@ pub trait ReplicationLog: Send + Sync + 'static {
     /// gone before it read them are refused, never skipped.
     fn trims_only_applied(&self) -> bool {
         false
+    }
+
+    /// Drops `topic`'s records older than the log's age bound, applied or
+    /// not, and answers what the log then holds (the embedded log: it
+    /// keeps a destination's records while it is away, so this is what
+    /// bounds it; Kafka's own retention does this there, so by default
+    /// nothing is dropped and nothing is reported).
+    async fn expire(&self, topic: &str) -> Result<Option<Holding>, LogError> {
+        let _ = topic;
+        Ok(None)
+    }
+
+    /// Per partition, the offset below which [`ReplicationLog::expire`]
+    /// dropped records by age (0 where it never did). A destination
+    /// whose next offset lies below it was away longer than the age
+    /// bound: it resyncs from the oldest record held, instead of being
+    /// refused.
+    async fn expired_offsets(&self, topic: &str) -> Result<BTreeMap<u32, u64>, LogError> {
+        let _ = topic;
+        Ok(BTreeMap::new())
     }
 
     /// Drops records in `from..before` of a partition: the destination has

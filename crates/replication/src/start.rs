@@ -11,7 +11,12 @@
 //! 3. A restart begins at the log's start offsets when records leave the
 //!    log only once the destination applied them, else at 0.
 //! 4. A start below what the log still holds is refused and alarmed: the
-//!    entries in between are gone, and skipping them would lose them.
+//!    entries in between are gone, and skipping them would lose them —
+//!    unless the log dropped them by age ([`ReplicationLog::expire`]): the
+//!    destination was away longer than the log keeps anything, and it
+//!    resyncs (a restart from the oldest record held), counted and logged.
+//!
+//! [`ReplicationLog::expire`]: crate::log::ReplicationLog::expire
 
 use std::collections::BTreeMap;
 
@@ -132,9 +137,13 @@ pub(crate) async fn starting_point(
             (partition, offset)
         })
         .collect();
+    let expired = log.expired_offsets(topic).await.map_err(unavailable)?;
+    let mut expired_unapplied = 0;
     for (partition, offset) in &from {
         let start = starts.get(partition).copied().unwrap_or(0);
-        if *offset < start {
+        if *offset < start && expired.get(partition).copied().unwrap_or(0) >= start {
+            expired_unapplied += start - offset;
+        } else if *offset < start {
             metrics::counter!("meridian_replication_below_start_total", "destination" => destination.to_string())
                 .increment(1);
             tracing::error!(
@@ -150,6 +159,20 @@ pub(crate) async fn starting_point(
                  another state of the destination); an operator must resolve it"
             )));
         }
+    }
+    if expired_unapplied > 0 {
+        metrics::counter!("meridian_replication_resyncs_total", "destination" => destination.to_string())
+            .increment(1);
+        tracing::warn!(
+            destination,
+            expired_unapplied,
+            "destination was away longer than the log keeps records: resyncing it from the oldest record held"
+        );
+        return Ok(StartPoint {
+            epoch,
+            restart: true,
+            from: starts,
+        });
     }
     Ok(StartPoint {
         epoch,
@@ -173,17 +196,22 @@ mod tests {
 
     const TOPIC: &str = "t";
 
-    /// A one-partition embedded log holding `entries`, and its epochs.
-    async fn log(entries: usize) -> (SharedLog, LogEpochs) {
-        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    /// A database over the memory engine on `clock`.
+    fn database(clock: &Arc<ManualClock>) -> Database {
         let engine = Arc::new(meridian_kv_memory::MemoryEngine::new());
-        let db = Database::open(
+        Database::open(
             engine,
             clock.clone(),
             Rng::seeded(1),
             DatabaseOptions::default(),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    /// A one-partition embedded log holding `entries`, and its epochs.
+    async fn log(entries: usize) -> (SharedLog, LogEpochs) {
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let db = database(&clock);
         let log: SharedLog = Arc::new(EmbeddedLog::new(db.clone(), clock, 1));
         let records: Vec<AppendRecord> = (0..entries)
             .map(|i| AppendRecord {
@@ -262,6 +290,37 @@ mod tests {
         let epoch = start(&log, 0, 6).await.unwrap().epoch;
         // A destination restored from an older backup wants 2..6, trimmed.
         let refused = start(&log, epoch, 2).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    }
+
+    /// A destination away longer than the embedded log keeps records
+    /// resyncs from the oldest held (a restart), where one whose entries
+    /// were trimmed as applied is still refused.
+    #[tokio::test]
+    async fn a_destination_away_past_the_age_bound_resyncs() {
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let db = database(&clock);
+        let embedded = EmbeddedLog::new(db.clone(), clock.clone(), 1)
+            .with_max_age(std::time::Duration::from_secs(60));
+        let shared: SharedLog = Arc::new(embedded);
+        let record = || AppendRecord {
+            key: "conv".into(),
+            value: Bytes::from_static(b"x"),
+        };
+        shared.append(TOPIC, &vec![record(); 6]).await.unwrap();
+        clock.advance(std::time::Duration::from_secs(120));
+        shared.append(TOPIC, &vec![record(); 2]).await.unwrap();
+        let log = (shared, LogEpochs::new(db, Rng::seeded(2)));
+        let epoch = start(&log, 0, 2).await.unwrap().epoch;
+        assert_eq!(log.0.expire(TOPIC).await.unwrap().unwrap().expired, 6);
+
+        let point = start(&log, epoch, 2).await.unwrap();
+        assert_eq!((point.epoch, point.restart), (epoch, true));
+        assert_eq!(point.from, BTreeMap::from([(0, 6)]));
+
+        // Trimmed as applied past the expired offset: refused as before.
+        log.0.trim(TOPIC, 0, 6, 7).await.unwrap();
+        let refused = start(&log, epoch, 6).await.unwrap_err();
         assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     }
 }

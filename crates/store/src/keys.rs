@@ -254,6 +254,11 @@ pub fn receipt_seen(conv: &str, msg_id: &str, user: &str, kind: &str) -> Vec<u8>
     pack(&("receipt_seen", conv, msg_id, user, kind))
 }
 
+/// Every `receipt_seen` record of one message.
+pub fn receipts_seen_of(conv: &str, msg_id: &str) -> Subspace {
+    Subspace::from_bytes(pack(&("receipt_seen", conv, msg_id)))
+}
+
 /// `("media", media_id)`.
 pub fn media(media_id: &str) -> Vec<u8> {
     pack(&("media", media_id))

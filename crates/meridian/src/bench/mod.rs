@@ -69,6 +69,11 @@ pub struct BenchArgs {
     /// throughput phase.
     #[arg(long, default_value_t = 50_000)]
     link_entries: u64,
+    /// Runs the cores without TLS (`--insecure-core`): what mutual TLS
+    /// between gateways and cores (and, across regions, on the links)
+    /// costs is the difference.
+    #[arg(long)]
+    insecure_core: bool,
 }
 
 /// A phase of the single-region benchmark.
@@ -94,7 +99,7 @@ impl Drop for Server {
     }
 }
 
-async fn start_server() -> anyhow::Result<Server> {
+async fn start_server(insecure_core: bool) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
     // One region on its own: a region file of just itself, so the benchmark
     // runs from any directory and no links wait for absent peers.
@@ -107,7 +112,7 @@ async fn start_server() -> anyhow::Result<Server> {
          [advertise]\ngateway = \"127.0.0.1:0\"\ncore = \"127.0.0.1:0\"\n\
          [local]\ngateway = \"127.0.0.1:0\"\ncore = \"127.0.0.1:0\"\n",
     )?;
-    let mut server = start_child(&[
+    let mut args = vec![
         "dev".into(),
         "--region".into(),
         "bench".into(),
@@ -119,8 +124,11 @@ async fn start_server() -> anyhow::Result<Server> {
         "1000000".into(),
         "--data-dir".into(),
         dir.path().display().to_string(),
-    ])
-    .await?;
+    ];
+    if insecure_core {
+        args.push("--insecure-core".into());
+    }
+    let mut server = start_child(&args).await?;
     server._dir = Some(dir);
     Ok(server)
 }
@@ -506,8 +514,8 @@ impl ServerSample {
 
 /// Server memory per idle, authenticated WebSocket, on a fresh server so
 /// nothing earlier already sits in its allocator.
-async fn idle_phase(count: usize) -> anyhow::Result<()> {
-    let server = start_server().await?;
+async fn idle_phase(count: usize, insecure_core: bool) -> anyhow::Result<()> {
+    let server = start_server(insecure_core).await?;
     let rest = Rest::new(&server.base);
     let pid = server.child.id().context("server pid")?;
     let mut users = Vec::new();
@@ -573,12 +581,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             log: args.log,
             delay: Duration::from_millis(args.delay_ms),
             link_entries: args.link_entries,
+            insecure_core: args.insecure_core,
         })
         .await;
     }
-    println!("meridian bench ({build} build), each phase against a fresh `meridian dev` child");
+    let security = if args.insecure_core {
+        "cores without TLS (--insecure-core)"
+    } else {
+        "mutual TLS between gateway and core"
+    };
+    println!(
+        "meridian bench ({build} build, {security}), each phase against a fresh `meridian dev` child"
+    );
     if args.idle > 0 && args.phases.contains(&Phase::Idle) {
-        idle_phase(args.idle).await?;
+        idle_phase(args.idle, args.insecure_core).await?;
     }
     if args.phases.contains(&Phase::Throughput) {
         throughput_phase(&args).await?;
@@ -591,7 +607,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 /// Sustained delivered msg/s, 1:1, senders as fast as they can.
 async fn throughput_phase(args: &BenchArgs) -> anyhow::Result<()> {
-    let server = start_server().await?;
+    let server = start_server(args.insecure_core).await?;
     let rest = Rest::new(&server.base);
     let pairs = make_pairs(&rest, args.pairs).await?;
     let origin = now();
@@ -644,7 +660,7 @@ async fn throughput_phase(args: &BenchArgs) -> anyhow::Result<()> {
 
 /// Send→deliver latency at a fixed offered rate.
 async fn latency_phase(args: &BenchArgs) -> anyhow::Result<()> {
-    let server = start_server().await?;
+    let server = start_server(args.insecure_core).await?;
     let rest = Rest::new(&server.base);
     let pairs = make_pairs(&rest, args.pairs).await?;
     // The load runs from one second after the call for `seconds`.

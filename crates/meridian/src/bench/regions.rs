@@ -30,6 +30,8 @@ pub(crate) struct Options {
     pub(crate) log: LogKind,
     pub(crate) delay: Duration,
     pub(crate) link_entries: u64,
+    /// Cores in plaintext (`--insecure-core`) instead of mutual TLS.
+    pub(crate) insecure_core: bool,
 }
 
 /// Writes a production-profile region file: bind on `core`, reached by the
@@ -41,13 +43,24 @@ fn write_region(
     core: u16,
     advertised_core: u16,
     log: &str,
+    tls: bool,
 ) -> anyhow::Result<()> {
+    // The files `meridian certs init` writes into `certs/` beside them.
+    let tls = if tls {
+        format!(
+            "[tls]\nca = \"certs/ca.pem\"\n\
+             core_cert = \"certs/core.{name}.pem\"\ncore_key = \"certs/core.{name}.key\"\n\
+             gateway_cert = \"certs/gateway.{name}.pem\"\ngateway_key = \"certs/gateway.{name}.key\"\n"
+        )
+    } else {
+        String::new()
+    };
     let text = format!(
         "name = \"{name}\"\n\
          [listen]\ngateway = \"127.0.0.1:{gateway}\"\ncore = \"127.0.0.1:{core}\"\n\
          [advertise]\ngateway = \"127.0.0.1:{gateway}\"\ncore = \"127.0.0.1:{advertised_core}\"\n\
          [local]\ngateway = \"127.0.0.1:{gateway}\"\ncore = \"127.0.0.1:{core}\"\n\
-         {log}"
+         {log}{tls}"
     );
     std::fs::write(dir.join(format!("{name}.toml")), text)?;
     Ok(())
@@ -120,6 +133,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         us_core,
         to_us.addr().port(),
         &log_section(brokers.as_ref().map(|b| &b.0)),
+        !options.insecure_core,
     )?;
     write_region(
         &regions,
@@ -128,9 +142,19 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         eu_core,
         to_eu.addr().port(),
         &log_section(brokers.as_ref().map(|b| &b.1)),
+        !options.insecure_core,
     )?;
+    if !options.insecure_core {
+        // Two processes share one CA: its files, as `meridian certs init`
+        // writes them.
+        let deployment = meridian_region::config::Deployment::load(&regions)?;
+        meridian_identity::pki::init_dir(
+            &regions.join("certs"),
+            &meridian_region::identities::deployment_identities(&deployment),
+        )?;
+    }
     let start = async |region: &str| -> anyhow::Result<Server> {
-        start_child(&[
+        let mut args = vec![
             "dev".into(),
             "--profile".into(),
             "production".into(),
@@ -144,8 +168,11 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
             "1000000".into(),
             "--registrations-per-minute".into(),
             "1000000".into(),
-        ])
-        .await
+        ];
+        if options.insecure_core {
+            args.push("--insecure-core".into());
+        }
+        start_child(&args).await
     };
     let us = start("us-east").await?;
     let eu = start("eu-west").await?;

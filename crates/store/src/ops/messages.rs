@@ -189,8 +189,17 @@ pub fn put_send_record(
     )?)
 }
 
-/// Removes a conversation's history older than `before_hlc` (exclusive),
-/// if it has any; returns whether it did.
+/// Messages [`prune_history`] removes per call (each with its records), so
+/// one transaction stays far below the size and time limits.
+pub const PRUNE_STEP: usize = 256;
+
+/// Removes up to [`PRUNE_STEP`] of a conversation's messages stamped
+/// before `before_hlc` (exclusive), and with each the records that name it:
+/// its id's locator (`msg_by_id`), the receipts already applied for it
+/// (`receipt_seen`) and its sender's send record (`idem`, kept at the
+/// sender's home; a retry of that send after this is a new send, so
+/// retention bounds the deduplication window too). Returns how many it
+/// removed: fewer than [`PRUNE_STEP`] means none that old remain.
 ///
 /// Looks first: nearly every sweep finds nothing that old, and then writes
 /// nothing (a cleared range over messages makes the inbox feed fall back to
@@ -198,21 +207,109 @@ pub fn put_send_record(
 /// the commit path).
 ///
 /// # Errors
-/// Store failures and limits.
+/// Store failures and limits; a stored message that does not decode.
 pub async fn prune_history(
     tx: &Transaction,
     conv_id: &str,
     before_hlc: u64,
-) -> Result<bool, StoreError> {
+) -> Result<usize, StoreError> {
     let space = keys::messages_of(conv_id);
     let (begin, _) = space.range();
-    let old = KeyRange::new(begin, space.pack(&(before_hlc,)));
-    let oldest = tx
-        .get_range_snapshot(&RangeOption::new(old.clone()).limit(1))
+    let old = KeyRange::new(begin.clone(), space.pack(&(before_hlc,)));
+    let doomed = tx
+        .get_range_snapshot(&RangeOption::new(old).limit(PRUNE_STEP))
         .await?;
-    if oldest.is_empty() {
-        return Ok(false);
+    let Some(last) = doomed.last() else {
+        return Ok(0);
+    };
+    for kv in &doomed {
+        let message: Message = decode("message", &kv.value)?;
+        tx.clear(&keys::message_by_id(conv_id, &message.msg_id))?;
+        let (seen_begin, seen_end) = keys::receipts_seen_of(conv_id, &message.msg_id).range();
+        tx.clear_range(&KeyRange::new(seen_begin, seen_end))?;
+        tx.clear(&keys::idempotency(
+            &message.sender_device,
+            &message.client_msg_id,
+        ))?;
     }
-    tx.clear_range(&old)?;
-    Ok(true)
+    tx.clear_range(&KeyRange::new(begin, key_after(&last.key)))?;
+    Ok(doomed.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_database as open;
+
+    fn message(n: u64) -> Message {
+        Message {
+            msg_id: format!("m{n:04}"),
+            conv_id: "c".to_string(),
+            sender_user: "u".to_string(),
+            sender_device: "d".to_string(),
+            client_msg_id: format!("k{n:04}"),
+            hlc: 1_000 + n,
+            origin_region: "eu".to_string(),
+            payload: String::new(),
+            reply_to: None,
+            sent_ms: 0,
+            attachments: Vec::new(),
+        }
+    }
+
+    /// 300 old messages and 2 new ones: pruning takes the old in steps,
+    /// each with its locator, send record and applied receipts, and leaves
+    /// the new ones and theirs alone.
+    #[tokio::test]
+    async fn pruned_messages_take_their_records_with_them() {
+        let db = open();
+        let count = PRUNE_STEP as u64 + 44 + 2;
+        let tx = db.begin();
+        for n in 0..count {
+            let message = message(n);
+            put_message(&tx, &message).unwrap();
+            let record = SendRecord {
+                conv_id: "c".to_string(),
+                msg_id: message.msg_id.clone(),
+                hlc: message.hlc,
+                sent_ms: 0,
+            };
+            put_send_record(&tx, "d", &message.client_msg_id, &record).unwrap();
+            tx.set(&keys::receipt_seen("c", &message.msg_id, "v", "read"), b"")
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+
+        let cut = 1_000 + count - 2;
+        let mut steps = Vec::new();
+        loop {
+            let tx = db.begin();
+            let removed = prune_history(&tx, "c", cut).await.unwrap();
+            tx.commit().await.unwrap();
+            steps.push(removed);
+            if removed < PRUNE_STEP {
+                break;
+            }
+        }
+        assert_eq!(steps, [PRUNE_STEP, 44]);
+
+        let tx = db.begin();
+        for n in 0..count {
+            let message = message(n);
+            let kept = n >= count - 2;
+            let located = message_position(&tx, "c", &message.msg_id).await.unwrap();
+            assert_eq!(located.is_some(), kept, "msg_by_id of {n}");
+            let record = get_send_record(&tx, "d", &message.client_msg_id)
+                .await
+                .unwrap();
+            assert_eq!(record.is_some(), kept, "idem of {n}");
+            let seen = tx
+                .get(&keys::receipt_seen("c", &message.msg_id, "v", "read"))
+                .await
+                .unwrap();
+            assert_eq!(seen.is_some(), kept, "receipt_seen of {n}");
+        }
+        let tx = db.begin();
+        assert_eq!(prune_history(&tx, "c", cut).await.unwrap(), 0);
+    }
 }
