@@ -17,6 +17,7 @@
 //! gRPC status (`unauthenticated`, `permission_denied`) and counted in
 //! `meridian_core_calls_refused_total`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -85,23 +86,64 @@ pub fn allowed(path: &str, role: Role) -> bool {
     }
 }
 
+/// The identity a connection's address stands for, where addresses are
+/// given out by whoever runs the network (the simulation).
+pub type AddressIdentities = Arc<dyn Fn(IpAddr) -> Option<Identity> + Send + Sync>;
+
+/// How a server learns who called.
+#[derive(Clone)]
+enum Callers {
+    /// From the certificate of a mutual-TLS connection.
+    MutualTls,
+    /// From the connection's address (the simulation only).
+    ByAddress(AddressIdentities),
+    /// Not at all (`--insecure-core`).
+    Insecure,
+}
+
+impl std::fmt::Debug for Callers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::MutualTls => "MutualTls",
+            Self::ByAddress(_) => "ByAddress",
+            Self::Insecure => "Insecure",
+        })
+    }
+}
+
 /// The authorization layer of a core's gRPC server.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AuthorizeLayer {
-    mutual_tls: bool,
+    callers: Callers,
 }
 
 impl AuthorizeLayer {
     /// For a server with mutual TLS: every call needs an identity allowed
     /// its method.
     pub fn mutual_tls() -> Self {
-        Self { mutual_tls: true }
+        Self {
+            callers: Callers::MutualTls,
+        }
     }
 
     /// For a server without TLS (`--insecure-core`): every call passes,
     /// as [`Peer::Insecure`].
     pub fn insecure() -> Self {
-        Self { mutual_tls: false }
+        Self {
+            callers: Callers::Insecure,
+        }
+    }
+
+    /// For a server whose callers are known by their address, each with
+    /// the identity `identities` gives it, and then held to the same table
+    /// as with mutual TLS. Only the deterministic simulation runs this:
+    /// its TLS handshakes do not replay, and its hosts' addresses are its
+    /// own to give.
+    #[must_use]
+    pub fn by_address(identities: AddressIdentities) -> Self {
+        Self {
+            callers: Callers::ByAddress(identities),
+        }
     }
 }
 
@@ -111,7 +153,7 @@ impl<S> tower::Layer<S> for AuthorizeLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Authorize {
             inner,
-            mutual_tls: self.mutual_tls,
+            callers: self.callers.clone(),
         }
     }
 }
@@ -120,7 +162,7 @@ impl<S> tower::Layer<S> for AuthorizeLayer {
 #[derive(Debug, Clone)]
 pub struct Authorize<S> {
     inner: S,
-    mutual_tls: bool,
+    callers: Callers,
 }
 
 /// The identity of the certificates a TLS connection presented.
@@ -133,16 +175,41 @@ fn presented<B>(request: &http::Request<B>) -> Option<Arc<Vec<CertificateDer<'st
         .and_then(TlsConnectInfo::peer_certs)
 }
 
-/// The caller of `request` and whether it may call its method.
-fn check<B>(request: &http::Request<B>, mutual_tls: bool) -> Result<Peer, tonic::Status> {
-    if !mutual_tls {
-        return Ok(Peer::Insecure);
+/// The identity of the caller of `request` under `callers`; `None` on an
+/// insecure server.
+fn identify<B>(
+    request: &http::Request<B>,
+    callers: &Callers,
+) -> Result<Option<Identity>, tonic::Status> {
+    match callers {
+        Callers::Insecure => Ok(None),
+        Callers::MutualTls => {
+            let certificates = presented(request).ok_or_else(|| {
+                tonic::Status::unauthenticated("a client certificate is required")
+            })?;
+            let identity = certificates.first().and_then(identity_of).ok_or_else(|| {
+                tonic::Status::permission_denied("the client certificate names no service identity")
+            })?;
+            Ok(Some(identity))
+        }
+        Callers::ByAddress(identities) => {
+            let address = request
+                .extensions()
+                .get::<std::net::SocketAddr>()
+                .ok_or_else(|| tonic::Status::unauthenticated("the caller's address is unknown"))?;
+            let identity = identities(address.ip()).ok_or_else(|| {
+                tonic::Status::unauthenticated(format!("no service identity at {}", address.ip()))
+            })?;
+            Ok(Some(identity))
+        }
     }
-    let certificates = presented(request)
-        .ok_or_else(|| tonic::Status::unauthenticated("a client certificate is required"))?;
-    let identity = certificates.first().and_then(identity_of).ok_or_else(|| {
-        tonic::Status::permission_denied("the client certificate names no service identity")
-    })?;
+}
+
+/// The caller of `request` and whether it may call its method.
+fn check<B>(request: &http::Request<B>, callers: &Callers) -> Result<Peer, tonic::Status> {
+    let Some(identity) = identify(request, callers)? else {
+        return Ok(Peer::Insecure);
+    };
     let path = request.uri().path();
     if !allowed(path, identity.role) {
         return Err(tonic::Status::permission_denied(format!(
@@ -168,7 +235,7 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        match check(&request, self.mutual_tls) {
+        match check(&request, &self.callers) {
             Ok(peer) => {
                 request.extensions_mut().insert(peer);
                 self.inner.call(request).boxed()

@@ -31,7 +31,7 @@ pub mod credentials;
 pub mod edge;
 pub mod pki;
 
-pub use authorize::{AuthorizeLayer, Peer};
+pub use authorize::{AddressIdentities, AuthorizeLayer, Peer};
 pub use credentials::{CredentialsError, ServiceCredentials};
 pub use edge::EdgeCredentials;
 

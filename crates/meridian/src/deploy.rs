@@ -86,6 +86,23 @@ pub struct Common {
     /// nobody else reaches.
     #[arg(long, env = "MERIDIAN_INSECURE_CORE")]
     insecure_core: bool,
+    /// Reach a site's core at `HOST:PORT` instead of where the region
+    /// files say (`SITE=HOST:PORT`, repeatable): a path through a proxy of
+    /// this process's own, as the chaos suite gives each region pair.
+    #[arg(long = "reach", value_parser = parse_reach)]
+    reach: Vec<(String, String)>,
+}
+
+/// `SITE=HOST:PORT` of `--reach`.
+fn parse_reach(text: &str) -> Result<(String, String), String> {
+    let (site, address) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected SITE=HOST:PORT"))?;
+    let port = address.rsplit_once(':').map(|(_, port)| port);
+    if site.is_empty() || port.is_none_or(|port| port.parse::<u16>().is_err()) {
+        return Err(format!("{text:?}: expected SITE=HOST:PORT"));
+    }
+    Ok((site.to_string(), address.to_string()))
 }
 
 /// `meridian dev`.
@@ -156,6 +173,7 @@ impl Common {
             },
             brokers: self.brokers.clone(),
             insecure_core: self.insecure_core,
+            reach: self.reach.iter().cloned().collect(),
         }
     }
 
@@ -344,6 +362,7 @@ pub async fn core(args: PartArgs) -> anyhow::Result<()> {
         media: media::media_deps(&s3_targets, &clock, &network),
         tls,
         health: Default::default(),
+        callers_by_address: None,
     })
     .await?;
     if let Some(addr) = args.admin_listen {
@@ -448,5 +467,31 @@ mod tests {
     fn the_flags_defaults_are_the_plans_defaults() {
         let flags = Flags::try_parse_from(["meridian"]).expect("the defaults parse");
         assert_eq!(flags.common.options(), PlanOptions::default());
+    }
+
+    #[test]
+    fn reach_takes_site_equals_address_and_refuses_anything_else() {
+        let flags = Flags::try_parse_from([
+            "meridian",
+            "--reach",
+            "eu-west=127.0.0.1:7021",
+            "--reach",
+            "us-east_1=proxy.local:9",
+        ])
+        .expect("parses");
+        let reach = flags.common.options().reach;
+        assert_eq!(reach["eu-west"], "127.0.0.1:7021");
+        assert_eq!(reach["us-east_1"], "proxy.local:9");
+        for bad in [
+            "eu-west",
+            "=127.0.0.1:1",
+            "eu-west=127.0.0.1",
+            "eu-west=host:port",
+        ] {
+            assert!(
+                Flags::try_parse_from(["meridian", "--reach", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

@@ -55,7 +55,7 @@ use meridian_core::peers::Peers;
 use meridian_core::retention::Sweeper;
 use meridian_core::{Messaging, ReplicationApplier, rpc::CoreService};
 use meridian_gateway::{CoreChannels, GatewayDeps};
-use meridian_identity::{AuthorizeLayer, Identity};
+use meridian_identity::{AddressIdentities, AuthorizeLayer, Identity};
 use meridian_kv::engine::Engine;
 use meridian_kv::{Database, DatabaseOptions};
 use meridian_replication::embedded::EmbeddedLog;
@@ -218,6 +218,10 @@ pub struct CoreOptions {
     pub tls: Option<ServiceCredentials>,
     /// How the store's watchdog looks at it.
     pub health: HealthConfig,
+    /// Without `tls`: callers known by their address instead of trusted
+    /// blindly, held to the same access table (the simulation, whose
+    /// hosts' addresses are its own to give; `None` everywhere else).
+    pub callers_by_address: Option<AddressIdentities>,
 }
 
 /// A running core.
@@ -400,10 +404,13 @@ pub async fn start_core(options: CoreOptions) -> anyhow::Result<CoreHandle> {
                 .context("the core's TLS configuration")?;
             AuthorizeLayer::mutual_tls()
         }
-        None => {
-            tracing::warn!(%region, "core serving without TLS: any caller that reaches {addr} is trusted");
-            AuthorizeLayer::insecure()
-        }
+        None => match options.callers_by_address {
+            Some(identities) => AuthorizeLayer::by_address(identities),
+            None => {
+                tracing::warn!(%region, "core serving without TLS: any caller that reaches {addr} is trusted");
+                AuthorizeLayer::insecure()
+            }
+        },
     };
     tasks.tasks.push(tokio::spawn(async move {
         let result = server
@@ -698,6 +705,7 @@ pub async fn start_region(options: RegionOptions) -> anyhow::Result<RegionHandle
         media: options.media,
         tls: options.tls.as_ref().map(|tls| tls.core.clone()),
         health: options.health,
+        callers_by_address: None,
     })
     .await?;
     let mut cores = peers;

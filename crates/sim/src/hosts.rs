@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
 use meridian_identity::pki::LocalCa;
-use meridian_identity::{Identity, ServiceCredentials};
+use meridian_identity::{AddressIdentities, Identity, ServiceCredentials};
 use meridian_region::config::{
     Addresses, ClockConfig, Deployment, GeoDnsConfig, LogConfig, RegionConfig, StoreConfig,
 };
@@ -312,6 +312,26 @@ impl Regions<'_> {
         }
     }
 
+    /// Who each host is, for cores that know their callers by address
+    /// (without TLS): every site's gateway and core, and the setup and
+    /// admin clients, which call cores as [`SimIdentities::client`].
+    fn callers_by_host(&self) -> AddressIdentities {
+        let sites = self.sites;
+        let mut by_host = BTreeMap::new();
+        for site in 0..sites.count {
+            let name = region_name(sites, site);
+            let region = region_of_site(name);
+            by_host.insert(site_host("gateway", sites, name), Identity::gateway(region));
+            by_host.insert(site_host("core", sites, name), Identity::core(region));
+        }
+        let client = self.identities.client().identity().clone();
+        by_host.insert("setup".to_string(), client.clone());
+        by_host.insert("admin".to_string(), client);
+        Arc::new(move |address| {
+            turmoil::reverse_lookup(address).and_then(|host| by_host.get(&host).cloned())
+        })
+    }
+
     /// Adds site `region`'s core as `planned`, over an engine that outlives
     /// its crashes (answered).
     fn add_core(
@@ -328,6 +348,7 @@ impl Regions<'_> {
             .of_site(&planned.name)
             .map(|region| region.core.clone())
             .filter(|_| SIMULATED_MTLS);
+        let callers = (!SIMULATED_MTLS).then(|| self.callers_by_host());
         // A region's engine lives outside its host, so a crash keeps what
         // was committed and loses what was not: it replaces the plan's
         // store.
@@ -341,12 +362,13 @@ impl Regions<'_> {
         let core_clock: SharedClock = Arc::new(region_clock.clone());
         let core_media = media_deps.clone();
         sim.host(host("core", sites, region), move || {
-            let (network, clock, planned, media, tls) = (
+            let (network, clock, planned, media, tls, callers) = (
                 core_network.clone(),
                 core_clock.clone(),
                 planned.clone(),
                 core_media.clone(),
                 tls.clone(),
+                callers.clone(),
             );
             let boot = boots.fetch_add(1, Ordering::SeqCst);
             async move {
@@ -378,6 +400,7 @@ impl Regions<'_> {
                     link,
                     media,
                     tls,
+                    callers_by_address: callers,
                     // A failed store's core is crashed and restarted by
                     // the run's supervisor (`run.rs`), not stopped by itself.
                     health: HealthConfig {

@@ -86,6 +86,11 @@ pub struct PlanOptions {
     /// Run cores in plaintext with no caller checked, whatever the region
     /// files say (`--insecure-core`).
     pub insecure_core: bool,
+    /// Where this process reaches some sites' cores instead of where the
+    /// region files say (`--reach SITE=HOST:PORT`): through a proxy of
+    /// its own (the chaos suite cuts one region pair's path this way), or
+    /// at an address the files do not know yet.
+    pub reach: BTreeMap<String, String>,
 }
 
 impl Default for PlanOptions {
@@ -102,6 +107,7 @@ impl Default for PlanOptions {
             log: LogKind::Embedded,
             brokers: Vec::new(),
             insecure_core: false,
+            reach: BTreeMap::new(),
         }
     }
 }
@@ -260,12 +266,16 @@ impl Plan {
             })
     }
 
-    /// The address others use to reach `site`'s core.
+    /// The address others use to reach `site`'s core (this process's
+    /// [`PlanOptions::reach`] first).
     ///
     /// # Errors
     /// When the region file's address has no port, or no port is left for
     /// the shard.
     pub fn core_address(&self, site: &Site<'_>) -> anyhow::Result<String> {
+        if let Some(address) = self.options.reach.get(&site.name) {
+            return Ok(address.clone());
+        }
         let base = match self.options.profile {
             Profile::Local => &site.region.local.core,
             Profile::Production => &site.region.advertise.core,

@@ -99,6 +99,24 @@ fn production_binds_listen_and_reaches_advertised_addresses_shifted() {
     );
 }
 
+/// `--reach` routes this process's path to a site through an address of
+/// its own choosing (the chaos suite's proxies), for its core's peers and
+/// its gateway alike; the other sites stay where the files say.
+#[test]
+fn reach_overrides_where_a_site_is_reached() {
+    let plan = plan(PlanOptions {
+        reach: BTreeMap::from([("eu-west".to_string(), "127.0.0.1:9999".to_string())]),
+        ..PlanOptions::default()
+    });
+    let site = plan.site("us-east", 1).expect("site");
+    let peers = plan.peers(&site).expect("peers");
+    assert_eq!(peers["eu-west"], "127.0.0.1:9999");
+    assert_eq!(peers["us-east_2"], "127.0.0.1:7012");
+    let ap = plan.deployment().region("ap-southeast").expect("region");
+    let gateway = plan.gateway_plan(ap).expect("gateway");
+    assert_eq!(gateway.cores["eu-west"], "127.0.0.1:9999");
+}
+
 #[test]
 fn peers_exclude_self_and_include_the_regions_other_shards() {
     let plan = plan(PlanOptions::default());
