@@ -24,6 +24,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod certs;
+mod chaos;
 mod chat;
 mod deploy;
 mod metrics;
@@ -54,6 +55,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Runs seeds of the deterministic simulation and checks the invariants.
     Sim(sim::SimArgs),
+    /// The chaos failure suite: `meridian chaos list`.
+    Chaos(chaos::ChaosArgs),
     /// Prints the OpenAPI document of the REST API.
     Openapi,
 }
@@ -82,6 +85,7 @@ fn main() -> anyhow::Result<()> {
     let cli = match cli.command {
         Command::Sim(args) => return sim::run(args),
         Command::Certs(args) => return certs::run(args),
+        Command::Chaos(args) => return chaos::run(args),
         command => Cli { command },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -94,7 +98,7 @@ fn main() -> anyhow::Result<()> {
             Command::Gateway(args) => deploy::gateway(args).await,
             Command::Chat(args) => chat::run(args).await,
             Command::Bench(args) => bench::run(args).await,
-            Command::Sim(_) | Command::Certs(_) => Ok(()),
+            Command::Sim(_) | Command::Certs(_) | Command::Chaos(_) => Ok(()),
             Command::Openapi => {
                 println!("{}", meridian_gateway::openapi_json());
                 Ok(())

@@ -518,11 +518,12 @@ async fn idle_phase(count: usize, insecure_core: bool) -> anyhow::Result<()> {
     let server = start_server(insecure_core).await?;
     let rest = Rest::new(&server.base);
     let pid = server.child.id().context("server pid")?;
+    // An account holds at most 16 devices: its first and 15 added.
+    let per_user = 15;
     let mut users = Vec::new();
-    for i in 0..100 {
+    for i in 0..count.div_ceil(per_user) {
         users.push(rest.register(&format!("idle{i}")).await?);
     }
-    let per_user = count.div_ceil(users.len());
     let limit = Arc::new(Semaphore::new(64));
     let requests = users.iter().flat_map(|user| {
         let rest = rest.with_token(&user.token);

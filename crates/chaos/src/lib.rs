@@ -1,0 +1,15 @@
+//! The chaos failure suite: QA's tool for running Meridian's real binaries
+//! through an operator's bad day.
+//!
+//! - [`scenario`]: the files QA writes (`chaos/scenarios/*.toml`): the
+//!   load's length, the workload and the fault schedule, read and checked
+//!   before anything starts.
+//!
+//! # What it must not touch
+//! Meridian's internals: it drives the `meridian` binary's processes, the
+//! network between them (`meridian-faultproxy`) and the SDK, as an
+//! operator and users would, and judges only what they can observe.
+
+pub mod scenario;
+
+pub use scenario::{Fault, FaultKind, Profile, Scenario, ScenarioError};
