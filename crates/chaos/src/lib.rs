@@ -7,6 +7,8 @@
 //! - [`cluster`]: three regions as real processes (a core and its
 //!   gateways each) on loopback, every path between two regions through
 //!   a fault proxy of its own; nothing left running when it ends.
+//! - [`invariants`]: the contract checked on what the clients observed,
+//!   each verdict with its evidence.
 //!
 //! # What it must not touch
 //! Meridian's internals: it drives the `meridian` binary's processes, the
@@ -14,6 +16,7 @@
 //! operator and users would, and judges only what they can observe.
 
 pub mod cluster;
+pub mod invariants;
 pub mod scenario;
 
 pub use cluster::{Cluster, ClusterError, ClusterOptions};

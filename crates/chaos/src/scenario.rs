@@ -27,12 +27,16 @@ use serde::Deserialize;
 /// The regions every scenario runs.
 pub const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-southeast"];
 
+/// Gateways each region runs, so that one can fail while another serves.
+pub const GATEWAYS_PER_REGION: usize = 2;
+
 /// How long and how hard a scenario runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
     /// CI's: the schedule as written.
     Short,
-    /// QA's: the load for `long_seconds`, the schedule stretched to fit.
+    /// QA's: the load for `long_seconds`, each fault's start moved by the
+    /// same stretch (its length as written).
     Long,
 }
 
@@ -40,8 +44,7 @@ pub enum Profile {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
-    /// Its name, as `meridian chaos run --scenario` takes it (the file's
-    /// stem).
+    /// Its name, as `meridian chaos list` shows it (the file's stem).
     pub name: String,
     /// One line for `meridian chaos list` and the report.
     pub summary: String,
@@ -407,6 +410,14 @@ impl Scenario {
             if same {
                 return Err(self.invalid(format!("{name}: a link joins two different regions")));
             }
+            if let FaultKind::GatewayKill { gateway, .. } | FaultKind::GatewayFreeze { gateway, .. } =
+                &fault.kind
+                && *gateway >= GATEWAYS_PER_REGION
+            {
+                return Err(self.invalid(format!(
+                    "{name}: gateway {gateway} does not exist (each region runs {GATEWAYS_PER_REGION}, from 0)"
+                )));
+            }
         }
         Ok(())
     }
@@ -493,6 +504,10 @@ mod tests {
             ),
             ("[workload]\ngroup_members = 101\n", "at most 100"),
             ("[workload]\nmedia_share = 2.0\n", "shares"),
+            (
+                "[[fault]]\nat = 5\nkind = \"gateway-kill\"\nregion = \"us-east\"\ngateway = 2\n",
+                "does not exist",
+            ),
         ];
         for (tail, reason) in cases {
             let error = parse(&format!("{HEAD}{tail}")).expect_err(tail).to_string();

@@ -4,10 +4,12 @@
 //! made in user space: every byte goes through this proxy, which holds each
 //! chunk for the configured one-way delay (per direction, pipelined, so the
 //! delay adds latency without limiting throughput) and, when cut, closes
-//! every open connection and refuses new ones until healed — what a dead
+//! every open connection and closes each new one at once until healed — what a dead
 //! link between regions looks like to both ends.
 //!
-//! Finer faults, per direction or both:
+//! Finer faults: the first two, like the delay, apply to both directions
+//! (each direction of each connection paced on its own); a stall is per
+//! direction.
 //! - **jitter**: each chunk's delay is drawn from `delay ± jitter` (from a
 //!   seeded generator; chunks keep their order, as TCP's bytes do);
 //! - **bandwidth**: a direction forwards at most so many bytes a second;
@@ -170,7 +172,8 @@ impl Proxy {
         self.addr
     }
 
-    /// Closes every open connection and refuses new ones until [`Proxy::heal`].
+    /// Closes every open connection, and each new one as soon as it is
+    /// accepted, until [`Proxy::heal`].
     pub fn cut(&self) {
         self.state.cut.send_replace(true);
     }

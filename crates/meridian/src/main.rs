@@ -11,8 +11,11 @@
 //! - `bench` (`bench/`: `mod.rs`, `regions.rs`, `metrics.rs`): a load
 //!   client against a `meridian dev` child process.
 //! - `sim` (`sim.rs`): runs seeds of `meridian-sim`.
+//! - `chaos list` (`chaos.rs`): the chaos suite's scenarios, from
+//!   `meridian-chaos`.
 //! - `openapi`: prints the gateway's REST API document.
-//! - `metrics.rs`: the process's Prometheus recorder.
+//! - `metrics.rs`: the process's Prometheus recorder and the core's admin
+//!   listener.
 
 use clap::{Parser, Subcommand};
 
