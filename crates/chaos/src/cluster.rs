@@ -369,6 +369,27 @@ pub async fn signal(pid: u32, name: &str) {
         .await;
 }
 
+/// The state letter of `pid` in `/proc/PID/stat` (`T`: stopped by a
+/// signal), if the process exists.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Sends SIGSTOP to `pid` and waits (up to five seconds) until the kernel
+/// shows it stopped: every thread of a process must reach the stop, after
+/// `kill` returns.
+pub async fn freeze(pid: u32) -> bool {
+    signal(pid, "STOP").await;
+    for _ in 0..500 {
+        if process_state(pid) == Some('T') {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
 /// Spawns `meridian args` and waits for a stdout line starting with
 /// `ready`; the child is killed when dropped.
 async fn spawn_until(

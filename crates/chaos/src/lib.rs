@@ -7,6 +7,8 @@
 //! - [`cluster`]: three regions as real processes (a core and its
 //!   gateways each) on loopback, every path between two regions through
 //!   a fault proxy of its own; nothing left running when it ends.
+//! - [`faults`]: each fault put on the cluster (signals to its processes,
+//!   its proxies' state) and healed.
 //! - [`invariants`]: the contract checked on what the clients observed,
 //!   each verdict with its evidence.
 //!
@@ -16,6 +18,7 @@
 //! operator and users would, and judges only what they can observe.
 
 pub mod cluster;
+pub mod faults;
 pub mod invariants;
 pub mod scenario;
 

@@ -22,56 +22,55 @@ async fn user_and_client(rest: &Rest, name: &str, seed: u64) -> (String, String,
     (user.user_id, user.token, client)
 }
 
+/// The cluster of the test, its files in `dir`.
+async fn start_cluster(dir: &std::path::Path) -> Cluster {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    Cluster::start(ClusterOptions {
+        binary: env!("CARGO_BIN_EXE_meridian").into(),
+        dir: dir.to_path_buf(),
+        gateways_per_region: 2,
+    })
+    .await
+    .expect("the cluster starts")
+}
+
+/// A REST client of gateway `gateway` of `region`.
+fn rest(cluster: &Cluster, region: &str, gateway: usize) -> Rest {
+    Rest::new(
+        cluster
+            .region(region)
+            .unwrap()
+            .gateway_url(gateway)
+            .unwrap(),
+    )
+}
+
+/// The direct conversation `token`'s user opens with `peer`.
+async fn direct(rest: &Rest, token: &str, peer: &str) -> String {
+    rest.with_token(token).direct(peer).await.unwrap().conv_id
+}
+
 fn alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z ")
+    meridian_chaos::cluster::process_state(pid).is_some_and(|state| state != 'Z')
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_regions_run_as_processes_through_per_pair_proxies() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::start(ClusterOptions {
-        binary: env!("CARGO_BIN_EXE_meridian").into(),
-        dir: dir.path().to_path_buf(),
-        gateways_per_region: 2,
-    })
-    .await
-    .expect("the cluster starts");
+    let cluster = start_cluster(dir.path()).await;
     let pids = cluster.pids();
     assert_eq!(pids.len(), 9, "{pids:?}");
 
-    let rest = |region: &str, gateway: usize| {
-        Rest::new(
-            cluster
-                .region(region)
-                .unwrap()
-                .gateway_url(gateway)
-                .unwrap(),
-        )
-    };
     let (us, eu, ap) = (
-        rest("us-east", 0),
-        rest("eu-west", 1),
-        rest("ap-southeast", 0),
+        rest(&cluster, "us-east", 0),
+        rest(&cluster, "eu-west", 1),
+        rest(&cluster, "ap-southeast", 0),
     );
     let (alice_id, alice_token, mut alice) = user_and_client(&us, "alice", 1).await;
     let (bob_id, _, mut bob) = user_and_client(&eu, "bob", 2).await;
     let (_, carol_token, mut carol) = user_and_client(&ap, "carol", 3).await;
-    let to_bob = us
-        .with_token(&alice_token)
-        .direct(&bob_id)
-        .await
-        .unwrap()
-        .conv_id;
-    let to_alice = ap
-        .with_token(&carol_token)
-        .direct(&alice_id)
-        .await
-        .unwrap()
-        .conv_id;
+    let to_bob = direct(&us, &alice_token, &bob_id).await;
+    let to_alice = direct(&ap, &carol_token, &alice_id).await;
 
     let id = alice.new_client_msg_id();
     alice.send(&to_bob, &id, "across", None).await.unwrap();
@@ -119,4 +118,75 @@ async fn three_regions_run_as_processes_through_per_pair_proxies() {
         .map(|(n, _)| n)
         .collect();
     assert!(running.is_empty(), "still running: {running:?}");
+}
+
+/// The process faults through `meridian_chaos::faults`: eu-west's core
+/// killed (a send to its user waits in us-east's log) and restarted, then
+/// us-east's first gateway frozen (a client on the second gateway still
+/// sends) and resumed; everything arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_and_frozen_processes_come_back_through_the_faults() {
+    use meridian_chaos::FaultKind;
+    use meridian_chaos::cluster::process_state;
+    use meridian_chaos::faults::{heal, inject};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start_cluster(dir.path()).await;
+    let us = rest(&cluster, "us-east", 1);
+    let eu = rest(&cluster, "eu-west", 0);
+    let (_, alice_token, mut alice) = user_and_client(&us, "alice", 1).await;
+    let (bob_id, _, mut bob) = user_and_client(&eu, "bob", 2).await;
+    let to_bob = direct(&us, &alice_token, &bob_id).await;
+
+    let kill = FaultKind::CoreKill {
+        region: "eu-west".into(),
+        restart_after: 1.0,
+    };
+    inject(&mut cluster, &kill, 7).await.unwrap();
+    assert!(cluster.core_pid("eu-west").is_none());
+    let id = alice.new_client_msg_id();
+    alice
+        .send(&to_bob, &id, "while eu-west is down", None)
+        .await
+        .unwrap();
+    heal(&mut cluster, &kill).await.unwrap();
+    assert!(
+        bob.poll_until(PATIENCE, |c| c.received() >= 1)
+            .await
+            .unwrap(),
+        "the message waited for eu-west's core"
+    );
+
+    let freeze = FaultKind::GatewayFreeze {
+        region: "us-east".into(),
+        gateway: 0,
+        seconds: 1.0,
+    };
+    inject(&mut cluster, &freeze, 7).await.unwrap();
+    let frozen = cluster.gateway_pid("us-east", 0).unwrap();
+    assert_eq!(
+        process_state(frozen),
+        Some('T'),
+        "SIGSTOP stopped the gateway"
+    );
+    // alice is on gateway 1, which still serves.
+    let id = alice.new_client_msg_id();
+    alice
+        .send(&to_bob, &id, "around the frozen gateway", None)
+        .await
+        .unwrap();
+    heal(&mut cluster, &freeze).await.unwrap();
+    assert_ne!(process_state(frozen), Some('T'), "SIGCONT resumed it");
+    assert!(
+        bob.poll_until(PATIENCE, |c| c.received() >= 2)
+            .await
+            .unwrap()
+    );
+    assert_eq!(bob.wire_duplicates, 0);
+    let gateway = rest(&cluster, "us-east", 0);
+    assert!(
+        gateway.register("after-the-thaw").await.is_ok(),
+        "the thawed gateway serves"
+    );
+    cluster.stop().await;
 }
