@@ -109,13 +109,12 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-/// A free loopback port (the process that binds it does so right after).
-fn free_port() -> Result<u16, ClusterError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
-    Ok(listener
-        .local_addr()
-        .map_err(io("finding a free port"))?
-        .port())
+/// A free loopback port, through the network seam (the process that
+/// binds it does so right after).
+async fn free_port(network: &SharedNetwork) -> Result<u16, ClusterError> {
+    meridian_testbed::free_port(network)
+        .await
+        .map_err(io("finding a free port"))
 }
 
 impl Cluster {
@@ -128,15 +127,18 @@ impl Cluster {
     pub async fn start(options: ClusterOptions) -> Result<Self, ClusterError> {
         let regions_dir = options.dir.join("regions");
         std::fs::create_dir_all(&regions_dir).map_err(io("creating the region directory"))?;
+        let network: SharedNetwork = TokioNetwork::shared();
         let mut regions = BTreeMap::new();
         for name in REGIONS {
+            let mut gateway_ports = Vec::new();
+            for _ in 0..options.gateways_per_region {
+                gateway_ports.push(free_port(&network).await?);
+            }
             let region = RegionProcesses {
-                core_port: free_port()?,
-                admin_port: free_port()?,
-                s3_port: free_port()?,
-                gateway_ports: (0..options.gateways_per_region)
-                    .map(|_| free_port())
-                    .collect::<Result<_, _>>()?,
+                core_port: free_port(&network).await?,
+                admin_port: free_port(&network).await?,
+                s3_port: free_port(&network).await?,
+                gateway_ports,
                 core: None,
                 gateways: Vec::new(),
             };
@@ -144,7 +146,6 @@ impl Cluster {
             regions.insert(name.to_string(), region);
         }
         issue_identities(&regions_dir)?;
-        let network: SharedNetwork = TokioNetwork::shared();
         let clock: SharedClock = Arc::new(SystemClock::new());
         let mut proxies = BTreeMap::new();
         for from in REGIONS {
