@@ -175,6 +175,17 @@ fn apply(data: &mut OrdMap<Bytes, Bytes>, batch: &EngineBatch) {
     }
 }
 
+impl State {
+    /// Applies `batch` to a copy of the data and makes it current (earlier
+    /// snapshots keep the old map), counting the write.
+    fn write(&mut self, batch: &EngineBatch) {
+        let mut data = self.data.clone();
+        apply(&mut data, batch);
+        self.data = data;
+        self.writes += 1;
+    }
+}
+
 impl Engine for MemoryEngine {
     fn snapshot(&self) -> Box<dyn EngineSnapshot> {
         Box::new(MemorySnapshot(self.lock().data.clone()))
@@ -194,19 +205,12 @@ impl Engine for MemoryEngine {
             let engine = self.clone();
             return Box::pin(async move {
                 let _ = released.await;
-                let mut state = engine.lock();
-                let mut data = state.data.clone();
-                apply(&mut data, &batch);
-                state.data = data;
-                state.writes += 1;
+                engine.lock().write(&batch);
                 Ok(())
             });
         }
         if fault.is_none() || fault == Some(Fault::ApplyThenFail) {
-            let mut data = state.data.clone();
-            apply(&mut data, &batch);
-            state.data = data;
-            state.writes += 1;
+            state.write(&batch);
         }
         let outcome = match fault {
             None => Ok(()),

@@ -137,14 +137,14 @@ impl EmbeddedLog {
         self
     }
 
-    /// Drops one page of a partition's records appended before `cutoff_ms`;
-    /// answers the first offset it kept (the partition's new start).
+    /// Drops one page of a partition's records appended before `cutoff_ms`
+    /// and answers what it found.
     async fn expire_page(
         &self,
         topic: &str,
         partition: u32,
         cutoff_ms: u64,
-    ) -> Result<(u64, bool), LogError> {
+    ) -> Result<ExpiredPage, LogError> {
         self.db
             .run(|tx, _| async move {
                 let start = offset_value(tx.get(&trimmed_key(topic, partition)).await?);
@@ -161,9 +161,12 @@ impl EmbeddedLog {
                     )
                     .await?;
                 let mut keep = start;
+                let mut oldest_kept_ms = None;
                 for (index, kv) in page.iter().enumerate() {
                     let offset = start + index as u64;
-                    if decode_record(offset, &kv.value)?.appended_ms >= cutoff_ms {
+                    let appended_ms = decode_record(offset, &kv.value)?.appended_ms;
+                    if appended_ms >= cutoff_ms {
+                        oldest_kept_ms = Some(appended_ms);
                         break;
                     }
                     keep = offset + 1;
@@ -176,12 +179,28 @@ impl EmbeddedLog {
                     tx.set(&trimmed_key(topic, partition), &keep.to_be_bytes())?;
                     tx.set(&expired_key(topic, partition), &keep.to_be_bytes())?;
                 }
-                // A full page of old records: there may be more.
-                let more = keep - start == page.len() as u64 && page.len() == EXPIRE_PAGE;
-                Ok::<_, LogError>((keep, more))
+                Ok::<_, LogError>(ExpiredPage {
+                    expired: keep - start,
+                    held: end.saturating_sub(keep),
+                    oldest_kept_ms,
+                    // A full page of old records: there may be more.
+                    more: keep - start == page.len() as u64 && page.len() == EXPIRE_PAGE,
+                })
             })
             .await
     }
+}
+
+/// What one [`EmbeddedLog::expire_page`] did and saw.
+struct ExpiredPage {
+    /// Records it dropped.
+    expired: u64,
+    /// Records the partition still holds.
+    held: u64,
+    /// Append time of the first record it kept, if it reached one.
+    oldest_kept_ms: Option<u64>,
+    /// Whether more old records may follow.
+    more: bool,
 }
 
 #[async_trait::async_trait]
@@ -303,32 +322,17 @@ impl ReplicationLog for EmbeddedLog {
         let cutoff_ms = now.saturating_sub(self.max_age.as_millis() as u64);
         let mut holding = Holding::default();
         for partition in 0..self.partitions {
-            let before = offset_value(
-                self.db
-                    .begin()
-                    .get_snapshot(&trimmed_key(topic, partition))
-                    .await?,
-            );
-            let start = loop {
-                let (kept, more) = self.expire_page(topic, partition, cutoff_ms).await?;
-                if !more {
-                    break kept;
+            loop {
+                let page = self.expire_page(topic, partition, cutoff_ms).await?;
+                holding.expired += page.expired;
+                if !page.more {
+                    holding.records += page.held;
+                    holding.oldest_ms = match (holding.oldest_ms, page.oldest_kept_ms) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    break;
                 }
-            };
-            holding.expired += start - before;
-            let end = offset_value(
-                self.db
-                    .begin()
-                    .get_snapshot(&end_key(topic, partition))
-                    .await?,
-            );
-            holding.records += end.saturating_sub(start);
-            if let Some(oldest) = self.record_at(topic, partition, start).await? {
-                holding.oldest_ms = Some(
-                    holding
-                        .oldest_ms
-                        .map_or(oldest.appended_ms, |ms| ms.min(oldest.appended_ms)),
-                );
             }
         }
         Ok(Some(holding))
