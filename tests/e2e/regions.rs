@@ -378,6 +378,16 @@ async fn a_clock_ahead_keeps_order_causal_and_a_stamp_beyond_the_offset_is_refus
     );
     // ...until the clocks agree again: then it arrives, exactly once.
     regions.clocks["ap-southeast"].set_skew_millis(0);
+    // The client that saw the skewed stamps sends again at once through
+    // its corrected region: refused with `clock_skew` until real time
+    // reaches what it saw (3 s here), which the SDK waits out (found by the
+    // chaos suite's clock-skew scenario, where such sends were dropped).
+    let id = ahead_client.new_client_msg_id();
+    let after = ahead_client
+        .send(&conv, &id, "after the correction", None)
+        .await
+        .expect("the SDK waits out clock_skew");
+    assert!(after.hlc > far.hlc, "ordered after what the client saw");
     let arrived = behind_client
         .poll_until(PATIENCE, |c| {
             c.timeline(&conv).iter().any(|m| m.msg_id == far.msg_id)

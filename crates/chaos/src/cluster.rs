@@ -67,6 +67,34 @@ pub struct ClusterOptions {
     pub dir: PathBuf,
     /// Gateways per region (two or more, so one can fail).
     pub gateways_per_region: usize,
+    /// One region's data on a filesystem of its own, this small (a tmpfs
+    /// mounted for the run), so it can fill.
+    pub small_disk: Option<SmallDisk>,
+    /// Each region's replication log on a Kafka broker of its own (a tansu
+    /// process) instead of its core's embedded log.
+    pub kafka: bool,
+}
+
+/// A region whose data lives on a small filesystem of its own.
+#[derive(Debug, Clone)]
+pub struct SmallDisk {
+    /// The region.
+    pub region: String,
+    /// The filesystem's size.
+    pub mib: u64,
+}
+
+/// A process the cluster started that exited without being told to.
+#[derive(Debug, Clone)]
+pub struct Exited {
+    /// `core of us-east`, `gateway 1 of eu-west`.
+    pub process: String,
+    /// The region.
+    pub region: String,
+    /// The gateway's index; `None` for the core.
+    pub gateway: Option<usize>,
+    /// How it ended (`exit status: 1`, `signal: 9`).
+    pub status: String,
 }
 
 /// One region's processes and addresses.
@@ -99,6 +127,14 @@ pub struct Cluster {
     regions: BTreeMap<String, RegionProcesses>,
     /// (from, to) → the proxy `from`'s processes reach `to`'s core through.
     proxies: BTreeMap<(String, String), Proxy>,
+    /// Region → the proxy everyone reaches its object storage through.
+    s3_proxies: BTreeMap<String, Proxy>,
+    /// Region → extra flags its core starts with (a skewed clock).
+    core_flags: BTreeMap<String, Vec<String>>,
+    /// Where the small disk is mounted, to unmount at the end.
+    mounted: Option<PathBuf>,
+    /// Region → its Kafka broker, with `kafka`.
+    brokers: BTreeMap<String, meridian_testbed::Broker>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -109,12 +145,26 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-/// A free loopback port, through the network seam (the process that
-/// binds it does so right after).
-async fn free_port(network: &SharedNetwork) -> Result<u16, ClusterError> {
-    meridian_testbed::free_port(network)
-        .await
-        .map_err(io("finding a free port"))
+/// Free loopback ports, through the network seam, each handed out once:
+/// every process and proxy of the run binds one of these (the kernel may
+/// otherwise give a proxy's ephemeral bind a port a process is about to
+/// take).
+struct Ports {
+    network: SharedNetwork,
+    taken: std::collections::BTreeSet<u16>,
+}
+
+impl Ports {
+    async fn next(&mut self) -> Result<u16, ClusterError> {
+        loop {
+            let port = meridian_testbed::free_port(&self.network)
+                .await
+                .map_err(io("finding a free port"))?;
+            if self.taken.insert(port) {
+                return Ok(port);
+            }
+        }
+    }
 }
 
 impl Cluster {
@@ -128,49 +178,84 @@ impl Cluster {
         let regions_dir = options.dir.join("regions");
         std::fs::create_dir_all(&regions_dir).map_err(io("creating the region directory"))?;
         let network: SharedNetwork = TokioNetwork::shared();
+        let mut ports = Ports {
+            network: network.clone(),
+            taken: std::collections::BTreeSet::new(),
+        };
         let mut regions = BTreeMap::new();
         for name in REGIONS {
             let mut gateway_ports = Vec::new();
             for _ in 0..options.gateways_per_region {
-                gateway_ports.push(free_port(&network).await?);
+                gateway_ports.push(ports.next().await?);
             }
             let region = RegionProcesses {
-                core_port: free_port(&network).await?,
-                admin_port: free_port(&network).await?,
-                s3_port: free_port(&network).await?,
+                core_port: ports.next().await?,
+                admin_port: ports.next().await?,
+                s3_port: ports.next().await?,
                 gateway_ports,
                 core: None,
                 gateways: Vec::new(),
             };
-            write_region_file(&regions_dir, name, &region)?;
             regions.insert(name.to_string(), region);
         }
-        issue_identities(&regions_dir)?;
         let clock: SharedClock = Arc::new(SystemClock::new());
+        let mut s3_proxies = BTreeMap::new();
+        for (name, region) in &regions {
+            let listen = ports.next().await?;
+            let proxy = start_proxy(
+                &network,
+                &clock,
+                listen,
+                region.s3_port,
+                &format!("{name}'s S3"),
+            )
+            .await?;
+            write_region_file(&regions_dir, name, region, proxy.addr())?;
+            s3_proxies.insert(name.clone(), proxy);
+        }
+        issue_identities(&regions_dir)?;
         let mut proxies = BTreeMap::new();
         for from in REGIONS {
             for to in REGIONS {
                 if from == to {
                     continue;
                 }
-                let target = format!("127.0.0.1:{}", regions[to].core_port);
-                let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-                let proxy = Proxy::start(
-                    network.clone(),
-                    clock.clone(),
+                let listen = ports.next().await?;
+                let proxy = start_proxy(
+                    &network,
+                    &clock,
                     listen,
-                    target,
-                    Duration::ZERO,
+                    regions[to].core_port,
+                    &format!("{from} -> {to}"),
                 )
-                .await
-                .map_err(io(format!("starting the proxy {from} -> {to}")))?;
+                .await?;
                 proxies.insert((from.to_string(), to.to_string()), proxy);
+            }
+        }
+        let mounted = match &options.small_disk {
+            Some(disk) => Some(mount_small_disk(&options.dir, disk).await?),
+            None => None,
+        };
+        let mut brokers = BTreeMap::new();
+        if options.kafka {
+            for name in REGIONS {
+                let broker = meridian_testbed::Broker::start(&network)
+                    .await
+                    .map_err(|error| ClusterError::Start {
+                        process: format!("Kafka broker of {name}"),
+                        reason: error.to_string(),
+                    })?;
+                brokers.insert(name.to_string(), broker);
             }
         }
         let mut cluster = Self {
             options,
             regions,
             proxies,
+            s3_proxies,
+            core_flags: BTreeMap::new(),
+            mounted,
+            brokers,
         };
         for name in REGIONS {
             cluster.start_core(name).await?;
@@ -191,6 +276,21 @@ impl Cluster {
     /// The proxy `from`'s processes reach `to`'s core through.
     pub fn proxy(&self, from: &str, to: &str) -> Option<&Proxy> {
         self.proxies.get(&(from.to_string(), to.to_string()))
+    }
+
+    /// The proxy in front of `region`'s object storage.
+    pub fn s3_proxy(&self, region: &str) -> Option<&Proxy> {
+        self.s3_proxies.get(region)
+    }
+
+    /// Where `region` keeps its data.
+    pub fn data_dir(&self, region: &str) -> PathBuf {
+        self.options.dir.join("data").join(region)
+    }
+
+    /// Extra flags `region`'s core starts with from its next start on.
+    pub fn set_core_flags(&mut self, region: &str, flags: Vec<String>) {
+        self.core_flags.insert(region.to_string(), flags);
     }
 
     /// The flags every process of `region` shares: the run's files, and
@@ -228,9 +328,19 @@ impl Cluster {
         args.extend(self.common_args(region));
         args.push("--admin-listen".to_string());
         args.push(format!("127.0.0.1:{}", ports.admin_port));
+        if let Some(broker) = self.brokers.get(region) {
+            args.extend([
+                "--log".to_string(),
+                "kafka".to_string(),
+                "--brokers".to_string(),
+                format!("{region}={}", broker.bootstrap()),
+            ]);
+        }
+        args.extend(self.core_flags.get(region).cloned().unwrap_or_default());
         let child = spawn_until(
             &self.options.binary,
             &args,
+            &self.options.dir,
             &format!("core of {region}"),
             "meridian core: site",
         )
@@ -262,6 +372,7 @@ impl Cluster {
         let child = spawn_until(
             &self.options.binary,
             &args,
+            &self.options.dir,
             &format!("gateway {index} of {region}"),
             "meridian gateway: region",
         )
@@ -281,6 +392,77 @@ impl Cluster {
         if let Some(mut child) = self.regions.get_mut(region).and_then(|r| r.core.take()) {
             let _ = child.kill().await;
         }
+    }
+
+    /// Stops `region`'s core as an operator would (SIGTERM, SIGKILL after
+    /// ten seconds) and reaps it; it stays down until
+    /// [`Cluster::start_core`].
+    pub async fn stop_core(&mut self, region: &str) {
+        if let Some(child) = self.regions.get_mut(region).and_then(|r| r.core.take()) {
+            terminate(vec![child]).await;
+        }
+    }
+
+    /// SIGKILLs `region`'s Kafka broker; it stays down until
+    /// [`Cluster::restart_broker`].
+    ///
+    /// # Errors
+    /// The cluster runs no brokers.
+    pub async fn kill_broker(&mut self, region: &str) -> Result<(), ClusterError> {
+        let broker = self
+            .brokers
+            .get_mut(region)
+            .ok_or_else(|| no_broker(region))?;
+        broker.kill().await;
+        Ok(())
+    }
+
+    /// Starts `region`'s Kafka broker again over its data.
+    ///
+    /// # Errors
+    /// The cluster runs no brokers, or the broker does not come back.
+    pub async fn restart_broker(&mut self, region: &str) -> Result<(), ClusterError> {
+        let broker = self
+            .brokers
+            .get_mut(region)
+            .ok_or_else(|| no_broker(region))?;
+        broker.restart().await.map_err(|error| ClusterError::Start {
+            process: format!("Kafka broker of {region}"),
+            reason: error.to_string(),
+        })
+    }
+
+    /// Every process that exited since the last call, without being told
+    /// to; each stays down until started again.
+    pub fn reap(&mut self) -> Vec<Exited> {
+        let mut exited = Vec::new();
+        for (name, region) in &mut self.regions {
+            let slots = std::iter::once((None, &mut region.core)).chain(
+                region
+                    .gateways
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(i, slot)| (Some(i), slot)),
+            );
+            for (gateway, slot) in slots {
+                let status = slot
+                    .as_mut()
+                    .and_then(|child| child.try_wait().ok().flatten());
+                if let Some(status) = status {
+                    *slot = None;
+                    exited.push(Exited {
+                        process: gateway.map_or_else(
+                            || format!("core of {name}"),
+                            |i| format!("gateway {i} of {name}"),
+                        ),
+                        region: name.clone(),
+                        gateway,
+                        status: status.to_string(),
+                    });
+                }
+            }
+        }
+        exited
     }
 
     /// SIGKILLs gateway `index` of `region` and reaps it; it stays down
@@ -324,6 +506,13 @@ impl Cluster {
                     pids.insert(format!("gateway {index} of {name}"), pid);
                 }
             }
+            if let Some(pid) = self
+                .brokers
+                .get(name)
+                .and_then(meridian_testbed::Broker::pid)
+            {
+                pids.insert(format!("Kafka broker of {name}"), pid);
+            }
         }
         pids
     }
@@ -338,20 +527,101 @@ impl Cluster {
             cores.extend(region.core.take());
         }
         for group in [gateways, cores] {
-            for child in &group {
-                if let Some(pid) = child.id() {
-                    signal(pid, "TERM").await;
-                }
-            }
-            for mut child in group {
-                if tokio::time::timeout(STOP_TIMEOUT, child.wait())
-                    .await
-                    .is_err()
-                {
-                    let _ = child.kill().await;
-                }
-            }
+            terminate(group).await;
         }
+        for broker in self.brokers.values_mut() {
+            broker.kill().await;
+        }
+        if let Some(mounted) = self.mounted.take() {
+            unmount(&mounted).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    /// A cluster dropped without [`Cluster::stop`] (a panic, Ctrl-C): its
+    /// processes are killed by their handles; the small disk is detached
+    /// lazily, as they may still hold it for a moment.
+    fn drop(&mut self) {
+        if let Some(mounted) = self.mounted.take() {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&mounted)
+                .status();
+        }
+    }
+}
+
+/// SIGTERMs every child, then SIGKILLs those still running after ten
+/// seconds.
+async fn terminate(children: Vec<Child>) {
+    for child in &children {
+        if let Some(pid) = child.id() {
+            signal(pid, "TERM").await;
+        }
+    }
+    for mut child in children {
+        if tokio::time::timeout(STOP_TIMEOUT, child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+/// A proxy on loopback port `listen` to `127.0.0.1:port`.
+async fn start_proxy(
+    network: &SharedNetwork,
+    clock: &SharedClock,
+    listen: u16,
+    port: u16,
+    what: &str,
+) -> Result<Proxy, ClusterError> {
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], listen));
+    Proxy::start(
+        network.clone(),
+        clock.clone(),
+        listen,
+        format!("127.0.0.1:{port}"),
+        Duration::ZERO,
+    )
+    .await
+    .map_err(io(format!("starting the proxy {what}")))
+}
+
+/// Mounts a tmpfs of `disk.mib` where `disk.region` keeps its data.
+async fn mount_small_disk(dir: &Path, disk: &SmallDisk) -> Result<PathBuf, ClusterError> {
+    let target = dir.join("data").join(&disk.region);
+    std::fs::create_dir_all(&target).map_err(io("creating the small disk's mount point"))?;
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o"])
+        .arg(format!("size={}m", disk.mib))
+        .arg("meridian-chaos")
+        .arg(&target)
+        .status()
+        .await
+        .map_err(io("running mount"))?;
+    if !status.success() {
+        return Err(ClusterError::Start {
+            process: format!("the small disk of {}", disk.region),
+            reason: format!(
+                "mount -t tmpfs at {} failed ({status}): the disk-full fault needs root",
+                target.display()
+            ),
+        });
+    }
+    Ok(target)
+}
+
+async fn unmount(target: &Path) {
+    let _ = Command::new("umount").arg("-l").arg(target).status().await;
+}
+
+fn no_broker(region: &str) -> ClusterError {
+    ClusterError::Start {
+        process: format!("Kafka broker of {region}"),
+        reason: "this cluster runs the embedded log (--log kafka runs brokers)".into(),
     }
 }
 
@@ -396,6 +666,7 @@ pub async fn freeze(pid: u32) -> bool {
 async fn spawn_until(
     binary: &Path,
     args: &[String],
+    dir: &Path,
     process: &str,
     ready: &str,
 ) -> Result<Child, ClusterError> {
@@ -403,11 +674,20 @@ async fn spawn_until(
         process: process.to_string(),
         reason,
     };
+    // Each process's log, appended across restarts: the evidence behind
+    // a failed check.
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).map_err(io("creating the log directory"))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(logs.join(format!("{}.log", process.replace(' ', "-"))))
+        .map_err(io(format!("opening the log of {process}")))?;
     let mut child = Command::new(binary)
         .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .kill_on_drop(true)
         .spawn()
         .map_err(|error| failed(format!("cannot start {}: {error}", binary.display())))?;
@@ -438,7 +718,12 @@ async fn spawn_until(
 
 /// `region`'s file: its ports with the local profile, and `[tls]` at the
 /// files [`issue_identities`] writes.
-fn write_region_file(dir: &Path, name: &str, region: &RegionProcesses) -> Result<(), ClusterError> {
+fn write_region_file(
+    dir: &Path,
+    name: &str,
+    region: &RegionProcesses,
+    s3_endpoint: std::net::SocketAddr,
+) -> Result<(), ClusterError> {
     let gateway = region.gateway_ports.first().copied().unwrap_or(0);
     let text = format!(
         "name = \"{name}\"\n\
@@ -446,6 +731,7 @@ fn write_region_file(dir: &Path, name: &str, region: &RegionProcesses) -> Result
          [advertise]\ngateway = \"127.0.0.1:{gateway}\"\ncore = \"127.0.0.1:{core}\"\n\
          [local]\ngateway = \"127.0.0.1:{gateway}\"\ncore = \"127.0.0.1:{core}\"\n\
          s3 = \"127.0.0.1:{s3}\"\n\
+         [s3]\nbucket = \"media-{name}\"\nendpoint = \"http://{s3_endpoint}\"\n\
          [tls]\nca = \"certs/ca.pem\"\n\
          core_cert = \"certs/core.{name}.pem\"\ncore_key = \"certs/core.{name}.key\"\n\
          gateway_cert = \"certs/gateway.{name}.pem\"\ngateway_key = \"certs/gateway.{name}.key\"\n",

@@ -1,7 +1,10 @@
 //! Faults put on a running [`Cluster`], each with what heals it: signals to
-//! its processes (SIGKILL with a restart, SIGSTOP then SIGCONT) and the
-//! state of its region pairs' proxies (cut, one direction stalled, delay
-//! with jitter and a bandwidth cap).
+//! its processes (SIGKILL with a restart, SIGSTOP then SIGCONT, a restart
+//! with a skewed clock), the state of its proxies (a region pair's cut,
+//! one direction stalled, delay with jitter and a bandwidth cap; a
+//! region's object storage cut off) and its disks (a small filesystem
+//! filled). The faults on clients (a slow reader, a reconnect storm) are
+//! the runner's, which drives the clients.
 
 use std::time::Duration;
 
@@ -22,7 +25,18 @@ pub enum FaultError {
     /// Restarting a process failed.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// Filling or freeing a disk failed.
+    #[error("{what}: {source}")]
+    Disk {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
 }
+
+/// The file that fills a small disk.
+const FILLER: &str = "chaos-filler";
 
 /// Whether this version of the suite can inject `fault`.
 pub fn supported(fault: &FaultKind) -> bool {
@@ -36,7 +50,65 @@ pub fn supported(fault: &FaultKind) -> bool {
             | FaultKind::LinkPartition { .. }
             | FaultKind::LinkOneway { .. }
             | FaultKind::LinkSlow { .. }
+            | FaultKind::S3Down { .. }
+            | FaultKind::ClockSkew { .. }
+            | FaultKind::DiskFull { .. }
+            | FaultKind::BrokerKill { .. }
     )
+}
+
+/// Whether `fault` acts on clients (the runner's) rather than on the
+/// cluster.
+pub fn on_clients(fault: &FaultKind) -> bool {
+    matches!(
+        fault,
+        FaultKind::SlowConsumer { .. } | FaultKind::ReconnectStorm { .. }
+    )
+}
+
+/// Restarts `region`'s core gracefully with `flags` from now on.
+async fn restart_core_with(
+    cluster: &mut Cluster,
+    region: &str,
+    flags: Vec<String>,
+) -> Result<(), FaultError> {
+    cluster.set_core_flags(region, flags);
+    cluster.stop_core(region).await;
+    cluster.start_core(region).await?;
+    Ok(())
+}
+
+/// Writes zeros to `dir`'s filesystem until it has no space left.
+async fn fill(dir: std::path::PathBuf) -> Result<(), FaultError> {
+    let path = dir.join(FILLER);
+    let written = meridian_seams::Offload::BlockingPool
+        .run(move || {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&path)?;
+            let block = vec![0u8; 1 << 20];
+            loop {
+                match file.write_all(&block) {
+                    Ok(()) => {}
+                    Err(error) if error.raw_os_error() == Some(28) => break,
+                    Err(error) => return Err(error),
+                }
+            }
+            // Then page by page: every byte the filesystem has left.
+            while file.write(&block[..4096]).is_ok_and(|n| n > 0) {}
+            Ok(())
+        })
+        .await;
+    match written {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(source)) => Err(FaultError::Disk {
+            what: "filling the small disk".into(),
+            source,
+        }),
+        Err(join) => Err(FaultError::Disk {
+            what: "filling the small disk".into(),
+            source: std::io::Error::other(join.to_string()),
+        }),
+    }
 }
 
 /// The ordered pairs whose proxies carry traffic between `a` and `b`.
@@ -112,6 +184,19 @@ pub async fn inject(cluster: &mut Cluster, fault: &FaultKind, seed: u64) -> Resu
                 }
             }
         }
+        FaultKind::S3Down { region, .. } => {
+            if let Some(proxy) = cluster.s3_proxy(region) {
+                proxy.cut();
+            }
+        }
+        FaultKind::ClockSkew {
+            region, offset_ms, ..
+        } => {
+            let flags = vec!["--clock-skew-ms".to_string(), offset_ms.to_string()];
+            restart_core_with(cluster, region, flags).await?;
+        }
+        FaultKind::DiskFull { region, .. } => fill(cluster.data_dir(region)).await?,
+        FaultKind::BrokerKill { region, .. } => cluster.kill_broker(region).await?,
         other => return Err(FaultError::Unsupported(other.name())),
     }
     Ok(())
@@ -168,6 +253,24 @@ pub async fn heal(cluster: &mut Cluster, fault: &FaultKind) -> Result<(), FaultE
                     proxy.set_bandwidth(None);
                 }
             }
+        }
+        FaultKind::S3Down { region, .. } => {
+            if let Some(proxy) = cluster.s3_proxy(region) {
+                proxy.heal();
+            }
+        }
+        FaultKind::ClockSkew { region, .. } => {
+            restart_core_with(cluster, region, Vec::new()).await?;
+        }
+        FaultKind::BrokerKill { region, .. } => cluster.restart_broker(region).await?,
+        FaultKind::DiskFull { region, .. } => {
+            let path = cluster.data_dir(region).join(FILLER);
+            tokio::fs::remove_file(&path)
+                .await
+                .map_err(|source| FaultError::Disk {
+                    what: format!("freeing {}", path.display()),
+                    source,
+                })?;
         }
         other => return Err(FaultError::Unsupported(other.name())),
     }

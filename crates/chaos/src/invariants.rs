@@ -56,7 +56,9 @@ pub struct Verdict {
 /// Evidence kept per invariant; the count says how many there were.
 const EVIDENCE: usize = 10;
 
-fn verdict(invariant: &'static str, checked: String, violations: Vec<String>) -> Verdict {
+/// A verdict on `violations` (held when there are none), keeping the
+/// first ten as evidence.
+pub fn verdict(invariant: &'static str, checked: String, violations: Vec<String>) -> Verdict {
     let held = violations.is_empty();
     let mut evidence: Vec<String> = violations.iter().take(EVIDENCE).cloned().collect();
     if violations.len() > EVIDENCE {

@@ -9,8 +9,15 @@
 //!   a fault proxy of its own; nothing left running when it ends.
 //! - [`faults`]: each fault put on the cluster (signals to its processes,
 //!   its proxies' state) and healed.
+//! - [`workload`], [`device`], [`idle`]: the users, as SDK clients: who
+//!   they are and their conversations, what each device does, and the
+//!   idle connections a gateway holds besides.
+//! - [`record`], [`observe`]: what the clients did and saw, timed; what
+//!   the servers' metrics, memory and bad-input answers showed.
 //! - [`invariants`]: the contract checked on what the clients observed,
 //!   each verdict with its evidence.
+//! - [`run`]: one scenario from start to stop; [`report`], [`html`]: its
+//!   figures, `report.json` and the self-contained `report.html`.
 //!
 //! # What it must not touch
 //! Meridian's internals: it drives the `meridian` binary's processes, the
@@ -18,9 +25,19 @@
 //! operator and users would, and judges only what they can observe.
 
 pub mod cluster;
+pub mod device;
 pub mod faults;
+pub mod html;
+pub mod idle;
 pub mod invariants;
+pub mod observe;
+pub mod record;
+pub mod report;
+pub mod run;
 pub mod scenario;
+pub mod workload;
 
 pub use cluster::{Cluster, ClusterError, ClusterOptions};
+pub use report::{Report, ScenarioReport};
+pub use run::{LogChoice, RunOptions, run_scenario};
 pub use scenario::{Fault, FaultKind, Profile, Scenario, ScenarioError};

@@ -29,6 +29,8 @@ async fn start_cluster(dir: &std::path::Path) -> Cluster {
         binary: env!("CARGO_BIN_EXE_meridian").into(),
         dir: dir.to_path_buf(),
         gateways_per_region: 2,
+        small_disk: None,
+        kafka: false,
     })
     .await
     .expect("the cluster starts")

@@ -245,9 +245,10 @@ pub struct S3Config {
     #[serde(default)]
     pub aws_region: Option<String>,
     /// An S3-compatible endpoint (`https://host:port`) in production; AWS S3
-    /// when absent. Credentials come from `MERIDIAN_S3_ACCESS_KEY_ID` and
-    /// `MERIDIAN_S3_SECRET_ACCESS_KEY` (else `AWS_ACCESS_KEY_ID` and
-    /// `AWS_SECRET_ACCESS_KEY`).
+    /// when absent. With the local profile, where everyone reaches the
+    /// embedded server (a proxy in front of it) when set. Credentials come
+    /// from `MERIDIAN_S3_ACCESS_KEY_ID` and `MERIDIAN_S3_SECRET_ACCESS_KEY`
+    /// (else `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`).
     #[serde(default)]
     pub endpoint: Option<String>,
 }

@@ -41,11 +41,14 @@ pub fn local_secret() -> String {
         .unwrap_or_else(|_| LOCAL_SECRET_ACCESS_KEY.to_string())
 }
 
-/// A region's bucket served by a local embedded server at `endpoint`.
+/// A region's bucket served by a local embedded server at `endpoint`,
+/// reached at the region's `[s3] endpoint` instead when it names one (a
+/// proxy in front of the server: the chaos suite's way to take a region's
+/// storage down).
 pub fn local_target(region: &RegionConfig, endpoint: String) -> Option<S3Target> {
     let s3 = region.s3.as_ref()?;
     Some(S3Target {
-        endpoint: Some(endpoint),
+        endpoint: Some(s3.endpoint.clone().unwrap_or(endpoint)),
         aws_region: s3.signing_region(),
         bucket: s3.bucket.clone(),
         access_key_id: LOCAL_ACCESS_KEY_ID.into(),

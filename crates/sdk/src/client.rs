@@ -49,6 +49,12 @@ pub struct Client {
     expected: Option<String>,
     connector: Option<Connector>,
     keepalive: crate::session::Keepalive,
+    /// Every gateway this client may use, its own first: a connect that
+    /// fails moves on to the next (what a client does with the several
+    /// addresses GeoDNS answers).
+    gateways: Vec<Rest>,
+    /// Connections opened, the first included.
+    pub connects: u64,
 }
 
 impl Client {
@@ -72,7 +78,18 @@ impl Client {
             expected: None,
             connector: None,
             keepalive: crate::session::Keepalive::default(),
+            gateways: vec![rest.with_token(token)],
+            connects: 0,
         }
+    }
+
+    /// Adds gateways to fall back on, in order, when the first cannot be
+    /// reached: each connect starts at the first again, so a client comes
+    /// home once its own gateway is back.
+    pub fn with_fallbacks(mut self, fallbacks: &[Rest]) -> Self {
+        self.gateways
+            .extend(fallbacks.iter().map(|rest| rest.with_token(&self.token)));
+        self
     }
 
     /// Uses `keepalive` for every connection this client opens.
@@ -94,7 +111,13 @@ impl Client {
         let open = async {
             match &self.connector {
                 None => {
-                    Session::connect_tls(&self.rest.ws_url(), &self.token, self.rest.tls()).await
+                    Session::connect_with(
+                        &self.rest.ws_url(),
+                        &self.token,
+                        self.rest.tls(),
+                        self.keepalive,
+                    )
+                    .await
                 }
                 Some(connector) => {
                     let stream = connector()
@@ -124,9 +147,17 @@ impl Client {
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2))
             .with_jitter(self.rng.clone());
         let mut last = SdkError::Closed;
-        for _ in 0..attempts.max(1) {
+        for attempt in 0..attempts.max(1) {
+            // Round the gateways from the first: a refused connect to a
+            // dead one costs little, and the client comes home when its
+            // own serves again.
+            let gateway = attempt as usize % self.gateways.len().max(1);
+            if let Some(rest) = self.gateways.get(gateway) {
+                self.rest = rest.clone();
+            }
             match self.open_session().await {
                 Ok(session) => {
+                    self.connects += 1;
                     self.expected = Some(session.cursor.clone());
                     self.session = Some(session);
                     return self.session.as_mut().ok_or(SdkError::Closed);
@@ -189,6 +220,12 @@ impl Client {
         attachments: &[String],
     ) -> Result<SentInfo, SdkError> {
         let mut last = SdkError::Closed;
+        // Waits out `clock_skew`: this client's last-seen stamp came from a
+        // region whose clock ran ahead and was since corrected; the refusal
+        // ends when real time reaches the stamp (found by the chaos suite's
+        // clock-skew scenario).
+        let mut skew_wait = Backoff::new(Duration::from_millis(100), Duration::from_secs(2))
+            .with_jitter(self.rng.clone());
         for _ in 0..8 {
             if self.session.is_none() {
                 self.connect(8).await?;
@@ -211,6 +248,10 @@ impl Client {
                 Ok(sent) => {
                     self.max_hlc = self.max_hlc.max(sent.hlc);
                     return Ok(sent);
+                }
+                Err(error) if error.code() == Some(meridian_wire::ErrorCode::ClockSkew) => {
+                    last = error;
+                    skew_wait.wait().await;
                 }
                 Err(error) if error.is_transient() => {
                     self.session = None;

@@ -122,6 +122,19 @@ impl Session {
     /// # Errors
     /// As [`Session::connect`].
     pub async fn connect_tls(ws_url: &str, token: &str, tls: &TlsRoots) -> Result<Self, SdkError> {
+        Self::connect_with(ws_url, token, tls, Keepalive::default()).await
+    }
+
+    /// [`Session::connect_tls`] with `keepalive` instead of the default.
+    ///
+    /// # Errors
+    /// As [`Session::connect`].
+    pub async fn connect_with(
+        ws_url: &str,
+        token: &str,
+        tls: &TlsRoots,
+        keepalive: Keepalive,
+    ) -> Result<Self, SdkError> {
         // Nagle off: small frames (sends, acks) must not wait for a delayed ACK.
         let connector = tokio_tungstenite::Connector::Rustls(tls.client_config());
         let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(
@@ -132,7 +145,7 @@ impl Session {
         )
         .await
         .map_err(|e| SdkError::WebSocket(e.to_string()))?;
-        Self::start(socket, token, Keepalive::default()).await
+        Self::start(socket, token, keepalive).await
     }
 
     /// Connects over an already open byte stream (a simulated network's, or

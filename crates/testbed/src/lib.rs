@@ -74,7 +74,7 @@ pub async fn free_port(network: &SharedNetwork) -> std::io::Result<u16> {
 pub struct Broker {
     child: Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl std::fmt::Debug for Broker {
@@ -90,7 +90,6 @@ impl Broker {
     /// # Errors
     /// tansu missing, or not ready.
     pub async fn start(network: &SharedNetwork) -> Result<Self, TestbedError> {
-        let binary = tansu_binary()?;
         let dir = tempfile::tempdir().map_err(|e| TestbedError::Start(e.to_string()))?;
         // A port taken between the probe and tansu's bind fails loudly
         // below ("exited before ready"); retried on a new port.
@@ -98,50 +97,9 @@ impl Broker {
             let port = free_port(network)
                 .await
                 .map_err(|e| TestbedError::Start(format!("no free port: {e}")))?;
-            let url = format!("tcp://127.0.0.1:{port}");
-            let mut child = Command::new(&binary)
-                .arg("broker")
-                .arg("--listener-url")
-                .arg(&url)
-                .arg("--advertised-listener-url")
-                .arg(&url)
-                // tansu reads the SQLite path relative to its working
-                // directory (an absolute path is mangled).
-                .arg("--storage-engine")
-                .arg(format!("sqlite://tansu-{port}.db"))
-                .current_dir(dir.path())
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| TestbedError::Start(format!("running {}: {e}", binary.display())))?;
-            let stdout = child
-                .stdout
-                .take()
-                .ok_or_else(|| TestbedError::Start("no stdout".into()))?;
-            let mut lines = BufReader::new(stdout).lines();
-            let ready = tokio::time::timeout(READY_TIMEOUT, async {
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if line.starts_with("ready") {
-                        return true;
-                    }
-                }
-                false
-            })
-            .await
-            .unwrap_or(false);
-            if ready {
-                // Keep draining so tansu never blocks on a full pipe; the
-                // task ends when the broker exits.
-                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-                return Ok(Self {
-                    child,
-                    port,
-                    _dir: dir,
-                });
+            if let Some(child) = spawn_ready(dir.path(), port).await? {
+                return Ok(Self { child, port, dir });
             }
-            let _ = child.kill().await;
         }
         Err(TestbedError::Start(
             "tansu exited (or stayed silent for 60 s) before it was ready".into(),
@@ -152,6 +110,83 @@ impl Broker {
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+
+    /// The broker's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// SIGKILLs the broker (`kill -9`) and reaps it; its data stays for
+    /// [`Broker::restart`].
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Starts the broker again on its port over its data, and waits until
+    /// it is ready.
+    ///
+    /// # Errors
+    /// Not ready within 60 s (the port taken meanwhile, among others).
+    pub async fn restart(&mut self) -> Result<(), TestbedError> {
+        let _ = self.child.kill().await;
+        match spawn_ready(self.dir.path(), self.port).await? {
+            Some(child) => {
+                self.child = child;
+                Ok(())
+            }
+            None => Err(TestbedError::Start(format!(
+                "tansu did not come back on port {}",
+                self.port
+            ))),
+        }
+    }
+}
+
+/// Runs tansu on `port` with its data in `dir`; `None` when it exits or
+/// stays silent before it says it is ready.
+async fn spawn_ready(dir: &std::path::Path, port: u16) -> Result<Option<Child>, TestbedError> {
+    let binary = tansu_binary()?;
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut child = Command::new(&binary)
+        .arg("broker")
+        .arg("--listener-url")
+        .arg(&url)
+        .arg("--advertised-listener-url")
+        .arg(&url)
+        // tansu reads the SQLite path relative to its working directory
+        // (an absolute path is mangled).
+        .arg("--storage-engine")
+        .arg(format!("sqlite://tansu-{port}.db"))
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| TestbedError::Start(format!("running {}: {e}", binary.display())))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| TestbedError::Start("no stdout".into()))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(READY_TIMEOUT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with("ready") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    if !ready {
+        let _ = child.kill().await;
+        return Ok(None);
+    }
+    // Keep draining so tansu never blocks on a full pipe; the task ends
+    // when the broker exits.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(Some(child))
 }
 
 impl Drop for Broker {
