@@ -232,10 +232,6 @@ impl Cluster {
                 proxies.insert((from.to_string(), to.to_string()), proxy);
             }
         }
-        let mounted = match &options.small_disk {
-            Some(disk) => Some(mount_small_disk(&options.dir, disk).await?),
-            None => None,
-        };
         let mut brokers = BTreeMap::new();
         if options.kafka {
             for name in REGIONS {
@@ -248,6 +244,11 @@ impl Cluster {
                 brokers.insert(name.to_string(), broker);
             }
         }
+        // Mounted last, right before the cluster that unmounts it exists.
+        let mounted = match &options.small_disk {
+            Some(disk) => Some(mount_small_disk(&options.dir, disk).await?),
+            None => None,
+        };
         let mut cluster = Self {
             options,
             regions,

@@ -354,8 +354,16 @@ pub fn render(report: &Report) -> String {
             out,
             "<tr><td><a href=\"#{name}\">{name}</a></td><td class=\"{class}\">{result}</td><td>{faults}</td><td>{converged}</td></tr>",
             name = escape(&s.name),
-            class = if s.passed { "pass" } else { "fail" },
-            result = if s.passed { "pass" } else { "FAIL" },
+            class = match (&s.skipped, s.passed) {
+                (Some(_), _) => "skipped",
+                (None, true) => "pass",
+                (None, false) => "fail",
+            },
+            result = match (&s.skipped, s.passed) {
+                (Some(_), _) => "skipped",
+                (None, true) => "pass",
+                (None, false) => "FAIL",
+            },
             faults = s.faults.len(),
             converged = seconds(s.convergence.after_last_heal_seconds),
         );

@@ -191,8 +191,9 @@ pub async fn probe(
     let mut turn = 0usize;
     while !control.stop.load(Ordering::SeqCst) {
         tokio::time::sleep(Duration::from_secs(1)).await;
+        // Every gateway in turn, and each gateway every kind in turn.
         let gateway = &gateways[turn % gateways.len()];
-        let kind = PROBES[turn % PROBES.len()];
+        let kind = PROBES[(turn / gateways.len()) % PROBES.len()];
         turn += 1;
         let (answer, detail) = match kind {
             "rest: malformed JSON" => rest_probe(&client, gateway, &token).await,

@@ -18,13 +18,14 @@ pub const SCHEMA: u32 = 1;
 pub struct Report {
     /// [`SCHEMA`].
     pub schema: u32,
-    /// `meridian --version` of the binary run.
+    /// The version of the `meridian` that ran the suite.
     pub meridian_version: String,
     /// `short` or `long`.
     pub profile: String,
     /// `embedded` or `kafka`.
     pub log: String,
-    /// The run's seed: each scenario's is derived from it and its name.
+    /// The run's seed, every scenario's (`--seed` replays the workload's
+    /// choices; the real processes' timing is not replayed).
     pub seed: u64,
     /// Unix seconds when the run started.
     pub started_unix: u64,
@@ -146,7 +147,7 @@ pub struct Counters {
     /// Sends still unacknowledged when the run stopped (never shown as
     /// sent: not a loss).
     pub never_acknowledged: usize,
-    /// Sends acknowledged only after more than one try.
+    /// Sends that took more than one try (acknowledged or not).
     pub retried: usize,
     /// Sends carrying media.
     pub media: usize,

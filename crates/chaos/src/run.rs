@@ -35,7 +35,8 @@ pub struct RunOptions {
     pub out: PathBuf,
     /// The profile.
     pub profile: Profile,
-    /// The seed of every choice the suite makes (workload, targets).
+    /// The seed of the workload's choices (device schedules, offline
+    /// windows, conversations picked, replies, media).
     pub seed: u64,
     /// The replication log the regions run.
     pub log: LogChoice,
@@ -440,8 +441,8 @@ async fn apply(
             read_every_ms,
             ..
         } => {
-            // Spread over the population (regions in turn), never device
-            // 0, whose user the prober uses.
+            // Spread evenly over the population's indexes, never device 0,
+            // whose token the prober uses.
             let count = run.control.devices().saturating_sub(1);
             for i in 0..(*devices).min(count) {
                 let device = 1 + i * count / (*devices).min(count).max(1);
@@ -496,6 +497,7 @@ async fn drive(
         })
         .collect();
     let mut failure = None;
+    let mut active = std::collections::BTreeSet::new();
     for (at, step) in steps(&schedule) {
         wait_until(cluster, &run, at, &mut supervisor).await;
         let (Step::Inject(i) | Step::Heal(i)) = step;
@@ -517,13 +519,34 @@ async fn drive(
             windows[i].kind,
             windows[i].target
         );
-        if let Err(error) = apply(cluster, &run, &schedule[i].kind, step, options.seed).await {
-            failure = Some(format!(
-                "{} on {}: {error}",
-                windows[i].kind, windows[i].target
-            ));
-            break;
+        match apply(cluster, &run, &schedule[i].kind, step, options.seed).await {
+            Ok(()) if matches!(step, Step::Inject(_)) && schedule[i].kind.seconds() > 0.0 => {
+                active.insert(i);
+            }
+            Ok(()) => {
+                active.remove(&i);
+            }
+            Err(error) => {
+                failure = Some(format!(
+                    "{} on {}: {error}",
+                    windows[i].kind, windows[i].target
+                ));
+                break;
+            }
         }
+    }
+    // A step that failed ends the schedule: what is still on is healed, so
+    // the verdicts judge a cluster that could recover.
+    for i in std::mem::take(&mut active) {
+        let _ = apply(
+            cluster,
+            &run,
+            &schedule[i].kind,
+            Step::Heal(i),
+            options.seed,
+        )
+        .await;
+        windows[i].healed_at = run.recorder.now();
     }
     if failure.is_none() {
         wait_until(cluster, &run, load_end, &mut supervisor).await;
@@ -839,7 +862,7 @@ fn idle_notes(report: &ScenarioReport) -> Vec<String> {
             .fold(held, f64::min);
         match back {
             Some(seconds) => notes.push(format!(
-                "{} on {}: {held:.0} idle connections, down to {lowest:.0} at the lowest, all back within {seconds:.1} s                  (sampled each second): {:.0} reconnections per second; at that rate 100,000 would take {:.0} s",
+                "{} on {}: {held:.0} idle connections, down to {lowest:.0} at the lowest, all back within {seconds:.1} s (sampled each second): {:.0} reconnections per second; at that rate 100,000 would take {:.0} s",
                 fault.kind,
                 fault.target,
                 held / seconds,
@@ -852,7 +875,7 @@ fn idle_notes(report: &ScenarioReport) -> Vec<String> {
             None => {}
         }
     }
-    // Memory: the gateway holding them against its region's other one,
+    // Memory: the gateway holding them against the least loaded gateway,
     // just before the first fault.
     let first = report
         .faults
@@ -876,7 +899,7 @@ fn idle_notes(report: &ScenarioReport) -> Vec<String> {
     if let (Some((holder, with)), Some((_, without))) = (by_rss.first(), by_rss.last()) {
         let per = (with - without) / held;
         notes.push(format!(
-            "{holder} held the idle connections at {:.0} MiB against {:.0} MiB for an idle gateway: {per:.1} KiB              per connection, so about {:.1} GiB for 100,000",
+            "{holder} held the idle connections at {:.0} MiB against {:.0} MiB for the least loaded gateway: {per:.1} KiB per connection, so about {:.1} GiB for 100,000",
             with / 1024.0,
             without / 1024.0,
             per * 100_000.0 / 1024.0 / 1024.0

@@ -410,6 +410,17 @@ impl Scenario {
             if same {
                 return Err(self.invalid(format!("{name}: a link joins two different regions")));
             }
+            if let FaultKind::DiskFull { region, .. } = &fault.kind {
+                let other = self.faults.iter().find_map(|f| match &f.kind {
+                    FaultKind::DiskFull { region: r, .. } if r != region => Some(r),
+                    _ => None,
+                });
+                if let Some(other) = other {
+                    return Err(self.invalid(format!(
+                        "{name}: one region's disk per scenario (the small filesystem is mounted for {region}, not {other})"
+                    )));
+                }
+            }
             if let FaultKind::GatewayKill { gateway, .. } | FaultKind::GatewayFreeze { gateway, .. } =
                 &fault.kind
                 && *gateway >= GATEWAYS_PER_REGION
@@ -504,6 +515,11 @@ mod tests {
             ),
             ("[workload]\ngroup_members = 101\n", "at most 100"),
             ("[workload]\nmedia_share = 2.0\n", "shares"),
+            (
+                "[[fault]]\nat = 5\nkind = \"disk-full\"\nregion = \"us-east\"\ncapacity_mib = 64\nseconds = 2\n\
+                 [[fault]]\nat = 9\nkind = \"disk-full\"\nregion = \"eu-west\"\ncapacity_mib = 64\nseconds = 2\n",
+                "one region's disk",
+            ),
             (
                 "[[fault]]\nat = 5\nkind = \"gateway-kill\"\nregion = \"us-east\"\ngateway = 2\n",
                 "does not exist",

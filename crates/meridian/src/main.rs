@@ -11,8 +11,8 @@
 //! - `bench` (`bench/`: `mod.rs`, `regions.rs`, `metrics.rs`): a load
 //!   client against a `meridian dev` child process.
 //! - `sim` (`sim.rs`): runs seeds of `meridian-sim`.
-//! - `chaos list` (`chaos.rs`): the chaos suite's scenarios, from
-//!   `meridian-chaos`.
+//! - `chaos` (`chaos.rs`): the chaos failure suite (`meridian-chaos`):
+//!   `list` its scenarios, `run` them and write the report.
 //! - `openapi`: prints the gateway's REST API document.
 //! - `metrics.rs`: the process's Prometheus recorder and the core's admin
 //!   listener.
@@ -58,7 +58,7 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Runs seeds of the deterministic simulation and checks the invariants.
     Sim(sim::SimArgs),
-    /// The chaos failure suite: `meridian chaos list`.
+    /// The chaos failure suite: `meridian chaos list`, `meridian chaos run`.
     Chaos(chaos::ChaosArgs),
     /// Prints the OpenAPI document of the REST API.
     Openapi,
