@@ -9,7 +9,9 @@ downloaded here, so `terraform validate` cannot run):
 3. every `var.NAME` a module uses is declared in that module, and every
    argument a `module` block passes is a variable of the module it calls.
 
-Exits non-zero with one line per problem: FILE: resource TYPE.NAME: ...
+Usage: check_schema.py [ROOT] (default: the terraform/ folder holding this
+script). Exits non-zero with one line per problem:
+FILE: resource TYPE.NAME: ...
 """
 
 import json
@@ -63,12 +65,12 @@ def check_body(body, schema, where, problems):
                 check_body(inner, nested, f"{where}.{name}", problems)
 
 
-def main():
+def main(root):
     with open(os.path.join(HERE, "aws-provider-schema.json"), encoding="utf-8") as f:
         schema = json.load(f)
     problems = []
     modules = {}
-    for folder, _, files in os.walk(ROOT):
+    for folder, _, files in os.walk(root):
         if "/.terraform" in folder:
             continue
         tf = sorted(f for f in files if f.endswith(".tf"))
@@ -83,17 +85,17 @@ def main():
                     declared[name] = path
                     for required in ("type", "description"):
                         if required not in spec:
-                            problems.append(f"{os.path.relpath(path, ROOT)}: variable {name}: no {required}")
+                            problems.append(f"{os.path.relpath(path, root)}: variable {name}: no {required}")
         declared_by_module[folder] = declared
     checked = 0
     for folder, parsed in modules.items():
         declared = declared_by_module[folder]
         for path, doc in parsed:
-            rel = os.path.relpath(path, ROOT)
+            rel = os.path.relpath(path, root)
             with open(path, encoding="utf-8") as f:
                 for used in sorted(set(VAR_USE.findall(f.read()))):
                     if used not in declared:
-                        problems.append(f"{rel}: var.{used} is used but not declared in {os.path.relpath(folder, ROOT)}")
+                        problems.append(f"{rel}: var.{used} is used but not declared in {os.path.relpath(folder, root)}")
             for section, kinds in (("resource", schema["resources"]), ("data", schema["data_sources"])):
                 for entry in doc.get(section, []):
                     for kind, instances in entry.items():
@@ -107,12 +109,15 @@ def main():
             for entry in doc.get("module", []):
                 for name, body in entry.items():
                     source = body.get("source", "")
+                    # Some python-hcl2 versions give a module's attributes as lists.
+                    if isinstance(source, list):
+                        source = source[0] if source else ""
                     target = os.path.normpath(os.path.join(folder, source))
                     if target not in declared_by_module:
                         problems.append(f"{rel}: module {name}: source {source} has no .tf files")
                         continue
                     for argument in body:
-                        if argument in META | {"source", "version", "providers"}:
+                        if argument in META | {"source", "version", "providers"} or argument.startswith("__"):
                             continue
                         if argument not in declared_by_module[target]:
                             problems.append(f"{rel}: module {name}: {source} has no variable {argument!r}")
@@ -124,4 +129,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else ROOT))

@@ -271,9 +271,11 @@ fn scenario_section(out: &mut String, scenario: &ScenarioReport) {
     let c = &scenario.convergence;
     let _ = write!(
         out,
-        "</table><h3>Convergence</h3><p>converged: <b>{}</b> · after the last heal: {} · after the load: {}</p>",
+        "</table><h3>Convergence</h3><p>converged: <b>{}</b> · after the last heal (devices online): {} · \
+         offline devices caught up within: {} · after the load: {}</p>",
         if c.converged { "yes" } else { "no" },
         seconds(c.after_last_heal_seconds),
+        seconds(c.offline_catch_up_seconds),
         seconds(c.after_load_seconds)
     );
     out.push_str("<h3>Counters</h3><table>");

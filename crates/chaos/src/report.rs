@@ -130,8 +130,11 @@ pub struct Convergence {
     /// Whether every acknowledged send reached every member device.
     pub converged: bool,
     /// Seconds from the last heal until everything acknowledged before it
-    /// reached every member device.
+    /// reached every member device that stayed online.
     pub after_last_heal_seconds: Option<f64>,
+    /// The longest a device back from being offline took to have
+    /// everything acknowledged before it came back (none offline: 0).
+    pub offline_catch_up_seconds: Option<f64>,
     /// Seconds from the end of the load until everything acknowledged
     /// reached every member device.
     pub after_load_seconds: Option<f64>,
@@ -185,7 +188,8 @@ pub struct Second {
     pub acknowledged: usize,
     /// Deliveries in it.
     pub delivered: usize,
-    /// Send → deliver latency of its deliveries, ms: median.
+    /// Send → deliver latency of its deliveries to devices that stayed
+    /// online, ms: median.
     pub latency_p50_ms: f64,
     /// …99th percentile.
     pub latency_p99_ms: f64,
@@ -224,8 +228,9 @@ pub struct Window {
 pub struct Expectation<'a> {
     /// Each conversation's member devices (indexes).
     pub members: &'a BTreeMap<String, Vec<usize>>,
-    /// Devices that never went offline.
-    pub always_online: &'a [bool],
+    /// Each device's offline window, `[from, until)` seconds (none: it
+    /// stayed online).
+    pub offline: &'a [Option<(f64, f64)>],
     /// The load's end, seconds.
     pub load_end: f64,
 }
@@ -278,7 +283,7 @@ impl Completion {
             for &device in members {
                 let at = delivered.get(&(msg_id.as_str(), device)).copied();
                 all = all.zip(at).map(|(a, b)| a.max(b));
-                if expect.always_online.get(device).copied().unwrap_or(true) {
+                if expect.offline.get(device).is_none_or(Option::is_none) {
                     online = online.zip(at).map(|(a, b)| a.max(b));
                 }
             }
@@ -338,7 +343,7 @@ pub fn analyze(records: &Records, windows: &[Window], expect: &Expectation<'_>) 
         .iter()
         .filter_map(|s| Some((s.msg_id.as_deref()?, s.started)))
         .collect();
-    let mut seconds: BTreeMap<u32, (usize, Vec<f64>)> = BTreeMap::new();
+    let mut seconds: BTreeMap<u32, (usize, Vec<f64>, usize)> = BTreeMap::new();
     for send in &records.sends {
         if let Some(at) = send.acknowledged {
             seconds.entry(at.max(0.0) as u32).or_default().0 += 1;
@@ -346,19 +351,26 @@ pub fn analyze(records: &Records, windows: &[Window], expect: &Expectation<'_>) 
     }
     for delivery in &records.deliveries {
         let entry = seconds.entry(delivery.at.max(0.0) as u32).or_default();
-        if let Some(sent) = started.get(delivery.msg_id.as_str()) {
+        entry.2 += 1;
+        // Latency over the devices that stayed online: a device back from
+        // being offline receives its backlog late by design.
+        let online = expect
+            .offline
+            .get(delivery.device)
+            .is_none_or(Option::is_none);
+        if let (true, Some(sent)) = (online, started.get(delivery.msg_id.as_str())) {
             entry.1.push((delivery.at - sent).max(0.0) * 1000.0);
         }
     }
     let last = seconds.keys().next_back().copied().unwrap_or(0);
     let timeline: Vec<Second> = (0..=last)
         .map(|t| {
-            let (acknowledged, mut latencies) = seconds.remove(&t).unwrap_or_default();
+            let (acknowledged, mut latencies, delivered) = seconds.remove(&t).unwrap_or_default();
             latencies.sort_by(f64::total_cmp);
             Second {
                 t,
                 acknowledged,
-                delivered: latencies.len(),
+                delivered,
                 latency_p50_ms: percentile(&latencies, 0.5),
                 latency_p99_ms: percentile(&latencies, 0.99),
                 latency_max_ms: latencies.last().copied().unwrap_or(0.0),
@@ -406,7 +418,8 @@ pub fn analyze(records: &Records, windows: &[Window], expect: &Expectation<'_>) 
     let after_load = completion.after(expect.load_end, false);
     let convergence = Convergence {
         converged: after_load.is_some(),
-        after_last_heal_seconds: completion.after(last_heal, false),
+        after_last_heal_seconds: completion.after(last_heal, true),
+        offline_catch_up_seconds: catch_up(records, expect),
         after_load_seconds: after_load,
     };
     Analysis {
@@ -416,12 +429,41 @@ pub fn analyze(records: &Records, windows: &[Window], expect: &Expectation<'_>) 
     }
 }
 
+/// The longest catch-up of a device back from being offline: from its
+/// return until it had every message of its conversations acknowledged
+/// before then; `None` when one never arrived.
+fn catch_up(records: &Records, expect: &Expectation<'_>) -> Option<f64> {
+    let mut arrived: HashMap<(usize, &str), f64> = HashMap::new();
+    for delivery in &records.deliveries {
+        arrived
+            .entry((delivery.device, delivery.msg_id.as_str()))
+            .or_insert(delivery.at);
+    }
+    let mut longest: f64 = 0.0;
+    for (device, window) in expect.offline.iter().enumerate() {
+        let Some((_, back)) = *window else { continue };
+        for send in &records.sends {
+            let (Some(msg_id), Some(acked)) = (&send.msg_id, send.acknowledged) else {
+                continue;
+            };
+            let member = expect
+                .members
+                .get(&send.conv)
+                .is_some_and(|m| m.contains(&device));
+            if member && acked <= back {
+                let at = arrived.get(&(device, msg_id.as_str()))?;
+                longest = longest.max(at - back);
+            }
+        }
+    }
+    Some(longest)
+}
+
 /// Acknowledged messages some member device still lacks.
 pub fn missing(records: &Records, members: &BTreeMap<String, Vec<usize>>) -> usize {
-    let always_online = [];
     let expect = Expectation {
         members,
-        always_online: &always_online,
+        offline: &[],
         load_end: 0.0,
     };
     Completion::of(records, &expect)
@@ -511,7 +553,7 @@ mod tests {
         }];
         let expect = Expectation {
             members: &members,
-            always_online: &[true, true, false],
+            offline: &[None, None, Some((14.0, 28.0))],
             load_end: 20.0,
         };
         let analysis = analyze(&records, &windows, &expect);
@@ -527,6 +569,10 @@ mod tests {
         assert!((fault.recover_seconds.unwrap() - 2.5).abs() < 1e-9);
         assert!(analysis.convergence.converged);
         assert!((analysis.convergence.after_load_seconds.unwrap() - 10.0).abs() < 1e-9);
+        // Over the devices that stayed online: m2's last copy at 17.5.
+        assert!((analysis.convergence.after_last_heal_seconds.unwrap() - 2.5).abs() < 1e-9);
+        // Device 2, back at 28, had both by 30.
+        assert!((analysis.convergence.offline_catch_up_seconds.unwrap() - 2.0).abs() < 1e-9);
         assert_eq!(analysis.timeline[12].delivered, 1);
         assert_eq!(analysis.timeline[17].latency_max_ms.round(), 5500.0);
     }
@@ -541,7 +587,7 @@ mod tests {
         let members = BTreeMap::from([("c".to_string(), vec![0, 1])]);
         let expect = Expectation {
             members: &members,
-            always_online: &[true, true],
+            offline: &[None, None],
             load_end: 5.0,
         };
         let analysis = analyze(&records, &[], &expect);

@@ -186,8 +186,8 @@ struct Running {
     watchers: Vec<JoinHandle<()>>,
     sampler: JoinHandle<Samples>,
     idle: Vec<JoinHandle<()>>,
-    /// Per device: whether it stays online the whole run.
-    always_online: Vec<bool>,
+    /// Per device: its offline window, if any.
+    offline: Vec<Option<(f64, f64)>>,
 }
 
 fn gateways_of(cluster: &Cluster) -> Gateways {
@@ -315,7 +315,7 @@ async fn start_load(
             )));
         }
     }
-    let always_online: Vec<bool> = plans.iter().map(|p| p.offline.is_none()).collect();
+    let offline: Vec<Option<(f64, f64)>> = plans.iter().map(|p| p.offline).collect();
     report.population.offline_devices = plans.iter().filter(|p| p.offline.is_some()).count();
     report.population.idle_connections = idle_count;
     // Time zero: the load starts now.
@@ -344,7 +344,7 @@ async fn start_load(
         watchers,
         sampler,
         idle,
-        always_online,
+        offline,
     })
 }
 
@@ -599,7 +599,7 @@ struct Finished {
     server: BTreeMap<String, f64>,
     observed: Observed,
     members: BTreeMap<String, Vec<usize>>,
-    always_online: Vec<bool>,
+    offline: Vec<Option<(f64, f64)>>,
 }
 
 /// Stops every device and watcher and gathers what they saw.
@@ -609,7 +609,7 @@ async fn finish(
     population: &Population,
     members: &BTreeMap<String, Vec<usize>>,
 ) -> Finished {
-    let always_online = run.always_online.clone();
+    let offline = run.offline.clone();
     run.control.stop.store(true, Ordering::SeqCst);
     let mut ends = Vec::new();
     for handle in run.devices {
@@ -665,7 +665,7 @@ async fn finish(
         server,
         observed,
         members: members.clone(),
-        always_online,
+        offline,
     }
 }
 
@@ -774,12 +774,12 @@ fn fill_report(
         server,
         observed,
         members,
-        always_online,
+        offline,
     } = finished;
     let windows = with_signals(windows, &samples);
     let expect = Expectation {
         members: &members,
-        always_online: &always_online,
+        offline: &offline,
         load_end,
     };
     let analysis = report::analyze(&records, &windows, &expect);

@@ -67,6 +67,7 @@ fn report() -> Report {
         convergence: Convergence {
             converged: held,
             after_last_heal_seconds: Some(1.3),
+            offline_catch_up_seconds: Some(2.0),
             after_load_seconds: Some(0.2),
         },
         counters: Counters {

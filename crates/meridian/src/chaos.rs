@@ -263,7 +263,7 @@ fn print_outcome(outcome: &meridian_chaos::ScenarioReport) {
     }
     let c = &outcome.counters;
     println!(
-        "  {}: {} acknowledged of {} sends, {} deliveries, {} reconnects, {} wire duplicates, converged {} after the last heal ({:.0} s)",
+        "  {}: {} acknowledged of {} sends, {} deliveries, {} reconnects, {} wire duplicates, converged {} after the last heal, offline devices caught up in {} ({:.0} s)",
         if outcome.passed { "passed" } else { "FAILED" },
         c.acknowledged,
         c.sends,
@@ -273,6 +273,10 @@ fn print_outcome(outcome: &meridian_chaos::ScenarioReport) {
         outcome
             .convergence
             .after_last_heal_seconds
+            .map_or("never".into(), |s| format!("{s:.2} s")),
+        outcome
+            .convergence
+            .offline_catch_up_seconds
             .map_or("never".into(), |s| format!("{s:.2} s")),
         outcome.wall_seconds
     );

@@ -13,6 +13,8 @@
 //! - `sim` (`sim.rs`): runs seeds of `meridian-sim`.
 //! - `chaos` (`chaos.rs`): the chaos failure suite (`meridian-chaos`):
 //!   `list` its scenarios, `run` them and write the report.
+//! - `terraform-vars` (`terraform.rs`): `terraform/envs/prod`'s generated
+//!   files from the region files (`meridian_region::terraform`).
 //! - `openapi`: prints the gateway's REST API document.
 //! - `metrics.rs`: the process's Prometheus recorder and the core's admin
 //!   listener.
@@ -32,6 +34,7 @@ mod chat;
 mod deploy;
 mod metrics;
 mod sim;
+mod terraform;
 
 #[derive(Parser)]
 #[command(name = "meridian", version, about = "Geo-replicated messaging backend")]
@@ -60,6 +63,9 @@ enum Command {
     Sim(sim::SimArgs),
     /// The chaos failure suite: `meridian chaos list`, `meridian chaos run`.
     Chaos(chaos::ChaosArgs),
+    /// Writes (or `--check`s) Terraform's per-region files from the region
+    /// files: `terraform/envs/prod/regions.auto.tfvars.json` and `regions.tf`.
+    TerraformVars(terraform::TerraformVarsArgs),
     /// Prints the OpenAPI document of the REST API.
     Openapi,
 }
@@ -89,6 +95,7 @@ fn main() -> anyhow::Result<()> {
         Command::Sim(args) => return sim::run(args),
         Command::Certs(args) => return certs::run(args),
         Command::Chaos(args) => return chaos::run(args),
+        Command::TerraformVars(args) => return terraform::run(&args),
         command => Cli { command },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -101,7 +108,9 @@ fn main() -> anyhow::Result<()> {
             Command::Gateway(args) => deploy::gateway(args).await,
             Command::Chat(args) => chat::run(args).await,
             Command::Bench(args) => bench::run(args).await,
-            Command::Sim(_) | Command::Certs(_) | Command::Chaos(_) => Ok(()),
+            Command::Sim(_) | Command::Certs(_) | Command::Chaos(_) | Command::TerraformVars(_) => {
+                Ok(())
+            }
             Command::Openapi => {
                 println!("{}", meridian_gateway::openapi_json());
                 Ok(())

@@ -50,6 +50,21 @@ pub struct RegionConfig {
     /// What stands between clients and the gateways.
     #[serde(default)]
     pub edge: EdgeConfig,
+    /// Where the region runs on AWS (read by `meridian terraform-vars`).
+    #[serde(default)]
+    pub aws: Option<AwsConfig>,
+}
+
+/// Where a region runs on AWS: what Terraform needs beyond the rest of the
+/// file (`terraform/`, `docs/terraform.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    /// The AWS region (`us-east-1`).
+    pub region: String,
+    /// The region's VPC, an IPv4 /16 that no other region's overlaps
+    /// (regions' VPCs are peered).
+    pub vpc_cidr: String,
 }
 
 /// Load balancers in front of the region's gateways.
@@ -405,6 +420,19 @@ impl Deployment {
                 key == "security.protocol" || key.starts_with("ssl.") || key.starts_with("sasl."),
                 "log.security: `{key}` is not a security setting (security.protocol, ssl.*, sasl.*)"
             );
+        }
+        if let Some(aws) = &region.aws {
+            anyhow::ensure!(
+                !aws.region.is_empty()
+                    && aws
+                        .region
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                "aws.region `{}` is not an AWS region name",
+                aws.region
+            );
+            crate::terraform::Ipv4Block::parse(&aws.vpc_cidr)
+                .map_err(|e| anyhow::anyhow!("aws.vpc_cidr: {e}"))?;
         }
         anyhow::ensure!(
             matches!(region.store.engine.as_str(), "fjall" | "foundationdb"),

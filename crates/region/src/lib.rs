@@ -20,6 +20,8 @@
 //!   (mutual TLS between gateways and cores, `meridian_identity`).
 //! - [`media`]: every region's bucket as a core sees it, and the embedded
 //!   S3 server of local runs.
+//! - [`terraform`]: the deployment's Terraform variables, from the same
+//!   region files (`meridian terraform-vars`).
 //!
 //! The option types of the parts ([`CoreConfig`], [`GatewayConfig`],
 //! [`KafkaConfig`], [`LinkConfig`], [`media::S3Target`], …) are re-exported
@@ -29,6 +31,7 @@ pub mod config;
 pub mod identities;
 pub mod media;
 pub mod plan;
+pub mod terraform;
 
 /// Stops the FoundationDB client network before the process exits.
 #[cfg(feature = "fdb")]

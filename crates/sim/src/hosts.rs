@@ -139,6 +139,7 @@ fn deployment_plan(sites: Sites) -> DeploymentPlan {
         clock: ClockConfig::default(),
         tls: None,
         edge: Default::default(),
+        aws: None,
     });
     DeploymentPlan::new(Deployment::new(regions), PlanOptions::default())
 }
