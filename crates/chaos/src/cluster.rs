@@ -201,11 +201,10 @@ impl Cluster {
         let clock: SharedClock = Arc::new(SystemClock::new());
         let mut s3_proxies = BTreeMap::new();
         for (name, region) in &regions {
-            let listen = ports.next().await?;
             let proxy = start_proxy(
                 &network,
                 &clock,
-                listen,
+                &mut ports,
                 region.s3_port,
                 &format!("{name}'s S3"),
             )
@@ -220,11 +219,10 @@ impl Cluster {
                 if from == to {
                     continue;
                 }
-                let listen = ports.next().await?;
                 let proxy = start_proxy(
                     &network,
                     &clock,
-                    listen,
+                    &mut ports,
                     regions[to].core_port,
                     &format!("{from} -> {to}"),
                 )
@@ -263,7 +261,23 @@ impl Cluster {
         }
         for name in REGIONS {
             for index in 0..cluster.options.gateways_per_region {
-                cluster.start_gateway(name, index).await?;
+                // A gateway's port is its own (no other process names it):
+                // one taken since it was found free is replaced by another.
+                let mut attempts = 0;
+                while let Err(error) = cluster.start_gateway(name, index).await {
+                    attempts += 1;
+                    if attempts == 3 {
+                        return Err(error);
+                    }
+                    let port = ports.next().await?;
+                    if let Some(slot) = cluster
+                        .regions
+                        .get_mut(name)
+                        .and_then(|r| r.gateway_ports.get_mut(index))
+                    {
+                        *slot = port;
+                    }
+                }
             }
         }
         Ok(cluster)
@@ -571,24 +585,34 @@ async fn terminate(children: Vec<Child>) {
     }
 }
 
-/// A proxy on loopback port `listen` to `127.0.0.1:port`.
+/// A proxy on a free loopback port to `127.0.0.1:port`. A port found
+/// free may be taken before the proxy binds it (another process of the
+/// machine, another cluster in the same test run): a few others are tried.
 async fn start_proxy(
     network: &SharedNetwork,
     clock: &SharedClock,
-    listen: u16,
+    ports: &mut Ports,
     port: u16,
     what: &str,
 ) -> Result<Proxy, ClusterError> {
-    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], listen));
-    Proxy::start(
-        network.clone(),
-        clock.clone(),
-        listen,
-        format!("127.0.0.1:{port}"),
-        Duration::ZERO,
-    )
-    .await
-    .map_err(io(format!("starting the proxy {what}")))
+    let mut attempts = 0;
+    loop {
+        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], ports.next().await?));
+        let started = Proxy::start(
+            network.clone(),
+            clock.clone(),
+            listen,
+            format!("127.0.0.1:{port}"),
+            Duration::ZERO,
+        )
+        .await;
+        match started {
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && attempts < 5 => {
+                attempts += 1;
+            }
+            other => return other.map_err(io(format!("starting the proxy {what}"))),
+        }
+    }
 }
 
 /// Mounts a tmpfs of `disk.mib` where `disk.region` keeps its data.

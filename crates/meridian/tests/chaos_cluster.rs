@@ -22,6 +22,10 @@ async fn user_and_client(rest: &Rest, name: &str, seed: u64) -> (String, String,
     (user.user_id, user.token, client)
 }
 
+/// One cluster at a time: two starting at once in one process race for
+/// the ports each found free.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The cluster of the test, its files in `dir`.
 async fn start_cluster(dir: &std::path::Path) -> Cluster {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -58,6 +62,7 @@ fn alive(pid: u32) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_regions_run_as_processes_through_per_pair_proxies() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let cluster = start_cluster(dir.path()).await;
     let pids = cluster.pids();
@@ -132,6 +137,7 @@ async fn killed_and_frozen_processes_come_back_through_the_faults() {
     use meridian_chaos::cluster::process_state;
     use meridian_chaos::faults::{heal, inject};
 
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = start_cluster(dir.path()).await;
     let us = rest(&cluster, "us-east", 1);
