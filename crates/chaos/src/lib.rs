@@ -16,8 +16,10 @@
 //!   the servers' metrics, memory and bad-input answers showed.
 //! - [`invariants`]: the contract checked on what the clients observed,
 //!   each verdict with its evidence.
-//! - [`run`]: one scenario from start to stop; [`report`], [`html`]: its
-//!   figures, `report.json` and the self-contained `report.html`.
+//! - [`run`]: one scenario from start to stop, with [`supervisor`]
+//!   restarting what exits on its own; [`outcome`]: the verdicts and
+//!   figures from what it gathered; [`report`], [`html`]: `report.json`'s
+//!   schema and computations, and the self-contained `report.html`.
 //!
 //! # What it must not touch
 //! Meridian's internals: it drives the `meridian` binary's processes, the
@@ -31,10 +33,12 @@ pub mod html;
 pub mod idle;
 pub mod invariants;
 pub mod observe;
+pub mod outcome;
 pub mod record;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod supervisor;
 pub mod workload;
 
 pub use cluster::{Cluster, ClusterError, ClusterOptions};
