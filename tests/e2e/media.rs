@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use meridian_media::{EmbeddedS3, S3Target};
+use meridian_media::{EmbeddedS3, S3Credentials, S3Target};
 use meridian_sdk::SdkError;
 use meridian_sdk::frames::{PresignedView, UploadSlotView};
 use meridian_seams::SharedClock;
@@ -50,8 +50,7 @@ impl Buckets {
                     endpoint: Some(server.endpoint()),
                     aws_region: "us-east-1".into(),
                     bucket,
-                    access_key_id: "e2e-key".into(),
-                    secret_access_key: "e2e-secret".into(),
+                    credentials: S3Credentials::fixed("e2e-key", "e2e-secret"),
                 },
             );
             servers.insert(name.to_string(), server);

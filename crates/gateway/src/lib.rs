@@ -190,6 +190,60 @@ fn router_and_state(config: GatewayConfig, deps: GatewayDeps) -> (Router, Arc<Ap
     )
 }
 
+/// A gateway ready to serve: its router, and what the process running it
+/// may watch (its readiness, for an admin listener).
+pub struct Gateway {
+    app: Router,
+    state: Arc<AppState>,
+}
+
+impl Gateway {
+    /// Builds the gateway and starts its session streams to the cores.
+    pub fn new(config: GatewayConfig, deps: GatewayDeps) -> Self {
+        let (app, state) = router_and_state(config, deps);
+        Self { app, state }
+    }
+
+    /// Its readiness, as its `/readyz` answers.
+    pub fn readiness(&self) -> ReadinessProbe {
+        ReadinessProbe(self.state.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` resolves.
+    ///
+    /// # Errors
+    /// When the server fails.
+    pub async fn serve(
+        self,
+        listener: Box<dyn Listener>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let state = self.state;
+        axum::serve(
+            AxumListener::new(listener),
+            self.app
+                .into_make_service_with_connect_info::<meridian_seams::net::PeerAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            state.stopping.send_replace(true);
+        })
+        .await
+    }
+}
+
+/// A gateway's readiness: whether every site of its region has its
+/// session stream, and each site's.
+#[derive(Clone)]
+pub struct ReadinessProbe(Arc<AppState>);
+
+impl ReadinessProbe {
+    /// Ready or not, with the text `/readyz` answers.
+    pub fn check(&self) -> (bool, String) {
+        rest::health::readiness(&self.0)
+    }
+}
+
 /// Serves the gateway on `listener` until `shutdown` resolves.
 ///
 /// # Errors
@@ -200,14 +254,5 @@ pub async fn serve(
     deps: GatewayDeps,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (app, state) = router_and_state(config, deps);
-    axum::serve(
-        AxumListener::new(listener),
-        app.into_make_service_with_connect_info::<meridian_seams::net::PeerAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        state.stopping.send_replace(true);
-    })
-    .await
+    Gateway::new(config, deps).serve(listener, shutdown).await
 }

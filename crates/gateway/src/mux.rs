@@ -224,6 +224,7 @@ async fn supervise(mut core: CoreClient<Channel>, region: String, inner: std::sy
                 };
                 strong.routes().up = Some(up);
                 drop(strong);
+                stream_up(&region, true);
                 let mut inbound = response.into_inner();
                 while let Ok(Some(frame)) = inbound.message().await {
                     let Some(strong) = inner.upgrade() else {
@@ -248,6 +249,7 @@ async fn supervise(mut core: CoreClient<Channel>, region: String, inner: std::sy
                     // Dropping the senders closes every session's socket.
                     routes.sessions.clear();
                 }
+                stream_up(&region, false);
             }
             Err(status) => {
                 tracing::warn!(%region, %status, "cannot open the session stream to the core");
@@ -255,4 +257,12 @@ async fn supervise(mut core: CoreClient<Channel>, region: String, inner: std::sy
         }
         backoff.wait().await;
     }
+}
+
+/// `meridian_gateway_core_stream_up{core_region}`: 1 while the session
+/// stream to that core is open (a gateway whose own region's is 0 is not
+/// ready).
+fn stream_up(region: &str, up: bool) {
+    metrics::gauge!("meridian_gateway_core_stream_up", "core_region" => region.to_string())
+        .set(if up { 1.0 } else { 0.0 });
 }

@@ -26,11 +26,13 @@ use foundationdb::{FdbError, KeySelector, TransactionCommitError};
 use futures::future::BoxFuture;
 
 use meridian_kv::backend::{Answer, Backend, BackendTransaction, later};
+use meridian_kv::commit_health::CommitHealth;
 use meridian_kv::limits::MAX_TRANSACTION_BYTES;
 use meridian_kv::types::{
     CommitInfo, KeyValue, RangeOption, Watch, check_key, check_value, split_versionstamp_template,
 };
 use meridian_kv::{Database, KeyRange, KvError, key_after};
+use meridian_seams::SharedClock;
 
 /// The client network of this process. FoundationDB can start it only
 /// once per process, and its guard must be dropped before the process exits
@@ -137,23 +139,36 @@ fn kv_error(error: FdbError) -> KvError {
 }
 
 /// Opens the FoundationDB cluster of `cluster_file` (the default cluster
-/// file when `None`), booting the client network on first use.
+/// file when `None`), booting the client network on first use. Its
+/// commits are timed on `clock` and recorded under `metrics_label`
+/// (`meridian_kv_engine_write_seconds{store}`), and their health is what
+/// [`Backend::write_in_flight_for`] reports to the core's watchdog.
 ///
 /// # Errors
 /// When the client cannot start or the cluster file cannot be read.
-pub fn open(cluster_file: Option<&str>) -> Result<Database, KvError> {
+pub fn open(
+    cluster_file: Option<&str>,
+    metrics_label: &str,
+    clock: SharedClock,
+) -> Result<Database, KvError> {
     boot_network()?;
     let db = foundationdb::Database::new(cluster_file).map_err(kv_error)?;
     // Every delivery loop waiting on an idle inbox holds a watch: the
     // default cap of 10,000 per client is far below a gateway's sessions.
     db.set_option(DatabaseOption::MaxWatches(MAX_WATCHES))
         .map_err(kv_error)?;
-    Ok(Database::from_backend(Arc::new(FdbDatabase { db })))
+    Ok(Database::from_backend(Arc::new(FdbDatabase {
+        db,
+        health: Arc::new(CommitHealth::new(metrics_label, clock)),
+    })))
 }
 
 /// A FoundationDB cluster.
 struct FdbDatabase {
     db: foundationdb::Database,
+    /// This process's commits: their time and whether the cluster takes
+    /// them.
+    health: Arc<CommitHealth>,
 }
 
 impl std::fmt::Debug for FdbDatabase {
@@ -177,7 +192,11 @@ impl Backend for FdbDatabase {
             },
             Err(error) => Slot::Failed(error),
         };
-        Arc::new(FdbTransaction::new(slot))
+        Arc::new(FdbTransaction::new(slot, self.health.clone()))
+    }
+
+    fn write_in_flight_for(&self) -> Option<std::time::Duration> {
+        self.health.trouble_for()
     }
 }
 
@@ -201,6 +220,8 @@ struct FdbTransaction {
     /// cluster sees them, so every backend refuses with the same typed error
     /// at the same call (FoundationDB would report them at commit).
     size: AtomicUsize,
+    /// The database's commit health, told of this transaction's commit.
+    health: Arc<CommitHealth>,
 }
 
 impl std::fmt::Debug for FdbTransaction {
@@ -210,8 +231,9 @@ impl std::fmt::Debug for FdbTransaction {
 }
 
 impl FdbTransaction {
-    fn new(slot: Slot) -> Self {
+    fn new(slot: Slot, health: Arc<CommitHealth>) -> Self {
         Self {
+            health,
             slot: Mutex::new(slot),
             next_user_version: AtomicU16::new(0),
             size: AtomicUsize::new(0),
@@ -290,9 +312,14 @@ impl FdbTransaction {
             Slot::CommitFailed(_) | Slot::Done => return Err(KvError::Closed),
         };
         let versionstamp = trx.get_versionstamp();
+        let ticket = self.health.sending();
         let committed = match trx.commit().await {
-            Ok(committed) => committed,
+            Ok(committed) => {
+                self.health.succeeded(ticket);
+                committed
+            }
             Err(failed) => {
+                self.health.failed(ticket);
                 let error = kv_error(*failed);
                 *self.lock() = Slot::CommitFailed(failed);
                 return Err(error);
@@ -326,7 +353,7 @@ impl FdbTransaction {
             Slot::Failed(_) | Slot::Done => return Err(error),
         };
         let trx = reset.map_err(kv_error)?;
-        Ok(Arc::new(Self::new(Slot::Open(trx))))
+        Ok(Arc::new(Self::new(Slot::Open(trx), self.health.clone())))
     }
 }
 

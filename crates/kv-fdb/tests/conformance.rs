@@ -17,7 +17,12 @@ mod cluster {
 
     impl Backend for Fdb {
         fn database(&self) -> Database {
-            meridian_kv_fdb::open(Some(&self.0)).expect("open the FoundationDB cluster")
+            meridian_kv_fdb::open(
+                Some(&self.0),
+                "conformance",
+                meridian_seams::SystemClock::shared(),
+            )
+            .expect("open the FoundationDB cluster")
         }
     }
 

@@ -72,8 +72,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         tokio::sync::watch::channel(None).1
     }
 
-    /// How long the commit being written has taken so far, where this
-    /// process writes commits (the native layer); `None` when none is.
+    /// How long commits have been in trouble: the native layer, how long
+    /// the commit being written has taken so far; a remote store
+    /// (FoundationDB), since the oldest commit still in flight or the first
+    /// of an unbroken run of failed ones ([`crate::commit_health`]).
+    /// `None` when none is.
     fn write_in_flight_for(&self) -> Option<std::time::Duration> {
         None
     }

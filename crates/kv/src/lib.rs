@@ -36,6 +36,7 @@
 //! FoundationDB implements [`backend::Backend`] in `kv-fdb`.
 
 pub mod backend;
+pub mod commit_health;
 pub mod engine;
 mod error;
 mod handle;

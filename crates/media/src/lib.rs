@@ -29,5 +29,5 @@ pub mod types;
 
 pub use embedded::EmbeddedS3;
 pub use inspect::{Declared, InspectError, Inspection, Rejection, inspect};
-pub use objects::{Bucket, Buckets, ObjectError, ObjectMeta, S3Target};
+pub use objects::{Bucket, Buckets, ObjectError, ObjectMeta, S3Credentials, S3Target};
 pub use presigned::Presigned;

@@ -22,7 +22,7 @@ use crate::presigned::Presigned;
 use crate::seam_http::SeamHttpClient;
 
 /// Where a region's media bucket is and how to sign for it.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Target {
     /// `http(s)://host:port` of an S3-compatible endpoint; `None` for AWS S3.
     pub endpoint: Option<String>,
@@ -30,21 +30,83 @@ pub struct S3Target {
     pub aws_region: String,
     /// The bucket.
     pub bucket: String,
-    /// Access key id.
-    pub access_key_id: String,
-    /// Secret access key.
-    pub secret_access_key: String,
+    /// How requests (and presigned URLs) are signed.
+    pub credentials: S3Credentials,
 }
 
-impl std::fmt::Debug for S3Target {
+/// How requests to a bucket are signed.
+#[derive(Clone, PartialEq, Eq)]
+pub enum S3Credentials {
+    /// Fixed keys: the embedded server of local runs, S3-compatible stores.
+    Static {
+        /// Access key id.
+        access_key_id: String,
+        /// Secret access key.
+        secret_access_key: String,
+    },
+    /// The AWS credential chain, first that answers: the environment
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`),
+    /// the container credentials endpoint, the EC2 instance profile
+    /// (IMDSv2). Its credentials are temporary and refreshed before they
+    /// expire; a presigned URL lasts the shorter of its own lifetime and
+    /// what was left of the credentials that signed it.
+    AwsChain,
+}
+
+impl std::fmt::Debug for S3Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The secret never reaches a log.
-        f.debug_struct("S3Target")
-            .field("endpoint", &self.endpoint)
-            .field("aws_region", &self.aws_region)
-            .field("bucket", &self.bucket)
-            .field("access_key_id", &self.access_key_id)
-            .finish_non_exhaustive()
+        match self {
+            Self::Static { access_key_id, .. } => f
+                .debug_struct("Static")
+                .field("access_key_id", access_key_id)
+                .finish_non_exhaustive(),
+            Self::AwsChain => f.write_str("AwsChain"),
+        }
+    }
+}
+
+impl S3Credentials {
+    /// Fixed keys.
+    pub fn fixed(access_key_id: impl Into<String>, secret_access_key: impl Into<String>) -> Self {
+        Self::Static {
+            access_key_id: access_key_id.into(),
+            secret_access_key: secret_access_key.into(),
+        }
+    }
+
+    /// The SDK's provider of these credentials.
+    fn provider(&self) -> aws_sdk_s3::config::SharedCredentialsProvider {
+        use aws_config::ecs::EcsCredentialsProvider;
+        use aws_config::environment::EnvironmentVariableCredentialsProvider;
+        use aws_config::imds::credentials::ImdsCredentialsProvider;
+        use aws_config::meta::credentials::CredentialsProviderChain;
+        use aws_sdk_s3::config::SharedCredentialsProvider;
+        match self {
+            Self::Static {
+                access_key_id,
+                secret_access_key,
+            } => SharedCredentialsProvider::new(Credentials::new(
+                access_key_id.clone(),
+                secret_access_key.clone(),
+                None,
+                None,
+                "meridian-static-keys",
+            )),
+            // Not the SDK's whole default chain: no profile files, SSO or
+            // credential processes on a server.
+            Self::AwsChain => SharedCredentialsProvider::new(
+                CredentialsProviderChain::first_try(
+                    "Environment",
+                    EnvironmentVariableCredentialsProvider::new(),
+                )
+                .or_else("EcsContainer", EcsCredentialsProvider::builder().build())
+                .or_else(
+                    "Ec2InstanceProfile",
+                    ImdsCredentialsProvider::builder().build(),
+                ),
+            ),
+        }
     }
 }
 
@@ -187,13 +249,7 @@ impl Bucket {
         let mut config = aws_sdk_s3::config::Builder::new()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(target.aws_region.clone()))
-            .credentials_provider(Credentials::new(
-                target.access_key_id.clone(),
-                target.secret_access_key.clone(),
-                None,
-                None,
-                "meridian-region-config",
-            ))
+            .credentials_provider(target.credentials.provider())
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(2))

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use meridian_media::{Bucket, Declared, EmbeddedS3, Rejection, S3Target, inspect};
+use meridian_media::{Bucket, Declared, EmbeddedS3, Rejection, S3Credentials, S3Target, inspect};
 use meridian_seams::net::TokioNetwork;
 use meridian_seams::{Offload, SystemClock};
 use sha2::{Digest, Sha256};
@@ -33,8 +33,7 @@ fn bucket_at(endpoint: String, clock: meridian_seams::SharedClock) -> Bucket {
             endpoint: Some(endpoint),
             aws_region: "us-east-1".into(),
             bucket: "media".into(),
-            access_key_id: KEY_ID.into(),
-            secret_access_key: SECRET.into(),
+            credentials: S3Credentials::fixed(KEY_ID, SECRET),
         },
         clock,
         &TokioNetwork::shared(),

@@ -137,9 +137,10 @@ pub struct PartArgs {
     /// Listen address, overriding the region file.
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// `meridian core`: serve `/metrics` (Prometheus), `/healthz` and
-    /// `/readyz` (the store's health) here, in plaintext for probes and
-    /// scrapers (a gateway serves its own on its client port).
+    /// Serve `/metrics` (Prometheus), `/healthz` and `/readyz` here, in
+    /// plaintext for probes and scrapers. A core's `/readyz` is its store's
+    /// health; a gateway's, whether it reaches its region's core (as on its
+    /// client port, which then serves no `/metrics`).
     #[arg(long, alias = "metrics-listen")]
     admin_listen: Option<SocketAddr>,
 }
@@ -366,7 +367,12 @@ pub async fn core(args: PartArgs) -> anyhow::Result<()> {
     })
     .await?;
     if let Some(addr) = args.admin_listen {
-        metrics::serve_admin(addr, metrics, handle.readiness.clone()).await?;
+        metrics::serve_admin(
+            addr,
+            metrics,
+            metrics::core_readiness(handle.readiness.clone()),
+        )
+        .await?;
     }
     println!("meridian core: site {} on {}", site.name, handle.addr);
     // Fail-stop: a failed store has already stopped the core; the process
@@ -398,10 +404,6 @@ pub async fn core(args: PartArgs) -> anyhow::Result<()> {
 /// As [`dev`].
 pub async fn gateway(args: PartArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.admin_listen.is_none(),
-        "a gateway serves /metrics, /healthz and /readyz on its client port; --admin-listen is for `meridian core`"
-    );
-    anyhow::ensure!(
         args.shard == 0,
         "a gateway serves every shard of its region; --shard is for `meridian core`"
     );
@@ -412,17 +414,25 @@ pub async fn gateway(args: PartArgs) -> anyhow::Result<()> {
     separate_process_tls(&identities, region)?;
     let edge_tls = identities.edge(region)?;
     let scheme = if edge_tls.is_some() { "https" } else { "http" };
+    let recorder = metrics::recorder()?;
+    // With an admin listener, the metrics are served there only: the client
+    // port is the internet's.
+    let client_port_metrics = args.admin_listen.is_none().then(|| recorder.clone());
     let handle = start_gateway(GatewayOptions {
         config: planned.config,
         listen: args.listen.unwrap_or(planned.listen),
         cores: planned.cores,
         network: TokioNetwork::shared(),
         clock: args.common.clock(),
-        metrics: Some(metrics::recorder()?),
+        metrics: client_port_metrics,
         tls: identities.gateway(region)?,
         edge_tls,
     })
     .await?;
+    if let Some(addr) = args.admin_listen {
+        let readiness = handle.readiness.clone();
+        metrics::serve_admin(addr, recorder, Arc::new(move || readiness.check())).await?;
+    }
     println!(
         "meridian gateway: region {} on {scheme}://{}",
         region.name, handle.addr

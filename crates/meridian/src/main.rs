@@ -15,9 +15,11 @@
 //!   `list` its scenarios, `run` them and write the report.
 //! - `terraform-vars` (`terraform.rs`): `terraform/envs/prod`'s generated
 //!   files from the region files (`meridian_region::terraform`).
+//! - `storage-check` (`storage.rs`): whether this host can use the media
+//!   buckets as a region's core does.
 //! - `openapi`: prints the gateway's REST API document.
-//! - `metrics.rs`: the process's Prometheus recorder and the core's admin
-//!   listener.
+//! - `metrics.rs`: the process's Prometheus recorder and the admin listener
+//!   of cores and gateways.
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +36,7 @@ mod chat;
 mod deploy;
 mod metrics;
 mod sim;
+mod storage;
 mod terraform;
 
 #[derive(Parser)]
@@ -66,6 +69,11 @@ enum Command {
     /// Writes (or `--check`s) Terraform's per-region files from the region
     /// files: `terraform/envs/prod/regions.auto.tfvars.json` and `regions.tf`.
     TerraformVars(terraform::TerraformVarsArgs),
+    /// Checks that this host can use the media buckets as a region's core
+    /// does, with the credentials it would use: a probe object written,
+    /// read and deleted in the region's bucket, a download presigned for
+    /// every other region's.
+    StorageCheck(storage::StorageCheckArgs),
     /// Prints the OpenAPI document of the REST API.
     Openapi,
 }
@@ -108,6 +116,7 @@ fn main() -> anyhow::Result<()> {
             Command::Gateway(args) => deploy::gateway(args).await,
             Command::Chat(args) => chat::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::StorageCheck(args) => storage::run(args).await,
             Command::Sim(_) | Command::Certs(_) | Command::Chaos(_) | Command::TerraformVars(_) => {
                 Ok(())
             }

@@ -1,7 +1,9 @@
 //! The process's Prometheus metrics: the recorder, kept drained, and the
-//! admin listener of `meridian core` (`/metrics`, `/healthz`, `/readyz`).
+//! admin listener of `meridian core` and `meridian gateway` (`/metrics`,
+//! `/healthz`, `/readyz`).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use meridian_seams::net::TokioNetwork;
@@ -34,13 +36,27 @@ pub(crate) fn recorder() -> anyhow::Result<metrics_exporter_prometheus::Promethe
     Ok(handle)
 }
 
-/// Serves the core's admin endpoints on `addr`: `/metrics`, `/healthz`
-/// (the process is up) and `/readyz` (200 while the core's store takes
-/// commits and none has stalled, 503 with the reason otherwise).
+/// What an admin listener's `/readyz` answers: ready or not, and why.
+pub(crate) type ReadinessCheck = Arc<dyn Fn() -> (bool, String) + Send + Sync>;
+
+/// A core's readiness: 200 while its store takes commits and none has
+/// stalled, 503 with the reason otherwise.
+pub(crate) fn core_readiness(
+    readiness: tokio::sync::watch::Receiver<meridian_region::Readiness>,
+) -> ReadinessCheck {
+    Arc::new(move || {
+        let now = readiness.borrow().clone();
+        (now.is_ready(), now.to_string())
+    })
+}
+
+/// Serves the admin endpoints of a core or gateway on `addr`, in plaintext
+/// for probes and scrapers: `/metrics`, `/healthz` (the process is up) and
+/// `/readyz` (`ready`).
 pub(crate) async fn serve_admin(
     addr: SocketAddr,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
-    readiness: tokio::sync::watch::Receiver<meridian_region::Readiness>,
+    ready: ReadinessCheck,
 ) -> anyhow::Result<()> {
     let listener = TokioNetwork::shared()
         .bind(addr)
@@ -58,14 +74,14 @@ pub(crate) async fn serve_admin(
         .route(
             "/readyz",
             axum::routing::get(move || {
-                let readiness = readiness.borrow().clone();
+                let (ready, text) = ready();
                 async move {
-                    let status = if readiness.is_ready() {
+                    let status = if ready {
                         axum::http::StatusCode::OK
                     } else {
                         axum::http::StatusCode::SERVICE_UNAVAILABLE
                     };
-                    (status, readiness.to_string())
+                    (status, text)
                 }
             }),
         );

@@ -1,5 +1,5 @@
-//! `meridian core --admin-listen`: the core's own readiness endpoint and
-//! its health metrics, from the real binary.
+//! `--admin-listen` of `meridian core` and `meridian gateway`: their own
+//! readiness endpoints and metrics, from the real binary.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,26 +14,13 @@ async fn a_core_answers_its_own_readiness_and_health_metrics() {
     let data = tempfile::tempdir().unwrap();
     common::write_regions(regions.path());
     let admin = format!("127.0.0.1:{}", common::free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .args(["core", "--region", "us-east", "--admin-listen", &admin])
-        .arg("--regions-dir")
-        .arg(regions.path())
-        .arg("--data-dir")
-        .arg(data.path())
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn meridian core");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
     // The admin listener is served once the core has started.
-    loop {
-        let line = lines.next().expect("meridian core printed").expect("read");
-        if line.starts_with("meridian core: site us-east") {
-            break;
-        }
-    }
+    let mut child = spawn_part(
+        &["core", "--region", "us-east", "--admin-listen", &admin],
+        regions.path(),
+        data.path(),
+        "meridian core: site us-east",
+    );
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let http = reqwest::Client::new();
     let base = format!("http://{admin}");
@@ -60,4 +47,105 @@ async fn a_core_answers_its_own_readiness_and_health_metrics() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// Spawns `meridian <args>` for us-east and waits for the line it prints
+/// once serving.
+fn spawn_part(
+    args: &[&str],
+    regions: &std::path::Path,
+    data: &std::path::Path,
+    ready_line: &str,
+) -> std::process::Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(args)
+        .arg("--regions-dir")
+        .arg(regions)
+        .arg("--data-dir")
+        .arg(data)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn meridian");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        let line = lines.next().expect("meridian printed").expect("read");
+        if line.starts_with(ready_line) {
+            break;
+        }
+    }
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_with_an_admin_listener_serves_its_metrics_there_only() {
+    let regions = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    common::write_regions(regions.path());
+    let mut core = spawn_part(
+        &["core", "--region", "us-east"],
+        regions.path(),
+        data.path(),
+        "meridian core: site us-east",
+    );
+    let admin = format!("127.0.0.1:{}", common::free_port());
+    let mut gateway = spawn_part(
+        &["gateway", "--region", "us-east", "--admin-listen", &admin],
+        regions.path(),
+        data.path(),
+        "meridian gateway: region us-east",
+    );
+    let region_file = std::fs::read_to_string(regions.path().join("us-east.toml")).unwrap();
+    let client_port = region_file
+        .lines()
+        .skip_while(|line| *line != "[local]")
+        .find_map(|line| line.strip_prefix("gateway = \"127.0.0.1:"))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .expect("the local gateway port");
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let base = format!("http://{admin}");
+    // Ready once its session stream to the core is up: polled, bounded.
+    let mut ready = None;
+    for _ in 0..200 {
+        let answer = http.get(format!("{base}/readyz")).send().await.unwrap();
+        if answer.status() == 200 {
+            ready = Some(answer.text().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let ready = ready.expect("the gateway became ready within 10 s");
+    assert!(ready.starts_with("ready us-east"), "{ready}");
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("meridian_gateway_core_stream_up{core_region=\"us-east\"} 1"),
+        "{metrics}"
+    );
+    // The client port, which the internet reaches, serves no metrics.
+    let public = http
+        .get(format!("http://127.0.0.1:{client_port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.status(), 404);
+    let public_ready = http
+        .get(format!("http://127.0.0.1:{client_port}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public_ready.status(), 200, "the balancer's check stays");
+    gateway.kill().unwrap();
+    gateway.wait().unwrap();
+    core.kill().unwrap();
+    core.wait().unwrap();
 }

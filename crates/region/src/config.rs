@@ -261,9 +261,10 @@ pub struct S3Config {
     pub aws_region: Option<String>,
     /// An S3-compatible endpoint (`https://host:port`) in production; AWS S3
     /// when absent. With the local profile, where everyone reaches the
-    /// embedded server (a proxy in front of it) when set. Credentials come
-    /// from `MERIDIAN_S3_ACCESS_KEY_ID` and `MERIDIAN_S3_SECRET_ACCESS_KEY`
-    /// (else `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`).
+    /// embedded server (a proxy in front of it) when set. Production
+    /// credentials: `MERIDIAN_S3_ACCESS_KEY_ID` and
+    /// `MERIDIAN_S3_SECRET_ACCESS_KEY` when set, else the AWS credential
+    /// chain (environment, container, EC2 instance profile).
     #[serde(default)]
     pub endpoint: Option<String>,
 }

@@ -306,7 +306,7 @@ fn open_database(
         StoreChoice::Memory(engine) => Arc::new(engine.clone()),
         #[cfg(feature = "fdb")]
         StoreChoice::FoundationDb(cluster_file) => {
-            return meridian_kv_fdb::open(Some(&cluster_file.display().to_string()))
+            return meridian_kv_fdb::open(Some(&cluster_file.display().to_string()), site, clock)
                 .with_context(|| format!("opening FoundationDB via {}", cluster_file.display()));
         }
     };
@@ -498,6 +498,8 @@ pub struct GatewayOptions {
 pub struct GatewayHandle {
     /// Where clients connect (HTTP + WebSocket).
     pub addr: SocketAddr,
+    /// Its readiness, as its `/readyz` answers.
+    pub readiness: meridian_gateway::ReadinessProbe,
     tasks: Tasks,
 }
 
@@ -568,13 +570,18 @@ pub async fn start_gateway(options: GatewayOptions) -> anyhow::Result<GatewayHan
     };
     let mut tasks = Tasks::new();
     let stopped = tasks.stopped();
-    let config = options.config;
+    let gateway = meridian_gateway::Gateway::new(options.config, deps);
+    let readiness = gateway.readiness();
     tasks.tasks.push(tokio::spawn(async move {
-        if let Err(error) = meridian_gateway::serve(listener, config, deps, stopped).await {
+        if let Err(error) = gateway.serve(listener, stopped).await {
             tracing::error!(%error, "gateway stopped");
         }
     }));
-    Ok(GatewayHandle { addr, tasks })
+    Ok(GatewayHandle {
+        addr,
+        readiness,
+        tasks,
+    })
 }
 
 /// Everything a one-process region needs to start.

@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::Context;
 use meridian_core::MediaDeps;
 pub use meridian_media::memory::MemoryS3;
-pub use meridian_media::{Bucket, EmbeddedS3, S3Target};
+pub use meridian_media::{Bucket, EmbeddedS3, S3Credentials, S3Target};
 use meridian_seams::net::SharedNetwork;
 use meridian_seams::{Offload, SharedClock};
 
@@ -23,16 +23,17 @@ pub const LOCAL_ACCESS_KEY_ID: &str = "meridian-local";
 /// unless `MERIDIAN_S3_SECRET_ACCESS_KEY` says otherwise.
 pub const LOCAL_SECRET_ACCESS_KEY: &str = "meridian-local-secret";
 
-/// The credentials of production buckets, from the environment.
-///
-/// # Errors
-/// When neither `MERIDIAN_S3_*` nor `AWS_*` credentials are set.
-pub fn credentials_from_env() -> anyhow::Result<(String, String)> {
-    let read = |names: [&str; 2]| names.iter().find_map(|name| std::env::var(name).ok());
-    let key = read(["MERIDIAN_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"]);
-    let secret = read(["MERIDIAN_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"]);
-    key.zip(secret)
-        .context("S3 credentials: set MERIDIAN_S3_ACCESS_KEY_ID and MERIDIAN_S3_SECRET_ACCESS_KEY")
+/// The credentials of production buckets: `MERIDIAN_S3_ACCESS_KEY_ID` and
+/// `MERIDIAN_S3_SECRET_ACCESS_KEY` when both are set (an S3-compatible
+/// store's keys), else the AWS credential chain (environment, container,
+/// EC2 instance profile).
+pub fn production_credentials() -> S3Credentials {
+    let key = std::env::var("MERIDIAN_S3_ACCESS_KEY_ID").ok();
+    let secret = std::env::var("MERIDIAN_S3_SECRET_ACCESS_KEY").ok();
+    match key.zip(secret) {
+        Some((key, secret)) => S3Credentials::fixed(key, secret),
+        None => S3Credentials::AwsChain,
+    }
 }
 
 /// The local secret (overridable through the environment).
@@ -51,8 +52,7 @@ pub fn local_target(region: &RegionConfig, endpoint: String) -> Option<S3Target>
         endpoint: Some(s3.endpoint.clone().unwrap_or(endpoint)),
         aws_region: s3.signing_region(),
         bucket: s3.bucket.clone(),
-        access_key_id: LOCAL_ACCESS_KEY_ID.into(),
-        secret_access_key: local_secret(),
+        credentials: S3Credentials::fixed(LOCAL_ACCESS_KEY_ID, local_secret()),
     })
 }
 

@@ -13,7 +13,7 @@ use meridian_identity::{AddressIdentities, Identity, ServiceCredentials};
 use meridian_region::config::{
     Addresses, ClockConfig, Deployment, GeoDnsConfig, LogConfig, RegionConfig, StoreConfig,
 };
-use meridian_region::media::{Bucket, EmbeddedS3, MemoryS3, S3Target};
+use meridian_region::media::{Bucket, EmbeddedS3, MemoryS3, S3Credentials, S3Target};
 use meridian_region::plan::{GatewayPlan, Plan as DeploymentPlan, PlanOptions, SitePlan};
 use meridian_region::{
     CoreOptions, GatewayOptions, HealthConfig, LinkConfig, MediaDeps, MemoryEngine,
@@ -71,8 +71,7 @@ fn s3_target(sites: Sites, region: usize) -> S3Target {
         )),
         aws_region: "us-east-1".into(),
         bucket: format!("media-{}", region_of_site(region_name(sites, region))),
-        access_key_id: S3_KEY.0.into(),
-        secret_access_key: S3_KEY.1.into(),
+        credentials: S3Credentials::fixed(S3_KEY.0, S3_KEY.1),
     }
 }
 

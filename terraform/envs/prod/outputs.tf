@@ -44,7 +44,6 @@ output "regions" {
       media_bucket_name        = stack.media_bucket_name
       media_bucket_arn         = stack.media_bucket_arn
       media_kms_key_arn        = stack.media_kms_key_arn
-      media_signer_user_name   = stack.media_signer_user_name
       kafka_bootstrap_brokers  = stack.kafka_bootstrap_brokers
       kafka_topics             = stack.kafka_topics
       fdb_cluster_parameter    = stack.fdb_cluster_parameter

@@ -86,7 +86,7 @@ variable "edge" {
 variable "gateways" {
   type        = any
   default     = {}
-  description = "The gateways' group (instance_type, min_size, max_size, desired_capacity, cpu_target_percent, root_volume_size_gb): modules/region/variables.tf."
+  description = "The gateways' group (instance_type, min_size, max_size, desired_capacity, cpu_target_percent, root_volume_size_gb, admin_port): modules/region/variables.tf."
 }
 
 variable "core" {

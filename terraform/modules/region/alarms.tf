@@ -3,11 +3,17 @@
 # var.observability.metrics_namespace, dimension MeridianRegion) and from
 # the load balancers. Every alarm notifies the region's SNS topic.
 #
-# On FoundationDB, the core's commit stall and store failure gauges stay 0
-# (the backend reports neither: crates/kv/src/backend.rs) and the fjall
-# write time is not recorded: the FoundationDB alarms below (availability,
-# commit latency probe) watch the store instead. The core alarms are kept:
-# they are the ones that fire for a region run on fjall.
+# The store is watched from both sides. The core reports its own store's
+# health, on FoundationDB as on fjall: meridian_kv_engine_write_seconds
+# records each commit's duration (commit-p99), and once commits have been
+# failing or unfinished without a success for more than 5 s (on
+# FoundationDB: the cluster unreachable or unavailable) the core reports a
+# stall (commit-stalled) and is not ready (core-not-ready, and its NLB
+# health check), until a commit succeeds again. meridian_core_store_failed
+# (store-failed) is fjall's only: FoundationDB recovers from failed disks
+# itself, and a core never fail-stops because of its cluster. The
+# foundationdb-* alarms watch the cluster itself (availability, its commit
+# latency probe, the standby's lag), from its hosts' status metrics.
 
 locals {
   namespace      = var.observability.metrics_namespace
@@ -48,7 +54,7 @@ locals {
       "core-not-ready" = {
         when        = local.core_is_meant, namespace = local.namespace, metric = "meridian_core_ready", dimensions = local.region_dims
         statistic   = "Minimum", minutes = 3, above = false, threshold = 1, missing = "breaching"
-        description = "${var.name}'s core is not ready (meridian_core_ready < 1) or not reporting, for 3 minutes: sends and deliveries of the region's users fail."
+        description = "${var.name}'s core is not ready (meridian_core_ready < 1) or not reporting, for 3 minutes: sends and deliveries of the region's users fail. A live core is not replaced: if its store is healthy (no commit-stalled, no foundationdb-* alarm), restart meridian-core."
       }
       "store-failed" = {
         when        = local.core_is_meant, namespace = local.namespace, metric = "meridian_core_store_failed", dimensions = local.region_dims
@@ -58,12 +64,12 @@ locals {
       "commit-stalled" = {
         when        = local.core_is_meant, namespace = local.namespace, metric = "meridian_core_commit_stalled", dimensions = local.region_dims
         statistic   = "Maximum", minutes = 2, above = true, threshold = 0, missing = "notBreaching"
-        description = "A commit of ${var.name}'s store has been writing for over 5 s (meridian_core_commit_stalled): a hung fsync or a full or failing disk; the core reports not ready meanwhile."
+        description = "${var.name}'s store has taken no commit for over 5 s while commits fail or hang (meridian_core_commit_stalled): on FoundationDB, the cluster unreachable or unavailable; on fjall, a hung fsync or a full or failing disk. The core reports not ready meanwhile."
       }
       "commit-p99" = {
         when        = local.core_is_meant, namespace = local.namespace, metric = "meridian_kv_engine_write_seconds", dimensions = merge(local.region_dims, { quantile = "0.99" })
         statistic   = "Maximum", minutes = 5, above = true, threshold = local.obs.commit_p99_threshold_seconds, missing = "notBreaching"
-        description = "p99 of ${var.name}'s store commit write (meridian_kv_engine_write_seconds, fjall) above ${local.obs.commit_p99_threshold_seconds} s for 5 minutes: every send waits for it."
+        description = "p99 of ${var.name}'s store commits (meridian_kv_engine_write_seconds: a FoundationDB commit, or fjall's write) above ${local.obs.commit_p99_threshold_seconds} s for 5 minutes: every send waits for it."
       }
       "foundationdb-unavailable" = {
         when        = true, namespace = local.namespace, metric = "FdbDatabaseAvailable", dimensions = local.region_dims
@@ -84,7 +90,7 @@ locals {
       "gateway-unhealthy-hosts" = {
         when        = local.gateways_meant, namespace = "AWS/NetworkELB", metric = "UnHealthyHostCount", dimensions = local.gateway_lb_dims
         statistic   = "Maximum", minutes = 5, above = true, threshold = 0, missing = "notBreaching"
-        description = "Gateways of ${var.name} fail their /readyz health check for 5 minutes (they cannot reach the region's core, or do not serve)."
+        description = "Gateways of ${var.name} fail their /readyz health check for 5 minutes (they cannot reach the region's core, or do not serve). They get no clients but are not replaced: if the core is up, restart meridian-gateway on them."
       }
       "gateway-no-healthy-hosts" = {
         when        = local.gateways_meant, namespace = "AWS/NetworkELB", metric = "HealthyHostCount", dimensions = local.gateway_lb_dims
@@ -94,7 +100,7 @@ locals {
       "core-unhealthy" = {
         when        = local.core_is_meant, namespace = "AWS/NetworkELB", metric = "HealthyHostCount", dimensions = local.core_lb_dims
         statistic   = "Minimum", minutes = 3, above = false, threshold = 1, missing = "breaching"
-        description = "${var.name}'s core fails its /readyz health check behind the internal NLB for 3 minutes: gateways and peer links cannot reach it."
+        description = "${var.name}'s core fails its /readyz health check behind the internal NLB for 3 minutes: gateways and peer links cannot reach it. A live core is not replaced (see core-not-ready)."
       }
     },
     # One per peer: a refused stamp from a peer holds that peer's whole link

@@ -30,14 +30,10 @@ locals {
       scrape_configs = [{
         job_name     = "meridian-gateway"
         metrics_path = "/metrics"
-        # The gateway serves /metrics on its client port, in TLS with the
-        # edge certificate (issued for the public names, not 127.0.0.1).
-        # Loopback: nothing to verify. A loopback peer is not a trusted
-        # proxy, so no PROXY header is expected.
-        scheme     = "https"
-        tls_config = { insecure_skip_verify = true }
+        # The gateway's admin listener (--admin-listen), plaintext; its
+        # client port does not serve /metrics.
         static_configs = [{
-          targets = ["127.0.0.1:${local.gateway_port}"]
+          targets = ["127.0.0.1:${var.gateways.admin_port}"]
           labels  = { MeridianRegion = var.name }
         }]
       }]
@@ -72,8 +68,8 @@ locals {
         dimensions       = [["MeridianRegion", "source"]]
         metric_selectors = ["^meridian_hlc_refused_total$"]
       },
-      # The fjall engine's commit write time, p99 only (a FoundationDB store
-      # does not report it).
+      # The store's commit time (each FoundationDB commit, or fjall's
+      # write), p99 only.
       {
         source_labels    = ["job", "quantile"]
         label_matcher    = "^meridian-core;0\\.99$"

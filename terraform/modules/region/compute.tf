@@ -3,9 +3,9 @@
 #             CPU, replaced by rolling instance refreshes that drain each
 #             one (deregistration delay) before it stops;
 #   core:     exactly one (var.core.instances is 0 or 1), in any of the
-#             three AZs; the group replaces it when it fails, always
-#             terminating the old one before launching the new one, so two
-#             cores never share the region's FoundationDB cluster.
+#             three AZs; the group replaces its instance when the instance
+#             fails, always terminating the old one before launching the new
+#             one, so two cores never share the region's FoundationDB cluster.
 
 locals {
   # Every region's file, rendered for this host: only this region's file
@@ -44,13 +44,12 @@ locals {
       secret_identity         = aws_secretsmanager_secret.this[role].arn
       secret_edge             = aws_secretsmanager_secret.this["edge"].arn
       secret_kafka_scram      = aws_secretsmanager_secret.kafka_scram.arn
-      secret_media_signer     = aws_secretsmanager_secret.this["media"].arn
       prometheus_config       = local.prometheus_config[role]
       cloudwatch_agent_config = local.cloudwatch_agent_config[role]
       exec_start = role == "core" ? (
         "/usr/local/bin/meridian core ${local.common_flags} --admin-listen 0.0.0.0:${var.core.admin_port}"
         ) : (
-        "/usr/local/bin/meridian gateway ${local.common_flags}"
+        "/usr/local/bin/meridian gateway ${local.common_flags} --admin-listen 0.0.0.0:${var.gateways.admin_port}"
       )
     })
   }
@@ -113,9 +112,10 @@ resource "aws_autoscaling_group" "gateway" {
   max_size            = var.gateways.max_size
   desired_capacity    = var.gateways.desired_capacity
   target_group_arns   = [aws_lb_target_group.gateway.arn]
-  # A gateway that cannot reach its core fails /readyz and is replaced
-  # after the grace period (boot, and the secrets existing).
-  health_check_type         = "ELB"
+  # EC2 checks only: a dead or impaired instance is replaced, a crashed
+  # process is restarted by systemd. /readyz (the target group) only routes:
+  # an unready gateway, e.g. its core down, gets no clients and is alarmed.
+  health_check_type         = "EC2"
   health_check_grace_period = 600
   default_instance_warmup   = 300
   enabled_metrics           = ["GroupInServiceInstances", "GroupDesiredCapacity", "GroupTerminatingInstances"]
@@ -140,6 +140,18 @@ resource "aws_autoscaling_group" "gateway" {
       max_healthy_percentage = 150
       instance_warmup        = 300
       auto_rollback          = true
+
+      # The group's own health checks are EC2's: a release whose gateways
+      # never turn ready would roll through. The balancer's unhealthy-host
+      # alarm fails the refresh instead, and auto_rollback restores the
+      # previous launch template.
+      dynamic "alarm_specification" {
+        for_each = local.refresh_alarms.gateway == [] ? [] : [1]
+
+        content {
+          alarms = local.refresh_alarms.gateway
+        }
+      }
     }
   }
 
@@ -233,10 +245,10 @@ resource "aws_autoscaling_group" "core" {
   max_size            = var.core.instances
   desired_capacity    = var.core.instances
   target_group_arns   = [aws_lb_target_group.core.arn]
-  # On FoundationDB the core's /readyz is 200 whenever the process serves
-  # (its store never reports a stall or failure there): a failing check
-  # means the process is gone for good, and the instance is replaced.
-  health_check_type         = "ELB"
+  # EC2 checks only: a dead or impaired instance is replaced, a crashed
+  # process is restarted by systemd. /readyz (the target group) only routes;
+  # a core not ready, e.g. FoundationDB down, is alarmed, not replaced.
+  health_check_type         = "EC2"
   health_check_grace_period = 900
 
   # Never two cores: replacements and refreshes terminate first, and AZ
@@ -271,5 +283,13 @@ resource "aws_autoscaling_group" "core" {
       value               = tag.value
       propagate_at_launch = true
     }
+  }
+}
+
+locals {
+  # The alarms that stop an instance refresh (alarms.tf), where the region
+  # has them.
+  refresh_alarms = {
+    gateway = [for name, alarm in aws_cloudwatch_metric_alarm.meridian : alarm.alarm_name if name == "gateway-unhealthy-hosts"]
   }
 }

@@ -1,18 +1,21 @@
 # Least privilege per role:
 #   gateway:      its own TLS identity and the edge certificate; the release
 #                 artifact; its log groups. No bucket, no broker, no store.
-#   core:         its own TLS identity, the SCRAM secret, the media signer's
-#                 keys, the cluster file; the release artifact; its logs.
+#   core:         its own TLS identity, the SCRAM secret, the cluster file;
+#                 the release artifact; its logs; and the media buckets
+#                 (core_media below): read and write its own bucket, read
+#                 the peer regions' buckets (the core presigns downloads of
+#                 their media; S3 checks the signer's rights, KMS included,
+#                 when the client fetches). The core signs S3 requests and
+#                 presigned URLs with this role's temporary credentials,
+#                 which Meridian's S3 client takes from the AWS credential
+#                 chain (instance profile through IMDSv2, refreshed before
+#                 they expire); MERIDIAN_S3_ACCESS_KEY_ID and
+#                 MERIDIAN_S3_SECRET_ACCESS_KEY, both set, would override it
+#                 with static keys (for S3-compatible stores): the user data
+#                 sets neither.
 #   foundationdb: the cluster file and the fdbcli configuration documents;
 #                 publishing its status metrics.
-#   media signer: an IAM user, not a role. Meridian's S3 client signs with
-#                 static keys from its environment only (MERIDIAN_S3_* or
-#                 AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, no session token:
-#                 crates/region/src/media.rs), so instance-role credentials
-#                 cannot reach it. The user may read and write its own
-#                 bucket and read the peer regions' buckets (the core
-#                 presigns downloads of their media; S3 checks the signer's
-#                 rights, KMS included, when the client fetches).
 # Every instance role also gets AmazonSSMManagedInstanceCore: Session
 # Manager is the only way onto a host (no SSH, no key pairs).
 # Brokers (SASL/SCRAM) and the store (FoundationDB) are reached by network
@@ -34,7 +37,7 @@ locals {
   # What each instance role reads from Secrets Manager.
   role_secrets = {
     gateway      = [aws_secretsmanager_secret.this["ca"].arn, aws_secretsmanager_secret.this["gateway"].arn, aws_secretsmanager_secret.this["edge"].arn]
-    core         = [aws_secretsmanager_secret.this["ca"].arn, aws_secretsmanager_secret.this["core"].arn, aws_secretsmanager_secret.this["media"].arn, aws_secretsmanager_secret.kafka_scram.arn]
+    core         = [aws_secretsmanager_secret.this["ca"].arn, aws_secretsmanager_secret.this["core"].arn, aws_secretsmanager_secret.kafka_scram.arn]
     foundationdb = []
   }
 }
@@ -178,9 +181,12 @@ resource "aws_iam_role_policy" "foundationdb" {
   policy = data.aws_iam_policy_document.foundationdb.json
 }
 
-# --- the media signer ---------------------------------------------------------
+# --- the core's media access -------------------------------------------------
+# A presigned URL carries the signer's rights: S3 checks this role's
+# policy when the client uses the URL, and the URL stops working when the
+# role credentials it was signed with expire (docs/terraform.md, "IAM").
 
-data "aws_iam_policy_document" "media_signer" {
+data "aws_iam_policy_document" "core_media" {
   # HeadBucket (the core checks its bucket answers before presigning an
   # upload) needs ListBucket.
   statement {
@@ -242,29 +248,10 @@ data "aws_iam_policy_document" "media_signer" {
   }
 }
 
-resource "aws_iam_group" "media_signer" {
-  name = "${local.prefix}-media"
-  path = "/meridian/"
-}
-
-resource "aws_iam_group_policy" "media_signer" {
-  name   = "meridian-media"
-  group  = aws_iam_group.media_signer.name
-  policy = data.aws_iam_policy_document.media_signer.json
-}
-
-# Its access key is made out of band and written to the
-# meridian/<region>/s3/media-signer secret (docs/terraform.md), so the key
-# is never in the state.
-resource "aws_iam_user" "media_signer" {
-  name = "${local.prefix}-media"
-  path = "/meridian/"
-  tags = local.tags
-}
-
-resource "aws_iam_user_group_membership" "media_signer" {
-  user   = aws_iam_user.media_signer.name
-  groups = [aws_iam_group.media_signer.name]
+resource "aws_iam_role_policy" "core_media" {
+  name   = "meridian-core-media"
+  role   = aws_iam_role.instance["core"].id
+  policy = data.aws_iam_policy_document.core_media.json
 }
 
 # --- flow logs and replication --------------------------------------------------

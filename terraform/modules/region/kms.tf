@@ -1,11 +1,11 @@
 # Three customer managed keys per region, split by who needs to decrypt:
-#   platform: secrets (TLS identities, SCRAM, media signer), SSM parameters,
-#             log groups, the alarm topic: what the instances read at boot
-#             and what AWS services write for operators;
+#   platform: secrets (TLS identities, SCRAM), SSM parameters, log
+#             groups, the alarm topic: what the instances read at boot and
+#             what AWS services write for operators;
 #   data:     FoundationDB's EBS volumes and MSK at rest: only AWS services
 #             use it, through grants;
-#   media:    the media bucket: the cores' media signer (and the other
-#             regions' signers, read-only, through S3) decrypts with it.
+#   media:    the media bucket: the core's role (and the other regions'
+#             core roles, read-only, through S3) decrypts with it.
 # Each key policy lets the account's IAM policies grant use of the key
 # (the first statement); who may actually use it is in iam.tf.
 

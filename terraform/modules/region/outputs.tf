@@ -53,11 +53,6 @@ output "media_kms_key_arn" {
   value       = aws_kms_key.media.arn
 }
 
-output "media_signer_user_name" {
-  description = "The IAM user whose access key the core signs media URLs with: create its key and write it to the media-signer secret."
-  value       = aws_iam_user.media_signer.name
-}
-
 output "kafka_bootstrap_brokers" {
   description = "MSK bootstrap brokers, SASL/SCRAM over TLS (port 9096): the region file's [log] brokers."
   value       = aws_msk_cluster.this.bootstrap_brokers_sasl_scram
@@ -90,7 +85,7 @@ output "fdb_hosts" {
 }
 
 output "secret_arns" {
-  description = "Secrets whose values operators write (docs/terraform.md): ca, core, gateway, edge, media; the SCRAM secret is Terraform's."
+  description = "Secrets whose values operators write (docs/terraform.md): ca, core, gateway, edge; the SCRAM secret is Terraform's."
   value = merge(
     { for key, secret in aws_secretsmanager_secret.this : key => secret.arn },
     { kafka_scram = aws_secretsmanager_secret.kafka_scram.arn },

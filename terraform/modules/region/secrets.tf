@@ -1,7 +1,7 @@
-# Service identities for the mutual TLS between gateways and cores, the
-# edge certificate, and the media signer's keys. Terraform creates the
-# secrets and who may read them; their values are written out of band
-# (docs/terraform.md, "Secrets"), so no key material is in the state:
+# Service identities for the mutual TLS between gateways and cores, and the
+# edge certificate. Terraform creates the secrets and who may read them;
+# their values are written out of band (docs/terraform.md, "Secrets"), so
+# no key material is in the state:
 #   meridian/<region>/tls/ca
 #            the deployment CA's certificate (PEM): every region holds the
 #            same one; its key stays offline (`meridian certs init`)
@@ -17,10 +17,9 @@
 #            certificates cannot be exported to instances, so this is a
 #            secret too. (Ending TLS on an NLB TLS listener with an ACM
 #            certificate instead is the alternative: docs/terraform.md.)
-#   meridian/<region>/s3/media-signer
-#            {"access_key_id": …, "secret_access_key": …} of the media
-#            signer user (iam.tf): Meridian's S3 client reads static keys
-#            from its environment only.
+# No S3 key is stored: the core signs S3 requests and presigned URLs with
+# its instance role's temporary credentials (iam.tf). The SCRAM secret is
+# msk.tf's.
 # ACM Private CA (about 400 USD a month per CA) would issue the same
 # identities; `meridian certs init` does it for free.
 
@@ -41,10 +40,6 @@ locals {
     edge = {
       name        = "tls/edge"
       description = "TLS: the certificate chain and key the gateways serve clients with, JSON {certificate, private_key}; from a public CA."
-    }
-    media = {
-      name        = "s3/media-signer"
-      description = "S3: access key of the IAM user ${local.prefix}-media, JSON {access_key_id, secret_access_key}."
     }
   }
 }

@@ -5,6 +5,9 @@
 #                                  links and their gateways' calls: Meridian
 #                                  serves both on the core port)
 #   this VPC (monitoring, the core NLB's health checks) -> core :9100
+#   this VPC (monitoring)       -> gateways :9100 (their plaintext admin
+#                                  port: /metrics is served there only, not
+#                                  on the client port the public NLB exposes)
 #   core, FoundationDB hosts    -> FoundationDB :4500-4599
 #   core                        -> MSK :9096 (SASL/SCRAM over TLS)
 # Both load balancers hand connections over from their own addresses
@@ -93,6 +96,15 @@ resource "aws_vpc_security_group_ingress_rule" "gateway_from_nlb" {
   from_port                    = local.gateway_port
   to_port                      = local.gateway_port
   referenced_security_group_id = aws_security_group.gateway_nlb.id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "gateway_admin_from_vpc" {
+  security_group_id = aws_security_group.gateway.id
+  description       = "Admin port (plaintext /metrics, /healthz, /readyz): monitoring, from this VPC only"
+  ip_protocol       = "tcp"
+  from_port         = var.gateways.admin_port
+  to_port           = var.gateways.admin_port
+  cidr_ipv4         = local.region.vpc_cidr
 }
 
 resource "aws_vpc_security_group_egress_rule" "gateway_to_core_nlb" {

@@ -118,14 +118,20 @@ variable "gateways" {
     desired_capacity    = optional(number, 3)
     cpu_target_percent  = optional(number, 50)
     root_volume_size_gb = optional(number, 20)
+    admin_port          = optional(number, 9100)
   })
   default     = {}
-  description = "The gateways' auto-scaling group (stateless; any number). Scaling tracks average CPU at `cpu_target_percent`; `desired_capacity` applies when the group is created and when scaling is off. Zero everywhere keeps the group empty (first apply, draining a region)."
+  description = "The gateways' auto-scaling group (stateless; any number). Scaling tracks average CPU at `cpu_target_percent`; `desired_capacity` applies when the group is created and when scaling is off. Zero everywhere keeps the group empty (first apply, draining a region). `admin_port`: the gateway's plaintext /metrics, /healthz, /readyz (--admin-listen), reachable from the VPC only; the client port serves /healthz and /readyz but not /metrics."
   nullable    = false
 
   validation {
     condition     = var.gateways.min_size >= 0 && var.gateways.min_size <= var.gateways.desired_capacity && var.gateways.desired_capacity <= var.gateways.max_size
     error_message = "gateways: 0 <= min_size <= desired_capacity <= max_size."
+  }
+
+  validation {
+    condition     = var.gateways.admin_port > 1024 && var.gateways.admin_port < 65536
+    error_message = "gateways.admin_port is an unprivileged port (the gateway runs as an unprivileged user)."
   }
 }
 
@@ -266,7 +272,7 @@ variable "observability" {
     fdb_commit_latency_threshold_seconds = optional(number, 0.25)
   })
   default     = {}
-  description = "Metrics and alarms (alarms.tf). The CloudWatch agent publishes Meridian's Prometheus metrics into `metrics_namespace` with the dimension MeridianRegion. `alarm_email` subscribes an address to the alarm topic (null: subscribe yourself). Thresholds: replication lag (ms), outbox depth (entries), p99 of the fjall engine's commit write (s; only a fjall store reports it), FoundationDB's commit latency probe (s)."
+  description = "Metrics and alarms (alarms.tf). The CloudWatch agent publishes Meridian's Prometheus metrics into `metrics_namespace` with the dimension MeridianRegion. `alarm_email` subscribes an address to the alarm topic (null: subscribe yourself). Thresholds: replication lag (ms), outbox depth (entries), p99 of the core's store commits (s; meridian_kv_engine_write_seconds, FoundationDB or fjall), FoundationDB's commit latency probe (s)."
   nullable    = false
 
   validation {

@@ -3,6 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 
+use crate::AppState;
 use crate::extract::Shared;
 
 /// Liveness.
@@ -14,6 +15,18 @@ pub(crate) async fn healthz() -> &'static str {
 /// Readiness: the session stream to the core is up.
 #[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, description = "core unreachable")))]
 pub(crate) async fn readyz(state: Shared) -> impl IntoResponse {
+    let (ready, text) = readiness(&state);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, text)
+}
+
+/// Whether every site of the gateway's region has its session stream, with
+/// each site's state.
+pub(crate) fn readiness(state: &AppState) -> (bool, String) {
     let connected = state.cores.connected();
     let regions: Vec<String> = connected
         .iter()
@@ -21,14 +34,11 @@ pub(crate) async fn readyz(state: Shared) -> impl IntoResponse {
         .collect();
     if state.cores.local_connected() {
         (
-            StatusCode::OK,
+            true,
             format!("ready {} ({})", state.config.region, regions.join(" ")),
         )
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("core unreachable ({})", regions.join(" ")),
-        )
+        (false, format!("core unreachable ({})", regions.join(" ")))
     }
 }
 
@@ -39,7 +49,7 @@ pub(crate) async fn metrics_text(state: Shared) -> impl IntoResponse {
         Some(handle) => (StatusCode::OK, handle.render()),
         None => (
             StatusCode::NOT_FOUND,
-            "metrics are not recorded by this process".to_string(),
+            "metrics are not served on this port (see the admin listener)".to_string(),
         ),
     }
 }

@@ -519,22 +519,12 @@ impl Plan {
                         BucketPlan::Remote(target)
                     }
                 }
-                Profile::Production => {
-                    let (key, secret) = match media::credentials_from_env() {
-                        Ok(credentials) => credentials,
-                        Err(error) => {
-                            tracing::warn!(%error, "media is off: no S3 credentials");
-                            return Ok(BTreeMap::new());
-                        }
-                    };
-                    BucketPlan::Remote(S3Target {
-                        endpoint: s3.endpoint.clone(),
-                        aws_region: s3.signing_region(),
-                        bucket: s3.bucket.clone(),
-                        access_key_id: key,
-                        secret_access_key: secret,
-                    })
-                }
+                Profile::Production => BucketPlan::Remote(S3Target {
+                    endpoint: s3.endpoint.clone(),
+                    aws_region: s3.signing_region(),
+                    bucket: s3.bucket.clone(),
+                    credentials: media::production_credentials(),
+                }),
             };
             buckets.insert(region.name.clone(), bucket);
         }

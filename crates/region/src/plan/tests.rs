@@ -287,7 +287,10 @@ fn local_buckets_are_served_here_or_reached_at_their_address() {
     };
     assert_eq!(target.endpoint.as_deref(), Some("http://127.0.0.1:9020"));
     assert_eq!(target.bucket, "media-eu-west");
-    assert_eq!(target.access_key_id, media::LOCAL_ACCESS_KEY_ID);
+    assert_eq!(
+        target.credentials,
+        media::S3Credentials::fixed(media::LOCAL_ACCESS_KEY_ID, media::LOCAL_SECRET_ACCESS_KEY)
+    );
     assert_eq!(buckets.len(), 3);
 }
 
