@@ -9,7 +9,7 @@ use meridian_sdk::{Client, Rest, TlsRoots};
 #[derive(clap::Args)]
 pub struct ChatArgs {
     /// Gateway base URL (`http://` or `https://`).
-    #[arg(long, default_value = "http://127.0.0.1:8010", env = "MERIDIAN_URL")]
+    #[arg(long, default_value = "http://127.0.1.1:8010", env = "MERIDIAN_URL")]
     url: String,
     /// A CA certificate (PEM) to trust for `https` besides the system's:
     /// a deployment's own (`regions/certs/ca.pem` for a local run).

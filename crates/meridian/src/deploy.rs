@@ -13,10 +13,10 @@ use meridian_region::config::Deployment;
 use meridian_region::identities::Identities;
 use meridian_region::plan::{self, Plan, PlanOptions};
 use meridian_region::{
-    CoreOptions, GatewayOptions, Listen, RegionOptions, media, start_core, start_gateway,
-    start_region, start_regions,
+    CoreOptions, GatewayHandle, GatewayOptions, Listen, RegionOptions, media, start_core,
+    start_gateway, start_region, start_regions,
 };
-use meridian_seams::net::TokioNetwork;
+use meridian_seams::net::{SharedNetwork, TokioNetwork};
 use meridian_seams::{Rng, SharedClock, SystemClock};
 
 use crate::metrics;
@@ -91,6 +91,11 @@ pub struct Common {
     /// this process's own, as the chaos suite gives each region pair.
     #[arg(long = "reach", value_parser = parse_reach)]
     reach: Vec<(String, String)>,
+    /// Gateways per region with the local profile: the first on the
+    /// region file's `[local] gateway`, the others on the next loopback
+    /// addresses (127.0.1.1, 127.0.1.2, …), same port.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=32))]
+    gateways: u8,
 }
 
 /// `SITE=HOST:PORT` of `--reach`.
@@ -120,6 +125,33 @@ pub struct DevArgs {
     /// Core gRPC address, overriding the region file (one region only).
     #[arg(long, env = "MERIDIAN_CORE_LISTEN")]
     core_listen: Option<SocketAddr>,
+    /// Serve GeoDNS here (UDP and TCP). Default: 127.0.0.1:8053 when the
+    /// process runs every region (skipped, with a warning, if that port is
+    /// taken); none when it runs one region of several.
+    #[arg(long)]
+    dns_listen: Option<SocketAddr>,
+    /// Serve no GeoDNS.
+    #[arg(long, conflicts_with = "dns_listen")]
+    no_dns: bool,
+    #[command(flatten)]
+    dns: crate::geodns::DnsOptions,
+}
+
+impl DevArgs {
+    /// Whether `--listen` or `--core-listen` override the region files,
+    /// refused where they would be ambiguous.
+    fn check_overrides(&self, regions: usize) -> anyhow::Result<bool> {
+        let overridden = self.listen.is_some() || self.core_listen.is_some();
+        anyhow::ensure!(
+            regions == 1 || !overridden,
+            "--listen and --core-listen need --region (one region)"
+        );
+        anyhow::ensure!(
+            self.listen.is_none() || self.common.gateways == 1,
+            "--listen places one gateway; --gateways places several on the region files' addresses"
+        );
+        Ok(overridden)
+    }
 }
 
 /// `meridian core` / `meridian gateway`.
@@ -137,6 +169,10 @@ pub struct PartArgs {
     /// Listen address, overriding the region file.
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// `meridian gateway` with the local profile: which of the region's
+    /// gateways this is (1-based; see `--gateways`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=32))]
+    index: u8,
     /// Serve `/metrics` (Prometheus), `/healthz` and `/readyz` here, in
     /// plaintext for probes and scrapers. A core's `/readyz` is its store's
     /// health; a gateway's, whether it reaches its region's core (as on its
@@ -147,7 +183,7 @@ pub struct PartArgs {
 
 impl Common {
     /// The region files resolved with these flags.
-    fn plan(&self) -> anyhow::Result<Plan> {
+    pub(crate) fn plan(&self) -> anyhow::Result<Plan> {
         Ok(Plan::new(
             Deployment::load(&self.regions_dir)?,
             self.options(),
@@ -175,6 +211,7 @@ impl Common {
             brokers: self.brokers.clone(),
             insecure_core: self.insecure_core,
             reach: self.reach.iter().cloned().collect(),
+            gateways: self.gateways,
         }
     }
 
@@ -194,11 +231,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         Some(region) => vec![deployment.region(region)?.name.clone()],
         None => deployment.regions.keys().cloned().collect(),
     };
-    let overridden = args.listen.is_some() || args.core_listen.is_some();
-    anyhow::ensure!(
-        names.len() == 1 || !overridden,
-        "--listen and --core-listen need --region (one region)"
-    );
+    let overridden = args.check_overrides(names.len())?;
     let metrics = metrics::recorder()?;
     let clock = args.common.clock();
     let network = TokioNetwork::shared();
@@ -257,6 +290,15 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     } else {
         start_regions(options).await?
     };
+    let extra_gateways = start_extra_gateways(
+        &plan,
+        &names,
+        &identities,
+        &edges,
+        (&network, &clock, &metrics),
+    )
+    .await?;
+    let geodns = dev_geodns(&args, &plan, names.len() == deployment.regions.len()).await?;
     println!("meridian dev: {} region(s) up", names.len());
     for ((name, site), region) in site_names.iter().zip(&handles) {
         let secure = edges.get(name).is_some_and(Option::is_some);
@@ -272,6 +314,13 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             println!("region {name}, shard {site}");
         }
         println!("  REST      {base}/v1   (OpenAPI: {base}/v1/openapi.json)");
+        if let Some(more) = extra_gateways.get(name).filter(|more| !more.is_empty()) {
+            let others: Vec<String> = more
+                .iter()
+                .map(|g| format!("{http}://{}", g.addr))
+                .collect();
+            println!("  also      {}", others.join(" "));
+        }
         println!("  WebSocket {ws}://{}/v1/ws", region.gateway_addr);
         println!("  health    {base}/healthz  {base}/readyz  {base}/metrics");
         let security = match identities.is_ephemeral(deployment.region(name)?) {
@@ -285,18 +334,13 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             println!("  media     bucket {} at {endpoint}", target.bucket);
         }
     }
+    if let Some((_, addr)) = &geodns {
+        crate::geodns::print_usage(*addr, &args.dns);
+    }
     println!("data in {}", args.common.data_dir.display());
-    if let Some(first) = handles.first() {
-        let secure = site_names
-            .first()
-            .is_some_and(|(name, _)| edges.get(name).is_some_and(Option::is_some));
-        let base = format!(
-            "{}://{}",
-            if secure { "https" } else { "http" },
-            first.gateway_addr
-        );
-        println!("try it:");
-        println!("  cargo run -p meridian -- chat --url {base} register --name alice");
+    if let (Some(first), Some((name, _))) = (handles.first(), site_names.first()) {
+        let secure = edges.get(name).is_some_and(Option::is_some);
+        print_try_it(first.gateway_addr, secure);
     }
     // Fail-stop, as `meridian core`: a region whose store failed has
     // stopped its core; the process exits non-zero.
@@ -313,6 +357,12 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         ((site, reason), _, _) = futures::future::select_all(failures) => Some((site, reason)),
     };
     println!("stopping");
+    if let Some((running, _)) = geodns {
+        running.stop().await;
+    }
+    for gateway in extra_gateways.into_values().flatten() {
+        gateway.stop().await;
+    }
     for handle in handles {
         handle.stop().await;
     }
@@ -325,6 +375,80 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             anyhow::bail!("site {site}: the store failed, core stopped: {reason}")
         }
     }
+}
+
+/// The first command to try against `meridian dev`.
+fn print_try_it(gateway: SocketAddr, secure: bool) {
+    let base = format!("{}://{gateway}", if secure { "https" } else { "http" });
+    println!("try it:");
+    println!("  cargo run -p meridian -- chat --url {base} register --name alice");
+}
+
+/// The GeoDNS server of `meridian dev`: on `--dns-listen`; else on
+/// 127.0.0.1:8053 when the process runs every region (skipped with a
+/// warning when that port is taken); else none.
+async fn dev_geodns(
+    args: &DevArgs,
+    plan: &Plan,
+    every_region: bool,
+) -> anyhow::Result<Option<(meridian_geodns::Running, SocketAddr)>> {
+    if args.no_dns {
+        return Ok(None);
+    }
+    if let Some(listen) = args.dns_listen {
+        return Ok(Some(
+            crate::geodns::start(plan, None, listen, &args.dns).await?,
+        ));
+    }
+    if !every_region {
+        return Ok(None);
+    }
+    let listen = SocketAddr::from(([127, 0, 0, 1], 8053));
+    match crate::geodns::start(plan, None, listen, &args.dns).await {
+        Ok(running) => Ok(Some(running)),
+        Err(error) => {
+            tracing::warn!(%error, "GeoDNS not started (pass --dns-listen or --no-dns)");
+            Ok(None)
+        }
+    }
+}
+
+/// Gateways 2..=N of each region `meridian dev` runs (`--gateways`), on
+/// the next loopback addresses; the first is the region's own.
+async fn start_extra_gateways(
+    plan: &Plan,
+    names: &[String],
+    identities: &Identities<'_>,
+    edges: &std::collections::BTreeMap<String, Option<meridian_region::EdgeCredentials>>,
+    (network, clock, metrics): (
+        &SharedNetwork,
+        &SharedClock,
+        &metrics_exporter_prometheus::PrometheusHandle,
+    ),
+) -> anyhow::Result<std::collections::BTreeMap<String, Vec<GatewayHandle>>> {
+    let mut started = std::collections::BTreeMap::new();
+    for name in names {
+        let region = plan.deployment().region(name)?;
+        let mut gateways = Vec::new();
+        for index in 2..=plan.options().gateways {
+            let planned = plan.gateway_plan(region)?;
+            gateways.push(
+                start_gateway(GatewayOptions {
+                    config: planned.config,
+                    listen: plan.local_gateway(region, index)?,
+                    cores: planned.cores,
+                    network: network.clone(),
+                    clock: clock.clone(),
+                    metrics: Some(metrics.clone()),
+                    tls: identities.gateway(region)?,
+                    edge_tls: edges.get(name).cloned().flatten(),
+                })
+                .await?,
+            );
+        }
+        started.insert(name.clone(), gateways);
+    }
+    Ok(started)
 }
 
 /// Runs one region's core (with its replication) until Ctrl-C or SIGTERM.
@@ -410,6 +534,17 @@ pub async fn gateway(args: PartArgs) -> anyhow::Result<()> {
     let plan = args.common.plan()?;
     let region = plan.deployment().region(&args.region)?;
     let planned = plan.gateway_plan(region)?;
+    let listen = match (args.listen, args.index) {
+        (Some(listen), _) => listen,
+        (None, 1) => planned.listen,
+        (None, index) => {
+            anyhow::ensure!(
+                plan.options().profile == plan::Profile::Local,
+                "--index places a gateway on the local profile's addresses; in production, --listen"
+            );
+            plan.local_gateway(region, index)?
+        }
+    };
     let identities = Identities::new(&plan);
     separate_process_tls(&identities, region)?;
     let edge_tls = identities.edge(region)?;
@@ -420,7 +555,7 @@ pub async fn gateway(args: PartArgs) -> anyhow::Result<()> {
     let client_port_metrics = args.admin_listen.is_none().then(|| recorder.clone());
     let handle = start_gateway(GatewayOptions {
         config: planned.config,
-        listen: args.listen.unwrap_or(planned.listen),
+        listen,
         cores: planned.cores,
         network: TokioNetwork::shared(),
         clock: args.common.clock(),

@@ -5,6 +5,8 @@
 //!   `meridian_region::plan::Plan` (region files plus flags, resolved into
 //!   what each site runs), and `meridian_region` starts it. No deployment
 //!   rule lives here.
+//! - `geodns` (`geodns.rs`): GeoDNS over `meridian-geodns`, from the region
+//!   files; `meridian dev` starts one too.
 //! - `certs init` (`certs.rs`): a local CA and every region's service
 //!   identities, for mutual TLS between gateways and cores.
 //! - `chat` (`chat.rs`): a command-line client over `meridian-sdk`.
@@ -34,6 +36,7 @@ mod certs;
 mod chaos;
 mod chat;
 mod deploy;
+mod geodns;
 mod metrics;
 mod sim;
 mod storage;
@@ -55,6 +58,9 @@ enum Command {
     Core(deploy::PartArgs),
     /// Runs one region's gateway as its own process.
     Gateway(deploy::PartArgs),
+    /// Runs GeoDNS: an authoritative DNS server answering the service name
+    /// with the healthy gateways of the client's region.
+    Geodns(geodns::GeoDnsArgs),
     /// Service identities for mutual TLS: `meridian certs init`.
     Certs(certs::CertsArgs),
     /// A command-line chat client over the SDK.
@@ -114,6 +120,7 @@ fn main() -> anyhow::Result<()> {
             Command::Dev(args) => deploy::dev(args).await,
             Command::Core(args) => deploy::core(args).await,
             Command::Gateway(args) => deploy::gateway(args).await,
+            Command::Geodns(args) => geodns::run(args).await,
             Command::Chat(args) => chat::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::StorageCheck(args) => storage::run(args).await,

@@ -3,9 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-
 mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -15,7 +12,7 @@ async fn a_core_answers_its_own_readiness_and_health_metrics() {
     common::write_regions(regions.path());
     let admin = format!("127.0.0.1:{}", common::free_port());
     // The admin listener is served once the core has started.
-    let mut child = spawn_part(
+    let mut child = common::spawn_until(
         &["core", "--region", "us-east", "--admin-listen", &admin],
         regions.path(),
         data.path(),
@@ -49,49 +46,19 @@ async fn a_core_answers_its_own_readiness_and_health_metrics() {
     child.wait().unwrap();
 }
 
-/// Spawns `meridian <args>` for us-east and waits for the line it prints
-/// once serving.
-fn spawn_part(
-    args: &[&str],
-    regions: &std::path::Path,
-    data: &std::path::Path,
-    ready_line: &str,
-) -> std::process::Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .args(args)
-        .arg("--regions-dir")
-        .arg(regions)
-        .arg("--data-dir")
-        .arg(data)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn meridian");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    loop {
-        let line = lines.next().expect("meridian printed").expect("read");
-        if line.starts_with(ready_line) {
-            break;
-        }
-    }
-    child
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_with_an_admin_listener_serves_its_metrics_there_only() {
     let regions = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
     common::write_regions(regions.path());
-    let mut core = spawn_part(
+    let mut core = common::spawn_until(
         &["core", "--region", "us-east"],
         regions.path(),
         data.path(),
         "meridian core: site us-east",
     );
     let admin = format!("127.0.0.1:{}", common::free_port());
-    let mut gateway = spawn_part(
+    let mut gateway = common::spawn_until(
         &["gateway", "--region", "us-east", "--admin-listen", &admin],
         regions.path(),
         data.path(),

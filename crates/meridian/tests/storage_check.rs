@@ -21,6 +21,8 @@ use axum::routing::{get, put};
 use meridian_region::media::EmbeddedS3;
 use meridian_seams::net::TokioNetwork;
 
+mod common;
+
 const ROLE: &str = "meridian-core-us-east";
 const ACCESS_KEY_ID: &str = "ASIAMERIDIANTEST";
 const SECRET: &str = "role-secret";
@@ -91,22 +93,8 @@ async fn serve_imds(secret: &'static str, reads: Arc<AtomicUsize>) -> String {
 /// eu-west, production addresses unused by the check.
 fn write_regions(dir: &Path, s3_endpoint: &str) {
     for name in ["us-east", "eu-west"] {
-        let text = format!(
-            r#"name = "{name}"
-[listen]
-gateway = "127.0.0.1:0"
-core = "127.0.0.1:0"
-[advertise]
-gateway = "127.0.0.1:0"
-core = "127.0.0.1:0"
-[local]
-gateway = "127.0.0.1:0"
-core = "127.0.0.1:0"
-[s3]
-bucket = "media-{name}"
-endpoint = "{s3_endpoint}"
-"#
-        );
+        let rest = format!("[s3]\nbucket = \"media-{name}\"\nendpoint = \"{s3_endpoint}\"\n");
+        let text = common::region_file(name, "127.0.0.1:0", &rest);
         std::fs::write(dir.join(format!("{name}.toml")), text).unwrap();
     }
 }

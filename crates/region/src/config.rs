@@ -285,6 +285,20 @@ pub struct GeoDnsConfig {
     /// Client address prefixes (CIDR) answered with this region.
     #[serde(default)]
     pub client_prefixes: Vec<String>,
+    /// Round-trip time from this region to the others, milliseconds: where
+    /// its clients go, nearest first, when it has no healthy gateway.
+    #[serde(default)]
+    pub latency_ms: BTreeMap<String, u32>,
+    /// The production profile: every gateway's public `ip:port`, which
+    /// `meridian geodns` answers with (the local profile derives them from
+    /// `[local] gateway` and `--gateways`).
+    #[serde(default)]
+    pub gateways: Vec<String>,
+    /// Where the gateways' `/readyz` is checked when not on their client
+    /// port: their plaintext admin listener (`--admin-listen`). Needed when
+    /// gateways serve TLS themselves.
+    #[serde(default)]
+    pub check_port: Option<u16>,
 }
 
 /// Clock limits.

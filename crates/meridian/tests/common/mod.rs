@@ -72,11 +72,11 @@ pub fn free_port() -> u16 {
 }
 
 #[allow(dead_code)]
-/// Region files for `us-east` and `eu-west` on free loopback ports.
-pub fn write_regions(dir: &Path) {
-    for name in ["us-east", "eu-west"] {
-        let text = format!(
-            r#"name = "{name}"
+/// A region file whose production addresses are unused and whose local
+/// gateway is `gateway`, core on a free port, with `rest` appended.
+pub fn region_file(name: &str, gateway: &str, rest: &str) -> String {
+    format!(
+        r#"name = "{name}"
 [listen]
 gateway = "127.0.0.1:0"
 core = "127.0.0.1:0"
@@ -84,13 +84,48 @@ core = "127.0.0.1:0"
 gateway = "127.0.0.1:0"
 core = "127.0.0.1:0"
 [local]
-gateway = "127.0.0.1:{}"
+gateway = "{gateway}"
 core = "127.0.0.1:{}"
-{}"#,
-            free_port(),
-            free_port(),
-            tls_table(name)
-        );
+{rest}"#,
+        free_port()
+    )
+}
+
+#[allow(dead_code)]
+/// Spawns `meridian <args> --regions-dir … --data-dir …` and waits for the
+/// line starting with `ready` it prints once serving; its output is then
+/// drained.
+pub fn spawn_until(args: &[&str], regions: &Path, data: &Path, ready: &str) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(args)
+        .arg("--regions-dir")
+        .arg(regions)
+        .arg("--data-dir")
+        .arg(data)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn meridian");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    loop {
+        let line = lines.next().expect("meridian printed").expect("read");
+        if line.trim_start().starts_with(ready) {
+            break;
+        }
+    }
+    // A test helper thread, outside any simulated path.
+    #[allow(clippy::disallowed_methods)]
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+#[allow(dead_code)]
+/// Region files for `us-east` and `eu-west` on free loopback ports.
+pub fn write_regions(dir: &Path) {
+    for name in ["us-east", "eu-west"] {
+        let gateway = format!("127.0.0.1:{}", free_port());
+        let text = region_file(name, &gateway, &tls_table(name));
         std::fs::write(dir.join(format!("{name}.toml")), text).expect("write region file");
     }
     // Two processes share the deployment's CA from files.

@@ -37,6 +37,8 @@ use meridian_wire::sites::Topology;
 use crate::config::{Deployment, RegionConfig, TlsConfig};
 use crate::{LogChoice, StoreChoice, media};
 
+mod geodns;
+
 /// Which addresses of the region files to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
@@ -91,6 +93,10 @@ pub struct PlanOptions {
     /// its own (the chaos suite cuts one region pair's path this way), or
     /// at an address the files do not know yet.
     pub reach: BTreeMap<String, String>,
+    /// Gateways per region with the local profile: the first on `[local]
+    /// gateway`, the others on the next loopback addresses, same port
+    /// (`--gateways`).
+    pub gateways: u8,
 }
 
 impl Default for PlanOptions {
@@ -108,6 +114,7 @@ impl Default for PlanOptions {
             brokers: Vec::new(),
             insecure_core: false,
             reach: BTreeMap::new(),
+            gateways: 1,
         }
     }
 }
