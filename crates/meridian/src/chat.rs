@@ -4,13 +4,21 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
-use meridian_sdk::{Client, Rest, TlsRoots};
+use meridian_sdk::{Client, Discovery, Rest, TlsRoots};
 
 #[derive(clap::Args)]
 pub struct ChatArgs {
-    /// Gateway base URL (`http://` or `https://`).
+    /// Gateway base URL (`http://` or `https://`); with `--dns`, only its
+    /// scheme is used.
     #[arg(long, default_value = "http://127.0.1.1:8010", env = "MERIDIAN_URL")]
     url: String,
+    /// Find gateways through this DNS server (GeoDNS, `meridian dev`'s is
+    /// 127.0.0.1:8053) by `--service`, and follow its answers on reconnect.
+    #[arg(long, env = "MERIDIAN_DNS")]
+    dns: Option<std::net::SocketAddr>,
+    /// The service name resolved with `--dns`.
+    #[arg(long, default_value = "chat.meridian.test", env = "MERIDIAN_SERVICE")]
+    service: String,
     /// A CA certificate (PEM) to trust for `https` besides the system's:
     /// a deployment's own (`regions/certs/ca.pem` for a local run).
     #[arg(long, env = "MERIDIAN_CA")]
@@ -67,6 +75,28 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
         }
         None => Rest::new(&args.url),
     };
+    // With DNS, the first gateway answered serves the REST calls, and the
+    // client asks again whenever it reconnects.
+    let discovery = match args.dns {
+        Some(dns) => Some(Discovery::new(dns, &args.service, &rest)?),
+        None => None,
+    };
+    let rest = match &discovery {
+        Some(discovery) => discovery
+            .gateways(false)
+            .await?
+            .into_iter()
+            .next()
+            .context("no gateway answered")?,
+        None => rest,
+    };
+    let client = |seed: u64| {
+        let client = Client::new(&rest, &args.token, seed);
+        match &discovery {
+            Some(discovery) => client.with_discovery(discovery.clone()),
+            None => client,
+        }
+    };
     match args.command {
         ChatCommand::Register { name } => {
             let user = rest.register(&name).await?;
@@ -87,13 +117,13 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
             println!("{}", conv.conv_id);
         }
         ChatCommand::Send { conv, text } => {
-            let mut client = Client::new(&rest, &args.token, seed()?);
+            let mut client = client(seed()?);
             let id = client.new_client_msg_id();
             let sent = client.send(&conv, &id, &text, None).await?;
             println!("sent {} hlc {}", sent.msg_id, sent.hlc);
         }
         ChatCommand::Tail => {
-            let mut client = Client::new(&rest, &args.token, seed()?);
+            let mut client = client(seed()?);
             client.connect(10).await?;
             loop {
                 for message in client.poll(Duration::from_secs(1)).await? {

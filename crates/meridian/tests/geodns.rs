@@ -7,7 +7,6 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
 
@@ -19,24 +18,6 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 mod common;
 
 const SERVICE: &str = "chat.meridian.test.";
-
-/// Region files for us-east (3.0.0.0/8, gateways on 127.0.1.x) and
-/// eu-west (18.130.0.0/16, on 127.0.2.x), each nearest the other.
-fn write_regions(dir: &Path) {
-    for (name, octet, prefix, other) in [
-        ("us-east", 1, "3.0.0.0/8", "eu-west"),
-        ("eu-west", 2, "18.130.0.0/16", "us-east"),
-    ] {
-        let gateway = format!("127.0.{octet}.1:{}", common::free_port());
-        let rest = format!(
-            "[geodns]\nclient_prefixes = [\"{prefix}\"]\nlatency_ms = {{ {other} = 80 }}\n{}",
-            common::tls_table(name)
-        );
-        let text = common::region_file(name, &gateway, &rest);
-        std::fs::write(dir.join(format!("{name}.toml")), text).unwrap();
-    }
-    common::certs_init(dir);
-}
 
 /// A question for `name`, with `subnet` as its EDNS Client Subnet.
 fn question(name: &str, kind: RecordType, subnet: Option<&str>) -> Message {
@@ -158,7 +139,7 @@ impl Drop for Deployment {
 fn deployment() -> Deployment {
     let regions = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    write_regions(regions.path());
+    common::write_geo_regions(regions.path());
     let region = |name: &str| {
         common::spawn_until(
             &["dev", "--region", name, "--gateways", "2"],

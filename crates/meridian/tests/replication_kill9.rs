@@ -62,24 +62,7 @@ async fn killing_the_destination_mid_apply(log: &[String]) {
         .conv_id;
 
     const TOTAL: usize = 2000;
-    let sender = {
-        let us = us.clone();
-        let (token, conv) = (alice.token.clone(), conv.clone());
-        tokio::spawn(async move {
-            let mut client = Client::new(&us, &token, 1);
-            client.connect(10).await.expect("connect");
-            let mut sent = BTreeSet::new();
-            for i in 0..TOTAL {
-                let id = client.new_client_msg_id();
-                let info = client
-                    .send(&conv, &id, &format!("m{i}"), None)
-                    .await
-                    .expect("send");
-                sent.insert(info.msg_id);
-            }
-            sent
-        })
-    };
+    let sender = common::send_stream(&us, &alice.token, &conv, TOTAL, 1);
 
     // Once eu-west is visibly applying, kill it.
     let mut phone = Client::new(&eu, &bob.token, 2);
@@ -99,7 +82,7 @@ async fn killing_the_destination_mid_apply(log: &[String]) {
     );
     eu_west.kill().expect("SIGKILL");
     eu_west.wait().expect("reap");
-    let sent = sender.await.expect("sender");
+    let sent: BTreeSet<String> = sender.await.expect("sender").into_iter().collect();
     assert_eq!(
         sent.len(),
         TOTAL,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use meridian_seams::{Backoff, Rng};
 use meridian_wire::frames::{Delivered, DeliveryItem, WireMessage};
 
-use crate::{Event, Rest, SdkError, SentInfo, Session};
+use crate::{Discovery, Event, Rest, SdkError, SentInfo, Session};
 
 /// One conversation in display order: `(hlc, origin_region, msg_id)`.
 pub type Timeline = BTreeMap<(u64, String, String), WireMessage>;
@@ -53,6 +53,9 @@ pub struct Client {
     /// fails moves on to the next (what a client does with the several
     /// addresses GeoDNS answers).
     gateways: Vec<Rest>,
+    /// Where to ask for gateways instead (GeoDNS): asked before each
+    /// round of connects, afresh after a round that reached none.
+    discovery: Option<Discovery>,
     /// Connections opened, the first included.
     pub connects: u64,
 }
@@ -79,8 +82,31 @@ impl Client {
             connector: None,
             keepalive: crate::session::Keepalive::default(),
             gateways: vec![rest.with_token(token)],
+            discovery: None,
             connects: 0,
         }
+    }
+
+    /// Finds gateways through `discovery` (GeoDNS) instead of the one
+    /// given: each round of connects tries the answers in order, and a
+    /// round that reached none asks again, past any cached answer.
+    pub fn with_discovery(mut self, discovery: Discovery) -> Self {
+        self.discovery = Some(discovery);
+        self
+    }
+
+    /// Asks discovery for the gateways to try, when the client has it;
+    /// keeps the ones it knew if DNS does not answer.
+    async fn rediscover(&mut self, fresh: bool) -> Result<(), SdkError> {
+        let Some(discovery) = &self.discovery else {
+            return Ok(());
+        };
+        let found = discovery.gateways(fresh).await?;
+        self.gateways = found
+            .iter()
+            .map(|rest| rest.with_token(&self.token))
+            .collect();
+        Ok(())
     }
 
     /// Adds gateways to fall back on, in order, when the first cannot be
@@ -147,11 +173,23 @@ impl Client {
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2))
             .with_jitter(self.rng.clone());
         let mut last = SdkError::Closed;
-        for attempt in 0..attempts.max(1) {
+        let mut round = 0;
+        let mut next = 0;
+        for _ in 0..attempts.max(1) {
             // Round the gateways from the first: a refused connect to a
             // dead one costs little, and the client comes home when its
-            // own serves again.
-            let gateway = attempt as usize % self.gateways.len().max(1);
+            // own serves again. With discovery, each round starts with
+            // what DNS answers (afresh after a failed round).
+            if next == 0
+                && let Err(error) = self.rediscover(round > 0).await
+            {
+                tracing::debug!(%error, "gateway discovery failed; trying the gateways known");
+            }
+            let gateway = next % self.gateways.len().max(1);
+            next = (gateway + 1) % self.gateways.len().max(1);
+            if next == 0 {
+                round += 1;
+            }
             if let Some(rest) = self.gateways.get(gateway) {
                 self.rest = rest.clone();
             }

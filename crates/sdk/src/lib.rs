@@ -8,15 +8,19 @@
 //!   same `client_msg_id`, drops duplicates by `msg_id`, acknowledges what it
 //!   stored, and keeps each conversation in display order
 //!   `(hlc, origin_region, msg_id)`.
+//! - [`Discovery`]: the gateways of a service name, through a DNS resolver
+//!   (GeoDNS's SRV answers), for a [`Client`] that follows them.
 //!
 //! Depends only on the protocol types (`meridian-wire`), never on server crates.
 
 mod client;
+mod discovery;
 mod rest;
 mod session;
 mod tls;
 
 pub use client::{Client, Connector, GatewayStream, Timeline};
+pub use discovery::Discovery;
 pub use meridian_wire::ErrorCode;
 pub use meridian_wire::frames;
 pub use rest::Rest;
@@ -55,6 +59,9 @@ pub enum SdkError {
     /// No answer in time.
     #[error("timed out")]
     Timeout,
+    /// The service name did not resolve to a gateway.
+    #[error("discovery: {0}")]
+    Discovery(String),
 }
 
 impl SdkError {
@@ -78,7 +85,11 @@ impl SdkError {
                     | ErrorCode::Internal
                     | ErrorCode::Unauthenticated
             ),
-            Self::Http(_) | Self::WebSocket(_) | Self::Closed | Self::Timeout => true,
+            Self::Http(_)
+            | Self::WebSocket(_)
+            | Self::Closed
+            | Self::Timeout
+            | Self::Discovery(_) => true,
             Self::Protocol(_) | Self::Tls(_) => false,
         }
     }

@@ -51,6 +51,14 @@ impl Rest {
         }
     }
 
+    /// The same client (roots, token) for the gateway at `base`.
+    pub fn at(&self, base: impl Into<String>) -> Self {
+        Self {
+            base: base.into().trim_end_matches('/').to_string(),
+            ..self.clone()
+        }
+    }
+
     /// The base URL.
     pub fn base(&self) -> &str {
         &self.base

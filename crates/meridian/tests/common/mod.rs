@@ -145,3 +145,54 @@ pub fn start_region(regions: &Path, region: &str, data: &Path, log: &[String]) -
     args.extend(log.iter().map(Into::into));
     start_meridian(args)
 }
+
+#[allow(dead_code)]
+/// Region files for GeoDNS: us-east (client prefix 3.0.0.0/8, gateways on
+/// 127.0.1.x) and eu-west (18.130.0.0/16, on 127.0.2.x), each the other's
+/// nearest, with `[tls]` files; returns each region's first gateway.
+pub fn write_geo_regions(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut first = std::collections::BTreeMap::new();
+    for (name, octet, prefix, other) in [
+        ("us-east", 1, "3.0.0.0/8", "eu-west"),
+        ("eu-west", 2, "18.130.0.0/16", "us-east"),
+    ] {
+        let gateway = format!("127.0.{octet}.1:{}", free_port());
+        let rest = format!(
+            "[geodns]\nclient_prefixes = [\"{prefix}\"]\nlatency_ms = {{ {other} = 80 }}\n{}",
+            tls_table(name)
+        );
+        let text = region_file(name, &gateway, &rest);
+        std::fs::write(dir.join(format!("{name}.toml")), text).expect("write region file");
+        first.insert(name.to_string(), gateway);
+    }
+    certs_init(dir);
+    first
+}
+
+#[allow(dead_code)]
+/// A device sending `total` messages (`m0`, `m1`, …) to `conv` one after
+/// another, each awaited until acknowledged; resolves to their `msg_id`s in
+/// order.
+pub fn send_stream(
+    rest: &meridian_sdk::Rest,
+    token: &str,
+    conv: &str,
+    total: usize,
+    seed: u64,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    let (rest, token, conv) = (rest.clone(), token.to_string(), conv.to_string());
+    tokio::spawn(async move {
+        let mut client = meridian_sdk::Client::new(&rest, &token, seed);
+        client.connect(20).await.expect("the sender connects");
+        let mut sent = Vec::new();
+        for i in 0..total {
+            let id = client.new_client_msg_id();
+            let info = client
+                .send(&conv, &id, &format!("m{i}"), None)
+                .await
+                .expect("the send is acknowledged");
+            sent.push(info.msg_id);
+        }
+        sent
+    })
+}
