@@ -36,6 +36,7 @@
 mod auth;
 mod convert;
 mod cores;
+mod drain;
 mod error;
 mod extract;
 mod limits;
@@ -111,6 +112,13 @@ pub struct GatewayConfig {
     /// WebSocket connections one gateway holds at most; past it a new one
     /// is answered 503 `unavailable` (clients go to another gateway).
     pub max_connections: usize,
+    /// WebSocket upgrades one gateway accepts per second (sustained), and
+    /// in a burst: a reconnect storm past them is answered 503
+    /// `unavailable` with a `retry_after` spread over the next seconds,
+    /// so it reaches the cores as a bounded stream instead of a wall.
+    pub accepts_per_second: f64,
+    /// See `accepts_per_second`.
+    pub accept_burst: f64,
 }
 
 impl GatewayConfig {
@@ -138,6 +146,8 @@ impl GatewayConfig {
             proxy_protocol: false,
             auth_failures_per_minute: 30.0,
             max_connections: 100_000,
+            accepts_per_second: 5_000.0,
+            accept_burst: 5_000.0,
         }
     }
 }
@@ -155,6 +165,8 @@ pub(crate) struct AppState {
     /// WebSocket connections open now.
     pub(crate) connections: std::sync::atomic::AtomicUsize,
     pub(crate) metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The operator's drain order.
+    pub(crate) drain: drain::Drain,
 }
 
 /// A gateway's dependencies: the channels to every region's core, the
@@ -183,6 +195,7 @@ fn router_and_state(config: GatewayConfig, deps: GatewayDeps) -> (Router, Arc<Ap
         cores: cores::Cores::start(&config.region, config.topology.clone(), deps.cores),
         config,
         metrics: deps.metrics,
+        drain: drain::Drain::new(),
     });
     (
         rest::routes(state.clone()).merge(ws::routes(state.clone())),
@@ -204,9 +217,9 @@ impl Gateway {
         Self { app, state }
     }
 
-    /// Its readiness, as its `/readyz` answers.
-    pub fn readiness(&self) -> ReadinessProbe {
-        ReadinessProbe(self.state.clone())
+    /// What the process running it may ask of it: readiness, drain.
+    pub fn control(&self) -> GatewayControl {
+        GatewayControl(self.state.clone())
     }
 
     /// Serves on `listener` until `shutdown` resolves.
@@ -232,15 +245,39 @@ impl Gateway {
     }
 }
 
-/// A gateway's readiness: whether every site of its region has its
-/// session stream, and each site's.
+/// What the process running a gateway may ask of it (its admin listener).
 #[derive(Clone)]
-pub struct ReadinessProbe(Arc<AppState>);
+pub struct GatewayControl(Arc<AppState>);
 
-impl ReadinessProbe {
-    /// Ready or not, with the text `/readyz` answers.
+impl GatewayControl {
+    /// Ready or not, with the text `/readyz` answers: whether every site of
+    /// its region has its session stream (and each site's), and whether it
+    /// is draining.
     pub fn check(&self) -> (bool, String) {
         rest::health::readiness(&self.0)
+    }
+
+    /// Drains it: no new WebSockets, `/readyz` 503, and every client asked
+    /// to leave (`go_away`) at a moment of its own within `spread`.
+    pub fn drain(&self, spread: std::time::Duration) {
+        tracing::info!(
+            spread_ms = spread.as_millis() as u64,
+            "draining: clients are asked to leave"
+        );
+        self.0.drain.start(spread);
+    }
+
+    /// Takes clients again; those not yet asked to leave stay.
+    pub fn undrain(&self) {
+        tracing::info!("drain cancelled");
+        self.0.drain.stop();
+    }
+
+    /// WebSocket connections open now.
+    pub fn connections(&self) -> usize {
+        self.0
+            .connections
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 }
 

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::SinkExt;
 use meridian_rpc::core::{self as pb, session_up};
-use meridian_wire::frames::{CLIENT_FRAME_TYPES, ClientFrame, ServerFrame};
+use meridian_wire::frames::{CLIENT_FRAME_TYPES, ClientFrame, GoAwayReason, ServerFrame};
 use meridian_wire::{ErrorCode, PROTOCOL_VERSION};
 
 use crate::convert::to_client;
@@ -32,11 +32,36 @@ async fn upgrade(
     State(state): State<Arc<AppState>>,
     ClientIp(client): ClientIp,
 ) -> Response {
+    if state.drain.is_draining() {
+        metrics::counter!("meridian_gateway_connections_refused_total", "why" => "draining")
+            .increment(1);
+        return ApiError {
+            retry_after: Some(Duration::from_secs(1)),
+            ..ApiError::new(
+                ErrorCode::Unavailable,
+                "this gateway is draining; resolve the service name again",
+            )
+        }
+        .into_response();
+    }
+    if let Err(wait) = state.limits.accept() {
+        metrics::counter!("meridian_gateway_connections_refused_total", "why" => "accept_rate")
+            .increment(1);
+        return ApiError {
+            retry_after: Some(wait),
+            ..ApiError::new(
+                ErrorCode::Unavailable,
+                "this gateway is taking connections as fast as it can; retry after the time given",
+            )
+        }
+        .into_response();
+    }
     // Counted from the upgrade; the guard in `run` gives it back.
     let open = state.connections.fetch_add(1, Ordering::AcqRel);
     if open >= state.config.max_connections {
         state.connections.fetch_sub(1, Ordering::AcqRel);
-        metrics::counter!("meridian_gateway_connections_refused_total").increment(1);
+        metrics::counter!("meridian_gateway_connections_refused_total", "why" => "full")
+            .increment(1);
         return ApiError {
             retry_after: Some(Duration::from_secs(1)),
             ..ApiError::new(
@@ -374,6 +399,9 @@ async fn serve(
         / state.config.ping_interval.as_millis().max(1))
     .max(1) as u32;
     let mut stopping = state.stopping.subscribe();
+    // This session's turn to leave if the gateway is drained.
+    let leave = crate::drain::my_turn(state.drain.subscribe(), caller.device_id.clone());
+    tokio::pin!(leave);
     // Deliveries come first (a client waits on them), but a device whose
     // queue never empties must still be read: after every burst written,
     // one frame the client already sent is taken before the next burst.
@@ -389,13 +417,27 @@ async fn serve(
             None => tokio::select! {
                 biased;
                 () = async { let _ = stopping.wait_for(|s| *s).await; } => Event::Stopping,
+                retry_after = &mut leave => Event::Leave(retry_after),
                 down = mux.recv() => Event::Down(down),
                 incoming = connection.socket.recv() => Event::Incoming(incoming),
                 _ = ping.tick() => Event::Tick,
             },
         };
         match event {
-            Event::Stopping => return (close_code::AWAY, "the gateway is stopping; reconnect"),
+            Event::Stopping => {
+                let (_, retry_after) = crate::drain::departure(&caller.device_id, Duration::ZERO);
+                connection
+                    .write(&go_away(GoAwayReason::Stopping, retry_after))
+                    .await;
+                return (close_code::AWAY, "the gateway is stopping; reconnect");
+            }
+            Event::Leave(retry_after) => {
+                metrics::counter!("meridian_gateway_drained_sessions_total").increment(1);
+                connection
+                    .write(&go_away(GoAwayReason::Draining, retry_after))
+                    .await;
+                return (close_code::AWAY, "draining: reconnect elsewhere");
+            }
             Event::Down(down) => {
                 let Some(first) = down else {
                     return (close_code::RESTART, "reconnect and resume");
@@ -464,12 +506,23 @@ async fn serve(
 enum Event {
     /// The gateway is stopping.
     Stopping,
+    /// The gateway is draining and this session's turn to leave came: the
+    /// client is told to wait this long before it reconnects.
+    Leave(Duration),
     /// A frame from the core for this socket (`None`: the core's stream ended).
     Down(Option<pb::SessionDown>),
     /// A frame from the client, a read error, or the end of the socket.
     Incoming(Option<Result<Message, axum::Error>>),
     /// The ping period passed.
     Tick,
+}
+
+/// The `go_away` frame.
+fn go_away(reason: GoAwayReason, retry_after: Duration) -> ServerFrame {
+    ServerFrame::GoAway {
+        reason,
+        retry_after_ms: retry_after.as_millis() as u64,
+    }
 }
 
 /// `first` and what else is already queued for this socket, serialized, up

@@ -1,6 +1,6 @@
 //! The check of one gateway: `GET /readyz` in plain HTTP/1.1 over the
 //! network seam, healthy on 200. A gateway whose client port speaks TLS is
-//! checked on its plaintext admin listener (`[geodns] check_port`).
+//! checked on its plaintext admin listener (`[edge] gateway_admin_port`).
 
 use std::net::SocketAddr;
 

@@ -298,6 +298,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         (&network, &clock, &metrics),
     )
     .await?;
+    serve_gateway_admins(&plan, &site_names, &handles, &extra_gateways, &metrics).await?;
     let geodns = dev_geodns(&args, &plan, names.len() == deployment.regions.len()).await?;
     println!("meridian dev: {} region(s) up", names.len());
     for ((name, site), region) in site_names.iter().zip(&handles) {
@@ -375,6 +376,37 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             anyhow::bail!("site {site}: the store failed, core stopped: {reason}")
         }
     }
+}
+
+/// Each gateway's admin listener (`meridian dev`), on its own address at
+/// the port its region file gives (`[edge] gateway_admin_port`), if any.
+async fn serve_gateway_admins(
+    plan: &Plan,
+    site_names: &[(String, String)],
+    handles: &[meridian_region::RegionHandle],
+    extra_gateways: &std::collections::BTreeMap<String, Vec<GatewayHandle>>,
+    metrics: &metrics_exporter_prometheus::PrometheusHandle,
+) -> anyhow::Result<()> {
+    let mut controls = Vec::new();
+    for ((name, _), region) in site_names.iter().zip(handles) {
+        controls.push((name, region.gateway_addr, region.gateway_control()));
+        for gateway in extra_gateways.get(name).into_iter().flatten() {
+            controls.push((name, gateway.addr, gateway.control.clone()));
+        }
+    }
+    for (region, addr, control) in controls {
+        if let Some(admin) = plan.gateway_admin(plan.deployment().region(region)?, addr) {
+            let ready = control.clone();
+            metrics::serve_admin(
+                admin,
+                metrics.clone(),
+                Arc::new(move || ready.check()),
+                Some(control),
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 /// The first command to try against `meridian dev`.
@@ -495,6 +527,7 @@ pub async fn core(args: PartArgs) -> anyhow::Result<()> {
             addr,
             metrics,
             metrics::core_readiness(handle.readiness.clone()),
+            None,
         )
         .await?;
     }
@@ -550,9 +583,13 @@ pub async fn gateway(args: PartArgs) -> anyhow::Result<()> {
     let edge_tls = identities.edge(region)?;
     let scheme = if edge_tls.is_some() { "https" } else { "http" };
     let recorder = metrics::recorder()?;
-    // With an admin listener, the metrics are served there only: the client
-    // port is the internet's.
-    let client_port_metrics = args.admin_listen.is_none().then(|| recorder.clone());
+    // The region file's admin port, on the gateway's own address, unless
+    // told otherwise. With an admin listener, the metrics are served there
+    // only: the client port is the internet's.
+    let admin = args
+        .admin_listen
+        .or_else(|| plan.gateway_admin(region, listen));
+    let client_port_metrics = admin.is_none().then(|| recorder.clone());
     let handle = start_gateway(GatewayOptions {
         config: planned.config,
         listen,
@@ -564,9 +601,16 @@ pub async fn gateway(args: PartArgs) -> anyhow::Result<()> {
         edge_tls,
     })
     .await?;
-    if let Some(addr) = args.admin_listen {
-        let readiness = handle.readiness.clone();
-        metrics::serve_admin(addr, recorder, Arc::new(move || readiness.check())).await?;
+    if let Some(addr) = admin {
+        let control = handle.control.clone();
+        let ready = control.clone();
+        metrics::serve_admin(
+            addr,
+            recorder,
+            Arc::new(move || ready.check()),
+            Some(control),
+        )
+        .await?;
     }
     println!(
         "meridian gateway: region {} on {scheme}://{}",

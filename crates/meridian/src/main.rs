@@ -7,6 +7,8 @@
 //!   rule lives here.
 //! - `geodns` (`geodns.rs`): GeoDNS over `meridian-geodns`, from the region
 //!   files; `meridian dev` starts one too.
+//! - `region drain|undrain` (`region_cmd.rs`): a region's gateways taken
+//!   out of service, and back, through their admin listeners.
 //! - `certs init` (`certs.rs`): a local CA and every region's service
 //!   identities, for mutual TLS between gateways and cores.
 //! - `chat` (`chat.rs`): a command-line client over `meridian-sdk`.
@@ -38,6 +40,7 @@ mod chat;
 mod deploy;
 mod geodns;
 mod metrics;
+mod region_cmd;
 mod sim;
 mod storage;
 mod terraform;
@@ -61,6 +64,8 @@ enum Command {
     /// Runs GeoDNS: an authoritative DNS server answering the service name
     /// with the healthy gateways of the client's region.
     Geodns(geodns::GeoDnsArgs),
+    /// Operates on a region: `meridian region drain|undrain REGION`.
+    Region(region_cmd::RegionArgs),
     /// Service identities for mutual TLS: `meridian certs init`.
     Certs(certs::CertsArgs),
     /// A command-line chat client over the SDK.
@@ -121,6 +126,7 @@ fn main() -> anyhow::Result<()> {
             Command::Core(args) => deploy::core(args).await,
             Command::Gateway(args) => deploy::gateway(args).await,
             Command::Geodns(args) => geodns::run(args).await,
+            Command::Region(args) => region_cmd::run(args).await,
             Command::Chat(args) => chat::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::StorageCheck(args) => storage::run(args).await,

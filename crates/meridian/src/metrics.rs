@@ -57,6 +57,7 @@ pub(crate) async fn serve_admin(
     addr: SocketAddr,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     ready: ReadinessCheck,
+    gateway: Option<meridian_gateway::GatewayControl>,
 ) -> anyhow::Result<()> {
     let listener = TokioNetwork::shared()
         .bind(addr)
@@ -85,6 +86,10 @@ pub(crate) async fn serve_admin(
                 }
             }),
         );
+    let app = match gateway {
+        Some(control) => app.merge(drain_routes(control)),
+        None => app,
+    };
     println!(
         "admin on http://{0}/metrics, /healthz, /readyz",
         listener.local_addr()?
@@ -96,4 +101,75 @@ pub(crate) async fn serve_admin(
         }
     });
     Ok(())
+}
+
+/// The longest drain spread accepted: an hour.
+const MAX_SPREAD_MS: u64 = 3_600_000;
+
+/// `spread_ms` of `POST /drain`.
+#[derive(serde::Deserialize)]
+struct DrainQuery {
+    #[serde(default = "default_spread_ms")]
+    spread_ms: u64,
+}
+
+fn default_spread_ms() -> u64 {
+    30_000
+}
+
+/// A gateway's drain on its admin listener: `POST /drain?spread_ms=N`
+/// (clients asked to leave over N ms, default 30 s), `POST /undrain`,
+/// `GET /connections` (WebSockets open now).
+fn drain_routes(control: meridian_gateway::GatewayControl) -> axum::Router {
+    use axum::extract::Query;
+    use axum::extract::rejection::QueryRejection;
+    use axum::http::StatusCode;
+    let (drain, undrain, count) = (control.clone(), control.clone(), control);
+    axum::Router::new()
+        .route(
+            "/drain",
+            axum::routing::post(move |query: Result<Query<DrainQuery>, QueryRejection>| {
+                let control = drain.clone();
+                async move {
+                    let Ok(Query(query)) = query else {
+                        return (
+                            StatusCode::BAD_REQUEST,
+                            "spread_ms must be a whole number of milliseconds".to_string(),
+                        );
+                    };
+                    if query.spread_ms > MAX_SPREAD_MS {
+                        return (
+                            StatusCode::BAD_REQUEST,
+                            format!("spread_ms is at most {MAX_SPREAD_MS}"),
+                        );
+                    }
+                    control.drain(std::time::Duration::from_millis(query.spread_ms));
+                    (
+                        StatusCode::OK,
+                        format!(
+                            "draining over {} ms; {} connections",
+                            query.spread_ms,
+                            control.connections()
+                        ),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/undrain",
+            axum::routing::post(move || {
+                let control = undrain.clone();
+                async move {
+                    control.undrain();
+                    "taking clients"
+                }
+            }),
+        )
+        .route(
+            "/connections",
+            axum::routing::get(move || {
+                let control = count.clone();
+                async move { control.connections().to_string() }
+            }),
+        )
 }

@@ -9,77 +9,130 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::process::Child;
 use std::time::Duration;
 
 use meridian_sdk::{Client, Discovery, Rest};
 
 mod common;
 
+/// Two regions behind GeoDNS: us-east as a core and two gateway processes
+/// (its core outlives its gateways), eu-west as `meridian dev` with two
+/// gateways; GeoDNS's home is us-east, so loopback clients (no prefix)
+/// are sent there while it is healthy.
+struct Edge {
+    regions: tempfile::TempDir,
+    data: tempfile::TempDir,
+    us_core: Child,
+    us_gateways: Vec<Child>,
+    eu_west: Child,
+    geodns: Child,
+    dns: SocketAddr,
+    us: Rest,
+    eu: Rest,
+}
+
+impl Edge {
+    fn start() -> Self {
+        let regions = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let gateways = common::write_geo_regions(regions.path());
+        let (dir, state) = (regions.path(), data.path());
+        let us_core = common::spawn_until(
+            &["core", "--region", "us-east"],
+            dir,
+            state,
+            "meridian core: site us-east",
+        );
+        let us_gateways = ["1", "2"]
+            .iter()
+            .map(|index| {
+                common::spawn_until(
+                    &["gateway", "--region", "us-east", "--index", index],
+                    dir,
+                    state,
+                    "meridian gateway: region us-east",
+                )
+            })
+            .collect();
+        let eu_west = common::spawn_until(
+            &[
+                "dev",
+                "--region",
+                "eu-west",
+                "--gateways",
+                "2",
+                "--send-rate",
+                "10000",
+            ],
+            dir,
+            state,
+            "meridian dev:",
+        );
+        let (geodns, dns) = common::spawn_geodns(dir, state, "us-east", &["--dns-ttl", "1"]);
+        Self {
+            us: Rest::new(format!("http://{}", gateways["us-east"])),
+            eu: Rest::new(format!("http://{}", gateways["eu-west"])),
+            regions,
+            data,
+            us_core,
+            us_gateways,
+            eu_west,
+            geodns,
+            dns,
+        }
+    }
+
+    /// A client of `token` that finds its gateways through GeoDNS.
+    fn client(&self, token: &str, seed: u64) -> Client {
+        let discovery =
+            Discovery::new(self.dns, "chat.meridian.test", &Rest::new("http://unused")).unwrap();
+        Client::new(&self.us, token, seed).with_discovery(discovery)
+    }
+
+    /// Runs `meridian region <verb> us-east` to its end; its output.
+    async fn region(&self, verb: &str) -> String {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+            .args([
+                "region",
+                verb,
+                "us-east",
+                "--gateways",
+                "2",
+                "--spread-secs",
+                "2",
+            ])
+            .arg("--regions-dir")
+            .arg(self.regions.path())
+            .arg("--data-dir")
+            .arg(self.data.path())
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(
+            output.status.success(),
+            "meridian region {verb}: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let children = [&mut self.geodns, &mut self.eu_west, &mut self.us_core];
+        for child in children.into_iter().chain(self.us_gateways.iter_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_every_gateway_of_a_region_dies_its_clients_resume_elsewhere_losing_nothing() {
-    let regions = tempfile::tempdir().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let gateways = common::write_geo_regions(regions.path());
-    let (dir, state) = (regions.path(), data.path());
-    // us-east as parts: its core outlives its gateways.
-    let mut us_core = common::spawn_until(
-        &["core", "--region", "us-east"],
-        dir,
-        state,
-        "meridian core: site us-east",
-    );
-    let mut us_gateways: Vec<_> = ["1", "2"]
-        .iter()
-        .map(|index| {
-            common::spawn_until(
-                &["gateway", "--region", "us-east", "--index", index],
-                dir,
-                state,
-                "meridian gateway: region us-east",
-            )
-        })
-        .collect();
-    let mut eu_west = common::spawn_until(
-        &[
-            "dev",
-            "--region",
-            "eu-west",
-            "--gateways",
-            "2",
-            "--send-rate",
-            "10000",
-        ],
-        dir,
-        state,
-        "meridian dev:",
-    );
-    // Clients on loopback match no prefix: they go home, to us-east.
-    let dns: SocketAddr = format!("127.0.0.1:{}", common::free_port())
-        .parse()
-        .unwrap();
-    let mut geodns = common::spawn_until(
-        &[
-            "geodns",
-            "--listen",
-            &dns.to_string(),
-            "--home",
-            "us-east",
-            "--gateways",
-            "2",
-            "--dns-ttl",
-            "1",
-            "--check-interval-ms",
-            "100",
-            "--check-timeout-ms",
-            "300",
-        ],
-        dir,
-        state,
-        "GeoDNS",
-    );
-
-    let us = Rest::new(format!("http://{}", gateways["us-east"]));
-    let eu = Rest::new(format!("http://{}", gateways["eu-west"]));
+    let mut edge = Edge::start();
+    let (us, eu) = (edge.us.clone(), edge.eu.clone());
     let alice = us.register("alice").await.unwrap();
     let bob = eu.register("bob").await.unwrap();
     let conv = us
@@ -89,8 +142,7 @@ async fn when_every_gateway_of_a_region_dies_its_clients_resume_elsewhere_losing
         .unwrap()
         .conv_id;
 
-    let discovery = Discovery::new(dns, "chat.meridian.test", &Rest::new("http://unused")).unwrap();
-    let mut phone = Client::new(&us, &alice.token, 1).with_discovery(discovery);
+    let mut phone = edge.client(&alice.token, 1);
     phone.connect(50).await.expect("connect through GeoDNS");
     assert!(
         phone.rest().base().starts_with("http://127.0.1."),
@@ -116,7 +168,7 @@ async fn when_every_gateway_of_a_region_dies_its_clients_resume_elsewhere_losing
         "the kill lands mid-stream"
     );
     let before = phone.connects;
-    for gateway in &mut us_gateways {
+    for gateway in &mut edge.us_gateways {
         gateway.kill().unwrap();
         gateway.wait().unwrap();
     }
@@ -153,9 +205,164 @@ async fn when_every_gateway_of_a_region_dies_its_clients_resume_elsewhere_losing
         .send(&conv, &id, "from the other side", None)
         .await
         .expect("acknowledged through eu-west");
+}
 
-    for child in [&mut geodns, &mut eu_west, &mut us_core] {
-        child.kill().ok();
-        child.wait().ok();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_region_sends_its_clients_away_in_waves_and_they_lose_nothing() {
+    let edge = Edge::start();
+    let bob = edge.eu.register("bob").await.unwrap();
+    const PHONES: usize = 12;
+    let mut users = Vec::new();
+    for i in 0..PHONES {
+        users.push(edge.us.register(&format!("user{i}")).await.unwrap());
     }
+    let members: Vec<String> = users.iter().map(|u| u.user_id.clone()).collect();
+    let group = edge
+        .eu
+        .with_token(&bob.token)
+        .create_group("everyone", &members)
+        .await
+        .unwrap()
+        .conv_id;
+
+    const TOTAL: usize = 400;
+    let mut phones = Vec::new();
+    for (i, user) in users.iter().enumerate() {
+        let mut phone = edge.client(&user.token, 10 + i as u64);
+        phone.connect(50).await.expect("connect through GeoDNS");
+        assert!(phone.rest().base().starts_with("http://127.0.1."));
+        let group = group.clone();
+        phones.push(tokio::spawn(async move {
+            // Until it has every message and has been moved.
+            let complete = phone
+                .poll_until(Duration::from_secs(90), |c| {
+                    c.received() >= TOTAL && c.rest().base().starts_with("http://127.0.2.")
+                })
+                .await
+                .unwrap();
+            let _ = phone.poll(Duration::from_millis(200)).await;
+            let shown: Vec<String> = phone
+                .timeline(&group)
+                .iter()
+                .map(|m| m.msg_id.clone())
+                .collect();
+            (complete, shown, phone.rest().base().to_string())
+        }));
+    }
+    let sender = common::send_stream(&edge.eu, &bob.token, &group, TOTAL, 2);
+
+    // The drain returns once us-east's gateways hold no client.
+    let printed = edge.region("drain").await;
+    assert!(printed.contains("holds no client connection"), "{printed}");
+    // GeoDNS no longer answers with it.
+    let answer = Discovery::new(edge.dns, "chat.meridian.test", &Rest::new("http://unused"))
+        .unwrap()
+        .gateways(true)
+        .await
+        .unwrap();
+    assert!(
+        answer
+            .iter()
+            .all(|g| g.base().starts_with("http://127.0.2."))
+    );
+
+    let sent = sender.await.unwrap();
+    for phone in phones {
+        let (complete, shown, base) = phone.await.unwrap();
+        assert!(complete, "a phone has {} of {TOTAL}", shown.len());
+        assert!(
+            base.starts_with("http://127.0.2."),
+            "moved to eu-west: {base}"
+        );
+        assert_eq!(shown, sent, "every message once, in order");
+    }
+
+    // Undrained, GeoDNS answers with us-east again.
+    edge.region("undrain").await;
+    let discovery =
+        Discovery::new(edge.dns, "chat.meridian.test", &Rest::new("http://unused")).unwrap();
+    let mut home = false;
+    for _ in 0..100 {
+        let answer = discovery.gateways(true).await.unwrap();
+        if answer
+            .iter()
+            .all(|g| g.base().starts_with("http://127.0.1."))
+        {
+            home = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(home, "us-east is answered again after its checks pass");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_past_the_accept_rate_is_turned_away_and_comes_back_spread() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let regions = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let gateway = format!("127.0.1.1:{}", common::free_port());
+    let text = common::region_file("us-east", &gateway, "[edge]\naccepts_per_second = 10\n");
+    std::fs::write(regions.path().join("us-east.toml"), text).unwrap();
+    let mut region = common::spawn_until(
+        &[
+            "dev",
+            "--region",
+            "us-east",
+            "--no-dns",
+            "--registrations-per-minute",
+            "6000",
+        ],
+        regions.path(),
+        data.path(),
+        "meridian dev:",
+    );
+    let rest = Rest::new(format!("http://{gateway}"));
+    const STORM: usize = 40;
+    let mut tokens = Vec::new();
+    for i in 0..STORM {
+        tokens.push(rest.register(&format!("user{i}")).await.unwrap().token);
+    }
+    // Every client at once, four times the bucket.
+    let storm: Vec<_> = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, token)| {
+            let rest = rest.clone();
+            tokio::spawn(async move {
+                let mut client = Client::new(&rest, &token, i as u64);
+                client
+                    .connect(30)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    for client in storm {
+        client
+            .await
+            .unwrap()
+            .expect("every client gets in, at its turn");
+    }
+    let metrics = reqwest::get(format!("http://{gateway}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let refused: f64 = metrics
+        .lines()
+        .find(|line| {
+            line.starts_with("meridian_gateway_connections_refused_total")
+                && line.contains("why=\"accept_rate\"")
+        })
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        refused >= 1.0,
+        "the storm was turned away in part:\n{metrics}"
+    );
+    region.kill().ok();
+    region.wait().ok();
 }

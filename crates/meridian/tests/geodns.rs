@@ -150,29 +150,8 @@ fn deployment() -> Deployment {
     };
     let us_east = region("us-east");
     let eu_west = region("eu-west");
-    let dns: SocketAddr = format!("127.0.0.1:{}", common::free_port())
-        .parse()
-        .unwrap();
-    let geodns = common::spawn_until(
-        &[
-            "geodns",
-            "--listen",
-            &dns.to_string(),
-            "--home",
-            "eu-west",
-            "--gateways",
-            "2",
-            "--check-interval-ms",
-            "100",
-            "--check-timeout-ms",
-            "300",
-            "--rise",
-            "2",
-        ],
-        regions.path(),
-        data.path(),
-        "GeoDNS",
-    );
+    let (geodns, dns) =
+        common::spawn_geodns(regions.path(), data.path(), "eu-west", &["--rise", "2"]);
     Deployment {
         _regions: regions,
         _data: data,

@@ -79,6 +79,17 @@ pub struct EdgeConfig {
     /// They send a PROXY protocol v2 header first on every connection.
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// The port of each gateway's plaintext admin listener, on the
+    /// gateway's own address (`/metrics`, `/readyz`, `/drain`): `meridian
+    /// gateway` serves it there unless told `--admin-listen`, GeoDNS checks
+    /// `/readyz` there, and `meridian region drain` drains through it.
+    #[serde(default)]
+    pub gateway_admin_port: Option<u16>,
+    /// WebSocket upgrades each gateway accepts per second (and in a
+    /// burst); past it a reconnect storm is told to come back later, spread
+    /// out. Default 5,000.
+    #[serde(default)]
+    pub accepts_per_second: Option<f64>,
 }
 
 /// The region's service identities: PEM files, relative to the region
@@ -294,11 +305,6 @@ pub struct GeoDnsConfig {
     /// `[local] gateway` and `--gateways`).
     #[serde(default)]
     pub gateways: Vec<String>,
-    /// Where the gateways' `/readyz` is checked when not on their client
-    /// port: their plaintext admin listener (`--admin-listen`). Needed when
-    /// gateways serve TLS themselves.
-    #[serde(default)]
-    pub check_port: Option<u16>,
 }
 
 /// Clock limits.
@@ -429,6 +435,13 @@ impl Deployment {
         anyhow::ensure!(
             !region.edge.proxy_protocol || !region.edge.trusted_proxies.is_empty(),
             "edge.proxy_protocol needs edge.trusted_proxies (whose headers to read)"
+        );
+        anyhow::ensure!(
+            region
+                .edge
+                .accepts_per_second
+                .is_none_or(|rate| rate.is_finite() && rate >= 1.0),
+            "edge.accepts_per_second is a rate of at least 1 per second"
         );
         for key in region.log.security.keys() {
             anyhow::ensure!(

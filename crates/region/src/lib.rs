@@ -498,8 +498,8 @@ pub struct GatewayOptions {
 pub struct GatewayHandle {
     /// Where clients connect (HTTP + WebSocket).
     pub addr: SocketAddr,
-    /// Its readiness, as its `/readyz` answers.
-    pub readiness: meridian_gateway::ReadinessProbe,
+    /// Its readiness and drain, for an admin listener.
+    pub control: meridian_gateway::GatewayControl,
     tasks: Tasks,
 }
 
@@ -571,7 +571,7 @@ pub async fn start_gateway(options: GatewayOptions) -> anyhow::Result<GatewayHan
     let mut tasks = Tasks::new();
     let stopped = tasks.stopped();
     let gateway = meridian_gateway::Gateway::new(options.config, deps);
-    let readiness = gateway.readiness();
+    let control = gateway.control();
     tasks.tasks.push(tokio::spawn(async move {
         if let Err(error) = gateway.serve(listener, stopped).await {
             tracing::error!(%error, "gateway stopped");
@@ -579,7 +579,7 @@ pub async fn start_gateway(options: GatewayOptions) -> anyhow::Result<GatewayHan
     }));
     Ok(GatewayHandle {
         addr,
-        readiness,
+        control,
         tasks,
     })
 }
@@ -685,6 +685,11 @@ impl RegionHandle {
     /// Whether the core should get traffic (its store's health).
     pub fn readiness(&self) -> watch::Receiver<Readiness> {
         self.core.readiness.clone()
+    }
+
+    /// The region's gateway: its readiness and drain, for an admin listener.
+    pub fn gateway_control(&self) -> meridian_gateway::GatewayControl {
+        self.gateway.control.clone()
     }
 
     /// As [`CoreHandle::store_failed`].

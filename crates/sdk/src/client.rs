@@ -56,6 +56,8 @@ pub struct Client {
     /// Where to ask for gateways instead (GeoDNS): asked before each
     /// round of connects, afresh after a round that reached none.
     discovery: Option<Discovery>,
+    /// The next connect asks discovery past its cache (told to go away).
+    fresh_discovery: bool,
     /// Connections opened, the first included.
     pub connects: u64,
 }
@@ -83,6 +85,7 @@ impl Client {
             keepalive: crate::session::Keepalive::default(),
             gateways: vec![rest.with_token(token)],
             discovery: None,
+            fresh_discovery: false,
             connects: 0,
         }
     }
@@ -180,8 +183,9 @@ impl Client {
             // dead one costs little, and the client comes home when its
             // own serves again. With discovery, each round starts with
             // what DNS answers (afresh after a failed round).
+            let fresh = round > 0 || std::mem::take(&mut self.fresh_discovery);
             if next == 0
-                && let Err(error) = self.rediscover(round > 0).await
+                && let Err(error) = self.rediscover(fresh).await
             {
                 tracing::debug!(%error, "gateway discovery failed; trying the gateways known");
             }
@@ -199,6 +203,19 @@ impl Client {
                     self.expected = Some(session.cursor.clone());
                     self.session = Some(session);
                     return self.session.as_mut().ok_or(SdkError::Closed);
+                }
+                Err(SdkError::Busy {
+                    retry_after,
+                    status,
+                }) if next == 0 => {
+                    // Every gateway of the round is busy: wait as told
+                    // (each client its own wait), not just the backoff.
+                    tokio::time::sleep(retry_after).await;
+                    last = SdkError::Busy {
+                        status,
+                        retry_after,
+                    };
+                    continue;
                 }
                 Err(error) if error.is_transient() => last = error,
                 Err(error) => return Err(error),
@@ -377,6 +394,15 @@ impl Client {
                 Ok(Vec::new())
             }
             Event::Error { .. } => Ok(Vec::new()),
+            Event::GoAway { retry_after, .. } => {
+                // Leave as asked, wait as told (each client its own wait,
+                // so a region's clients do not all arrive at once), and
+                // ask DNS afresh: a drained region is out of its answers.
+                self.session = None;
+                self.fresh_discovery = true;
+                tokio::time::sleep(retry_after).await;
+                Ok(Vec::new())
+            }
         }
     }
 

@@ -62,6 +62,16 @@ pub enum SdkError {
     /// The service name did not resolve to a gateway.
     #[error("discovery: {0}")]
     Discovery(String),
+    /// The gateway turned the connection away for now (draining, or
+    /// taking connections as fast as it can): come back after
+    /// `retry_after`, here or elsewhere.
+    #[error("gateway busy ({status}): retry after {} ms", retry_after.as_millis())]
+    Busy {
+        /// HTTP status of the refused upgrade.
+        status: u16,
+        /// How long the gateway asked the client to wait.
+        retry_after: std::time::Duration,
+    },
 }
 
 impl SdkError {
@@ -89,7 +99,8 @@ impl SdkError {
             | Self::WebSocket(_)
             | Self::Closed
             | Self::Timeout
-            | Self::Discovery(_) => true,
+            | Self::Discovery(_)
+            | Self::Busy { .. } => true,
             Self::Protocol(_) | Self::Tls(_) => false,
         }
     }

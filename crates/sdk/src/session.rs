@@ -70,6 +70,14 @@ pub enum Event {
         /// Detail.
         message: String,
     },
+    /// The gateway asks the client to reconnect elsewhere after
+    /// `retry_after` (it is draining or stopping); the connection ends.
+    GoAway {
+        /// Why.
+        reason: meridian_wire::frames::GoAwayReason,
+        /// How long to wait first.
+        retry_after: std::time::Duration,
+    },
 }
 
 type Pending = Arc<Mutex<BTreeMap<u64, oneshot::Sender<Result<SentInfo, SdkError>>>>>;
@@ -144,7 +152,7 @@ impl Session {
             Some(connector),
         )
         .await
-        .map_err(|e| SdkError::WebSocket(e.to_string()))?;
+        .map_err(refused_upgrade)?;
         Self::start(socket, token, keepalive).await
     }
 
@@ -165,7 +173,7 @@ impl Session {
         let (socket, _) =
             tokio_tungstenite::client_async_with_config(ws_url, stream, Some(socket_config()))
                 .await
-                .map_err(|e| SdkError::WebSocket(e.to_string()))?;
+                .map_err(refused_upgrade)?;
         Self::start(socket, token, keepalive).await
     }
 
@@ -450,6 +458,13 @@ async fn read_frames<S>(
                 items,
             },
             ServerFrame::Gap { lost_through } => Event::Gap(lost_through),
+            ServerFrame::GoAway {
+                reason,
+                retry_after_ms,
+            } => Event::GoAway {
+                reason,
+                retry_after: std::time::Duration::from_millis(retry_after_ms),
+            },
             ServerFrame::Ready { .. } | ServerFrame::Pong { .. } => continue,
         };
         if events_tx.send(event).await.is_err() {
@@ -460,4 +475,30 @@ async fn read_frames<S>(
     for (_, waiter) in std::mem::take(&mut *lock(&pending)) {
         let _ = waiter.send(Err(SdkError::Closed));
     }
+}
+
+/// A failed WebSocket upgrade as the SDK reports it: a refusal that says
+/// when to come back (`retry_after_ms` in the body, else `Retry-After`)
+/// is [`SdkError::Busy`].
+fn refused_upgrade(error: tokio_tungstenite::tungstenite::Error) -> SdkError {
+    if let tokio_tungstenite::tungstenite::Error::Http(response) = &error {
+        let from_body = response
+            .body()
+            .as_deref()
+            .and_then(|body| serde_json::from_slice::<serde_json::Value>(body).ok())
+            .and_then(|body| body.get("retry_after_ms")?.as_u64())
+            .map(std::time::Duration::from_millis);
+        let from_header = response
+            .headers()
+            .get("retry-after")
+            .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok())
+            .map(std::time::Duration::from_secs);
+        if let Some(retry_after) = from_body.or(from_header) {
+            return SdkError::Busy {
+                status: response.status().as_u16(),
+                retry_after,
+            };
+        }
+    }
+    SdkError::WebSocket(error.to_string())
 }

@@ -338,6 +338,28 @@ pub enum ServerFrame {
         /// Echo.
         nonce: u64,
     },
+    /// This gateway asks the client to leave: it is being drained, or is
+    /// stopping. The connection closes (1001) right after. The client
+    /// should wait `retry_after_ms` (each client is given its own, to
+    /// spread a region's clients over time), resolve the service name
+    /// again — a drained region is no longer in the answers — and resume
+    /// from its cursor through the gateway it gets.
+    GoAway {
+        /// Why.
+        reason: GoAwayReason,
+        /// How long to wait before connecting again, ms.
+        retry_after_ms: u64,
+    },
+}
+
+/// Why a gateway sends `go_away`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GoAwayReason {
+    /// The operator is draining this gateway's region (or this gateway).
+    Draining,
+    /// The gateway process is stopping.
+    Stopping,
 }
 
 /// `POST /v1/users`.

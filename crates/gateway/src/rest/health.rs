@@ -32,6 +32,9 @@ pub(crate) fn readiness(state: &AppState) -> (bool, String) {
         .iter()
         .map(|(region, up)| format!("{region}={}", if *up { "up" } else { "down" }))
         .collect();
+    if state.drain.is_draining() {
+        return (false, format!("draining ({})", regions.join(" ")));
+    }
     if state.cores.local_connected() {
         (
             true,

@@ -149,7 +149,8 @@ pub fn start_region(regions: &Path, region: &str, data: &Path, log: &[String]) -
 #[allow(dead_code)]
 /// Region files for GeoDNS: us-east (client prefix 3.0.0.0/8, gateways on
 /// 127.0.1.x) and eu-west (18.130.0.0/16, on 127.0.2.x), each the other's
-/// nearest, with `[tls]` files; returns each region's first gateway.
+/// nearest, each gateway's admin listener on a free port of its own
+/// address, with `[tls]` files; returns each region's first gateway.
 pub fn write_geo_regions(dir: &Path) -> std::collections::BTreeMap<String, String> {
     let mut first = std::collections::BTreeMap::new();
     for (name, octet, prefix, other) in [
@@ -158,7 +159,9 @@ pub fn write_geo_regions(dir: &Path) -> std::collections::BTreeMap<String, Strin
     ] {
         let gateway = format!("127.0.{octet}.1:{}", free_port());
         let rest = format!(
-            "[geodns]\nclient_prefixes = [\"{prefix}\"]\nlatency_ms = {{ {other} = 80 }}\n{}",
+            "[geodns]\nclient_prefixes = [\"{prefix}\"]\nlatency_ms = {{ {other} = 80 }}\n\
+             [edge]\ngateway_admin_port = {}\n{}",
+            free_port(),
             tls_table(name)
         );
         let text = region_file(name, &gateway, &rest);
@@ -195,4 +198,35 @@ pub fn send_stream(
         }
         sent
     })
+}
+
+#[allow(dead_code)]
+/// `meridian geodns` on a free loopback port, home `home`, two gateways a
+/// region, checking every 100 ms (300 ms timeout), with `extra` flags;
+/// the process and where it answers.
+pub fn spawn_geodns(
+    regions: &Path,
+    data: &Path,
+    home: &str,
+    extra: &[&str],
+) -> (Child, std::net::SocketAddr) {
+    let dns: std::net::SocketAddr = format!("127.0.0.1:{}", free_port())
+        .parse()
+        .expect("an address");
+    let listen = dns.to_string();
+    let mut args = vec![
+        "geodns",
+        "--listen",
+        &listen,
+        "--home",
+        home,
+        "--gateways",
+        "2",
+        "--check-interval-ms",
+        "100",
+        "--check-timeout-ms",
+        "300",
+    ];
+    args.extend_from_slice(extra);
+    (spawn_until(&args, regions, data, "GeoDNS"), dns)
 }

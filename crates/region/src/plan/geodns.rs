@@ -18,7 +18,8 @@ use crate::config::RegionConfig;
 
 impl Plan {
     /// `region`'s gateways, in order: where clients reach each and where
-    /// its `/readyz` is checked.
+    /// its `/readyz` is checked (its admin listener when the region file
+    /// gives `[edge] gateway_admin_port`, else its client port).
     ///
     /// # Errors
     /// An address that does not parse; a local address that cannot be
@@ -51,7 +52,10 @@ impl Plan {
             .into_iter()
             .map(|addr| Gateway {
                 addr,
-                check: SocketAddr::new(addr.ip(), region.geodns.check_port.unwrap_or(addr.port())),
+                check: SocketAddr::new(
+                    addr.ip(),
+                    region.edge.gateway_admin_port.unwrap_or(addr.port()),
+                ),
             })
             .collect())
     }
@@ -93,6 +97,18 @@ impl Plan {
             });
         }
         Ok(Routing::new(regions, home)?)
+    }
+}
+
+impl Plan {
+    /// Where a gateway of `region` listening on `gateway` serves its admin
+    /// listener, when the region file says (`[edge] gateway_admin_port`):
+    /// the same address, that port.
+    pub fn gateway_admin(&self, region: &RegionConfig, gateway: SocketAddr) -> Option<SocketAddr> {
+        region
+            .edge
+            .gateway_admin_port
+            .map(|port| SocketAddr::new(gateway.ip(), port))
     }
 }
 

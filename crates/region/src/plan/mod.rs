@@ -359,6 +359,10 @@ impl Plan {
             .filter_map(|block| block.parse().ok())
             .collect();
         gateway.proxy_protocol = region.edge.proxy_protocol;
+        if let Some(rate) = region.edge.accepts_per_second {
+            gateway.accepts_per_second = rate;
+            gateway.accept_burst = rate;
+        }
         gateway
     }
 
