@@ -1,9 +1,10 @@
 //! The gateways' health: each gateway's `/readyz` checked at an interval,
 //! a gateway taken out after `fall` failed checks in a row and put back
 //! after `rise` successes in a row (one flapping check does not move
-//! clients back and forth), and a region drained on command.
+//! clients back and forth). A drained gateway answers `/readyz` 503, so a
+//! drain reaches the answers through the same checks.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -89,15 +90,14 @@ impl GatewayState {
     }
 }
 
-/// Every gateway's health, and which regions are drained; shared by the
-/// checker (writes) and the DNS server (reads).
+/// Every gateway's health, shared by the checker (writes) and the DNS
+/// server (reads).
 #[derive(Debug)]
 pub struct HealthBoard {
     settings: HealthSettings,
     /// Gateway address → its region's name.
     regions: BTreeMap<SocketAddr, String>,
     states: RwLock<BTreeMap<SocketAddr, GatewayState>>,
-    drained: RwLock<BTreeSet<String>>,
 }
 
 impl HealthBoard {
@@ -112,7 +112,6 @@ impl HealthBoard {
             settings,
             regions,
             states: RwLock::new(BTreeMap::new()),
-            drained: RwLock::new(BTreeSet::new()),
         }
     }
 
@@ -121,22 +120,23 @@ impl HealthBoard {
         self.settings
     }
 
-    /// Whether DNS may answer with `gateway`: it passes its checks and its
-    /// region is not drained.
+    /// Whether DNS may answer with `gateway`: it passes its checks.
     pub fn is_healthy(&self, gateway: &Gateway) -> bool {
-        let drained = self.regions.get(&gateway.addr).is_some_and(|region| {
-            self.drained
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .contains(region)
-        });
-        !drained
-            && self
-                .states
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .get(&gateway.addr)
-                .is_some_and(|s| s.healthy)
+        self.states
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&gateway.addr)
+            .is_some_and(|s| s.healthy)
+    }
+
+    /// Healthy gateways, of all.
+    pub fn healthy_count(&self) -> (usize, usize) {
+        let states = self
+            .states
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let healthy = states.values().filter(|s| s.healthy).count();
+        (healthy, self.regions.len())
     }
 
     /// Folds one check of `gateway` in; the change of health, if any.
@@ -156,27 +156,6 @@ impl HealthBoard {
                 .increment(1);
         }
         transition
-    }
-
-    /// Takes `region` out of every answer (`drain`) or lets it back.
-    pub fn set_drained(&self, region: &str, drained: bool) {
-        let mut set = self
-            .drained
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if drained {
-            set.insert(region.to_string());
-        } else {
-            set.remove(region);
-        }
-    }
-
-    /// The regions drained now.
-    pub fn drained(&self) -> BTreeSet<String> {
-        self.drained
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
     }
 }
 
@@ -204,7 +183,10 @@ pub async fn run_checks(routing: Arc<Routing>, board: Arc<HealthBoard>, probe: A
                 (region, gateway, result)
             }
         });
-        for (region, gateway, result) in futures::future::join_all(round).await {
+        // Each result is folded in as it comes: a gateway that hangs until
+        // the timeout delays nobody else's.
+        let mut round: futures::stream::FuturesUnordered<_> = round.collect();
+        while let Some((region, gateway, result)) = futures::StreamExt::next(&mut round).await {
             let ok = result.is_ok();
             match board.record(gateway, ok) {
                 Some(Transition::Up) => {

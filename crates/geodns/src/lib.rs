@@ -8,7 +8,7 @@
 //!   and the choice of a region for a client address, failing over by
 //!   latency when a region has no healthy gateway. Pure.
 //! - [`health`]: each gateway's `/readyz` checked at an interval, with
-//!   rise/fall thresholds, and regions drained on command.
+//!   rise/fall thresholds (a drained gateway fails its check).
 //! - [`probe`]: the HTTP check itself, over the network seam.
 //! - [`server`]: the DNS protocol: A/AAAA/SRV/SOA/NS, EDNS Client Subnet
 //!   echoed with its scope; [`serve`] runs it over UDP and TCP.

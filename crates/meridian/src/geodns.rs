@@ -55,6 +55,10 @@ pub struct GeoDnsArgs {
     /// region). Default: the first region by name.
     #[arg(long)]
     home: Option<String>,
+    /// Serve `/metrics` (Prometheus), `/healthz` and `/readyz` here, in
+    /// plaintext. `/readyz` is 200 while some gateway is healthy.
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
 }
 
 /// Starts GeoDNS for `plan`'s regions on `listen`.
@@ -134,7 +138,20 @@ pub fn print_usage(addr: SocketAddr, options: &DnsOptions) {
 /// As [`start`].
 pub async fn run(args: GeoDnsArgs) -> anyhow::Result<()> {
     let plan = args.common.plan()?;
+    // Recorded before the server starts, so its first answers count.
+    let recorder = match args.admin_listen {
+        Some(_) => Some(crate::metrics::recorder()?),
+        None => None,
+    };
     let (running, addr) = start(&plan, args.home.as_deref(), args.listen, &args.dns).await?;
+    if let (Some(admin), Some(recorder)) = (args.admin_listen, recorder) {
+        let board = running.board.clone();
+        let ready = Arc::new(move || {
+            let (healthy, all) = board.healthy_count();
+            (healthy > 0, format!("{healthy} of {all} gateways healthy"))
+        });
+        crate::metrics::serve_admin(admin, recorder, ready, None).await?;
+    }
     print_usage(addr, &args.dns);
     crate::shutdown_signal().await?;
     running.stop().await;

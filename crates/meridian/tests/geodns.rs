@@ -123,6 +123,8 @@ struct Deployment {
     eu_west: Child,
     geodns: Child,
     dns: SocketAddr,
+    /// GeoDNS's own admin listener (`/metrics`, `/readyz`).
+    admin: SocketAddr,
 }
 
 impl Drop for Deployment {
@@ -136,7 +138,7 @@ impl Drop for Deployment {
 
 /// Two regions of two gateways each, and GeoDNS (home eu-west) checking
 /// them every 100 ms, back after 2 successes.
-fn deployment() -> Deployment {
+async fn deployment() -> Deployment {
     let regions = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
     common::write_geo_regions(regions.path());
@@ -150,8 +152,30 @@ fn deployment() -> Deployment {
     };
     let us_east = region("us-east");
     let eu_west = region("eu-west");
-    let (geodns, dns) =
-        common::spawn_geodns(regions.path(), data.path(), "eu-west", &["--rise", "2"]);
+    let admin: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
+    let (geodns, dns) = common::spawn_geodns(
+        regions.path(),
+        data.path(),
+        "eu-west",
+        &["--rise", "2", "--admin-listen", &admin.to_string()],
+    );
+    // Every gateway checked healthy first: until then GeoDNS fails open,
+    // which would answer these tests right for the wrong reason.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let readyz = format!("http://{admin}/readyz");
+    let mut healthy = String::new();
+    for _ in 0..100 {
+        if let Ok(answer) = reqwest::get(&readyz).await {
+            healthy = answer.text().await.unwrap_or_default();
+            if healthy == "4 of 4 gateways healthy" {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(healthy, "4 of 4 gateways healthy");
     Deployment {
         _regions: regions,
         _data: data,
@@ -159,12 +183,13 @@ fn deployment() -> Deployment {
         eu_west,
         geodns,
         dns,
+        admin,
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_are_answered_with_the_gateways_of_their_region() {
-    let deployment = deployment();
+    let deployment = deployment().await;
     let dns = deployment.dns;
     let us = ips(&["127.0.1.1", "127.0.1.2"]);
     let eu = ips(&["127.0.2.1", "127.0.2.2"]);
@@ -231,11 +256,35 @@ async fn clients_are_answered_with_the_gateways_of_their_region() {
     );
     let outside = ask(dns, "example.com.", RecordType::A, None).await;
     assert_eq!(outside.response_code(), ResponseCode::Refused);
+
+    // Its own metrics and readiness.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let base = format!("http://{}", deployment.admin);
+    let ready = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line.starts_with("meridian_geodns_answers_total")
+                && line.contains("region=\"us-east\"")
+                && line.contains("via=\"client_subnet\"")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("meridian_geodns_region_up{region=\"eu-west\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_region_leaves_the_answers_and_comes_back() {
-    let deployment = deployment();
+    let deployment = deployment().await;
     let dns = deployment.dns;
     let us = ips(&["127.0.1.1", "127.0.1.2"]);
     let eu = ips(&["127.0.2.1", "127.0.2.2"]);
