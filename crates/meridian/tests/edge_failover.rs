@@ -253,6 +253,7 @@ async fn a_drained_region_sends_its_clients_away_in_waves_and_they_lose_nothing(
 
     // The drain returns once us-east's gateways hold no client.
     let printed = edge.region("drain").await;
+    println!("{printed}");
     assert!(printed.contains("holds no client connection"), "{printed}");
     // GeoDNS no longer answers with it.
     let answer = Discovery::new(edge.dns, "chat.meridian.test", &Rest::new("http://unused"))
