@@ -71,6 +71,16 @@ impl Plan {
         nth_local(first, index - 1).with_context(|| format!("region {}", region.name))
     }
 
+    /// Where a gateway of `region` listening on `gateway` serves its admin
+    /// listener, when the region file says (`[edge] gateway_admin_port`):
+    /// the same address, that port.
+    pub fn gateway_admin(&self, region: &RegionConfig, gateway: SocketAddr) -> Option<SocketAddr> {
+        region
+            .edge
+            .gateway_admin_port
+            .map(|port| SocketAddr::new(gateway.ip(), port))
+    }
+
     /// The GeoDNS routing table of every region, for a server standing in
     /// `home` (where clients that match no prefix are sent).
     ///
@@ -97,18 +107,6 @@ impl Plan {
             });
         }
         Ok(Routing::new(regions, home)?)
-    }
-}
-
-impl Plan {
-    /// Where a gateway of `region` listening on `gateway` serves its admin
-    /// listener, when the region file says (`[edge] gateway_admin_port`):
-    /// the same address, that port.
-    pub fn gateway_admin(&self, region: &RegionConfig, gateway: SocketAddr) -> Option<SocketAddr> {
-        region
-            .edge
-            .gateway_admin_port
-            .map(|port| SocketAddr::new(gateway.ip(), port))
     }
 }
 
