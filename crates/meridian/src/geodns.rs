@@ -82,16 +82,10 @@ pub async fn start(
             .context("no region files")?,
     };
     let routing = plan.geodns_routing(&home)?;
-    // DNS is UDP first, which the network seam does not carry: the sockets
-    // are bound here, in the binary, and handed to the server.
-    let udp = tokio::net::UdpSocket::bind(listen)
+    let (udp, tcp) = TokioNetwork::bind_dns(listen)
         .await
-        .with_context(|| format!("binding GeoDNS (UDP) on {listen}"))?;
+        .with_context(|| format!("binding GeoDNS (UDP and TCP) on {listen}"))?;
     let bound = udp.local_addr()?;
-    #[allow(clippy::disallowed_methods)] // as the UDP socket above
-    let tcp = tokio::net::TcpListener::bind(bound)
-        .await
-        .with_context(|| format!("binding GeoDNS (TCP) on {bound}"))?;
     let origin = hickory_name(&options.zone)?;
     let zone = Zone {
         origin,

@@ -26,14 +26,7 @@ async fn a_core_answers_its_own_readiness_and_health_metrics() {
     assert_eq!(ready.text().await.unwrap(), "ready");
     let healthy = http.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(healthy.status(), 200);
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = common::get(&format!("{base}/metrics")).await;
     assert!(
         metrics.contains("meridian_core_ready{site=\"us-east\"} 1"),
         "{metrics}"
@@ -86,14 +79,7 @@ async fn a_gateway_with_an_admin_listener_serves_its_metrics_there_only() {
     }
     let ready = ready.expect("the gateway became ready within 10 s");
     assert!(ready.starts_with("ready us-east"), "{ready}");
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = common::get(&format!("{base}/metrics")).await;
     assert!(
         metrics.contains("meridian_gateway_core_stream_up{core_region=\"us-east\"} 1"),
         "{metrics}"

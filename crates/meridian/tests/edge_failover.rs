@@ -299,7 +299,6 @@ async fn a_drained_region_sends_its_clients_away_in_waves_and_they_lose_nothing(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_past_the_accept_rate_is_turned_away_and_comes_back_spread() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let regions = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
     let gateway = format!("127.0.1.1:{}", common::free_port());
@@ -346,12 +345,7 @@ async fn a_storm_past_the_accept_rate_is_turned_away_and_comes_back_spread() {
             .unwrap()
             .expect("every client gets in, at its turn");
     }
-    let metrics = reqwest::get(format!("http://{gateway}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = common::get(&format!("http://{gateway}/metrics")).await;
     let refused: f64 = metrics
         .lines()
         .find(|line| {

@@ -258,16 +258,9 @@ async fn clients_are_answered_with_the_gateways_of_their_region() {
     assert_eq!(outside.response_code(), ResponseCode::Refused);
 
     // Its own metrics and readiness.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let base = format!("http://{}", deployment.admin);
-    let ready = reqwest::get(format!("{base}/readyz")).await.unwrap();
-    assert_eq!(ready.status(), 200);
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    assert_eq!(common::get(&format!("{base}/readyz")).await.0, 200);
+    let (_, metrics) = common::get(&format!("{base}/metrics")).await;
     assert!(
         metrics
             .lines()

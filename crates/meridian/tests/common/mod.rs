@@ -230,3 +230,13 @@ pub fn spawn_geodns(
     args.extend_from_slice(extra);
     (spawn_until(&args, regions, data, "GeoDNS"), dns)
 }
+
+#[allow(dead_code)]
+/// `GET url`: its status and body (an admin listener's `/readyz` or
+/// `/metrics`).
+pub async fn get(url: &str) -> (u16, String) {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let answer = reqwest::get(url).await.expect("an answer");
+    let status = answer.status().as_u16();
+    (status, answer.text().await.expect("a body"))
+}

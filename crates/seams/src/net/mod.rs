@@ -132,6 +132,24 @@ impl TokioNetwork {
     }
 }
 
+impl TokioNetwork {
+    /// A DNS server's sockets: UDP and TCP on one port of `addr` (port 0:
+    /// one the kernel picks, the same for both). DNS is UDP first, which
+    /// [`Network`] does not carry, and hickory's server takes tokio's own
+    /// sockets; they are bound here, in the seam, like every listener.
+    ///
+    /// # Errors
+    /// When either socket cannot be bound.
+    #[allow(clippy::disallowed_methods)] // this is the seam
+    pub async fn bind_dns(
+        addr: SocketAddr,
+    ) -> io::Result<(tokio::net::UdpSocket, tokio::net::TcpListener)> {
+        let udp = tokio::net::UdpSocket::bind(addr).await?;
+        let tcp = tokio::net::TcpListener::bind(udp.local_addr()?).await?;
+        Ok((udp, tcp))
+    }
+}
+
 struct TokioListener(tokio::net::TcpListener);
 
 impl Listener for TokioListener {
