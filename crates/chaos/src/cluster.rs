@@ -108,6 +108,8 @@ pub struct RegionProcesses {
     pub s3_port: u16,
     /// Each gateway's client port.
     pub gateway_ports: Vec<u16>,
+    /// Each gateway's admin port (`/metrics`, `/readyz`, `/drain`).
+    pub gateway_admin_ports: Vec<u16>,
     core: Option<Child>,
     gateways: Vec<Option<Child>>,
 }
@@ -116,6 +118,13 @@ impl RegionProcesses {
     /// The base URL of gateway `index` (`http://127.0.0.1:PORT`).
     pub fn gateway_url(&self, index: usize) -> Option<String> {
         self.gateway_ports
+            .get(index)
+            .map(|port| format!("http://127.0.0.1:{port}"))
+    }
+
+    /// The base URL of gateway `index`'s admin listener.
+    pub fn gateway_admin_url(&self, index: usize) -> Option<String> {
+        self.gateway_admin_ports
             .get(index)
             .map(|port| format!("http://127.0.0.1:{port}"))
     }
@@ -184,15 +193,17 @@ impl Cluster {
         };
         let mut regions = BTreeMap::new();
         for name in REGIONS {
-            let mut gateway_ports = Vec::new();
+            let (mut gateway_ports, mut gateway_admin_ports) = (Vec::new(), Vec::new());
             for _ in 0..options.gateways_per_region {
                 gateway_ports.push(ports.next().await?);
+                gateway_admin_ports.push(ports.next().await?);
             }
             let region = RegionProcesses {
                 core_port: ports.next().await?,
                 admin_port: ports.next().await?,
                 s3_port: ports.next().await?,
                 gateway_ports,
+                gateway_admin_ports,
                 core: None,
                 gateways: Vec::new(),
             };
@@ -269,13 +280,10 @@ impl Cluster {
                     if attempts == 3 {
                         return Err(error);
                     }
-                    let port = ports.next().await?;
-                    if let Some(slot) = cluster
-                        .regions
-                        .get_mut(name)
-                        .and_then(|r| r.gateway_ports.get_mut(index))
-                    {
-                        *slot = port;
+                    let (port, admin) = (ports.next().await?, ports.next().await?);
+                    if let Some(region) = cluster.regions.get_mut(name) {
+                        region.gateway_ports[index] = port;
+                        region.gateway_admin_ports[index] = admin;
                     }
                 }
             }
@@ -372,18 +380,20 @@ impl Cluster {
     /// # Errors
     /// As [`Cluster::start`].
     pub async fn start_gateway(&mut self, region: &str, index: usize) -> Result<(), ClusterError> {
-        let Some(port) = self
-            .regions
-            .get(region)
-            .and_then(|r| r.gateway_ports.get(index))
-            .copied()
-        else {
+        let Some((port, admin)) = self.regions.get(region).and_then(|r| {
+            Some((
+                *r.gateway_ports.get(index)?,
+                *r.gateway_admin_ports.get(index)?,
+            ))
+        }) else {
             return Err(unknown(region));
         };
         let mut args = vec!["gateway".to_string()];
         args.extend(self.common_args(region));
         args.push("--listen".to_string());
         args.push(format!("127.0.0.1:{port}"));
+        args.push("--admin-listen".to_string());
+        args.push(format!("127.0.0.1:{admin}"));
         let child = spawn_until(
             &self.options.binary,
             &args,

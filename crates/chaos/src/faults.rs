@@ -22,6 +22,9 @@ pub enum FaultError {
     /// A process to signal or restart is not running (or did not stop).
     #[error("{0}: the process is not running")]
     NotRunning(String),
+    /// A gateway's admin listener refused a drain or undrain.
+    #[error("admin listener: {0}")]
+    Admin(String),
     /// Restarting a process failed.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
@@ -45,6 +48,7 @@ pub fn supported(fault: &FaultKind) -> bool {
         FaultKind::GatewayKill { .. }
             | FaultKind::GatewayFreeze { .. }
             | FaultKind::GatewayTierLoss { .. }
+            | FaultKind::RegionDrain { .. }
             | FaultKind::CoreKill { .. }
             | FaultKind::CoreFreeze { .. }
             | FaultKind::LinkPartition { .. }
@@ -111,6 +115,28 @@ async fn fill(dir: std::path::PathBuf) -> Result<(), FaultError> {
     }
 }
 
+/// `POST /<action>` on every gateway admin listener of `region` (`drain`
+/// or `undrain`, as `meridian region drain` does).
+async fn drain_all(cluster: &Cluster, region: &str, action: &str) -> Result<(), FaultError> {
+    let http = reqwest::Client::new();
+    let admins = cluster.region(region).map_or_else(Vec::new, |r| {
+        (0..r.gateway_admin_ports.len())
+            .filter_map(|i| r.gateway_admin_url(i))
+            .collect()
+    });
+    for admin in admins {
+        let answer = http
+            .post(format!("{admin}/{action}"))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status);
+        if let Err(error) = answer {
+            return Err(FaultError::Admin(format!("{admin}/{action}: {error}")));
+        }
+    }
+    Ok(())
+}
+
 /// The ordered pairs whose proxies carry traffic between `a` and `b`.
 fn both_ways<'a>(a: &'a str, b: &'a str) -> [(&'a str, &'a str); 2] {
     [(a, b), (b, a)]
@@ -132,6 +158,14 @@ pub async fn inject(cluster: &mut Cluster, fault: &FaultKind, seed: u64) -> Resu
             }
         }
         FaultKind::CoreKill { region, .. } => cluster.kill_core(region).await,
+        FaultKind::RegionDrain {
+            region,
+            spread_secs,
+            ..
+        } => {
+            let spread_ms = (spread_secs * 1000.0).max(0.0) as u64;
+            drain_all(cluster, region, &format!("drain?spread_ms={spread_ms}")).await?;
+        }
         FaultKind::GatewayFreeze {
             region, gateway, ..
         } => {
@@ -218,6 +252,7 @@ pub async fn heal(cluster: &mut Cluster, fault: &FaultKind) -> Result<(), FaultE
             }
         }
         FaultKind::CoreKill { region, .. } => cluster.start_core(region).await?,
+        FaultKind::RegionDrain { region, .. } => drain_all(cluster, region, "undrain").await?,
         FaultKind::GatewayFreeze {
             region, gateway, ..
         } => {

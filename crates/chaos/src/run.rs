@@ -90,6 +90,7 @@ fn target(kind: &FaultKind) -> String {
             region, gateway, ..
         } => format!("gateway {gateway} of {region}"),
         FaultKind::GatewayTierLoss { region, .. } => format!("every gateway of {region}"),
+        FaultKind::RegionDrain { region, .. } => format!("{region}, drained"),
         FaultKind::CoreKill { region, .. }
         | FaultKind::CoreFreeze { region, .. }
         | FaultKind::ClockSkew { region, .. } => format!("core of {region}"),
@@ -534,7 +535,11 @@ async fn finish(
         if let Some(processes) = cluster.region(region) {
             urls.push(format!("http://127.0.0.1:{}/metrics", processes.admin_port));
             for i in 0..processes.gateway_ports.len() {
-                urls.extend(processes.gateway_url(i).map(|u| format!("{u}/metrics")));
+                urls.extend(
+                    processes
+                        .gateway_admin_url(i)
+                        .map(|u| format!("{u}/metrics")),
+                );
             }
         }
     }

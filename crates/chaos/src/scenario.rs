@@ -147,6 +147,15 @@ pub enum FaultKind {
     },
     /// SIGKILL every gateway of a region; restarted after `seconds`.
     GatewayTierLoss { region: String, seconds: f64 },
+    /// Drain every gateway of a region, as `meridian region drain` does
+    /// (its clients asked to leave over `spread_secs`); undrained after
+    /// `seconds`.
+    RegionDrain {
+        region: String,
+        seconds: f64,
+        #[serde(default = "default_spread")]
+        spread_secs: f64,
+    },
     /// SIGKILL a core; restarted after `restart_after` seconds.
     CoreKill {
         region: String,
@@ -211,6 +220,10 @@ fn default_restart() -> f64 {
     5.0
 }
 
+fn default_spread() -> f64 {
+    2.0
+}
+
 impl FaultKind {
     /// The fault's name, as in the files.
     pub fn name(&self) -> &'static str {
@@ -218,6 +231,7 @@ impl FaultKind {
             Self::GatewayKill { .. } => "gateway-kill",
             Self::GatewayFreeze { .. } => "gateway-freeze",
             Self::GatewayTierLoss { .. } => "gateway-tier-loss",
+            Self::RegionDrain { .. } => "region-drain",
             Self::CoreKill { .. } => "core-kill",
             Self::CoreFreeze { .. } => "core-freeze",
             Self::LinkPartition { .. } => "link-partition",
@@ -241,6 +255,7 @@ impl FaultKind {
             | Self::BrokerKill { restart_after, .. } => *restart_after,
             Self::GatewayFreeze { seconds, .. }
             | Self::GatewayTierLoss { seconds, .. }
+            | Self::RegionDrain { seconds, .. }
             | Self::CoreFreeze { seconds, .. }
             | Self::LinkPartition { seconds, .. }
             | Self::LinkOneway { seconds, .. }
@@ -259,6 +274,7 @@ impl FaultKind {
             Self::GatewayKill { region, .. }
             | Self::GatewayFreeze { region, .. }
             | Self::GatewayTierLoss { region, .. }
+            | Self::RegionDrain { region, .. }
             | Self::CoreKill { region, .. }
             | Self::CoreFreeze { region, .. }
             | Self::BrokerKill { region, .. }
@@ -555,6 +571,7 @@ mod tests {
             "gateway-kill",
             "gateway-freeze",
             "gateway-tier-loss",
+            "region-drain",
             "core-kill",
             "core-freeze",
             "link-partition",

@@ -44,6 +44,17 @@ pub struct CoreConfig {
     pub fanout_per_second: f64,
     /// The fan-out a user may spend at once.
     pub fanout_burst: f64,
+    /// New device sessions the core admits per second (and in a burst):
+    /// past it an attach is shed with a wait, which the client's gateway
+    /// passes on as `go_away` `busy`.
+    pub attaches_per_second: f64,
+    /// Backlog reads (an inbox read from the store, one batch) running at
+    /// once across every session; the rest wait their turn.
+    pub sync_slots: usize,
+    /// Sessions that may wait for a backlog-read slot; past it new
+    /// attaches are shed, so a storm waits at its clients, not in memory
+    /// here.
+    pub max_waiting_syncs: usize,
     /// Media limits.
     pub media: MediaLimits,
     /// Delivery follows the store's inbox feed where it has one (the native
@@ -111,6 +122,9 @@ impl CoreConfig {
             max_sessions_per_device: 4,
             fanout_per_second: 2_000.0,
             fanout_burst: 10_000.0,
+            attaches_per_second: 20_000.0,
+            sync_slots: 64,
+            max_waiting_syncs: 20_000,
             media: MediaLimits::default(),
             follow_inbox_feed: true,
         }

@@ -3,7 +3,7 @@
 
 use meridian_rpc::core::{self as pb, session_down};
 use meridian_wire::frames::{
-    AttachmentView, ConversationView, Delivered, DeliveryItem, MediaView, MemberView,
+    AttachmentView, ConversationView, Delivered, DeliveryItem, GoAwayReason, MediaView, MemberView,
     PresignedView, ReceiptKind, ServerFrame, ThumbnailView, WireMessage,
 };
 use meridian_wire::{ErrorCode, PROTOCOL_VERSION};
@@ -129,6 +129,16 @@ pub(crate) fn to_client(
             },
             false,
         ),
+        session_down::Kind::Detached(detached) if detached.retry_after_ms > 0 => {
+            metrics::counter!("meridian_gateway_sessions_shed_total").increment(1);
+            (
+                ServerFrame::GoAway {
+                    reason: GoAwayReason::Busy,
+                    retry_after_ms: detached.retry_after_ms,
+                },
+                true,
+            )
+        }
         session_down::Kind::Detached(detached) => (
             ServerFrame::Error {
                 id: None,

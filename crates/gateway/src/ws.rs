@@ -442,14 +442,14 @@ async fn serve(
                 let Some(first) = down else {
                     return (close_code::RESTART, "reconnect and resume");
                 };
-                let Ok((burst, fatal)) = drain_burst(first, &mut mux, caller) else {
+                let Ok((burst, ending)) = drain_burst(first, &mut mux, caller) else {
                     return (close_code::ERROR, "internal error");
                 };
                 if !burst.is_empty() && !connection.write_burst(burst).await {
                     return (close_code::AWAY, "write timed out");
                 }
-                if fatal {
-                    return (close_code::POLICY, "session ended");
+                if let Some(ending) = ending {
+                    return ending;
                 }
                 read_owed = true;
             }
@@ -525,31 +525,42 @@ fn go_away(reason: GoAwayReason, retry_after: Duration) -> ServerFrame {
     }
 }
 
+/// A WebSocket close: its code and reason.
+type Close = (u16, &'static str);
+
 /// `first` and what else is already queued for this socket, serialized, up
 /// to a burst's bytes or frames (which also bounds what one write timeout
-/// covers), and whether the last of them ends the session.
+/// covers), and the close code and reason if the last of them ends the
+/// session: 1013 for a session the core shed (`go_away` `busy`), 1008 for
+/// one it ended.
 fn drain_burst(
     first: pb::SessionDown,
     mux: &mut MuxSession,
     caller: &pb::Caller,
-) -> Result<(Vec<String>, bool), serde_json::Error> {
+) -> Result<(Vec<String>, Option<Close>), serde_json::Error> {
     let mut burst = Vec::new();
     let mut bytes = 0;
     let mut next = Some(first);
     while let Some(frame) = next.take() {
         if let Some((frame, ends_session)) = to_client(frame, caller) {
+            let shed = matches!(frame, ServerFrame::GoAway { .. });
             let text = serde_json::to_string(&frame)?;
             bytes += text.len();
             burst.push(text);
             if ends_session {
-                return Ok((burst, true));
+                let ending = if shed {
+                    (close_code::AGAIN, "busy: come back after the wait")
+                } else {
+                    (close_code::POLICY, "session ended")
+                };
+                return Ok((burst, Some(ending)));
             }
         }
         if bytes < WRITE_BURST_BYTES && burst.len() < WRITE_BURST_FRAMES {
             next = mux.try_recv();
         }
     }
-    Ok((burst, false))
+    Ok((burst, None))
 }
 
 /// The close code for a failed read: 1009 for a frame over the hard cap

@@ -62,6 +62,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
     let (mut messages, mut deliveries, mut duplicates, mut injected, mut refused, mut breaks) =
         (0, 0, 0, 0, 0, 0);
     let mut membership_changes = 0;
+    let mut sent_away = 0;
     let mut by_regions = [0usize; 4];
     let mut sharded = 0;
     let mut receipts = 0;
@@ -93,6 +94,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
                 injected += report.faults;
                 refused += report.refused_stamps;
                 breaks += report.chain_breaks;
+                sent_away += report.sent_away;
                 membership_changes += usize::from(report.membership_change);
                 by_regions[report.regions.min(3)] += 1;
                 sharded += usize::from(report.sharded);
@@ -112,7 +114,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
     }
     let elapsed = clock.monotonic() - started;
     println!(
-        "{} seeds in {:.1} s ({:.1} seeds/s, {:.0} seeds/min); {} failed; seeds with 1/2/3 regions {}/{}/{} (of the 3-site seeds, {sharded} with us-east in two shards); faults injected {injected}; membership changes mid-run {membership_changes}; read receipts {receipts}; media copies checked {media_copies}; messages {messages}, deliveries {deliveries}, raw wire duplicates {duplicates}; lost delivery frames detected {breaks}; stamps beyond the max offset refused {refused}; worst convergence after heal {:.1} s (simulated)",
+        "{} seeds in {:.1} s ({:.1} seeds/s, {:.0} seeds/min); {} failed; seeds with 1/2/3 regions {}/{}/{} (of the 3-site seeds, {sharded} with us-east in two shards); faults injected {injected}; membership changes mid-run {membership_changes}; read receipts {receipts}; media copies checked {media_copies}; messages {messages}, deliveries {deliveries}, raw wire duplicates {duplicates}; lost delivery frames detected {breaks}; devices sent away to come back later {sent_away}; stamps beyond the max offset refused {refused}; worst convergence after heal {:.1} s (simulated)",
         args.seeds,
         elapsed.as_secs_f64(),
         args.seeds as f64 / elapsed.as_secs_f64().max(1e-9),

@@ -346,14 +346,11 @@ async fn a_storm_past_the_accept_rate_is_turned_away_and_comes_back_spread() {
             .expect("every client gets in, at its turn");
     }
     let (_, metrics) = common::get(&format!("http://{gateway}/metrics")).await;
-    let refused: f64 = metrics
-        .lines()
-        .find(|line| {
-            line.starts_with("meridian_gateway_connections_refused_total")
-                && line.contains("why=\"accept_rate\"")
-        })
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0);
+    let refused = common::sample(
+        &metrics,
+        "meridian_gateway_connections_refused_total",
+        "why=\"accept_rate\"",
+    );
     assert!(
         refused >= 1.0,
         "the storm was turned away in part:\n{metrics}"

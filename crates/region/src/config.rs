@@ -50,9 +50,30 @@ pub struct RegionConfig {
     /// What stands between clients and the gateways.
     #[serde(default)]
     pub edge: EdgeConfig,
+    /// How the core admits device sessions in a reconnect storm.
+    #[serde(default)]
+    pub admission: AdmissionConfig,
     /// Where the region runs on AWS (read by `meridian terraform-vars`).
     #[serde(default)]
     pub aws: Option<AwsConfig>,
+}
+
+/// How the region's core admits device sessions (`docs/operations.md`,
+/// "Reconnect storms"); absent keys keep the defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionConfig {
+    /// New sessions the core admits per second, and in a burst; past it an
+    /// attach is shed with `go_away` `busy`. Default 20,000.
+    #[serde(default)]
+    pub attaches_per_second: Option<f64>,
+    /// Backlog reads from the store running at once. Default 64.
+    #[serde(default)]
+    pub sync_slots: Option<usize>,
+    /// Sessions that may wait for a backlog read before new attaches are
+    /// shed. Default 20,000.
+    #[serde(default)]
+    pub max_waiting_syncs: Option<usize>,
 }
 
 /// Where a region runs on AWS: what Terraform needs beyond the rest of the
@@ -442,6 +463,17 @@ impl Deployment {
                 .accepts_per_second
                 .is_none_or(|rate| rate.is_finite() && rate >= 1.0),
             "edge.accepts_per_second is a rate of at least 1 per second"
+        );
+        let admission = &region.admission;
+        anyhow::ensure!(
+            admission
+                .attaches_per_second
+                .is_none_or(|rate| rate.is_finite() && rate >= 1.0),
+            "admission.attaches_per_second is a rate of at least 1 per second"
+        );
+        anyhow::ensure!(
+            admission.sync_slots.is_none_or(|slots| slots >= 1),
+            "admission.sync_slots is at least 1"
         );
         for key in region.log.security.keys() {
             anyhow::ensure!(

@@ -60,6 +60,9 @@ pub struct Client {
     fresh_discovery: bool,
     /// Connections opened, the first included.
     pub connects: u64,
+    /// Times the client was told to come back later (a refused upgrade, a
+    /// session shed by its core, a `go_away`) and waited as told.
+    pub sent_away: u64,
 }
 
 impl Client {
@@ -87,6 +90,7 @@ impl Client {
             discovery: None,
             fresh_discovery: false,
             connects: 0,
+            sent_away: 0,
         }
     }
 
@@ -207,9 +211,12 @@ impl Client {
                 Err(SdkError::Busy {
                     retry_after,
                     status,
-                }) if next == 0 => {
-                    // Every gateway of the round is busy: wait as told
-                    // (each client its own wait), not just the backoff.
+                }) if next == 0 || status == 0 => {
+                    // Every gateway of the round is busy, or the home core
+                    // (the same behind every gateway) shed the session:
+                    // wait as told (each client its own wait), not just
+                    // the backoff.
+                    self.sent_away += 1;
                     tokio::time::sleep(retry_after).await;
                     last = SdkError::Busy {
                         status,
@@ -394,12 +401,17 @@ impl Client {
                 Ok(Vec::new())
             }
             Event::Error { .. } => Ok(Vec::new()),
-            Event::GoAway { retry_after, .. } => {
+            Event::GoAway {
+                reason,
+                retry_after,
+            } => {
                 // Leave as asked, wait as told (each client its own wait,
                 // so a region's clients do not all arrive at once), and
-                // ask DNS afresh: a drained region is out of its answers.
+                // ask DNS afresh: a drained region is out of its answers
+                // (a busy core is the same wherever the client connects).
                 self.session = None;
-                self.fresh_discovery = true;
+                self.fresh_discovery |= reason != meridian_wire::frames::GoAwayReason::Busy;
+                self.sent_away += 1;
                 tokio::time::sleep(retry_after).await;
                 Ok(Vec::new())
             }

@@ -67,7 +67,9 @@ pub enum SdkError {
     /// `retry_after`, here or elsewhere.
     #[error("gateway busy ({status}): retry after {} ms", retry_after.as_millis())]
     Busy {
-        /// HTTP status of the refused upgrade.
+        /// HTTP status of the refused upgrade; 0 when the connection was
+        /// upgraded and then sent away before `ready` (`go_away`: the home
+        /// core shed the session).
         status: u16,
         /// How long the gateway asked the client to wait.
         retry_after: std::time::Duration,

@@ -218,6 +218,14 @@ impl Session {
                         message,
                     });
                 }
+                // Shed by the home core before it attached (or the gateway
+                // stopping): the same wait as a refused upgrade.
+                ServerFrame::GoAway { retry_after_ms, .. } => {
+                    return Err(SdkError::Busy {
+                        status: 0,
+                        retry_after: Duration::from_millis(retry_after_ms),
+                    });
+                }
                 _ => continue,
             }
         };

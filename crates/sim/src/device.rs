@@ -95,6 +95,7 @@ impl DeviceTask {
         let outcome = state.outcomes.entry(self.index).or_default();
         outcome.wire_duplicates = client.wire_duplicates;
         outcome.chain_breaks = client.chain_breaks;
+        outcome.sent_away = client.sent_away;
         for (conv_id, conv) in conv_of {
             for message in client.timeline(conv_id) {
                 let seen = outcome.seen.entry(*conv).or_default();

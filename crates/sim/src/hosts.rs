@@ -89,6 +89,14 @@ pub fn watches_inbox_head(seed: u64) -> bool {
     seed % 5 == 4
 }
 
+/// Whether `seed`'s cores admit sessions on a tight budget (2 attaches a
+/// second, one backlog read at a time, two waiting), so that reconnects
+/// after crashes and partitions are shed with `go_away` `busy` and the
+/// clients' obeying it is checked against every invariant.
+pub fn tight_admission(seed: u64) -> bool {
+    seed % 7 == 3
+}
+
 /// The turmoil simulation of `seed`, before any host is added.
 pub(crate) fn simulation(seed: u64) -> turmoil::Sim<'static> {
     turmoil::Builder::new()
@@ -138,6 +146,7 @@ fn deployment_plan(sites: Sites) -> DeploymentPlan {
         clock: ClockConfig::default(),
         tls: None,
         edge: Default::default(),
+        admission: Default::default(),
         aws: None,
     });
     DeploymentPlan::new(Deployment::new(regions), PlanOptions::default())
@@ -357,6 +366,11 @@ impl Regions<'_> {
         planned.peers = at_simulated_cores(sites, planned.peers);
         planned.core.sweep_interval = Duration::from_secs(3600);
         planned.core.follow_inbox_feed = !watches_inbox_head(seed);
+        if tight_admission(seed) {
+            planned.core.attaches_per_second = 2.0;
+            planned.core.sync_slots = 1;
+            planned.core.max_waiting_syncs = 2;
+        }
         let boots = Arc::new(AtomicU64::new(0));
         let (core_network, boots) = (network.clone(), boots.clone());
         let core_clock: SharedClock = Arc::new(region_clock.clone());

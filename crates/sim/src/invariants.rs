@@ -26,6 +26,9 @@ pub struct SeedReport {
     /// Delivery frames lost on the way (a broken `after`/`through` chain),
     /// each answered by the device reconnecting.
     pub chain_breaks: u64,
+    /// Times devices were told to come back later (sessions shed by a
+    /// core's admission, `go_away`) and waited as told.
+    pub sent_away: u64,
     /// Faults injected.
     pub faults: usize,
     /// Whether a member was added or removed mid-run.
@@ -74,6 +77,7 @@ pub(crate) struct DeviceOutcome {
     pub(crate) attachments: BTreeMap<String, Vec<(String, String)>>,
     pub(crate) wire_duplicates: u64,
     pub(crate) chain_breaks: u64,
+    pub(crate) sent_away: u64,
     pub(crate) done_at: Option<Duration>,
 }
 
@@ -183,6 +187,7 @@ pub(crate) fn check(
     let mut deliveries = 0;
     let mut wire_duplicates = 0;
     let mut chain_breaks = 0;
+    let mut sent_away = 0;
     let mut last_done = Duration::ZERO;
     let media_copies = check_media(plan, state).map_err(fail)?;
     // 1. Every acknowledged send reached every member device.
@@ -201,6 +206,7 @@ pub(crate) fn check(
         deliveries += outcome.arrivals.len();
         wire_duplicates += outcome.wire_duplicates;
         chain_breaks += outcome.chain_breaks;
+        sent_away += outcome.sent_away;
         last_done = last_done.max(outcome.done_at.unwrap_or_default());
         device.name.hash(&mut hasher);
         outcome.arrivals.hash(&mut hasher);
@@ -215,6 +221,7 @@ pub(crate) fn check(
         deliveries,
         wire_duplicates,
         chain_breaks,
+        sent_away,
         faults,
         refused_stamps: state.refused_stamps,
         media_copies,

@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use meridian_sim::{Faults, run_seed, watches_inbox_head};
+use meridian_sim::{Faults, run_seed, tight_admission, watches_inbox_head};
 
 // The early regression seeds were found in one region; they replay in that
 // topology (`Faults::ALL_ONE_REGION`) so each still runs exactly the
@@ -36,6 +36,19 @@ fn seeds_whose_delivery_watches_the_inbox_head_pass() {
         let report = run_seed(seed, Faults::ALL).unwrap_or_else(|e| panic!("{e}"));
         assert!(report.messages > 0);
     }
+}
+
+#[test]
+fn seeds_whose_cores_shed_reconnects_pass() {
+    let _serial = serial();
+    let mut sent_away = 0;
+    for seed in [3, 10, 17] {
+        assert!(tight_admission(seed));
+        let report = run_seed(seed, Faults::ALL).unwrap_or_else(|e| panic!("{e}"));
+        assert!(report.messages > 0);
+        sent_away += report.sent_away;
+    }
+    assert!(sent_away > 0, "the tight budget sent some device away");
 }
 
 #[test]

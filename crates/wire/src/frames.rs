@@ -360,6 +360,9 @@ pub enum GoAwayReason {
     Draining,
     /// The gateway process is stopping.
     Stopping,
+    /// The device's home core is admitting sessions as fast as it can (a
+    /// reconnect storm): come back after the wait, to any gateway.
+    Busy,
 }
 
 /// `POST /v1/users`.

@@ -14,6 +14,7 @@ use meridian_store::{self as store, Armed, FeedRead, InboxEntry, InboxWait, Rece
 use meridian_wire::ErrorCode;
 use tokio::sync::watch;
 
+use super::admission::Admission;
 use super::convert::{Down, error_frame, message_info};
 use crate::{Caller, CoreError, Messaging};
 
@@ -85,6 +86,7 @@ impl Unacked {
 /// ended (with an error frame) by a failure that retrying cannot fix.
 pub(super) async fn deliver(
     messaging: Arc<Messaging>,
+    admission: Arc<Admission>,
     session: u64,
     caller: Caller,
     state: Arc<DeliveryState>,
@@ -125,6 +127,7 @@ pub(super) async fn deliver(
         }
         let step = deliver_step(
             &messaging,
+            &admission,
             session,
             &caller,
             &mut window,
@@ -186,9 +189,14 @@ impl Window<'_> {
 /// one; the store is read whenever the feed does not know the entries after
 /// the cursor (no feed, just attached, far behind, or retention at work),
 /// and then the loop waits as the [`InboxWait`] arms it (see
-/// [`store::InboxWaiter`]).
+/// [`store::InboxWaiter`]). A store read holds one of the core's backlog
+/// slots (see `admission.rs`) until its batch is read, not while the batch
+/// waits for the device's window.
+// The session's parts are borrowed from `deliver`'s loop, each separately.
+#[allow(clippy::too_many_arguments)]
 async fn deliver_step(
     messaging: &Messaging,
+    admission: &Admission,
     session: u64,
     caller: &Caller,
     window: &mut Window<'_>,
@@ -217,9 +225,11 @@ async fn deliver_step(
         }
         return Ok(send_deliveries(session, window, down, cursor, items).await);
     }
+    let slot = admission.sync_slot().await;
     let tx = messaging.db().begin();
     let floor = store::get_inbox_floor(&tx, &caller.user_id).await?;
     if floor > *cursor {
+        drop(slot);
         let gap = SessionDown {
             kind: Some(session_down::Kind::Gap(pb::Gap {
                 session,
@@ -248,6 +258,7 @@ async fn deliver_step(
     if let Some(armed) = &armed {
         armed.register(&tx).await?;
     }
+    drop(slot);
     if !items.is_empty()
         && send_deliveries(session, window, down, cursor, items).await == Flow::Stop
     {

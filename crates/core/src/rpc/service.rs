@@ -20,15 +20,19 @@ use crate::Messaging;
 pub struct CoreService {
     messaging: Arc<Messaging>,
     registry: super::stream::Registry,
+    admission: Arc<super::admission::Admission>,
     shutdown: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl CoreService {
     /// A service over `messaging`.
     pub fn new(messaging: Arc<Messaging>) -> Self {
+        let admission =
+            super::admission::Admission::new(messaging.config(), messaging.ids.clock().clone());
         Self {
             messaging,
             registry: super::stream::Registry::default(),
+            admission: Arc::new(admission),
             shutdown: None,
         }
     }
@@ -370,6 +374,7 @@ impl core_server::Core for CoreService {
         let serve = super::stream::serve_stream(
             self.messaging.clone(),
             self.registry.clone(),
+            self.admission.clone(),
             inbound,
             down,
         );

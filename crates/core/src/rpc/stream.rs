@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use super::acks::{AckBatch, CloseOnDrop, PendingAck};
+use super::admission::Admission;
 use super::convert::{Down, error_frame, refusal, to_caller};
 use super::delivery::{DeliveryState, deliver};
 use crate::{Caller, Messaging, SendInput};
@@ -98,6 +99,7 @@ impl Registration {
                 session: self.session,
                 code: code.as_str().to_string(),
                 message: message.to_string(),
+                retry_after_ms: 0,
             })),
         };
         // From a task: a full stream delays the notice instead of losing it.
@@ -117,10 +119,13 @@ struct Attached {
 pub(super) async fn serve_stream(
     messaging: Arc<Messaging>,
     registry: Registry,
+    admission: Arc<Admission>,
     inbound: tonic::Streaming<SessionUp>,
     down: Down,
 ) {
-    Stream::open(messaging, registry, inbound, down).run().await;
+    Stream::open(messaging, registry, admission, inbound, down)
+        .run()
+        .await;
 }
 
 /// One gateway's session stream: the device sessions attached on it, the
@@ -143,6 +148,7 @@ struct Stream {
     down: Down,
     inbound: tonic::Streaming<SessionUp>,
     registry: Registry,
+    admission: Arc<Admission>,
     messaging: Arc<Messaging>,
 }
 
@@ -151,6 +157,7 @@ impl Stream {
     fn open(
         messaging: Arc<Messaging>,
         registry: Registry,
+        admission: Arc<Admission>,
         inbound: tonic::Streaming<SessionUp>,
         down: Down,
     ) -> Self {
@@ -169,6 +176,7 @@ impl Stream {
             down,
             inbound,
             registry,
+            admission,
             messaging,
         }
     }
@@ -208,9 +216,15 @@ impl Stream {
             self.registry
                 .remove(&old.caller.device_id, self.stream, attach.session);
         }
+        if let Err(shed) = self.admission.admit(&caller.device_id) {
+            metrics::counter!("meridian_core_attaches_shed_total", "why" => shed.why).increment(1);
+            let _ = self.down.send(Ok(shed_frame(attach.session, shed))).await;
+            return;
+        }
         let state = Arc::new(DeliveryState::new());
         let task = tokio::spawn(deliver(
             self.messaging.clone(),
+            self.admission.clone(),
             attach.session,
             caller.clone(),
             state.clone(),
@@ -420,5 +434,21 @@ impl Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         self.detach_all();
+    }
+}
+
+/// Ends a session the core would not admit, telling its gateway how long
+/// the device should wait before it comes back.
+fn shed_frame(session: u64, shed: super::admission::Shed) -> SessionDown {
+    SessionDown {
+        kind: Some(session_down::Kind::Detached(pb::Detached {
+            session,
+            code: ErrorCode::Unavailable.as_str().to_string(),
+            message: "the core is admitting sessions as fast as it can; come back after the wait"
+                .to_string(),
+            retry_after_ms: u64::try_from(shed.retry_after.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        })),
     }
 }

@@ -6,6 +6,7 @@
 
 mod metrics;
 mod regions;
+mod storm;
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,6 +75,19 @@ pub struct BenchArgs {
     /// costs is the difference.
     #[arg(long)]
     insecure_core: bool,
+    /// Runs the reconnect-storm benchmark instead: this many clients with
+    /// backlogs lose their gateways at once (`bench/storm.rs`).
+    #[arg(long)]
+    storm: Option<usize>,
+    /// Storm: messages each client is sent while it is away.
+    #[arg(long, default_value_t = 5)]
+    storm_backlog: usize,
+    /// Storm: offered rate of the quiet pairs chatting through it, msg/s.
+    #[arg(long, default_value_t = 500)]
+    storm_rate: u64,
+    /// Internal: runs one storm worker process from this spec file.
+    #[arg(long, hide = true)]
+    storm_worker: Option<std::path::PathBuf>,
 }
 
 /// A phase of the single-region benchmark.
@@ -135,6 +149,28 @@ async fn start_server(insecure_core: bool) -> anyhow::Result<Server> {
 
 /// Runs `meridian <args>` and waits for the `REST` line it prints.
 pub(crate) async fn start_child(args: &[String]) -> anyhow::Result<Server> {
+    let (child, base) = spawn_until(args, |line| {
+        let url = line
+            .trim()
+            .strip_prefix("REST")?
+            .split_whitespace()
+            .next()?;
+        Some(url.trim_end_matches("/v1").to_string())
+    })
+    .await?;
+    Ok(Server {
+        child,
+        base,
+        _dir: None,
+    })
+}
+
+/// Runs `meridian <args>` until it prints a line `found` recognises: the
+/// child, and what `found` took from the line.
+pub(crate) async fn spawn_until<T>(
+    args: &[String],
+    found: impl Fn(&str) -> Option<T>,
+) -> anyhow::Result<(Child, T)> {
     let mut child = Command::new(std::env::current_exe()?)
         .args(args)
         .env("RUST_LOG", "warn")
@@ -145,22 +181,17 @@ pub(crate) async fn start_child(args: &[String]) -> anyhow::Result<Server> {
         .context("starting meridian")?;
     let stdout = child.stdout.take().context("stdout")?;
     let mut lines = BufReader::new(stdout).lines();
-    let base = loop {
+    let value = loop {
         let Some(line) = lines.next_line().await? else {
-            bail!("meridian exited before printing its URLs")
+            bail!("meridian {} exited before it was ready", args.join(" "))
         };
-        if let Some(rest) = line.trim().strip_prefix("REST") {
-            let url = rest.split_whitespace().next().context("url")?;
-            break url.trim_end_matches("/v1").to_string();
+        if let Some(value) = found(&line) {
+            break value;
         }
     };
     // Keep draining so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok(Server {
-        child,
-        base,
-        _dir: None,
-    })
+    Ok((child, value))
 }
 
 /// CPU time (user + system) process `pid` has used, all its threads, dead
@@ -573,6 +604,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         "release"
     };
+    if let Some(spec) = args.storm_worker {
+        return storm::worker(spec).await;
+    }
+    if let Some(clients) = args.storm {
+        println!("meridian bench --storm ({build} build)");
+        return storm::run(storm::Options {
+            clients,
+            backlog: args.storm_backlog,
+            rate: args.storm_rate,
+            insecure_core: args.insecure_core,
+        })
+        .await;
+    }
     if args.cross_region {
         println!("meridian bench --cross-region ({build} build)");
         return regions::run(regions::Options {

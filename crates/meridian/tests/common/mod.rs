@@ -240,3 +240,18 @@ pub async fn get(url: &str) -> (u16, String) {
     let status = answer.status().as_u16();
     (status, answer.text().await.expect("a body"))
 }
+
+#[allow(dead_code)]
+/// The value of the first sample of `name` in Prometheus text `metrics`
+/// whose labels contain `label` (any, when empty); 0 when there is none.
+pub fn sample(metrics: &str, name: &str, label: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
+        .find(|line| line.contains(label))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}

@@ -336,6 +336,16 @@ impl Plan {
         core.retention = Duration::from_secs(options.retention_secs);
         core.sweep_interval = Duration::from_secs(options.sweep_secs.max(1));
         core.media.max_bytes = options.media_max_mib.max(1) * 1024 * 1024;
+        let admission = &site.region.admission;
+        if let Some(rate) = admission.attaches_per_second {
+            core.attaches_per_second = rate;
+        }
+        if let Some(slots) = admission.sync_slots {
+            core.sync_slots = slots;
+        }
+        if let Some(waiting) = admission.max_waiting_syncs {
+            core.max_waiting_syncs = waiting;
+        }
         core.max_clock_offset = Duration::from_millis(
             options
                 .max_clock_offset_ms

@@ -271,6 +271,33 @@ fn options_set_the_limits_and_the_clock_offset() {
 }
 
 #[test]
+fn the_region_files_admission_sets_the_cores_budgets() {
+    let admission =
+        "[admission]\nattaches_per_second = 50.0\nsync_slots = 3\nmax_waiting_syncs = 9\n";
+    let plan = Plan::new(
+        Deployment::new([region("x", 1, admission), region("y", 2, "")]),
+        PlanOptions::default(),
+    );
+    let core = plan.core_config(&plan.site("x", 0).expect("site"));
+    assert_eq!(
+        (
+            core.attaches_per_second,
+            core.sync_slots,
+            core.max_waiting_syncs
+        ),
+        (50.0, 3, 9)
+    );
+    let defaults = plan.core_config(&plan.site("y", 0).expect("site"));
+    assert_eq!(defaults.sync_slots, CoreConfig::new("y").sync_slots);
+    let zero_slots = "name = \"z\"\n[listen]\ngateway = \"0.0.0.0:1\"\ncore = \"0.0.0.0:2\"\n\
+                      [advertise]\ngateway = \"a:1\"\ncore = \"a:2\"\n\
+                      [local]\ngateway = \"127.0.0.1:1\"\ncore = \"127.0.0.1:2\"\n\
+                      [admission]\nsync_slots = 0\n";
+    let error = Deployment::parse(zero_slots).expect_err("zero slots refused");
+    assert!(error.to_string().contains("sync_slots"), "{error}");
+}
+
+#[test]
 fn local_buckets_are_served_here_or_reached_at_their_address() {
     let plan = plan(PlanOptions {
         data_dir: PathBuf::from("/d"),
