@@ -111,6 +111,13 @@ async fn assert_all_arrive(client: &mut Client, conv: &str, count: usize) {
     assert_eq!(client.wire_duplicates, 0);
 }
 
+/// The stamp of a `sent` answer: a decimal string, as `docs/protocol.md`
+/// ("64-bit integers") says, so a JavaScript client reads it exactly.
+fn hlc_of(answer: &serde_json::Value) -> u64 {
+    let hlc = answer["hlc"].as_str().expect("hlc is a string");
+    hlc.parse().expect("hlc is decimal")
+}
+
 /// A crafted send's answer: accepted, stamped no later than the core's
 /// clock read after it (`now_ms`).
 fn assert_clamped(answer: &serde_json::Value, now_ms: u64) {
@@ -118,7 +125,7 @@ fn assert_clamped(answer: &serde_json::Value, now_ms: u64) {
         answer["type"], "sent",
         "a crafted stamp is clamped, not refused: {answer}"
     );
-    let hlc = answer["hlc"].as_u64().expect("hlc");
+    let hlc = hlc_of(answer);
     assert!(
         physical_ms(hlc) <= now_ms,
         "the stamp {hlc} runs ahead of the core's clock ({now_ms})"
@@ -203,10 +210,7 @@ async fn crafted_stamps_stop_no_send_receipt_or_group_change() {
     // standing millisecond, the logical counter far from full.
     for answer in &answers {
         assert_clamped(answer, now);
-        assert!(
-            answer["hlc"].as_u64().unwrap() & LOGICAL_MAX < 1_000,
-            "{answer}"
-        );
+        assert!(hlc_of(answer) & LOGICAL_MAX < 1_000, "{answer}");
     }
     // A stamp beyond the offset is a client bug: still refused.
     let beyond = send_claiming(&mut raw, 99, &bait, stamp_at(now + 60_000)).await;

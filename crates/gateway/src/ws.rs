@@ -709,6 +709,48 @@ mod tests {
     }
 
     #[test]
+    fn ids_that_are_not_u64_are_refused_without_an_echo() {
+        let send = |id: &str| {
+            format!(
+                r#"{{"type":"send","id":{id},"conv_id":"c","client_msg_id":"m","payload":"p"}}"#
+            )
+        };
+        for id in ["-1", "1.5", "\"7\"", "18446744073709551616"] {
+            let refusal = parse(&send(id)).expect_err(id);
+            assert_eq!(
+                (refusal.code, refusal.id),
+                (ErrorCode::BadRequest, None),
+                "{id}"
+            );
+        }
+        assert!(matches!(
+            parse(&send("18446744073709551615")),
+            Ok(ClientFrame::Send { id: u64::MAX, .. })
+        ));
+    }
+
+    #[test]
+    fn stamps_are_read_as_strings_or_integers() {
+        let send = |hlc: &str| {
+            format!(
+                r#"{{"type":"send","id":1,"conv_id":"c","client_msg_id":"m","payload":"p","last_seen_hlc":{hlc}}}"#
+            )
+        };
+        for hlc in ["\"393857362384961537\"", "393857362384961537"] {
+            assert!(matches!(
+                parse(&send(hlc)),
+                Ok(ClientFrame::Send {
+                    last_seen_hlc: 393_857_362_384_961_537,
+                    ..
+                })
+            ));
+        }
+        let refusal = parse(&send("\"-5\"")).expect_err("a signed stamp");
+        assert_eq!((refusal.code, refusal.id), (ErrorCode::BadRequest, Some(1)));
+        assert!(refusal.message.contains("64 bits"), "{}", refusal.message);
+    }
+
+    #[test]
     fn binary_frames_must_be_utf8() {
         let bad = Message::Binary(vec![0xff, 0xfe].into());
         assert_eq!(

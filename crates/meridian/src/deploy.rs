@@ -43,8 +43,16 @@ pub enum LogKind {
 #[derive(clap::Args)]
 pub struct Common {
     /// Directory of region files (one `<region>.toml` per region).
-    #[arg(long, default_value = "regions", env = "MERIDIAN_REGIONS_DIR")]
-    regions_dir: PathBuf,
+    /// Default: `./regions` where it exists; else, with the local profile,
+    /// the built-in local regions (us-east, eu-west, ap-southeast), written
+    /// to `<data-dir>/regions` (files already there are kept).
+    #[arg(long, env = "MERIDIAN_REGIONS_DIR")]
+    regions_dir: Option<PathBuf>,
+    /// With the local profile, adds this to every local port (gateways,
+    /// cores, S3, gateway admin listeners, GeoDNS), so two local
+    /// deployments run side by side.
+    #[arg(long, default_value_t = 0, env = "MERIDIAN_PORT_OFFSET")]
+    port_offset: u16,
     /// Which addresses of the region files to use.
     #[arg(long, value_enum, default_value = "local")]
     profile: Profile,
@@ -184,10 +192,31 @@ pub struct PartArgs {
 impl Common {
     /// The region files resolved with these flags.
     pub(crate) fn plan(&self) -> anyhow::Result<Plan> {
-        Ok(Plan::new(
-            Deployment::load(&self.regions_dir)?,
-            self.options(),
-        ))
+        let mut deployment = Deployment::load(&self.regions_dir()?)?;
+        if self.profile == Profile::Local {
+            deployment.shift_local_ports(self.port_offset)?;
+        }
+        Ok(Plan::new(deployment, self.options()))
+    }
+
+    /// Where the region files are: `--regions-dir`, else `./regions`, else
+    /// (local profile) the built-in ones under the data directory.
+    fn regions_dir(&self) -> anyhow::Result<PathBuf> {
+        if let Some(dir) = &self.regions_dir {
+            return Ok(dir.clone());
+        }
+        let here = PathBuf::from("regions");
+        if here.is_dir() || self.profile == Profile::Production {
+            return Ok(here);
+        }
+        let builtin = self.data_dir.join("regions");
+        meridian_region::local::write_builtin_regions(&builtin)?;
+        Ok(builtin)
+    }
+
+    /// `port` moved by `--port-offset` (local profile).
+    pub(crate) fn local_port(&self, port: u16) -> anyhow::Result<u16> {
+        meridian_region::local::shift_port(port, self.port_offset, "local")
     }
 
     /// What the plan takes from these flags.
@@ -435,7 +464,7 @@ async fn dev_geodns(
     if !every_region {
         return Ok(None);
     }
-    let listen = SocketAddr::from(([127, 0, 0, 1], 8053));
+    let listen = SocketAddr::from(([127, 0, 0, 1], args.common.local_port(8053)?));
     match crate::geodns::start(plan, None, listen, &args.dns).await {
         Ok(running) => Ok(Some(running)),
         Err(error) => {

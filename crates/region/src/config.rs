@@ -475,6 +475,12 @@ impl Deployment {
             admission.sync_slots.is_none_or(|slots| slots >= 1),
             "admission.sync_slots is at least 1"
         );
+        anyhow::ensure!(
+            admission
+                .max_waiting_syncs
+                .is_none_or(|waiting| waiting >= 1),
+            "admission.max_waiting_syncs is at least 1 (0 would shed every attach)"
+        );
         for key in region.log.security.keys() {
             anyhow::ensure!(
                 key == "security.protocol" || key.starts_with("ssl.") || key.starts_with("sasl."),

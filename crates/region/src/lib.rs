@@ -18,6 +18,9 @@
 //!   (`meridian dev`).
 //! - [`identities`]: the service credentials a plan's regions run with
 //!   (mutual TLS between gateways and cores, `meridian_identity`).
+//! - [`local`]: the local profile's defaults: the shipped region files
+//!   built in (so `meridian dev` runs from any directory) and the port
+//!   offset that moves every local port.
 //! - [`media`]: every region's bucket as a core sees it, and the embedded
 //!   S3 server of local runs.
 //! - [`terraform`]: the deployment's Terraform variables, from the same
@@ -29,6 +32,7 @@
 
 pub mod config;
 pub mod identities;
+pub mod local;
 pub mod media;
 pub mod plan;
 pub mod terraform;

@@ -33,8 +33,9 @@ pub enum ClientFrame {
         /// The message this answers.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reply_to: Option<String>,
-        /// Highest HLC the client has seen, so the new message orders after it.
-        #[serde(default)]
+        /// Highest HLC the client has seen, so the new message orders after
+        /// it: a decimal string (an integer is still read, see [`crate::decimal`]).
+        #[serde(default, with = "crate::decimal")]
         last_seen_hlc: u64,
         /// Media ids (ready uploads of this user, at most 10) the message carries.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -103,7 +104,14 @@ pub struct WireMessage {
     pub sender_device_id: String,
     /// The sender's idempotency key.
     pub client_msg_id: String,
-    /// Hybrid logical clock stamp: display order is `(hlc, origin_region, msg_id)`.
+    /// Hybrid logical clock stamp, as a decimal string (past 2^53, so not
+    /// a JSON number): display order is `(hlc, origin_region, msg_id)`,
+    /// comparing stamps as integers.
+    #[serde(with = "crate::decimal")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = String, pattern = "^[0-9]{1,20}$", example = "393857362384961537")
+    )]
     pub hlc: u64,
     /// Region whose core accepted the message.
     pub origin_region: String,
@@ -306,7 +314,8 @@ pub enum ServerFrame {
         client_msg_id: String,
         /// Server id.
         msg_id: String,
-        /// Stamp.
+        /// Stamp, as a decimal string.
+        #[serde(with = "crate::decimal")]
         hlc: u64,
         /// Acceptance time, unix ms.
         sent_ms: u64,

@@ -6,6 +6,8 @@
 //!   the REST bodies and views (`docs/protocol.md` describes each one).
 //! - [`ErrorCode`] ([`codes`]): the stable error codes shared by every edge
 //!   (`docs/protocol.md` lists them).
+//! - [`decimal`]: 64-bit integers (HLC stamps) carried as JSON strings, so
+//!   JavaScript's number type does not round them.
 //! - [`sites`]: [`sites::Topology`], the site (and shard) an id belongs to;
 //!   [`region_of`], the region in an id; [`PROTOCOL_VERSION`].
 //!
@@ -20,6 +22,7 @@
 //! `meridian-rpc`'s.
 
 pub mod codes;
+pub mod decimal;
 pub mod frames;
 pub mod sites;
 

@@ -120,6 +120,10 @@ pub(super) async fn deliver(
         max_count: messaging.config().max_unacked,
         max_bytes: messaging.config().max_unacked_bytes,
     };
+    let mut backlog = Backlog {
+        admission: &admission,
+        behind: true,
+    };
     let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
     loop {
         if window.open().await == Flow::Stop {
@@ -127,7 +131,7 @@ pub(super) async fn deliver(
         }
         let step = deliver_step(
             &messaging,
-            &admission,
+            &mut backlog,
             session,
             &caller,
             &mut window,
@@ -189,14 +193,14 @@ impl Window<'_> {
 /// one; the store is read whenever the feed does not know the entries after
 /// the cursor (no feed, just attached, far behind, or retention at work),
 /// and then the loop waits as the [`InboxWait`] arms it (see
-/// [`store::InboxWaiter`]). A store read holds one of the core's backlog
-/// slots (see `admission.rs`) until its batch is read, not while the batch
-/// waits for the device's window.
+/// [`store::InboxWaiter`]). A store read of a session that is behind holds
+/// one of the core's backlog slots ([`Backlog`]) until its batch is read,
+/// not while the batch waits for the device's window.
 // The session's parts are borrowed from `deliver`'s loop, each separately.
 #[allow(clippy::too_many_arguments)]
 async fn deliver_step(
     messaging: &Messaging,
-    admission: &Admission,
+    backlog: &mut Backlog<'_>,
     session: u64,
     caller: &Caller,
     window: &mut Window<'_>,
@@ -225,7 +229,7 @@ async fn deliver_step(
         }
         return Ok(send_deliveries(session, window, down, cursor, items).await);
     }
-    let slot = admission.sync_slot().await;
+    let slot = backlog.slot().await;
     let tx = messaging.db().begin();
     let floor = store::get_inbox_floor(&tx, &caller.user_id).await?;
     if floor > *cursor {
@@ -250,6 +254,7 @@ async fn deliver_step(
     // reads, each of which visits every table of the LSM): armed at this
     // snapshot, the wait wakes for anything appended after it.
     let caught_up = entries.len() < batch;
+    backlog.behind = !caught_up;
     let armed = caught_up.then(|| inbox.arm(&tx));
     let mut items = Vec::with_capacity(entries.len());
     for (stamp, entry) in &entries {
@@ -268,6 +273,29 @@ async fn deliver_step(
         return Ok(Flow::Continue);
     }
     wait_for_inbox(inbox, armed, down).await
+}
+
+/// Whether a session is reading a backlog, and the core's budget for
+/// those reads (`admission.rs`). A session is behind from its attach until
+/// a store read finds the end of its inbox, and again when a read fills a
+/// whole batch; reads after a wake-up of a caught-up session (every read,
+/// where delivery watches the inbox head instead of following a feed) are
+/// live deliveries and take no slot, so they never wait behind a storm's
+/// backlogs.
+struct Backlog<'a> {
+    admission: &'a Admission,
+    behind: bool,
+}
+
+impl Backlog<'_> {
+    /// A backlog-read slot, when the session is behind.
+    async fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if self.behind {
+            Some(self.admission.sync_slot().await)
+        } else {
+            None
+        }
+    }
 }
 
 /// Largest `deliver` frame, bytes of protobuf (one delivery may exceed

@@ -35,9 +35,16 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .args(args)
-        .env("RUST_LOG", "warn")
+    let mut command = Command::new(env!("CARGO_BIN_EXE_meridian"));
+    command.args(args).env("RUST_LOG", "warn");
+    start_command(command)
+}
+
+#[allow(dead_code)]
+/// Runs `command` (the `meridian` binary, set up by the caller); returns
+/// the child and the REST base URL of the first region it prints.
+pub fn start_command(mut command: Command) -> (Child, String) {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
