@@ -20,21 +20,37 @@ async fn non_members_cannot_send_read_or_list() {
         .send(&conv, &id, "intrusion", None)
         .await
         .unwrap_err();
-    assert_eq!(refused.code(), Some(ErrorCode::NotMember));
+    assert_eq!(refused.code(), Some(ErrorCode::NotFound));
     let as_carol = h.rest.with_token(&carol.token);
     let history = as_carol.history(&conv, None, 10).await.unwrap_err();
     assert!(matches!(
         history,
         SdkError::Api {
-            status: 403,
-            code: ErrorCode::NotMember,
+            status: 404,
+            code: ErrorCode::NotFound,
             ..
         }
     ));
     assert_eq!(
         as_carol.members(&conv).await.unwrap_err().code(),
-        Some(ErrorCode::NotMember)
+        Some(ErrorCode::NotFound)
     );
+    // Outside a conversation, it is answered as one that does not exist:
+    // same status and code, the message differing only by the id.
+    let ghost = "dm-00000000000000000000000000000000";
+    let (real, none) = (
+        as_carol.conversation(&conv).await.unwrap_err(),
+        as_carol.conversation(ghost).await.unwrap_err(),
+    );
+    let answer = |e: &SdkError, id: &str| match e {
+        SdkError::Api {
+            status,
+            code,
+            message,
+        } => (*status, *code, message.replace(id, "ID")),
+        other => panic!("not an API answer: {other}"),
+    };
+    assert_eq!(answer(&real, &conv), answer(&none, ghost));
     let messages = h
         .rest
         .with_token(&bob.token)

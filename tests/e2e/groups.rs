@@ -72,7 +72,7 @@ async fn a_group_of_100_receives_one_send_and_refuses_a_101st_member() {
         .members(&group.conv_id)
         .await
         .unwrap_err();
-    assert_eq!(outsider.code(), Some(ErrorCode::NotMember));
+    assert_eq!(outsider.code(), Some(ErrorCode::NotFound));
     h.stop().await;
 }
 
@@ -123,7 +123,7 @@ async fn only_admins_change_a_group_and_members_may_leave() {
     assert_eq!(left.members.len(), 2);
     assert_eq!(
         as_member.members(&group.conv_id).await.unwrap_err().code(),
-        Some(ErrorCode::NotMember)
+        Some(ErrorCode::NotFound)
     );
     let removed = h
         .rest
@@ -185,7 +185,7 @@ async fn sends_follow_membership_changes_at_once() {
     let refused = send(&mut member_client, &group.conv_id, "still here?")
         .await
         .unwrap_err();
-    assert_eq!(refused.code(), Some(ErrorCode::NotMember));
+    assert_eq!(refused.code(), Some(ErrorCode::NotFound));
 
     // Added: the very next send reaches the newcomer, and not the removed.
     h.rest

@@ -225,7 +225,7 @@ async fn an_image_sent_in_us_east_is_downloaded_with_its_thumbnail_in_eu_west() 
         .media_download(&conv, &sent.msg_id, &slot.media.media_id)
         .await
         .expect_err("non-member");
-    assert_eq!(code_of(refused), (403, ErrorCode::NotMember));
+    assert_eq!(code_of(refused), (404, ErrorCode::NotFound));
     let missing = bob_rest
         .media_download(
             &conv,

@@ -515,7 +515,7 @@ async fn concurrent_membership_edits_from_three_regions_converge_everywhere(log:
         let refused = async {
             loop {
                 match rest.conversation(&conv).await {
-                    Err(error) if error.code() == Some(meridian_sdk::ErrorCode::NotMember) => {
+                    Err(error) if error.code() == Some(meridian_sdk::ErrorCode::NotFound) => {
                         return;
                     }
                     _ => tokio::time::sleep(Duration::from_millis(50)).await,

@@ -58,6 +58,76 @@ async fn a_device_behind_retention_gets_a_gap_and_expired_entries_are_pruned() {
     h.stop().await;
 }
 
+/// A device that had acknowledged everything retention removed is not told
+/// of a gap, although another device of the same user, behind, is: the
+/// floor is each device's own (issue #25, finding 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_device_that_lost_entries_is_told_a_gap() {
+    let Scene {
+        clock,
+        mut h,
+        bob,
+        conv,
+        tablet,
+        mut sender,
+        sweeper,
+        ..
+    } = Scene::start().await;
+    // Bob's phone reads and acknowledges all five, then goes offline.
+    let mut phone = h.client(&bob.token).await;
+    assert!(
+        phone
+            .poll_until(PATIENCE, |c| c.received() >= 5)
+            .await
+            .unwrap()
+    );
+    let acked = phone.last_acked.clone().expect("the phone acknowledged");
+    drop(phone);
+    // Its acknowledgement is stored once a new session starts from it.
+    let ws = h.rest.ws_url();
+    let stored = async {
+        loop {
+            let session = meridian_sdk::Session::connect(&ws, &bob.token)
+                .await
+                .unwrap();
+            if session.cursor == acked {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, stored).await.unwrap();
+
+    // 31 days pass: the tablet's five entries are removed unread.
+    clock.advance(Duration::from_secs(31 * 24 * 3600));
+    let report = sweeper.sweep_once().await.unwrap();
+    assert!(report.floors_moved >= 1, "{report:?}");
+
+    // The phone hears the next message, no gap before it.
+    let mut phone = meridian_sdk::Session::connect(&ws, &bob.token)
+        .await
+        .unwrap();
+    let id = sender.new_client_msg_id();
+    let fresh = sender.send(&conv, &id, "new", None).await.unwrap();
+    let event = tokio::time::timeout(PATIENCE, phone.next_event())
+        .await
+        .unwrap()
+        .unwrap();
+    let Event::Deliver { items, .. } = event else {
+        panic!("the phone, caught up, was told {event:?} before the next message");
+    };
+    assert!(
+        items.iter().any(|item| matches!(
+            &item.item,
+            meridian_sdk::frames::Delivered::Message { message } if message.msg_id == fresh.msg_id
+        )),
+        "{items:?}"
+    );
+    // The tablet lost five messages and is told so.
+    connect_expecting_gap(&h, &tablet.token).await;
+    h.stop().await;
+}
+
 /// Review H2: a forward jump of the wall clock alone (no time passed on the
 /// monotonic clock) must not make retention prune undelivered entries or
 /// history.

@@ -99,20 +99,24 @@ impl Messaging {
         Ok(())
     }
 
+    /// `user_id`'s membership of `conv_id`.
+    ///
+    /// # Errors
+    /// `not_found` when there is no such conversation **or** the user is
+    /// not a member: one answer for both, the same in every region, so a
+    /// conversation's existence is never revealed to someone outside it
+    /// (a region may or may not hold a copy of a conversation none of its
+    /// users belongs to).
     pub(crate) async fn require_member(
         tx: &meridian_kv::Transaction,
         conv_id: &str,
         user_id: &str,
     ) -> Result<Member, CoreError> {
-        if store::get_conversation(tx, conv_id).await?.is_none() {
-            return Err(refused(
-                ErrorCode::NotFound,
-                format!("no conversation {conv_id}"),
-            ));
-        }
-        store::get_member(tx, conv_id, user_id)
-            .await?
-            .ok_or_else(|| refused(ErrorCode::NotMember, format!("not a member of {conv_id}")))
+        let member = match store::get_conversation(tx, conv_id).await? {
+            Some(_) => store::get_member(tx, conv_id, user_id).await?,
+            None => None,
+        };
+        member.ok_or_else(|| no_conversation(conv_id))
     }
 
     /// Tells `users` homed here that `conv` changed (those homed elsewhere
@@ -401,7 +405,7 @@ impl Messaging {
     /// A conversation the caller is a member of.
     ///
     /// # Errors
-    /// `not_found`, `not_member`.
+    /// `not_found` (also for a non-member).
     pub async fn get_conversation(
         &self,
         caller: &Caller,
@@ -481,7 +485,7 @@ impl Messaging {
     /// Renames a group (admins only).
     ///
     /// # Errors
-    /// `invalid_name`, `forbidden`, `not_member`, `not_found`.
+    /// `invalid_name`, `forbidden`, `not_found` (also for a non-member).
     pub async fn rename_group(
         &self,
         caller: &Caller,
@@ -504,7 +508,7 @@ impl Messaging {
     /// Adds members to a group (admins only).
     ///
     /// # Errors
-    /// `group_full`, `forbidden`, `not_member`, `not_found`.
+    /// `group_full`, `forbidden`, `not_found` (also for a non-member).
     pub async fn add_members(
         &self,
         caller: &Caller,
@@ -559,7 +563,7 @@ impl Messaging {
     /// checked against the caller being an admin and the group's size.
     ///
     /// # Errors
-    /// `forbidden`, `not_member`, `not_found`, `group_full`.
+    /// `forbidden`, `not_found` (also for a non-member), `group_full`.
     async fn new_members(
         &self,
         caller: &Caller,
@@ -580,7 +584,7 @@ impl Messaging {
     /// removing someone else takes an admin.
     ///
     /// # Errors
-    /// `forbidden`, `not_member`, `not_found`.
+    /// `forbidden`, `not_found` (also for a non-member).
     pub async fn remove_member(
         &self,
         caller: &Caller,
@@ -596,7 +600,7 @@ impl Messaging {
                     match Self::require_member(&tx, conv_id, user_id).await {
                         // Left already, by an earlier attempt whose commit
                         // outcome was unknown: the leave succeeded.
-                        Err(error) if maybe_committed.0 && error.code() == ErrorCode::NotMember => {
+                        Err(error) if maybe_committed.0 && error.code() == ErrorCode::NotFound => {
                             let conversation = store::get_conversation(&tx, conv_id)
                                 .await?
                                 .ok_or_else(|| {
@@ -655,4 +659,10 @@ impl Messaging {
             })
             .await
     }
+}
+
+/// The refusal of an operation on `conv_id` by someone who is not a member
+/// of it, or on a conversation that does not exist: the same `not_found`.
+pub(crate) fn no_conversation(conv_id: &str) -> CoreError {
+    refused(ErrorCode::NotFound, format!("no conversation {conv_id}"))
 }

@@ -394,7 +394,7 @@ impl Messaging {
     /// `conv_id`, for a member of that conversation.
     ///
     /// # Errors
-    /// `not_member`, `not_found` (no such message, or it does not carry the
+    /// `not_found` (a non-member, no such message, or it does not carry the
     /// media: pruned by retention included), `media_unavailable`.
     pub async fn media_download(
         &self,

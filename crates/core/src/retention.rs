@@ -382,11 +382,11 @@ impl Sweeper {
             .db()
             .run(|tx, _| async move {
                 let devices = store::list_devices(&tx, user).await?;
-                let mut slowest: Option<Stamp> = None;
+                let mut cursors = Vec::with_capacity(devices.len());
                 for device in devices.iter().filter(|d| d.revoked_ms.is_none()) {
-                    let cursor = store::get_cursor(&tx, user, &device.id).await?;
-                    slowest = Some(slowest.map_or(cursor, |s: Stamp| s.min(cursor)));
+                    cursors.push((device, store::get_cursor(&tx, user, &device.id).await?));
                 }
+                let slowest = cursors.iter().map(|(_, cursor)| *cursor).min();
                 let everyone_past = slowest.unwrap_or(*cutoff);
                 let through = everyone_past.max(*cutoff);
                 // The removals and the floor below commit together, so the
@@ -397,14 +397,20 @@ impl Sweeper {
                     // inboxes on most sweeps).
                     return Ok((false, false));
                 };
-                // An entry some device has not acknowledged goes (it lies
-                // past the slowest cursor, so at or before the cutoff):
-                // record the floor so that device is told about the gap.
-                let loses_unacked = newest_removed > everyone_past;
-                let floor = store::get_inbox_floor(&tx, user).await?;
-                let moved = loses_unacked && *cutoff > floor;
-                if moved {
-                    store::set_inbox_floor(&tx, user, cutoff)?;
+                // Entries a device had not acknowledged go (they lie past
+                // its cursor, so at or before the cutoff): record its floor
+                // so that it, and only it, is told about the gap. A device
+                // that had acknowledged everything removed lost nothing.
+                let mut moved = false;
+                for (device, cursor) in &cursors {
+                    if newest_removed <= *cursor {
+                        continue;
+                    }
+                    let floor = store::get_inbox_floor(&tx, user, &device.id).await?;
+                    if *cutoff > floor {
+                        store::set_inbox_floor(&tx, user, &device.id, cutoff)?;
+                        moved = true;
+                    }
                 }
                 Ok::<_, CoreError>((moved, pruned.more))
             })

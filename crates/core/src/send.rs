@@ -36,7 +36,7 @@ impl Messaging {
     ///
     /// # Errors
     /// `payload_empty`, `payload_too_large`, `bad_request`, `not_found`,
-    /// `not_member`; store failures (the send may then be retried safely).
+    /// `not_found` (also for a non-member); store failures (the send may then be retried safely).
     pub async fn send(&self, caller: &Caller, input: &SendInput) -> Result<SendRecord, CoreError> {
         self.validate_send(caller, input)?;
         let msg_id = self.ids.uuid_v7().to_string();
@@ -123,17 +123,13 @@ impl Messaging {
         caller: &Caller,
         input: &SendInput,
     ) -> Result<Arc<CachedMembers>, CoreError> {
-        // The conversation record and its cached member ids
-        // give the fan-out and the membership check (the point
-        // reads of `require_member` run only to name the
-        // refusal); a membership change conflicts on the record.
+        // The conversation record and its cached member ids give the
+        // fan-out and the membership check; a membership change
+        // conflicts on the record. A non-member is told what a caller
+        // of a conversation that does not exist is.
         let members = self.members.members(tx, &input.conv_id).await?;
         if !members.user_ids.contains(&caller.user_id) {
-            Self::require_member(tx, &input.conv_id, &caller.user_id).await?;
-            return Err(refused(
-                ErrorCode::NotMember,
-                format!("not a member of {}", input.conv_id),
-            ));
+            return Err(crate::conversations::no_conversation(&input.conv_id));
         }
         Ok(members)
     }
@@ -248,7 +244,7 @@ impl Messaging {
     /// senders' inboxes.
     ///
     /// # Errors
-    /// `bad_request` (no ids or more than 100), `not_member`, `not_found`.
+    /// `bad_request` (no ids or more than 100), `not_found` (also for a non-member).
     pub async fn receipt(
         &self,
         caller: &Caller,
@@ -336,7 +332,7 @@ impl Messaging {
     /// the message `from_msg_id` (exclusive) or from an end.
     ///
     /// # Errors
-    /// `not_member`, `not_found` (also for an unknown `from_msg_id`), `bad_request`.
+    /// `not_found` (also for a non-member, and for an unknown `from_msg_id`), `bad_request`.
     pub async fn history(
         &self,
         caller: &Caller,

@@ -69,7 +69,7 @@ impl DeviceTask {
                     )
                     .into());
                 }
-                Err(error) if error.code() == Some(meridian_sdk::ErrorCode::NotMember) => {
+                Err(error) if error.code() == Some(meridian_sdk::ErrorCode::NotFound) => {
                     return Ok(());
                 }
                 Err(error) if error.code() == Some(meridian_sdk::ErrorCode::ClockSkew) => {
@@ -261,7 +261,7 @@ impl DeviceTask {
                     // This user was removed from the group meanwhile.
                     Err(error)
                         if removed_here
-                            && error.code() == Some(meridian_sdk::ErrorCode::NotMember) =>
+                            && error.code() == Some(meridian_sdk::ErrorCode::NotFound) =>
                     {
                         return Ok(false);
                     }

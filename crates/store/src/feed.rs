@@ -433,7 +433,7 @@ impl CommitObserver for InboxFeed {
         }
         let (begin, end) = p.inbox_floor.range();
         for (key, _) in changes.values.range(begin..end) {
-            if let Ok((user,)) = p.inbox_floor.unpack::<(String,)>(key) {
+            if let Ok((user, _device)) = p.inbox_floor.unpack::<(String, String)>(key) {
                 state.with_tail(&user, Tail::forget);
             }
         }
@@ -606,7 +606,7 @@ mod tests {
         let now = stored(&db, "bob", &all[2]).await;
         assert_eq!(entries(sub.read(&now[0], 10)).len(), 0, "known again");
         let tx = db.begin();
-        crate::set_inbox_floor(&tx, "bob", &all[2]).expect("floor");
+        crate::set_inbox_floor(&tx, "bob", "phone", &all[2]).expect("floor");
         tx.commit().await.expect("commit");
         assert!(matches!(sub.read(&now[0], 10), FeedRead::Unknown));
     }

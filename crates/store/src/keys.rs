@@ -13,7 +13,7 @@
 //! | `("msg_by_id", conv, msg_id)` | `(hlc, origin_region)`: locate a message by id |
 //! | `("inbox", user, stamp)` | [`crate::InboxEntry`]: delivery queue in arrival order (12-byte tuple versionstamp) |
 //! | `("inbox_head", user)` | versionstamp of the last commit that wrote the inbox (watched, never read; only where delivery watches it, see [`crate::InboxWaiter`]) |
-//! | `("inbox_floor", user)` | stamp through which retention removed unacknowledged entries |
+//! | `("inbox_floor", user, device)` | stamp through which retention removed entries this device had not acknowledged (its `gap`) |
 //! | `("idem", device, client_msg_id)` | [`crate::SendRecord`]: first result of a send |
 //! | `("vclock", unix_ms)` | versionstamp committed at that time (retention cut-offs) |
 //! | `("outbox", dest_region, stamp)` | `(partition key, `[`crate::Replicated`]` JSON)`: what must cross to `dest_region`, written by the transaction that made it |
@@ -132,7 +132,7 @@ pub fn all_inboxes() -> Subspace {
     Subspace::from_bytes(pack(&("inbox",)))
 }
 
-/// Every user's inbox floor: `("inbox_floor", …)` (the inbox feed follows it).
+/// Every device's inbox floor: `("inbox_floor", …)` (the inbox feed follows it).
 pub fn all_inbox_floors() -> Subspace {
     Subspace::from_bytes(pack(&("inbox_floor",)))
 }
@@ -169,9 +169,9 @@ pub fn inbox_head(user: &str) -> Vec<u8> {
     pack(&("inbox_head", user))
 }
 
-/// `("inbox_floor", user)`.
-pub fn inbox_floor(user: &str) -> Vec<u8> {
-    pack(&("inbox_floor", user))
+/// `("inbox_floor", user, device)`.
+pub fn inbox_floor(user: &str, device: &str) -> Vec<u8> {
+    pack(&("inbox_floor", user, device))
 }
 
 /// `("idem", device, client_msg_id)`.

@@ -36,9 +36,13 @@ pub enum ErrorCode {
     TokenRevoked,
     /// The caller may not do this (not an admin, another device's cursor).
     Forbidden,
-    /// The caller is not a member of the conversation.
+    /// Reserved; no longer sent: a caller who is not a member of a
+    /// conversation is answered [`ErrorCode::NotFound`], as for one that
+    /// does not exist, so a conversation's existence is not revealed.
+    /// Kept so that clients matching on it still parse.
     NotMember,
-    /// No such user, device, conversation or message.
+    /// No such user, device, conversation or message; also a conversation
+    /// the caller is not a member of.
     NotFound,
     /// A group would exceed 100 members.
     GroupFull,

@@ -231,7 +231,7 @@ async fn deliver_step(
     }
     let slot = backlog.slot().await;
     let tx = messaging.db().begin();
-    let floor = store::get_inbox_floor(&tx, &caller.user_id).await?;
+    let floor = store::get_inbox_floor(&tx, &caller.user_id, &caller.device_id).await?;
     if floor > *cursor {
         drop(slot);
         let gap = SessionDown {

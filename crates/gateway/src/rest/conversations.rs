@@ -109,7 +109,7 @@ async fn fetch_conversation(
 
 /// A conversation the caller belongs to.
 #[utoipa::path(get, path = "/v1/conversations/{conv_id}", params(("conv_id" = String, Path)),
-    responses((status = 200, body = ConversationView), (status = 403, body = meridian_wire::frames::ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, body = ConversationView), (status = 404, description = "not_found: no such conversation, or not a member of it", body = meridian_wire::frames::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn get_conversation(
     state: Shared,
     Authed(caller): Authed,
@@ -147,7 +147,7 @@ pub(crate) async fn rename(
 
 /// Members of a conversation (members only).
 #[utoipa::path(get, path = "/v1/conversations/{conv_id}/members", params(("conv_id" = String, Path)),
-    responses((status = 200, body = [MemberView]), (status = 403, body = meridian_wire::frames::ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, body = [MemberView]), (status = 404, description = "not_found: no such conversation, or not a member of it", body = meridian_wire::frames::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn list_members(
     state: Shared,
     Authed(caller): Authed,

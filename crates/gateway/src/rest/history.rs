@@ -24,7 +24,7 @@ pub(crate) struct HistoryQuery {
 /// A page of history (members only), in display order `(hlc, origin_region,
 /// msg_id)`. Without `before`/`after`: the newest messages, newest first.
 #[utoipa::path(get, path = "/v1/conversations/{conv_id}/messages", params(("conv_id" = String, Path), HistoryQuery),
-    responses((status = 200, body = HistoryView), (status = 403, body = meridian_wire::frames::ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, body = HistoryView), (status = 404, description = "not_found: no such conversation or message, or not a member", body = meridian_wire::frames::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn history(
     state: Shared,
     Authed(caller): Authed,

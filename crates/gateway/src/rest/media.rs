@@ -114,8 +114,7 @@ pub(crate) async fn get_media(
            ("msg_id" = String, Path, description = "The message carrying the media"),
            ("media_id" = String, Path, description = "The attachment")),
     responses((status = 200, body = MediaDownloadView),
-              (status = 403, description = "not_member", body = meridian_wire::frames::ErrorBody),
-              (status = 404, body = meridian_wire::frames::ErrorBody),
+              (status = 404, description = "not_found: no such conversation (or not a member of it), message or attachment", body = meridian_wire::frames::ErrorBody),
               (status = 503, description = "media_unavailable", body = meridian_wire::frames::ErrorBody)))]
 pub(crate) async fn media_download(
     state: Shared,

@@ -85,6 +85,11 @@ pub struct BenchArgs {
     /// Storm: offered rate of the quiet pairs chatting through it, msg/s.
     #[arg(long, default_value_t = 500)]
     storm_rate: u64,
+    /// Storm: the core's `[admission] attaches_per_second` (default: the
+    /// region file's default, 20,000): what a lower budget buys the quiet
+    /// pairs and costs the storm.
+    #[arg(long)]
+    storm_attach_rate: Option<f64>,
     /// Internal: runs one storm worker process from this spec file.
     #[arg(long, hide = true)]
     storm_worker: Option<std::path::PathBuf>,
@@ -613,6 +618,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             clients,
             backlog: args.storm_backlog,
             rate: args.storm_rate,
+            attach_rate: args.storm_attach_rate,
             insecure_core: args.insecure_core,
         })
         .await;

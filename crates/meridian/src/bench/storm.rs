@@ -47,6 +47,8 @@ pub(crate) struct Options {
     pub(crate) backlog: usize,
     /// Offered rate of the quiet pairs, msg/s.
     pub(crate) rate: u64,
+    /// The core's attach budget, per second (`None`: the default).
+    pub(crate) attach_rate: Option<f64>,
     pub(crate) insecure_core: bool,
 }
 
@@ -104,7 +106,8 @@ async fn spawn_ready(args: &[String], ready: &str) -> anyhow::Result<Child> {
 }
 
 /// One region, `storm` at its core and gateways.
-async fn start_fleet(storm_gateways: usize, insecure_core: bool) -> anyhow::Result<Fleet> {
+async fn start_fleet(storm_gateways: usize, options: &Options) -> anyhow::Result<Fleet> {
+    let insecure_core = options.insecure_core;
     let dir = tempfile::tempdir()?;
     let regions = dir.path().join("regions");
     std::fs::create_dir_all(&regions)?;
@@ -112,6 +115,9 @@ async fn start_fleet(storm_gateways: usize, insecure_core: bool) -> anyhow::Resu
     let free = async || meridian_testbed::free_port(&network).await;
     let (port, core_port, admin, core_admin) =
         (free().await?, free().await?, free().await?, free().await?);
+    let admission = options.attach_rate.map_or(String::new(), |rate| {
+        format!("[admission]\nattaches_per_second = {rate:.1}\n")
+    });
     let tls = if insecure_core {
         String::new()
     } else {
@@ -127,7 +133,7 @@ async fn start_fleet(storm_gateways: usize, insecure_core: bool) -> anyhow::Resu
              [listen]\ngateway = \"127.0.0.1:0\"\ncore = \"127.0.0.1:0\"\n\
              [advertise]\ngateway = \"127.0.0.1:0\"\ncore = \"127.0.0.1:0\"\n\
              [local]\ngateway = \"127.0.1.1:{port}\"\ncore = \"127.0.0.1:{core_port}\"\n\
-             [edge]\ngateway_admin_port = {admin}\n{tls}"
+             [edge]\ngateway_admin_port = {admin}\n{admission}{tls}"
         ),
     )?;
     if !insecure_core {
@@ -276,10 +282,12 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     let n = options.clients.max(1);
     let storm_gateways = n.div_ceil(PER_GATEWAY);
     println!(
-        "storm: {n} clients on {storm_gateways} gateway(s) (+{storm_gateways} survivor(s), +1 quiet), {} worker process(es), backlog {} each",
-        storm_gateways, options.backlog
+        "storm: {n} clients on {storm_gateways} gateway(s) (+{storm_gateways} survivor(s), +1 quiet), {} worker process(es), backlog {} each, core attach budget {}/s",
+        storm_gateways,
+        options.backlog,
+        options.attach_rate.unwrap_or(20_000.0)
     );
-    let fleet = start_fleet(storm_gateways, options.insecure_core).await?;
+    let fleet = start_fleet(storm_gateways, &options).await?;
     let quiet = fleet.quiet();
     let accounts = register(&quiet, n).await?;
     let groups = make_groups(&quiet, &accounts).await?;

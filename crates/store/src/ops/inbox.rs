@@ -146,26 +146,36 @@ pub async fn prune_inbox(
     })
 }
 
-/// The stamp through which retention removed entries ([`STAMP_ZERO`] if never).
+/// The stamp through which retention removed entries `device` of `user`
+/// had not acknowledged ([`STAMP_ZERO`] if never): what its `gap` says.
 ///
 /// # Errors
 /// Store failures.
-pub async fn get_inbox_floor(tx: &Transaction, user_id: &str) -> Result<Stamp, StoreError> {
+pub async fn get_inbox_floor(
+    tx: &Transaction,
+    user_id: &str,
+    device_id: &str,
+) -> Result<Stamp, StoreError> {
     // A snapshot read: only the retention sweep writes the floor, and the
     // delivery loop must not conflict with it.
     Ok(tx
-        .get_snapshot(&keys::inbox_floor(user_id))
+        .get_snapshot(&keys::inbox_floor(user_id, device_id))
         .await?
         .and_then(|raw| stamp_from(&raw))
         .unwrap_or(STAMP_ZERO))
 }
 
-/// Records the retention floor.
+/// Records `device`'s retention floor.
 ///
 /// # Errors
 /// Store limits.
-pub fn set_inbox_floor(tx: &Transaction, user_id: &str, stamp: &Stamp) -> Result<(), StoreError> {
-    Ok(tx.set(&keys::inbox_floor(user_id), stamp)?)
+pub fn set_inbox_floor(
+    tx: &Transaction,
+    user_id: &str,
+    device_id: &str,
+    stamp: &Stamp,
+) -> Result<(), StoreError> {
+    Ok(tx.set(&keys::inbox_floor(user_id, device_id), stamp)?)
 }
 
 /// Records that the commit of this transaction happened at `unix_ms`.
