@@ -64,7 +64,7 @@ pub struct RegionConfig {
 #[serde(deny_unknown_fields)]
 pub struct AdmissionConfig {
     /// New sessions the core admits per second, and in a burst; past it an
-    /// attach is shed with `go_away` `busy`. Default 20,000.
+    /// attach is shed with `go_away` `busy`. Default 5,000.
     #[serde(default)]
     pub attaches_per_second: Option<f64>,
     /// Backlog reads from the store running at once. Default 64.

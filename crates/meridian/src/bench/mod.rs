@@ -86,7 +86,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 500)]
     storm_rate: u64,
     /// Storm: the core's `[admission] attaches_per_second` (default: the
-    /// region file's default, 20,000): what a lower budget buys the quiet
+    /// region file's default, 5,000): what another budget buys the quiet
     /// pairs and costs the storm.
     #[arg(long)]
     storm_attach_rate: Option<f64>,

@@ -6,8 +6,11 @@
 //! devices chatting at a fixed rate. The clients live in worker processes
 //! (this binary again, `--storm-worker`), one per storm gateway.
 //!
-//! Once every client has attached and read a first message, every storm
-//! gateway is killed (SIGKILL) and each group is sent `backlog` messages.
+//! Once every client has attached and read a first message, the storm
+//! gateways are frozen (SIGSTOP), each group is sent `backlog` messages
+//! (stored, acknowledged to their senders, on no client's socket), and
+//! the frozen gateways are killed (SIGKILL): every client then holds a
+//! stored backlog of `backlog` messages when it loses its gateway.
 //! Printed: how long until each client was attached again and caught up
 //! (p50, p99, max), the core's CPU and commit p99 meanwhile, the quiet
 //! pairs' send→deliver latency through the storm, what admission shed,
@@ -285,7 +288,9 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         "storm: {n} clients on {storm_gateways} gateway(s) (+{storm_gateways} survivor(s), +1 quiet), {} worker process(es), backlog {} each, core attach budget {}/s",
         storm_gateways,
         options.backlog,
-        options.attach_rate.unwrap_or(20_000.0)
+        options
+            .attach_rate
+            .unwrap_or(meridian_region::CoreConfig::new("storm").attaches_per_second)
     );
     let fleet = start_fleet(storm_gateways, &options).await?;
     let quiet = fleet.quiet();
@@ -320,8 +325,10 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     measure_storm(fleet, workers, &groups, &options).await
 }
 
-/// The storm itself: quiet pairs under way, storm gateways killed, the
-/// backlog sent, every worker's catch-up times gathered.
+/// The storm itself: the storm gateways frozen (SIGSTOP) while the
+/// backlog is sent, so that it is stored and not yet on any client's
+/// socket; the quiet pairs under way; the frozen gateways killed; every
+/// worker's catch-up times gathered.
 async fn measure_storm(
     mut fleet: Fleet,
     mut workers: Vec<Worker>,
@@ -331,6 +338,11 @@ async fn measure_storm(
     let quiet = fleet.quiet();
     let pairs = quiet_pairs(&quiet).await?;
     let core_pid = fleet.core.id().context("core pid")?;
+    for gateway in &fleet.gateways[..fleet.storm_gateways] {
+        let pid = gateway.id().context("a storm gateway's pid")?;
+        meridian_chaos::cluster::signal(pid, "STOP").await;
+    }
+    send_to_groups(&quiet, groups, options.backlog, 1_000).await;
     let seconds = 10;
     let latency = tokio::spawn(fixed_rate_latency(
         pairs,
@@ -349,7 +361,6 @@ async fn measure_storm(
     for worker in &mut workers {
         worker.tell(&format!("storm {storm_at}")).await?;
     }
-    send_to_groups(&quiet, groups, options.backlog, 1_000).await;
     let mut times: Vec<u64> = Vec::new();
     for worker in &mut workers {
         let line = worker.expect("caught-up").await?;
