@@ -19,6 +19,13 @@ pub struct ChatArgs {
     /// The service name resolved with `--dns`.
     #[arg(long, default_value = "chat.meridian.test", env = "MERIDIAN_SERVICE")]
     service: String,
+    /// With `--dns`, asks from this address of the host: GeoDNS locates a
+    /// client by its resolver's address when no client subnet comes with
+    /// the question, so locally 127.1.0.1, 127.2.0.1 or 127.3.0.1 stand
+    /// for a client in us-east, eu-west or ap-southeast (the shipped
+    /// region files' loopback `client_prefixes`).
+    #[arg(long, requires = "dns")]
+    dns_source: Option<std::net::IpAddr>,
     /// A CA certificate (PEM) to trust for `https` besides the system's:
     /// a deployment's own (`regions/certs/ca.pem` for a local run).
     #[arg(long, env = "MERIDIAN_CA")]
@@ -78,7 +85,13 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     // With DNS, the first gateway answered serves the REST calls, and the
     // client asks again whenever it reconnects.
     let discovery = match args.dns {
-        Some(dns) => Some(Discovery::new(dns, &args.service, &rest)?),
+        Some(dns) => {
+            let discovery = Discovery::new(dns, &args.service, &rest)?;
+            Some(match args.dns_source {
+                Some(source) => discovery.from_source(source),
+                None => discovery,
+            })
+        }
         None => None,
     };
     let rest = match &discovery {

@@ -47,9 +47,10 @@ pub struct GeoDnsArgs {
     common: crate::deploy::Common,
     #[command(flatten)]
     dns: DnsOptions,
-    /// Where to answer (UDP and TCP).
-    #[arg(long, default_value = "127.0.0.1:8053")]
-    listen: SocketAddr,
+    /// Where to answer (UDP and TCP). Default: 127.0.0.1:8053, moved by
+    /// `--port-offset`.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
     /// The region this server stands in: clients whose address matches no
     /// region's prefixes are sent here (or to its nearest healthy
     /// region). Default: the first region by name.
@@ -124,6 +125,13 @@ pub fn print_usage(addr: SocketAddr, options: &DnsOptions) {
         addr.ip(),
         addr.port()
     );
+    // The shipped region files give each region a loopback block, so a
+    // question asked from it is located there without a client subnet.
+    println!(
+        "  dig -b 127.3.0.1 @{} -p {} {name} A     # asked from ap-southeast's loopback block",
+        addr.ip(),
+        addr.port()
+    );
 }
 
 /// Runs `meridian geodns` until Ctrl-C or SIGTERM.
@@ -137,7 +145,11 @@ pub async fn run(args: GeoDnsArgs) -> anyhow::Result<()> {
         Some(_) => Some(crate::metrics::recorder()?),
         None => None,
     };
-    let (running, addr) = start(&plan, args.home.as_deref(), args.listen, &args.dns).await?;
+    let listen = match args.listen {
+        Some(listen) => listen,
+        None => SocketAddr::from(([127, 0, 0, 1], args.common.local_port(8053)?)),
+    };
+    let (running, addr) = start(&plan, args.home.as_deref(), listen, &args.dns).await?;
     if let (Some(admin), Some(recorder)) = (args.admin_listen, recorder) {
         let board = running.board.clone();
         let ready = Arc::new(move || {

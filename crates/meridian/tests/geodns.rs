@@ -222,6 +222,26 @@ async fn clients_are_answered_with_the_gateways_of_their_region() {
     // Over TCP too.
     assert_eq!(addresses(&ask_tcp(dns, SERVICE, RecordType::A).await), eu);
 
+    // A resolver asking from a region's (loopback) block is taken for a
+    // client there: the SDK's `Discovery::from_source`, as `meridian chat
+    // --dns-source` uses it.
+    let template = meridian_sdk::Rest::new("http://unused");
+    let discovery = meridian_sdk::Discovery::new(dns, "chat.meridian.test", &template)
+        .unwrap()
+        .from_source("127.1.0.1".parse().unwrap());
+    let found: BTreeSet<String> = discovery
+        .gateways(true)
+        .await
+        .unwrap()
+        .iter()
+        .map(|rest| rest.base().to_string())
+        .collect();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found.iter().all(|base| base.starts_with("http://127.0.1.")),
+        "us-east's gateways for a client in us-east: {found:?}"
+    );
+
     // SRV: every gateway of the region with its port, addresses alongside.
     let srv = ask(
         dns,

@@ -128,11 +128,29 @@ fn region_vars(deployment: &Deployment, region: &RegionConfig) -> anyhow::Result
         core_port,
         bucket,
         peers,
-        client_prefixes: region.geodns.client_prefixes.clone(),
+        // Loopback blocks stand for local clients (`meridian chat
+        // --dns-source`); no client on AWS asks from one.
+        client_prefixes: region
+            .geodns
+            .client_prefixes
+            .iter()
+            .filter(|block| !is_loopback_block(block))
+            .cloned()
+            .collect(),
         max_clock_offset_ms: region.clock.max_offset_ms,
         log_partitions: region.log.partitions,
         log_replication_factor: region.log.replication_factor,
     })
+}
+
+/// Whether `block` (`ip/len`, checked when the file was read) lies in
+/// loopback space.
+fn is_loopback_block(block: &str) -> bool {
+    block
+        .split('/')
+        .next()
+        .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+        .is_some_and(|ip| ip.is_loopback())
 }
 
 /// Every region's variables, checked as a whole: every region has its
@@ -276,6 +294,27 @@ pub fn generated(deployment: &Deployment) -> anyhow::Result<Vec<(String, String)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_client_blocks_stay_out_of_terraform() {
+        assert!(is_loopback_block("127.3.0.0/16"));
+        assert!(is_loopback_block("::1/128"));
+        assert!(!is_loopback_block("13.212.0.0/15"));
+        let deployment = Deployment::new(
+            crate::local::BUILTIN_REGIONS
+                .iter()
+                .map(|(_, text)| Deployment::parse(text).expect("a shipped region file")),
+        );
+        let region = deployment.region("ap-southeast").expect("shipped");
+        assert!(
+            region
+                .geodns
+                .client_prefixes
+                .contains(&"127.3.0.0/16".to_string())
+        );
+        let vars = region_vars(&deployment, region).expect("vars");
+        assert_eq!(vars.client_prefixes, ["13.212.0.0/15", "52.76.0.0/15"]);
+    }
 
     #[test]
     fn a_vpc_block_is_a_16_bit_network() {

@@ -21,6 +21,8 @@ use crate::{Rest, SdkError};
 #[derive(Clone)]
 pub struct Discovery {
     resolver: TokioResolver,
+    /// The DNS server asked.
+    nameserver: SocketAddr,
     srv: Name,
     /// `http` or `https`.
     scheme: &'static str,
@@ -50,17 +52,7 @@ impl Discovery {
             .map_err(|e| SdkError::Discovery(format!("`{service}` is not a DNS name: {e}")))?;
         let mut srv = srv;
         srv.set_fqdn(true);
-        let servers =
-            NameServerConfigGroup::from_ips_clear(&[nameserver.ip()], nameserver.port(), true);
-        let config = ResolverConfig::from_parts(None, Vec::new(), servers);
-        let mut options = ResolverOpts::default();
-        // One server: ask it, and ask again soon.
-        options.attempts = 2;
-        options.timeout = std::time::Duration::from_secs(2);
-        let resolver =
-            TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
-                .with_options(options)
-                .build();
+        let resolver = resolver(nameserver, None);
         let scheme = if template.base().starts_with("https://") {
             "https"
         } else {
@@ -68,10 +60,23 @@ impl Discovery {
         };
         Ok(Self {
             resolver,
+            nameserver,
             srv,
             scheme,
             template: template.clone(),
         })
+    }
+
+    /// Asks from `source` (an address of this host, any port): the DNS
+    /// server sees its questions come from there. A server that locates
+    /// clients by the asking resolver's address (GeoDNS without an EDNS
+    /// Client Subnet) then answers as it would a client there; locally,
+    /// a loopback address in a region's `client_prefixes` stands for a
+    /// client on that region's continent.
+    #[must_use]
+    pub fn from_source(mut self, source: IpAddr) -> Self {
+        self.resolver = resolver(self.nameserver, Some(source));
+        self
     }
 
     /// The gateways DNS answers now, in its order (which GeoDNS rotates).
@@ -130,4 +135,22 @@ impl Discovery {
         }
         Ok(gateways)
     }
+}
+
+/// A resolver asking only `nameserver` (over UDP, TCP when an answer is
+/// truncated), from `source` when given.
+fn resolver(nameserver: SocketAddr, source: Option<IpAddr>) -> TokioResolver {
+    let mut servers =
+        NameServerConfigGroup::from_ips_clear(&[nameserver.ip()], nameserver.port(), true);
+    for server in servers.iter_mut() {
+        server.bind_addr = source.map(|ip| SocketAddr::new(ip, 0));
+    }
+    let config = ResolverConfig::from_parts(None, Vec::new(), servers);
+    let mut options = ResolverOpts::default();
+    // One server: ask it, and ask again soon.
+    options.attempts = 2;
+    options.timeout = std::time::Duration::from_secs(2);
+    TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
+        .with_options(options)
+        .build()
 }

@@ -154,8 +154,9 @@ pub fn start_region(regions: &Path, region: &str, data: &Path, log: &[String]) -
 }
 
 #[allow(dead_code)]
-/// Region files for GeoDNS: us-east (client prefix 3.0.0.0/8, gateways on
-/// 127.0.1.x) and eu-west (18.130.0.0/16, on 127.0.2.x), each the other's
+/// Region files for GeoDNS: us-east (client prefixes 3.0.0.0/8 and
+/// 127.1.0.0/16, gateways on 127.0.1.x) and eu-west (18.130.0.0/16 and
+/// 127.2.0.0/16, on 127.0.2.x), each the other's
 /// nearest, each gateway's admin listener on a free port of its own
 /// address, with `[tls]` files; returns each region's first gateway.
 pub fn write_geo_regions(dir: &Path) -> std::collections::BTreeMap<String, String> {
@@ -165,8 +166,11 @@ pub fn write_geo_regions(dir: &Path) -> std::collections::BTreeMap<String, Strin
         ("eu-west", 2, "18.130.0.0/16", "us-east"),
     ] {
         let gateway = format!("127.0.{octet}.1:{}", free_port());
+        // A loopback block too, as the shipped files have: a resolver
+        // asking from 127.{octet}.x.y is taken for a client of the region.
         let rest = format!(
-            "[geodns]\nclient_prefixes = [\"{prefix}\"]\nlatency_ms = {{ {other} = 80 }}\n\
+            "[geodns]\nclient_prefixes = [\"{prefix}\", \"127.{octet}.0.0/16\"]\n\
+             latency_ms = {{ {other} = 80 }}\n\
              [edge]\ngateway_admin_port = {}\n{}",
             free_port(),
             tls_table(name)
