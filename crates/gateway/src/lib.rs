@@ -1,6 +1,6 @@
 //! The client edge of a region: REST under `/v1` (with its OpenAPI document
-//! at `/v1/openapi.json`), the WebSocket session at `/v1/ws`, health, readiness
-//! and Prometheus metrics.
+//! at `/v1/openapi.json`), the WebSocket session at `/v1/ws`, the web
+//! client at `/app`, health, readiness and Prometheus metrics.
 //!
 //! # What it owns
 //! Authentication of device tokens (by asking the core), per-device rate
@@ -26,6 +26,7 @@
 //!   the client's wire types, for REST and the WebSocket alike.
 //! - `ws.rs`: the WebSocket session.
 //! - `openapi.rs`: the OpenAPI document and the endpoint serving it.
+//! - `app.rs` and `app/`: the web client's static files, built in.
 //! - `cores.rs`: which site's core serves a request, and the retry of
 //!   idempotent calls; `mux.rs`: the session stream to a core ([`mux`]).
 //! - `limits.rs`: rate limits; `error.rs`: error codes to HTTP statuses.
@@ -33,6 +34,7 @@
 //! Files use one another in one direction: handlers use the extractors,
 //! the conversions and the cores, never each other.
 
+mod app;
 mod auth;
 mod convert;
 mod cores;
@@ -198,7 +200,9 @@ fn router_and_state(config: GatewayConfig, deps: GatewayDeps) -> (Router, Arc<Ap
         drain: drain::Drain::new(),
     });
     (
-        rest::routes(state.clone()).merge(ws::routes(state.clone())),
+        rest::routes(state.clone())
+            .merge(ws::routes(state.clone()))
+            .merge(app::routes()),
         state,
     )
 }

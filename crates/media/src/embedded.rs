@@ -128,11 +128,80 @@ impl EmbeddedS3 {
     }
 }
 
+/// The S3 service answering browsers too: a web client (the gateway's
+/// `/app`) PUTs and GETs presigned URLs from its own origin, which a
+/// browser allows only after a CORS preflight. Preflights are answered
+/// here and responses name the asking origin, as a bucket's CORS rule
+/// makes S3 do (every origin: what a request may do is still decided by
+/// its signature).
+#[derive(Clone)]
+struct WithCors(s3s::service::S3Service);
+
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for WithCors {
+    type Response = s3s::HttpResponse;
+    type Error = s3s::HttpError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn call(&self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
+        use http::header;
+        let origin = request.headers().get(header::ORIGIN).cloned();
+        let preflight = request.method() == http::Method::OPTIONS
+            && request
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        if preflight {
+            let mut response = http::Response::new(s3s::Body::empty());
+            *response.status_mut() = http::StatusCode::NO_CONTENT;
+            let headers = response.headers_mut();
+            if let Some(asked) = request
+                .headers()
+                .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+            {
+                headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+            }
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                http::HeaderValue::from_static("GET, PUT, HEAD"),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                http::HeaderValue::from_static("600"),
+            );
+            allow(headers, origin);
+            return Box::pin(async move { Ok(response) });
+        }
+        let answer = hyper::service::Service::call(&self.0, request);
+        Box::pin(async move {
+            let mut response = answer.await?;
+            if origin.is_some() {
+                let headers = response.headers_mut();
+                headers.insert(
+                    header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                    http::HeaderValue::from_static("ETag"),
+                );
+                allow(headers, origin);
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// Lets `origin` read the response (nothing without one).
+fn allow(headers: &mut http::HeaderMap, origin: Option<http::HeaderValue>) {
+    if let Some(origin) = origin {
+        headers.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(http::header::VARY, http::HeaderValue::from_static("Origin"));
+    }
+}
+
 async fn serve(
     mut listener: Box<dyn Listener>,
     service: s3s::service::S3Service,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let service = WithCors(service);
     let http = ConnectionBuilder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     loop {

@@ -352,6 +352,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             println!("  also      {}", others.join(" "));
         }
         println!("  WebSocket {ws}://{}/v1/ws", region.gateway_addr);
+        println!("  web app   {base}/app");
         println!("  health    {base}/healthz  {base}/readyz  {base}/metrics");
         let security = match identities.is_ephemeral(deployment.region(name)?) {
             _ if args.common.insecure_core => "plaintext, callers unchecked (--insecure-core)",

@@ -187,7 +187,14 @@ impl Entry {
 
                 let value = match compression {
                     CompressionType::None => {
-                        debug_assert_eq!(value_len, on_disk_value_len);
+                        // PATCH(meridian): the bytes come from disk, where an entry torn
+                        // by a full disk holds any sizes. Upstream's debug assertion
+                        // panicked on them at recovery (a debug build could then never
+                        // reopen the store); an error ends the read, and the reader
+                        // truncates the journal there, as it does for any torn tail.
+                        if value_len != on_disk_value_len {
+                            return Err(crate::Error::Decompress(CompressionType::None));
+                        }
                         Slice::from_reader(reader, on_disk_value_len as usize)?
                     }
 

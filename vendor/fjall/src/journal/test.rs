@@ -486,3 +486,23 @@ fn journal_truncation_repeating_item_marker() -> crate::Result<()> {
 
     Ok(())
 }
+
+// PATCH(meridian): an item torn by a full disk (its stored sizes disagree,
+// as one the chaos suite left: value length 8, on-disk length 0) is an
+// error, which makes the reader truncate the journal there; it panicked in
+// debug builds, so a store could never be reopened.
+#[test]
+fn a_torn_item_is_an_error_not_a_panic() {
+    let mut torn = Entry::Item {
+        keyspace_id: 0,
+        key: (*b"zzz").into(),
+        value: (*b"12345678").into(),
+        value_type: ValueType::Value,
+        compression: lsm_tree::CompressionType::None,
+    }
+    .encode_into_vec();
+    // ... u32 value_len, u32 on_disk_value_len, key (3), value (8).
+    let on_disk = torn.len() - 8 - 3 - 4;
+    torn[on_disk..on_disk + 4].copy_from_slice(&0u32.to_le_bytes());
+    assert!(Entry::decode_from(&mut &torn[..]).is_err());
+}
