@@ -22,8 +22,10 @@ mod webdriver;
 
 use webdriver::Browser;
 
-/// Every local port moved by this much: the deployment of this test only.
-const PORT_OFFSET: u16 = 25_000;
+/// Every local port moved by this much: the deployment of this test only,
+/// every port (26010–28030) below the kernel's ephemeral range (32768 up),
+/// from which other connections draw their local ports.
+const PORT_OFFSET: u16 = 19_000;
 
 /// A child process killed when dropped.
 struct Killed(Child);
