@@ -14,7 +14,7 @@ use crate::observe::Targets;
 use crate::workload::SetupError;
 
 /// Devices per account (the product's limit).
-const DEVICES_PER_ACCOUNT: usize = 16;
+pub const DEVICES_PER_ACCOUNT: usize = 16;
 
 /// Registrations in flight at once.
 const PARALLEL: usize = 8;
@@ -31,43 +31,58 @@ const KEEPALIVE: Keepalive = Keepalive {
 /// # Errors
 /// The first registration that fails.
 pub async fn register(gateway: &str, count: usize) -> Result<Vec<String>, SetupError> {
+    let accounts = register_accounts(gateway, count, "idle-", PARALLEL).await?;
+    Ok(accounts
+        .into_iter()
+        .flat_map(|(_, tokens)| tokens)
+        .collect())
+}
+
+/// `count` devices registered at `gateway`, 16 to an account named
+/// `{prefix}{n}`, `parallel` accounts at a time: each account's user id
+/// and device tokens, in account order (only the last account may hold
+/// fewer than 16).
+///
+/// # Errors
+/// The first registration that fails.
+pub async fn register_accounts(
+    gateway: &str,
+    count: usize,
+    prefix: &str,
+    parallel: usize,
+) -> Result<Vec<(String, Vec<String>)>, SetupError> {
     let accounts = count.div_ceil(DEVICES_PER_ACCOUNT);
-    let batches =
-        futures::stream::iter(0..accounts)
-            .map(|account| {
-                let rest = Rest::new(gateway.to_string());
-                let devices = DEVICES_PER_ACCOUNT.min(count - account * DEVICES_PER_ACCOUNT);
-                async move {
-                    let what = format!("registering idle account {account}");
-                    let user =
-                        rest.register(&format!("idle-{account}"))
-                            .await
-                            .map_err(|source| SetupError {
-                                what: what.clone(),
-                                source,
-                            })?;
-                    let mut tokens = vec![user.token.clone()];
-                    let with_token = rest.with_token(&user.token);
-                    for d in 1..devices {
-                        let added = with_token.add_device(&format!("idle-{d}")).await.map_err(
-                            |source| SetupError {
-                                what: what.clone(),
-                                source,
-                            },
-                        )?;
-                        tokens.push(added.token);
-                    }
-                    Ok::<_, SetupError>(tokens)
+    futures::stream::iter(0..accounts)
+        .map(|account| {
+            let rest = Rest::new(gateway.to_string());
+            let devices = DEVICES_PER_ACCOUNT.min(count - account * DEVICES_PER_ACCOUNT);
+            let what = format!("registering account {prefix}{account}");
+            async move {
+                let failed = |source| SetupError {
+                    what: what.clone(),
+                    source,
+                };
+                let user = rest
+                    .register(&format!("{prefix}{account}"))
+                    .await
+                    .map_err(failed)?;
+                let mut tokens = vec![user.token.clone()];
+                let with_token = rest.with_token(&user.token);
+                for d in 1..devices {
+                    let added = with_token
+                        .add_device(&format!("{prefix}{d}"))
+                        .await
+                        .map_err(failed)?;
+                    tokens.push(added.token);
                 }
-            })
-            .buffer_unordered(PARALLEL)
-            .collect::<Vec<_>>()
-            .await;
-    let mut tokens = Vec::with_capacity(count);
-    for batch in batches {
-        tokens.extend(batch?);
-    }
-    Ok(tokens)
+                Ok::<_, SetupError>((user.user_id, tokens))
+            }
+        })
+        .buffered(parallel.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
 }
 
 /// Holds one idle device's connection open through `gateways` (the first

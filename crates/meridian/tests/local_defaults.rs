@@ -5,36 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Child, Command};
-
 use meridian_sdk::Rest;
 
 mod common;
-
-/// A child process killed when dropped, so a failed assertion leaves no
-/// deployment holding its ports.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `meridian dev --port-offset OFFSET` in the empty directory `dir`; the
-/// process and the REST base URL it prints first.
-fn dev_in(dir: &std::path::Path, offset: u16) -> (Killed, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_meridian"));
-    command
-        .args(["dev", "--port-offset", &offset.to_string()])
-        .current_dir(dir)
-        .env_remove("MERIDIAN_REGIONS_DIR")
-        .env_remove("MERIDIAN_DATA_DIR")
-        .env("RUST_LOG", "error");
-    let (child, base) = common::start_command(command);
-    (Killed(child), base)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_runs_from_an_empty_directory_and_two_run_side_by_side() {
@@ -42,8 +15,8 @@ async fn dev_runs_from_an_empty_directory_and_two_run_side_by_side() {
     // Offsets far from the shipped ports (7010–9030, 8053) and from each
     // other, below the kernel's ephemeral range (32768 up), which other
     // tests' connections and port-0 binds draw from.
-    let (_first, first_base) = dev_in(first_dir.path(), 21_000);
-    let (_second, second_base) = dev_in(second_dir.path(), 22_000);
+    let (_first, first_base) = common::dev_in(first_dir.path(), 21_000, &[]);
+    let (_second, second_base) = common::dev_in(second_dir.path(), 22_000, &[]);
 
     assert!(
         first_dir.path().join("data/regions/us-east.toml").is_file(),

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
 use meridian_sdk::{Client, Keepalive, Rest};
 use tokio::sync::watch;
 
@@ -24,7 +23,7 @@ mod common;
 /// Devices in the storm.
 const STORM: usize = 10_000;
 /// An account holds at most 16 devices.
-const DEVICES_PER_ACCOUNT: usize = 16;
+const DEVICES_PER_ACCOUNT: usize = meridian_chaos::idle::DEVICES_PER_ACCOUNT;
 /// Messages each device is sent while its gateway is gone.
 const BACKLOG: usize = 3;
 /// Storm clients hold their sockets; they are not exercised by pings.
@@ -114,23 +113,9 @@ impl Drop for Region {
 
 /// `STORM` device tokens, 16 to an account, and the accounts' user ids.
 async fn register(rest: &Rest) -> (Vec<String>, Vec<String>) {
-    let accounts = STORM.div_ceil(DEVICES_PER_ACCOUNT);
-    let registered: Vec<(String, Vec<String>)> = futures::stream::iter(0..accounts)
-        .map(|account| {
-            let rest = rest.clone();
-            async move {
-                let user = rest.register(&format!("storm{account}")).await.unwrap();
-                let mut tokens = vec![user.token.clone()];
-                let own = rest.with_token(&user.token);
-                for d in 1..DEVICES_PER_ACCOUNT.min(STORM - account * DEVICES_PER_ACCOUNT) {
-                    tokens.push(own.add_device(&format!("d{d}")).await.unwrap().token);
-                }
-                (user.user_id, tokens)
-            }
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
+    let registered = meridian_chaos::idle::register_accounts(rest.base(), STORM, "storm", 8)
+        .await
+        .unwrap();
     let users = registered.iter().map(|(user, _)| user.clone()).collect();
     let tokens = registered.into_iter().flat_map(|(_, t)| t).collect();
     (tokens, users)

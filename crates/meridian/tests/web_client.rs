@@ -9,7 +9,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Child, Command};
 use std::time::Duration;
 
 use meridian_faultproxy::Proxy;
@@ -26,16 +25,6 @@ use webdriver::Browser;
 /// every port (26010–28030) below the kernel's ephemeral range (32768 up),
 /// from which other connections draw their local ports.
 const PORT_OFFSET: u16 = 19_000;
-
-/// A child process killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A script that is true once the open conversation shows `text`.
 fn shows(text: &str) -> String {
@@ -100,15 +89,7 @@ async fn screenshot(browser: &Browser, name: &str, expected: &[&str]) {
 async fn two_browsers_chat_across_regions_and_one_comes_back_after_losing_its_network() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_meridian"));
-    command
-        .args(["dev", "--no-dns", "--port-offset", &PORT_OFFSET.to_string()])
-        .current_dir(dir.path())
-        .env_remove("MERIDIAN_REGIONS_DIR")
-        .env_remove("MERIDIAN_DATA_DIR")
-        .env("RUST_LOG", "error");
-    let (child, _) = common::start_command(command);
-    let _server = Killed(child);
+    let (_server, _) = common::dev_in(dir.path(), PORT_OFFSET, &["--no-dns"]);
     let us_east = format!("http://127.0.1.1:{}", 8010 + PORT_OFFSET);
     let eu_west = format!("127.0.2.1:{}", 8020 + PORT_OFFSET);
     // Bob's network: everything his browser says to eu-west passes here.

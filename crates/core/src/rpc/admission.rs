@@ -61,16 +61,16 @@ impl Admission {
 
     /// Admits a new session of `device`, or says how long it should wait.
     pub(crate) fn admit(&self, device: &str) -> Result<(), Shed> {
-        let share = spread_share(device);
+        // The share is worked out only for a shed attach: most are admitted.
         if self.waiting.load(Ordering::Acquire) >= self.max_waiting {
             return Err(Shed {
                 why: "sync_queue",
-                retry_after: Duration::from_millis(250) + share,
+                retry_after: Duration::from_millis(250) + spread_share(device),
             });
         }
         self.attaches.take("attaches", 1.0).map_err(|refill| Shed {
             why: "attach_rate",
-            retry_after: refill + share,
+            retry_after: refill + spread_share(device),
         })
     }
 

@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use futures::StreamExt;
 use meridian_sdk::{Client, Keepalive, Rest};
 use meridian_seams::Clock;
 use meridian_seams::net::TokioNetwork;
@@ -32,14 +31,10 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
 use super::metrics::{metrics_text, sum_in};
-use super::{
-    CLOCK, Pair, cpu_seconds, fixed_rate_latency, percentile, rss_kib, sender_session, spawn_until,
-};
+use super::{CLOCK, cpu_seconds, fixed_rate_latency, make_pairs, percentile, rss_kib, spawn_until};
 
 /// Clients one gateway (and one worker process) holds at most.
 const PER_GATEWAY: usize = 15_000;
-/// Devices an account may have.
-const DEVICES_PER_ACCOUNT: usize = 16;
 /// Accounts in one group with its sender (groups hold 100 members).
 const ACCOUNTS_PER_GROUP: usize = 99;
 /// Quiet pairs chatting through the storm.
@@ -181,29 +176,6 @@ async fn start_fleet(storm_gateways: usize, options: &Options) -> anyhow::Result
     })
 }
 
-/// `count` device tokens, 16 to an account, with the accounts' user ids.
-async fn register(rest: &Rest, count: usize) -> anyhow::Result<Vec<(String, Vec<String>)>> {
-    let accounts = count.div_ceil(DEVICES_PER_ACCOUNT);
-    let registered: Vec<anyhow::Result<(String, Vec<String>)>> = futures::stream::iter(0..accounts)
-        .map(|account| {
-            let rest = rest.clone();
-            async move {
-                let user = rest.register(&format!("storm{account}")).await?;
-                let mut tokens = vec![user.token.clone()];
-                let own = rest.with_token(&user.token);
-                let devices = DEVICES_PER_ACCOUNT.min(count - account * DEVICES_PER_ACCOUNT);
-                for d in 1..devices {
-                    tokens.push(own.add_device(&format!("d{d}")).await?.token);
-                }
-                Ok((user.user_id, tokens))
-            }
-        })
-        .buffered(32)
-        .collect()
-        .await;
-    registered.into_iter().collect()
-}
-
 /// A group per 99 accounts, each with a sender of its own (a user's
 /// fan-out budget is its own): `(conv_id, sender token)`.
 async fn make_groups(
@@ -294,7 +266,9 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     );
     let fleet = start_fleet(storm_gateways, &options).await?;
     let quiet = fleet.quiet();
-    let accounts = register(&quiet, n).await?;
+    let accounts = meridian_chaos::idle::register_accounts(quiet.base(), n, "storm", 32)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.what, e.source))?;
     let groups = make_groups(&quiet, &accounts).await?;
     let tokens: Vec<String> = accounts.into_iter().flat_map(|(_, t)| t).collect();
     let work = tempfile::tempdir()?;
@@ -336,7 +310,7 @@ async fn measure_storm(
     options: &Options,
 ) -> anyhow::Result<()> {
     let quiet = fleet.quiet();
-    let pairs = quiet_pairs(&quiet).await?;
+    let pairs = make_pairs(&quiet, QUIET_PAIRS).await?;
     let core_pid = fleet.core.id().context("core pid")?;
     for gateway in &fleet.gateways[..fleet.storm_gateways] {
         let pid = gateway.id().context("a storm gateway's pid")?;
@@ -423,24 +397,8 @@ async fn admission_counts(fleet: &Fleet) -> (f64, f64) {
     (shed, refused)
 }
 
-/// Quiet pairs on the quiet gateway.
-async fn quiet_pairs(rest: &Rest) -> anyhow::Result<Vec<Pair>> {
-    let ws = rest.ws_url();
-    let mut pairs = Vec::new();
-    for i in 0..QUIET_PAIRS {
-        let a = rest.register(&format!("quiet-a{i}")).await?;
-        let b = rest.register(&format!("quiet-b{i}")).await?;
-        let conv = rest.with_token(&a.token).direct(&b.user_id).await?.conv_id;
-        pairs.push(Pair {
-            sender: sender_session(&ws, &a.token).await?,
-            receiver: meridian_sdk::Session::connect(&ws, &b.token).await?,
-            conv,
-        });
-    }
-    Ok(pairs)
-}
-
-/// Storm clients hold their sockets; pings are rare.
+/// Storm clients hold their sockets; pings are rare, and a connect may
+/// wait long for its turn in a storm.
 const KEEPALIVE: Keepalive = Keepalive {
     interval: Duration::from_secs(30),
     timeout: Duration::from_secs(90),

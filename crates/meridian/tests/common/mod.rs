@@ -266,3 +266,32 @@ pub fn sample(metrics: &str, name: &str, label: &str) -> f64 {
         .and_then(|line| line.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0)
 }
+
+#[allow(dead_code)]
+/// A child process killed when dropped, so a failed assertion leaves no
+/// deployment holding its ports.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[allow(dead_code)]
+/// `meridian dev --port-offset OFFSET` plus `extra` run in `dir` with no
+/// region or data directory named (the built-in local regions): the
+/// process and the REST base URL it prints first.
+pub fn dev_in(dir: &Path, offset: u16, extra: &[&str]) -> (Killed, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_meridian"));
+    command
+        .args(["dev", "--port-offset", &offset.to_string()])
+        .args(extra)
+        .current_dir(dir)
+        .env_remove("MERIDIAN_REGIONS_DIR")
+        .env_remove("MERIDIAN_DATA_DIR")
+        .env("RUST_LOG", "error");
+    let (child, base) = start_command(command);
+    (Killed(child), base)
+}
