@@ -257,7 +257,7 @@ async fn bad_uploads_are_refused_and_a_stopped_storage_leaves_text_working() {
         .create_upload(101 * 1024 * 1024, "video/mp4", &sha256_hex(b"x"))
         .await
         .expect_err("too large");
-    assert_eq!(code_of(too_large), (413, ErrorCode::MediaTooLarge));
+    assert_eq!(code_of(too_large), (422, ErrorCode::MediaTooLarge));
     let wrong_type = alice_rest
         .create_upload(10, "application/x-msdownload", &sha256_hex(b"x"))
         .await

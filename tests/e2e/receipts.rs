@@ -51,7 +51,7 @@ async fn read_receipts_for_several_messages_reach_every_sender_device() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_pages_backward_and_forward_for_members() {
+async fn history_pages_backward_forward_and_between_for_members() {
     let mut h = Harness::start().await;
     let (alice, bob, conv) = h.direct_pair().await;
     let mut client = h.client(&alice.token).await;
@@ -89,6 +89,35 @@ async fn history_pages_backward_and_forward_for_members() {
             sent[0].clone()
         ]
     );
+    // Forward from a message, and between two, oldest first.
+    let ids_of = |page: meridian_wire::frames::HistoryView| -> Vec<String> {
+        page.messages.into_iter().map(|m| m.msg_id).collect()
+    };
+    let newer = as_bob
+        .history_after(&conv, &sent[1], None, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids_of(newer), sent[2..].to_vec());
+    let between = as_bob
+        .history_after(&conv, &sent[1], Some(&sent[5]), 10)
+        .await
+        .unwrap();
+    assert_eq!(ids_of(between), sent[2..5].to_vec());
+    let capped = as_bob
+        .history_after(&conv, &sent[1], Some(&sent[5]), 2)
+        .await
+        .unwrap();
+    assert_eq!(ids_of(capped), sent[2..4].to_vec());
+    let crossed = as_bob
+        .history_after(&conv, &sent[5], Some(&sent[1]), 10)
+        .await
+        .unwrap();
+    assert!(ids_of(crossed).is_empty());
+    // A page size outside 1–200 is refused, not clamped.
+    for limit in [0, 201] {
+        let refused = as_bob.history(&conv, None, limit).await.unwrap_err();
+        assert_eq!(refused.code(), Some(meridian_sdk::ErrorCode::BadRequest));
+    }
     // Every reply orders after its parent.
     let all = as_bob.history(&conv, None, 50).await.unwrap().messages;
     for message in &all {

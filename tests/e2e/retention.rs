@@ -58,6 +58,41 @@ async fn a_device_behind_retention_gets_a_gap_and_expired_entries_are_pruned() {
     h.stop().await;
 }
 
+/// A `gap` is told until the device acknowledges it: one lost with its
+/// connection is told again on the next session (the simulation's seed 65
+/// found the core moving the stored cursor past a gap it had only sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_is_told_again_until_it_is_acknowledged() {
+    let Scene {
+        clock,
+        mut h,
+        tablet,
+        sweeper,
+        ..
+    } = Scene::start().await;
+    clock.advance(Duration::from_secs(31 * 24 * 3600));
+    sweeper.sweep_once().await.unwrap();
+
+    // Told, and the connection drops before any ack.
+    let session = connect_expecting_gap(&h, &tablet.token).await;
+    drop(session);
+    // Told again, to the SDK's client, which acknowledges it as it
+    // acknowledges a delivery.
+    let mut tablet_client = h.client(&tablet.token).await;
+    assert!(
+        tablet_client
+            .poll_until(PATIENCE, |c| !c.gaps().is_empty())
+            .await
+            .unwrap()
+    );
+    let lost_through = tablet_client.gaps()[0].clone();
+    assert_eq!(
+        tablet_client.last_acked.as_deref(),
+        Some(lost_through.as_str())
+    );
+    h.stop().await;
+}
+
 /// A device that had acknowledged everything retention removed is not told
 /// of a gap, although another device of the same user, behind, is: the
 /// floor is each device's own (issue #25, finding 1).

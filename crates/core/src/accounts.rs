@@ -4,6 +4,7 @@
 use base64::Engine as _;
 use meridian_store::{self as store, Device, User};
 use meridian_wire::ErrorCode;
+use meridian_wire::limits::{MAX_DISPLAY_NAME_CHARS, MAX_LABEL_CHARS};
 use sha2::{Digest, Sha256};
 
 use crate::messaging::refused;
@@ -44,8 +45,8 @@ impl Messaging {
         display_name: &str,
         device_label: &str,
     ) -> Result<(User, Credentials), CoreError> {
-        validate::name("display_name", display_name, 64)?;
-        validate::name("device_label", device_label, 64)?;
+        validate::name("display_name", display_name, MAX_DISPLAY_NAME_CHARS)?;
+        validate::name("device_label", device_label, MAX_LABEL_CHARS)?;
         let user = User {
             id: self.new_local_id(),
             display_name: display_name.to_string(),
@@ -128,7 +129,7 @@ impl Messaging {
     /// `invalid_name`; `too_many_devices` when the account has the most
     /// active devices allowed; store failures.
     pub async fn add_device(&self, caller: &Caller, label: &str) -> Result<Credentials, CoreError> {
-        validate::name("label", label, 64)?;
+        validate::name("label", label, MAX_LABEL_CHARS)?;
         let device_id = self.new_local_id();
         let (token, token_hash) = self.new_token(&device_id);
         let device = Device {

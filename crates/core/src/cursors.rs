@@ -39,6 +39,28 @@ impl Messaging {
             .await
     }
 
+    /// Raises the floor of the caller's device to `lost_through` (never
+    /// lowers it): the device lost the entries through it, and its
+    /// delivery tells it `gap` before anything after them.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn raise_floor(
+        &self,
+        caller: &Caller,
+        lost_through: &Stamp,
+    ) -> Result<(), CoreError> {
+        self.db
+            .run(|tx, _| async move {
+                let floor = store::get_inbox_floor(&tx, &caller.user_id, &caller.device_id).await?;
+                if *lost_through > floor {
+                    store::set_inbox_floor(&tx, &caller.user_id, &caller.device_id, lost_through)?;
+                }
+                Ok::<_, CoreError>(())
+            })
+            .await
+    }
+
     /// The stored cursor of the caller's device, refusing a device revoked
     /// since it authenticated.
     ///

@@ -408,6 +408,12 @@ impl Sweeper {
                     }
                     let floor = store::get_inbox_floor(&tx, user, &device.id).await?;
                     if *cutoff > floor {
+                        tracing::debug!(
+                            user,
+                            device = %device.id,
+                            floor = %store::stamp_to_hex(cutoff),
+                            "retention passed a device's cursor: its floor moves"
+                        );
                         store::set_inbox_floor(&tx, user, &device.id, cutoff)?;
                         moved = true;
                     }

@@ -329,40 +329,58 @@ impl Messaging {
     }
 
     /// A page of a conversation's history, for members only, paging from
-    /// the message `from_msg_id` (exclusive) or from an end.
+    /// the message `from_msg_id` (exclusive) or from an end, and stopping
+    /// at the message `stop_msg_id` (exclusive) or at the other end.
     ///
     /// # Errors
-    /// `not_found` (also for a non-member, and for an unknown `from_msg_id`), `bad_request`.
+    /// `not_found` (also for a non-member, and for an unknown `from_msg_id`
+    /// or `stop_msg_id`), `bad_request`.
     pub async fn history(
         &self,
         caller: &Caller,
         conv_id: &str,
         from_msg_id: Option<&str>,
+        stop_msg_id: Option<&str>,
         backward: bool,
         limit: usize,
     ) -> Result<Vec<Message>, CoreError> {
         validate::id("conv_id", conv_id)?;
-        if let Some(msg_id) = from_msg_id {
-            validate::id("from_msg_id", msg_id)?;
+        for msg_id in from_msg_id.iter().chain(stop_msg_id.iter()) {
+            validate::id("msg_id", msg_id)?;
         }
         let limit = limit.clamp(1, 200);
         self.db
             .run(|tx, _| async move {
                 Self::require_member(&tx, conv_id, &caller.user_id).await?;
-                let from = match from_msg_id {
-                    Some(msg_id) => Some(
-                        store::message_position(&tx, conv_id, msg_id)
-                            .await?
-                            .ok_or_else(|| {
-                                refused(ErrorCode::NotFound, format!("no message {msg_id}"))
-                            })?,
-                    ),
-                    None => None,
-                };
+                let from = Self::position_of(&tx, conv_id, from_msg_id).await?;
+                let stop = Self::position_of(&tx, conv_id, stop_msg_id).await?;
                 Ok::<_, CoreError>(
-                    store::history_page(&tx, conv_id, from.as_ref(), backward, limit).await?,
+                    store::history_page(
+                        &tx,
+                        conv_id,
+                        from.as_ref(),
+                        stop.as_ref(),
+                        backward,
+                        limit,
+                    )
+                    .await?,
                 )
             })
             .await
+    }
+
+    /// Where `msg_id` sits in the conversation's order, if one is given.
+    async fn position_of(
+        tx: &meridian_kv::Transaction,
+        conv_id: &str,
+        msg_id: Option<&str>,
+    ) -> Result<Option<store::Position>, CoreError> {
+        let Some(msg_id) = msg_id else {
+            return Ok(None);
+        };
+        store::message_position(tx, conv_id, msg_id)
+            .await?
+            .map(Some)
+            .ok_or_else(|| refused(ErrorCode::NotFound, format!("no message {msg_id}")))
     }
 }

@@ -1,20 +1,13 @@
 //! Input checks shared by every operation.
 
 use meridian_wire::ErrorCode;
+use meridian_wire::limits::{MAX_ID_BYTES, is_id, is_name_char};
 
 use crate::CoreError;
 
-/// Longest id accepted anywhere (user, device, conversation, message ids).
-const MAX_ID_BYTES: usize = 128;
-
-/// An id: 1–128 bytes of `[A-Za-z0-9._@:-]`.
+/// An id: 1–128 bytes of `[A-Za-z0-9._@:-]` (`meridian_wire::limits`).
 pub fn id(kind: &str, value: &str) -> Result<(), CoreError> {
-    let ok = !value.is_empty()
-        && value.len() <= MAX_ID_BYTES
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b':' | b'-'));
-    if ok {
+    if is_id(value) {
         Ok(())
     } else {
         Err(CoreError::refused(
@@ -36,41 +29,11 @@ pub fn client_msg_id(value: &str) -> Result<(), CoreError> {
     }
 }
 
-/// Whether `c` is an invisible formatting character (Unicode's `Cf`): a
-/// bidirectional override makes a name read as another (`alice` spelled
-/// backwards and reversed), a zero-width one makes two names look alike.
-fn is_format(c: char) -> bool {
-    matches!(
-        c,
-        '\u{00AD}'
-            | '\u{0600}'..='\u{0605}'
-            | '\u{061C}'
-            | '\u{06DD}'
-            | '\u{070F}'
-            | '\u{0890}'..='\u{0891}'
-            | '\u{08E2}'
-            | '\u{180E}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{206F}'
-            | '\u{FEFF}'
-            | '\u{FFF9}'..='\u{FFFB}'
-            | '\u{110BD}'
-            | '\u{110CD}'
-            | '\u{13430}'..='\u{1343F}'
-            | '\u{1BCA0}'..='\u{1BCA3}'
-            | '\u{1D173}'..='\u{1D17A}'
-            | '\u{E0001}'
-            | '\u{E0020}'..='\u{E007F}'
-    )
-}
-
-/// A human name: 1–`max` characters, no control or invisible formatting
-/// characters.
+/// A human name: 1–`max` characters, none of them a control or an
+/// invisible formatting character (`meridian_wire::limits::is_name_char`).
 pub fn name(kind: &str, value: &str, max: usize) -> Result<(), CoreError> {
     let count = value.chars().count();
-    if count == 0 || count > max || value.chars().any(|c| c.is_control() || is_format(c)) {
+    if count == 0 || count > max || !value.chars().all(is_name_char) {
         return Err(CoreError::refused(
             ErrorCode::InvalidName,
             format!(

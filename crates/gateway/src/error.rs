@@ -56,7 +56,9 @@ pub fn http_status(code: ErrorCode) -> StatusCode {
         | ErrorCode::InvalidName
         | ErrorCode::BadCursor => StatusCode::BAD_REQUEST,
         ErrorCode::FrameTooLarge | ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::MediaTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        // The request is not too large: the upload it declares is, which
+        // is a field over its limit.
+        ErrorCode::MediaTooLarge => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorCode::GroupFull
         | ErrorCode::TooManyDevices

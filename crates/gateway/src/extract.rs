@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use meridian_rpc::core as pb;
 use meridian_seams::net::{Cidr, PeerAddr, is_trusted};
 use meridian_wire::ErrorCode;
+use meridian_wire::limits::DEFAULT_PAGE;
 
 use crate::{ApiError, AppState};
 
@@ -38,6 +39,67 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> 
                 _ => ApiError::new(ErrorCode::BadRequest, rejection.body_text()),
             }),
         }
+    }
+}
+
+/// Query parameters whose rejections are typed errors.
+pub(crate) struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::new(ErrorCode::BadRequest, rejection.body_text())),
+        }
+    }
+}
+
+/// Path parameters whose rejections (a segment that is not UTF-8 once
+/// percent-decoded) are typed errors.
+pub(crate) struct Ids<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for Ids<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::new(ErrorCode::BadRequest, rejection.body_text())),
+        }
+    }
+}
+
+/// A page size given as `limit`: 1 to `max`, [`DEFAULT_PAGE`] when left
+/// out.
+///
+/// # Errors
+/// `bad_request` outside that range.
+pub(crate) fn page_limit(limit: Option<u32>, max: u32) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_PAGE.min(max)),
+        Some(limit) if (1..=max).contains(&limit) => Ok(limit),
+        Some(limit) => Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("limit must be 1-{max}, not {limit}"),
+        )),
+    }
+}
+
+/// An optional id from a query: absent, or an id (an empty one is not
+/// "absent", it is wrong).
+///
+/// # Errors
+/// `bad_request` for a value that is not an id.
+pub(crate) fn optional_id(name: &str, value: Option<String>) -> Result<String, ApiError> {
+    match value {
+        None => Ok(String::new()),
+        Some(id) if meridian_wire::limits::is_id(&id) => Ok(id),
+        Some(_) => Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("{name} must be 1-128 characters of [A-Za-z0-9._@:-]"),
+        )),
     }
 }
 
@@ -135,6 +197,21 @@ mod tests {
             headers.append("x-forwarded-for", value.parse().unwrap());
         }
         headers
+    }
+
+    #[test]
+    fn page_limits_are_enforced_not_clamped() {
+        assert_eq!(page_limit(None, 100).unwrap(), 50);
+        assert_eq!(page_limit(Some(1), 100).unwrap(), 1);
+        assert_eq!(page_limit(Some(100), 100).unwrap(), 100);
+        assert_eq!(
+            page_limit(Some(0), 100).unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            page_limit(Some(101), 100).unwrap_err().code,
+            ErrorCode::BadRequest
+        );
     }
 
     #[test]

@@ -58,7 +58,7 @@ use meridian_seams::net::{AxumListener, Listener};
 
 pub use cores::CoreChannels;
 pub use error::ApiError;
-pub use openapi::openapi_json;
+pub use openapi::{Deployment, openapi_json};
 
 /// Limits and timings of a gateway.
 #[derive(Debug, Clone)]
@@ -77,6 +77,9 @@ pub struct GatewayConfig {
     pub max_payload_bytes: usize,
     /// Largest REST body, bytes.
     pub max_body_bytes: usize,
+    /// Largest media upload, bytes: the cores' limit, which the OpenAPI
+    /// document states.
+    pub media_max_bytes: u64,
     /// Sends per second per device (sustained).
     pub sends_per_second: f64,
     /// Send burst per device.
@@ -133,6 +136,7 @@ impl GatewayConfig {
             hard_max_frame_bytes: 1024 * 1024,
             max_payload_bytes: 64 * 1024,
             max_body_bytes: 256 * 1024,
+            media_max_bytes: 100 * 1024 * 1024,
             sends_per_second: 50.0,
             send_burst: 200.0,
             requests_per_second: 20.0,

@@ -8,26 +8,8 @@
 //! rendered, so sniffing only refuses a generic upload that turns out to be
 //! an executable.
 
-/// The allowed types, by family.
-pub const ALLOWED_TYPES: &[&str] = &[
-    "image/jpeg",
-    "image/png",
-    "image/gif",
-    "image/webp",
-    "image/heic",
-    "video/mp4",
-    "video/quicktime",
-    "video/webm",
-    "audio/mpeg",
-    "audio/mp4",
-    "audio/aac",
-    "audio/ogg",
-    "audio/wav",
-    "application/pdf",
-    "application/zip",
-    "application/octet-stream",
-    "text/plain",
-];
+/// The allowed types: the client protocol's list.
+pub use meridian_wire::limits::CONTENT_TYPES as ALLOWED_TYPES;
 
 /// Types whose bytes are not checked against a signature.
 const GENERIC_TYPES: &[&str] = &["application/octet-stream", "application/zip", "text/plain"];
@@ -38,24 +20,11 @@ const THUMBNAIL_TYPES: &[&str] = &["image/jpeg", "image/png", "image/gif", "imag
 /// Bytes of an object's start that sniffing needs.
 pub const SNIFF_BYTES: usize = 8 * 1024;
 
-/// The canonical form of a declared type (`Image/JPEG; x=y` → `image/jpeg`),
-/// if it is allowed.
+/// The canonical form of a declared type, if it is allowed: exactly an
+/// allowed type or one of its aliases (`image/jpg` → `image/jpeg`), as
+/// the OpenAPI document's enum lists them.
 pub fn normalize(content_type: &str) -> Option<&'static str> {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    let essence = match essence.as_str() {
-        "image/jpg" | "image/pjpeg" => "image/jpeg",
-        "audio/mp3" => "audio/mpeg",
-        "audio/x-wav" | "audio/wave" => "audio/wav",
-        "audio/x-m4a" | "audio/m4a" => "audio/mp4",
-        other => other,
-    }
-    .to_string();
-    ALLOWED_TYPES.iter().copied().find(|t| *t == essence)
+    meridian_wire::limits::content_type(content_type)
 }
 
 /// Whether a thumbnail is made for this (normalized) type.
@@ -135,7 +104,8 @@ mod tests {
 
     #[test]
     fn declared_types_are_normalized_or_refused() {
-        assert_eq!(normalize("Image/JPG; q=1"), Some("image/jpeg"));
+        assert_eq!(normalize("image/jpg"), Some("image/jpeg"));
+        assert_eq!(normalize("Image/JPG; q=1"), None);
         assert_eq!(normalize("application/pdf"), Some("application/pdf"));
         assert_eq!(normalize("application/x-msdownload"), None);
         assert_eq!(normalize(""), None);

@@ -74,6 +74,14 @@ pub struct Common {
     /// Registrations per minute allowed per client IP address.
     #[arg(long, default_value_t = 600.0)]
     registrations_per_minute: f64,
+    /// Authenticated REST requests per second allowed per device
+    /// (sustained; the burst is the larger of this and 100).
+    #[arg(long, default_value_t = 20.0)]
+    request_rate: f64,
+    /// Failed authentications (bad or revoked tokens) per minute allowed
+    /// per client IP address.
+    #[arg(long, default_value_t = 30.0)]
+    auth_failures_per_minute: f64,
     /// Runs this process's clock ahead (negative: behind) by this many
     /// milliseconds: for clock-skew drills.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
@@ -232,6 +240,8 @@ impl Common {
             media_max_mib: self.media_max_mib,
             send_rate: self.send_rate,
             registrations_per_minute: self.registrations_per_minute,
+            request_rate: self.request_rate,
+            auth_failures_per_minute: self.auth_failures_per_minute,
             max_clock_offset_ms: self.max_clock_offset_ms,
             log: match self.log {
                 LogKind::Embedded => plan::LogKind::Embedded,

@@ -134,7 +134,15 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Openapi => {
-                println!("{}", meridian_gateway::openapi_json());
+                let gateway = meridian_gateway::GatewayConfig::new("");
+                let deployment = meridian_gateway::Deployment {
+                    regions: meridian_region::local::BUILTIN_REGIONS
+                        .iter()
+                        .map(|(file, _)| file.trim_end_matches(".toml").to_string())
+                        .collect(),
+                    media_max_bytes: gateway.media_max_bytes,
+                };
+                println!("{}", meridian_gateway::openapi_json(&deployment));
                 Ok(())
             }
         }

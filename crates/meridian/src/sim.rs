@@ -67,6 +67,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
     let mut sharded = 0;
     let mut receipts = 0;
     let mut media_copies = 0;
+    let (mut gaps, mut expired) = (0, 0);
     let mut worst_convergence = Duration::ZERO;
     for seed in args.start..args.start + args.seeds {
         let one = clock.monotonic();
@@ -100,6 +101,8 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
                 sharded += usize::from(report.sharded);
                 receipts += report.receipts;
                 media_copies += report.media_copies;
+                gaps += report.gaps;
+                expired += report.expired;
                 worst_convergence = worst_convergence.max(report.convergence);
             }
             Err(error) => {
@@ -114,7 +117,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
     }
     let elapsed = clock.monotonic() - started;
     println!(
-        "{} seeds in {:.1} s ({:.1} seeds/s, {:.0} seeds/min); {} failed; seeds with 1/2/3 regions {}/{}/{} (of the 3-site seeds, {sharded} with us-east in two shards); faults injected {injected}; membership changes mid-run {membership_changes}; read receipts {receipts}; media copies checked {media_copies}; messages {messages}, deliveries {deliveries}, raw wire duplicates {duplicates}; lost delivery frames detected {breaks}; devices sent away to come back later {sent_away}; stamps beyond the max offset refused {refused}; worst convergence after heal {:.1} s (simulated)",
+        "{} seeds in {:.1} s ({:.1} seeds/s, {:.0} seeds/min); {} failed; seeds with 1/2/3 regions {}/{}/{} (of the 3-site seeds, {sharded} with us-east in two shards); faults injected {injected}; membership changes mid-run {membership_changes}; read receipts {receipts}; media copies checked {media_copies}; gaps told {gaps} (covering {expired} copies lost to short retention); messages {messages}, deliveries {deliveries}, raw wire duplicates {duplicates}; lost delivery frames detected {breaks}; devices sent away to come back later {sent_away}; stamps beyond the max offset refused {refused}; worst convergence after heal {:.1} s (simulated)",
         args.seeds,
         elapsed.as_secs_f64(),
         args.seeds as f64 / elapsed.as_secs_f64().max(1e-9),

@@ -397,6 +397,12 @@ impl Client {
             }
             Event::Gap(through) => {
                 self.gaps.push(through.clone());
+                // Heard: acknowledged like a delivery, so the server stops
+                // telling it (it tells a gap again until it is acknowledged).
+                if let Some(session) = self.session.as_ref() {
+                    session.ack(&through).await?;
+                    self.last_acked = Some(through.clone());
+                }
                 self.expected = Some(through);
                 Ok(Vec::new())
             }

@@ -284,6 +284,26 @@ impl Rest {
         self.call(reqwest::Method::GET, &path, None::<&()>).await
     }
 
+    /// `GET /v1/conversations/{conv_id}/messages?after=…`: up to `limit`
+    /// messages newer than `after`, oldest first, stopping before
+    /// `before` when it is given (the messages between the two).
+    ///
+    /// # Errors
+    /// As [`Rest::register`].
+    pub async fn history_after(
+        &self,
+        conv_id: &str,
+        after: &str,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<HistoryView, SdkError> {
+        let mut path = format!("/v1/conversations/{conv_id}/messages?limit={limit}&after={after}");
+        if let Some(id) = before {
+            path.push_str(&format!("&before={id}"));
+        }
+        self.call(reqwest::Method::GET, &path, None::<&()>).await
+    }
+
     /// `POST /v1/media`: an upload slot for `size` bytes of `content_type`
     /// whose SHA-256 is `sha256_hex`.
     ///

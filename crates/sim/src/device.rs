@@ -9,8 +9,8 @@ use std::time::Duration;
 use meridian_sdk::{Client, Connector, GatewayStream, Rest};
 use meridian_seams::net::SharedNetwork;
 
-use crate::hosts::{EPOCH_MS, GATEWAY_PORT, HostResult};
-use crate::invariants::{Acked, Shared, SharedState, lock};
+use crate::hosts::{EPOCH_MS, GATEWAY_PORT, HostResult, SHORT_RETENTION, short_retention};
+use crate::invariants::{Acked, Shared, SharedState, expired_for, lock};
 use crate::workload::{HEALED_BY, Plan, SendPlan, host};
 
 pub(crate) struct DeviceTask {
@@ -96,6 +96,10 @@ impl DeviceTask {
         outcome.wire_duplicates = client.wire_duplicates;
         outcome.chain_breaks = client.chain_breaks;
         outcome.sent_away = client.sent_away;
+        let now = turmoil::sim_elapsed().unwrap_or_default();
+        outcome
+            .gaps_at
+            .resize(client.gaps().len().max(outcome.gaps_at.len()), now);
         for (conv_id, conv) in conv_of {
             for message in client.timeline(conv_id) {
                 let seen = outcome.seen.entry(*conv).or_default();
@@ -136,8 +140,16 @@ impl DeviceTask {
                 .and_then(|o| o.seen.get(&conv))
                 .is_some_and(|s| s.contains_key(msg_id))
         };
+        let retention = short_retention(self.seed).then_some(SHORT_RETENTION);
+        let gaps_at = state
+            .outcomes
+            .get(&self.index)
+            .map(|o| o.gaps_at.as_slice())
+            .unwrap_or_default();
         state.acked.iter().all(|(msg_id, acked)| {
-            !state.must_receive(&self.plan, user, acked) || seen(acked.conv, msg_id)
+            !state.must_receive(&self.plan, user, acked)
+                || seen(acked.conv, msg_id)
+                || expired_for(acked, gaps_at, retention)
         })
     }
 
@@ -158,6 +170,8 @@ impl DeviceTask {
             .map(|(i, id)| (id.clone(), i))
             .collect();
         let mut client = self.client(&token);
+        // Names the device in the cores' logs (RUST_LOG=debug replays).
+        tracing::debug!(device = %device.name, id = token.split('.').next().unwrap_or_default(), "simulated device");
         let started = turmoil::sim_elapsed().unwrap_or_default();
         let mut offline = device.offline.iter().peekable();
         for (n, send) in device.sends.iter().enumerate() {
@@ -229,9 +243,10 @@ impl DeviceTask {
         n: usize,
         send: &SendPlan,
         conv_id: &str,
-        reply_to: Option<String>,
+        mut reply_to: Option<String>,
         attach: &[String],
     ) -> Result<bool, Box<dyn std::error::Error>> {
+        let mut attach = attach.to_vec();
         let device = &self.plan.devices[self.index];
         let client_msg_id = format!("{}-{n}", device.name);
         let payload = format!("{} #{n}", device.name);
@@ -250,7 +265,7 @@ impl DeviceTask {
                         &client_msg_id,
                         &payload,
                         reply_to.as_deref(),
-                        attach,
+                        &attach,
                     )
                     .await
                 {
@@ -264,6 +279,25 @@ impl DeviceTask {
                             && error.code() == Some(meridian_sdk::ErrorCode::NotFound) =>
                     {
                         return Ok(false);
+                    }
+                    // The message replied to expired (short retention):
+                    // what a client does is send it as a plain message.
+                    Err(error)
+                        if reply_to.is_some()
+                            && short_retention(self.seed)
+                            && error.code() == Some(meridian_sdk::ErrorCode::NotFound)
+                            && error.to_string().contains("to reply to") =>
+                    {
+                        reply_to = None;
+                    }
+                    // Likewise the setup's upload, once past its retention.
+                    Err(error)
+                        if !attach.is_empty()
+                            && short_retention(self.seed)
+                            && error.code() == Some(meridian_sdk::ErrorCode::NotFound)
+                            && error.to_string().contains("no media") =>
+                    {
+                        attach.clear();
                     }
                     Err(error) => {
                         return Err(format!("{}: send refused: {error}", device.name).into());

@@ -40,7 +40,7 @@ mod run;
 mod workload;
 
 pub use clock::SimClock;
-pub use hosts::{tight_admission, watches_inbox_head};
+pub use hosts::{short_retention, tight_admission, watches_inbox_head};
 pub use invariants::{SeedOutcome, SeedReport};
 pub use net::TurmoilNetwork;
 pub use run::run_seed;

@@ -14,7 +14,10 @@ use meridian_seams::SharedClock;
 use meridian_seams::net::SharedNetwork;
 
 use crate::device::DeviceTask;
-use crate::hosts::{EPOCH_MS, HostResult, Regions, SimIdentities, core_client, setup, simulation};
+use crate::hosts::{
+    EPOCH_MS, HostResult, Regions, SHORT_RETENTION, SimIdentities, core_client, setup,
+    short_retention, simulation,
+};
 use crate::invariants::{SeedOutcome, Shared, SharedState, check, lock};
 use crate::workload::{ConvPlan, FaultAction, Faults, MembershipChange, Plan};
 use crate::{SimClock, TurmoilNetwork};
@@ -52,7 +55,8 @@ pub fn run_seed(seed: u64, faults: Faults) -> SeedOutcome {
     start_admin(&mut sim, &network, &shared, &plan, caller);
     let applied = drive(&mut sim, seed, &plan, &core_clocks, &engines, &shared)?;
     let sim_time = sim.elapsed();
-    check(seed, &plan, &lock(&shared), applied, sim_time)
+    let retention = short_retention(seed).then_some(SHORT_RETENTION);
+    check(seed, &plan, &lock(&shared), retention, applied, sim_time)
 }
 
 /// Setup: users, devices and conversations, through the core's gRPC. Steps
@@ -233,7 +237,7 @@ fn waiting_devices(plan: &Plan, state: &Shared) -> Vec<String> {
         .enumerate()
         .filter(|(i, _)| state.outcomes.get(i).is_none_or(|o| o.done_at.is_none()))
         .map(|(i, d)| {
-            let missing: Vec<&String> = state
+            let missing: Vec<String> = state
                 .acked
                 .iter()
                 .filter(|(id, a)| {
@@ -244,9 +248,14 @@ fn waiting_devices(plan: &Plan, state: &Shared) -> Vec<String> {
                             .and_then(|o| o.seen.get(&a.conv))
                             .is_none_or(|s| !s.contains_key(*id))
                 })
-                .map(|(id, _)| id)
+                .map(|(id, a)| format!("{id} sent at {:?}", a.started))
                 .collect();
-            format!("{} (missing {missing:?})", d.name)
+            let gaps = state
+                .outcomes
+                .get(&i)
+                .map(|o| o.gaps_at.clone())
+                .unwrap_or_default();
+            format!("{} (missing {missing:?}; gaps told at {gaps:?})", d.name)
         })
         .collect()
 }

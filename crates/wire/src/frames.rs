@@ -161,10 +161,15 @@ pub struct ThumbnailView {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateUploadRequest {
-    /// Exact size of the content, bytes (1 to 100 MiB by default).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    /// Exact size of the content, bytes (1 to this deployment's limit,
+    /// 100 MiB by default).
+    #[serde(deserialize_with = "crate::limits::integer")]
     pub size: u64,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::limits::schema::content_type))]
     /// Content type from the allow-list (images, video, audio, PDF, generic files).
     pub content_type: String,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::limits::schema::sha256))]
     /// SHA-256 of the content, 64 hex characters.
     pub sha256: String,
 }
@@ -378,8 +383,10 @@ pub enum GoAwayReason {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterRequest {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::limits::schema::display_name))]
     /// 1–64 characters.
     pub display_name: String,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::limits::schema::optional_label))]
     /// Label of the first device (default "device").
     #[serde(default)]
     pub device_label: Option<String>,
@@ -419,6 +426,7 @@ pub struct UserView {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AddDeviceRequest {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::limits::schema::label))]
     /// 1–64 characters.
     pub label: String,
 }
@@ -451,6 +459,7 @@ pub struct DeviceView {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DirectRequest {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::limits::schema::id))]
     /// The other user.
     pub peer_user_id: String,
 }
@@ -459,8 +468,10 @@ pub struct DirectRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateGroupRequest {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::limits::schema::group_name))]
     /// 1–128 characters.
     pub name: String,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::limits::schema::user_ids))]
     /// Other members (the caller joins as admin); at most 99.
     #[serde(default)]
     pub member_user_ids: Vec<String>,
@@ -470,6 +481,7 @@ pub struct CreateGroupRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RenameRequest {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::limits::schema::group_name))]
     /// 1–128 characters.
     pub name: String,
 }
@@ -478,6 +490,7 @@ pub struct RenameRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AddMembersRequest {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::limits::schema::user_ids_to_add))]
     /// Users to add.
     pub user_ids: Vec<String>,
 }

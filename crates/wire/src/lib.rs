@@ -6,6 +6,8 @@
 //!   the REST bodies and views (`docs/protocol.md` describes each one).
 //! - [`ErrorCode`] ([`codes`]): the stable error codes shared by every edge
 //!   (`docs/protocol.md` lists them).
+//! - [`limits`]: the limits of ids, names, pages and digests, which the
+//!   core enforces and the OpenAPI document states.
 //! - [`decimal`]: 64-bit integers (HLC stamps) carried as JSON strings, so
 //!   JavaScript's number type does not round them.
 //! - [`sites`]: [`sites::Topology`], the site (and shard) an id belongs to;
@@ -24,6 +26,7 @@
 pub mod codes;
 pub mod decimal;
 pub mod frames;
+pub mod limits;
 pub mod sites;
 
 pub use codes::ErrorCode;

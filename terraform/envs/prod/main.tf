@@ -45,6 +45,17 @@ provider "aws" {
 # setting within a group never changes what `meridian terraform-vars`
 # generates.
 locals {
+  # The web client (/app on every gateway) PUTs and GETs media with
+  # presigned URLs from the page's origin: the service name and each
+  # region's gateway name are always allowed, besides media's own list.
+  web_client_origins = concat(
+    ["https://gw.${var.client_domain}"],
+    [for name, region in var.regions : "https://${region.gateway_host}"],
+  )
+  media = merge(var.media, {
+    cors_allowed_origins = distinct(concat(local.web_client_origins, try(var.media.cors_allowed_origins, [])))
+  })
+
   shared_settings = {
     release       = var.release
     network       = var.network
@@ -53,7 +64,7 @@ locals {
     core          = var.core
     foundationdb  = var.foundationdb
     kafka         = var.kafka
-    media         = var.media
+    media         = local.media
     observability = var.observability
   }
 

@@ -227,13 +227,20 @@ async fn deliver_step(
             };
             items.push((entry.stamp, item));
         }
+        stop_at_lost(messaging, caller, &mut items).await?;
         return Ok(send_deliveries(session, window, down, cursor, items).await);
     }
     let slot = backlog.slot().await;
     let tx = messaging.db().begin();
     let floor = store::get_inbox_floor(&tx, &caller.user_id, &caller.device_id).await?;
     if floor > *cursor {
+        tracing::debug!(device = %caller.device_id, floor = %store::stamp_to_hex(&floor), "gap");
         drop(slot);
+        // Told, not yet known to be heard: the stored cursor stays until
+        // the device acknowledges `lost_through` (or anything after it),
+        // so a gap lost with its connection is told again on the next
+        // session rather than never. Awaiting its ack like a delivery's.
+        window.state.unacked().push(floor, 0);
         let gap = SessionDown {
             kind: Some(session_down::Kind::Gap(pb::Gap {
                 session,
@@ -243,8 +250,6 @@ async fn deliver_step(
         if down.send(Ok(gap)).await.is_err() {
             return Ok(Flow::Stop);
         }
-        // The device has been told: move its cursor so it is told once.
-        messaging.ack(caller, &floor).await?;
         *cursor = floor;
         return Ok(Flow::Continue);
     }
@@ -264,6 +269,16 @@ async fn deliver_step(
         armed.register(&tx).await?;
     }
     drop(slot);
+    if stop_at_lost(messaging, caller, &mut items).await? {
+        // The floor moved: the next round tells the device, then reads on.
+        return Ok(
+            if send_deliveries(session, window, down, cursor, items).await == Flow::Stop {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            },
+        );
+    }
     if !items.is_empty()
         && send_deliveries(session, window, down, cursor, items).await == Flow::Stop
     {
@@ -273,6 +288,36 @@ async fn deliver_step(
         return Ok(Flow::Continue);
     }
     wait_for_inbox(inbox, armed, down).await
+}
+
+/// Stops `items` at the first entry whose message retention removed from
+/// history before this device read it, and answers whether it did.
+///
+/// Retention removes a message by its age and an inbox entry by when it
+/// was written: a message that reached this region late (a partition held
+/// replication back) has entries younger than itself, which outlive it.
+/// The device lost that message as surely as one whose entry retention
+/// removed, and is told so the same way: its floor moves through the run
+/// of such entries, and the next round sends `gap` (then reads on), rather
+/// than skipping them in silence.
+async fn stop_at_lost(
+    messaging: &Messaging,
+    caller: &Caller,
+    items: &mut Vec<(Stamp, Option<delivery::Item>)>,
+) -> Result<bool, CoreError> {
+    let Some(first) = items.iter().position(|(_, item)| item.is_none()) else {
+        return Ok(false);
+    };
+    let lost_through = items[first..]
+        .iter()
+        .take_while(|(_, item)| item.is_none())
+        .last()
+        .map(|(stamp, _)| *stamp);
+    items.truncate(first);
+    if let Some(lost_through) = lost_through {
+        messaging.raise_floor(caller, &lost_through).await?;
+    }
+    Ok(true)
 }
 
 /// Whether a session is reading a backlog, and the core's budget for

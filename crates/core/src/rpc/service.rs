@@ -282,6 +282,7 @@ impl core_server::Core for CoreService {
         let request = request.into_inner();
         let caller = caller_of(request.caller)?;
         let from = (!request.from_msg_id.is_empty()).then_some(request.from_msg_id.as_str());
+        let stop = (!request.stop_msg_id.is_empty()).then_some(request.stop_msg_id.as_str());
         let limit = if request.limit == 0 {
             50
         } else {
@@ -289,7 +290,14 @@ impl core_server::Core for CoreService {
         };
         let messages = self
             .messaging
-            .history(&caller, &request.conv_id, from, request.backward, limit)
+            .history(
+                &caller,
+                &request.conv_id,
+                from,
+                stop,
+                request.backward,
+                limit,
+            )
             .await?;
         Ok(Response::new(pb::HistoryPage {
             messages: messages.into_iter().map(message_info).collect(),

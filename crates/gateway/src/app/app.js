@@ -303,6 +303,8 @@ function onSent(frame) {
 
 function onGap(frame) {
   state.expected = frame.lost_through;
+  // Acknowledged like a delivery: until then every new session is told again.
+  send({ type: "ack", cursor: frame.lost_through });
   const notice = $("gap-notice");
   notice.hidden = false;
   notice.textContent =

@@ -1,7 +1,6 @@
 //! Accounts: registration, users' profiles, and the caller's devices.
 
 use axum::Json;
-use axum::extract::Path;
 use axum::http::StatusCode;
 use meridian_rpc::core as pb;
 use meridian_wire::ErrorCode;
@@ -10,11 +9,12 @@ use meridian_wire::frames::{
 };
 
 use crate::ApiError;
-use crate::extract::{Authed, Body, ClientIp, Shared};
+use crate::extract::{Authed, Body, ClientIp, Ids, Shared};
 
 /// Registers a user homed in this region with a first device.
 #[utoipa::path(post, path = "/v1/users", request_body = RegisterRequest,
-    responses((status = 201, body = RegisterResponse), (status = 400, body = meridian_wire::frames::ErrorBody), (status = 429, body = meridian_wire::frames::ErrorBody)))]
+    responses((status = 201, body = RegisterResponse),
+              (status = 404, description = "not_found: `home_region` is not a region of this deployment", body = meridian_wire::frames::ErrorBody)))]
 pub(crate) async fn register(
     state: Shared,
     ClientIp(client): ClientIp,
@@ -24,6 +24,14 @@ pub(crate) async fn register(
         return Err(ApiError::new(
             ErrorCode::RateLimited,
             "too many registrations; retry later",
+        ));
+    }
+    // The core names a device given no label "device"; a label given
+    // empty is a mistake, as for any other name.
+    if body.device_label.as_deref() == Some("") {
+        return Err(ApiError::new(
+            ErrorCode::InvalidName,
+            "device_label must be 1-64 characters; leave it out for the default",
         ));
     }
     let mut core = match body.home_region.as_deref() {
@@ -62,7 +70,7 @@ pub(crate) async fn register(
 pub(crate) async fn get_user(
     state: Shared,
     Authed(caller): Authed,
-    Path(user_id): Path<String>,
+    Ids(user_id): Ids<String>,
 ) -> Result<Json<UserView>, ApiError> {
     let core = state.cores.of(&user_id)?.client.clone();
     let request = pb::GetUserRequest {
@@ -84,7 +92,9 @@ pub(crate) async fn get_user(
 
 /// Adds a device to the caller's account.
 #[utoipa::path(post, path = "/v1/devices", request_body = AddDeviceRequest,
-    responses((status = 201, body = DeviceCreated)), security(("bearer" = [])))]
+    responses((status = 201, body = DeviceCreated),
+              (status = 409, description = "too_many_devices: the account has 16 active devices; revoke one first", body = meridian_wire::frames::ErrorBody)),
+    security(("bearer" = [])))]
 pub(crate) async fn add_device(
     state: Shared,
     Authed(caller): Authed,
@@ -134,7 +144,7 @@ pub(crate) async fn list_devices(
 pub(crate) async fn revoke_device(
     state: Shared,
     Authed(caller): Authed,
-    Path(device_id): Path<String>,
+    Ids(device_id): Ids<String>,
 ) -> Result<StatusCode, ApiError> {
     let mut core = state.cores.of(&caller.user_id)?.client.clone();
     core.revoke_device(pb::RevokeDeviceRequest {

@@ -2,22 +2,23 @@
 //! membership changes.
 
 use axum::Json;
-use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use meridian_rpc::core as pb;
 use meridian_wire::frames::{
     AddMembersRequest, ConversationListView, ConversationView, CreateGroupRequest, DirectRequest,
     MemberView, RenameRequest,
 };
+use meridian_wire::limits::MAX_CONVERSATION_PAGE;
 use serde::Deserialize;
 
 use crate::convert::{conversation_view, member_view};
-use crate::extract::{Authed, Body, Shared};
+use crate::extract::{Authed, Body, Ids, Params, Shared, optional_id, page_limit};
 use crate::{ApiError, AppState};
 
 /// The direct conversation with another user, created on first use.
 #[utoipa::path(post, path = "/v1/conversations/direct", request_body = DirectRequest,
-    responses((status = 200, body = ConversationView)), security(("bearer" = [])))]
+    responses((status = 200, body = ConversationView),
+              (status = 404, description = "not_found: no such user", body = meridian_wire::frames::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn direct(
     state: Shared,
     Authed(caller): Authed,
@@ -36,7 +37,9 @@ pub(crate) async fn direct(
 
 /// Creates a group; the caller is its admin.
 #[utoipa::path(post, path = "/v1/conversations", request_body = CreateGroupRequest,
-    responses((status = 201, body = ConversationView), (status = 409, description = "group_full", body = meridian_wire::frames::ErrorBody)), security(("bearer" = [])))]
+    responses((status = 201, body = ConversationView),
+              (status = 404, description = "not_found: a member that does not exist", body = meridian_wire::frames::ErrorBody),
+              (status = 409, description = "group_full: more than 100 members", body = meridian_wire::frames::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn create_group(
     state: Shared,
     Authed(caller): Authed,
@@ -55,10 +58,13 @@ pub(crate) async fn create_group(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
-    /// Conversation id to continue after.
+    /// Conversation id to continue after (`next_after` of the page before).
+    #[param(schema_with = meridian_wire::limits::schema::id)]
     after: Option<String>,
     /// Page size, 1–100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
 }
 
@@ -68,14 +74,14 @@ pub(crate) struct ListQuery {
 pub(crate) async fn list_conversations(
     state: Shared,
     Authed(caller): Authed,
-    Query(query): Query<ListQuery>,
+    Params(query): Params<ListQuery>,
 ) -> Result<Json<ConversationListView>, ApiError> {
     let mut core = state.cores.of(&caller.user_id)?.client.clone();
     let list = core
         .list_conversations(pb::ListConversationsRequest {
             caller: Some(caller),
-            after: query.after.unwrap_or_default(),
-            limit: query.limit.unwrap_or(50),
+            after: optional_id("after", query.after)?,
+            limit: page_limit(query.limit, MAX_CONVERSATION_PAGE)?,
         })
         .await?
         .into_inner();
@@ -113,7 +119,7 @@ async fn fetch_conversation(
 pub(crate) async fn get_conversation(
     state: Shared,
     Authed(caller): Authed,
-    Path(conv_id): Path<String>,
+    Ids(conv_id): Ids<String>,
 ) -> Result<Json<ConversationView>, ApiError> {
     Ok(Json(conversation_view(
         fetch_conversation(&state, caller, conv_id).await?,
@@ -122,11 +128,12 @@ pub(crate) async fn get_conversation(
 
 /// Renames a group (admins only).
 #[utoipa::path(patch, path = "/v1/conversations/{conv_id}", params(("conv_id" = String, Path)), request_body = RenameRequest,
-    responses((status = 200, body = ConversationView)), security(("bearer" = [])))]
+    responses((status = 200, body = ConversationView),
+              (status = 403, description = "forbidden: not an admin of the group, or a direct conversation", body = meridian_wire::frames::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn rename(
     state: Shared,
     Authed(caller): Authed,
-    Path(conv_id): Path<String>,
+    Ids(conv_id): Ids<String>,
     Body(body): Body<RenameRequest>,
 ) -> Result<Json<ConversationView>, ApiError> {
     let mut core = state
@@ -151,7 +158,7 @@ pub(crate) async fn rename(
 pub(crate) async fn list_members(
     state: Shared,
     Authed(caller): Authed,
-    Path(conv_id): Path<String>,
+    Ids(conv_id): Ids<String>,
 ) -> Result<Json<Vec<MemberView>>, ApiError> {
     let info = fetch_conversation(&state, caller, conv_id).await?;
     Ok(Json(info.members.into_iter().map(member_view).collect()))
@@ -159,11 +166,14 @@ pub(crate) async fn list_members(
 
 /// Adds members to a group (admins only; at most 100 members).
 #[utoipa::path(post, path = "/v1/conversations/{conv_id}/members", params(("conv_id" = String, Path)), request_body = AddMembersRequest,
-    responses((status = 200, body = ConversationView), (status = 409, description = "group_full", body = meridian_wire::frames::ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, body = ConversationView),
+              (status = 403, description = "forbidden: not an admin of the group, or a direct conversation", body = meridian_wire::frames::ErrorBody),
+              (status = 404, description = "not_found: no such conversation (or not a member of it), or a user that does not exist", body = meridian_wire::frames::ErrorBody),
+              (status = 409, description = "group_full: more than 100 members", body = meridian_wire::frames::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn add_members(
     state: Shared,
     Authed(caller): Authed,
-    Path(conv_id): Path<String>,
+    Ids(conv_id): Ids<String>,
     Body(body): Body<AddMembersRequest>,
 ) -> Result<Json<ConversationView>, ApiError> {
     let mut core = state
@@ -184,11 +194,12 @@ pub(crate) async fn add_members(
 
 /// Removes a member (admins), or leaves (oneself).
 #[utoipa::path(delete, path = "/v1/conversations/{conv_id}/members/{user_id}", params(("conv_id" = String, Path), ("user_id" = String, Path)),
-    responses((status = 200, body = ConversationView)), security(("bearer" = [])))]
+    responses((status = 200, body = ConversationView),
+              (status = 403, description = "forbidden: removing another member without being an admin, or a direct conversation", body = meridian_wire::frames::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn remove_member(
     state: Shared,
     Authed(caller): Authed,
-    Path((conv_id, user_id)): Path<(String, String)>,
+    Ids((conv_id, user_id)): Ids<(String, String)>,
 ) -> Result<Json<ConversationView>, ApiError> {
     let mut core = state
         .cores

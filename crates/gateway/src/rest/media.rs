@@ -3,14 +3,13 @@
 //! object storage with presigned URLs.
 
 use axum::Json;
-use axum::extract::Path;
 use axum::http::StatusCode;
 use meridian_rpc::core as pb;
 use meridian_wire::frames::{CreateUploadRequest, MediaDownloadView, MediaView, UploadSlotView};
 
 use crate::ApiError;
 use crate::convert::{attachment_view, media_view, presigned_view};
-use crate::extract::{Authed, Body, Shared};
+use crate::extract::{Authed, Body, Ids, Shared};
 
 /// The OpenAPI tag of these endpoints: the module path the document named
 /// them by when they lived in `crate::media`, kept so that the document
@@ -28,7 +27,7 @@ fn missing(what: &str) -> ApiError {
 /// declared size, type and SHA-256, valid for 15 minutes.
 #[utoipa::path(post, path = "/v1/media", tag = TAG, request_body = CreateUploadRequest, security(("bearer" = [])),
     responses((status = 201, body = UploadSlotView), (status = 400, body = meridian_wire::frames::ErrorBody),
-              (status = 413, description = "media_too_large", body = meridian_wire::frames::ErrorBody),
+              (status = 422, description = "media_too_large: the declared size is over this deployment's limit (the schema's maximum)", body = meridian_wire::frames::ErrorBody),
               (status = 415, description = "unsupported_media_type", body = meridian_wire::frames::ErrorBody),
               (status = 503, description = "media_unavailable: object storage unreachable", body = meridian_wire::frames::ErrorBody)))]
 pub(crate) async fn create_upload(
@@ -67,7 +66,7 @@ pub(crate) async fn create_upload(
 pub(crate) async fn complete_upload(
     state: Shared,
     Authed(caller): Authed,
-    Path(media_id): Path<String>,
+    Ids(media_id): Ids<String>,
 ) -> Result<Json<MediaView>, ApiError> {
     let core = state.cores.of(&caller.user_id)?.client.clone();
     let request = pb::MediaRequest {
@@ -91,7 +90,7 @@ pub(crate) async fn complete_upload(
 pub(crate) async fn get_media(
     state: Shared,
     Authed(caller): Authed,
-    Path(media_id): Path<String>,
+    Ids(media_id): Ids<String>,
 ) -> Result<Json<MediaView>, ApiError> {
     let core = state.cores.of(&caller.user_id)?.client.clone();
     let request = pb::MediaRequest {
@@ -119,7 +118,7 @@ pub(crate) async fn get_media(
 pub(crate) async fn media_download(
     state: Shared,
     Authed(caller): Authed,
-    Path((conv_id, msg_id, media_id)): Path<(String, String, String)>,
+    Ids((conv_id, msg_id, media_id)): Ids<(String, String, String)>,
 ) -> Result<Json<MediaDownloadView>, ApiError> {
     let core = state.cores.of(&caller.user_id)?.client.clone();
     let request = pb::MediaDownloadRequest {

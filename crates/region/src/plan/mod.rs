@@ -77,6 +77,11 @@ pub struct PlanOptions {
     pub send_rate: f64,
     /// Registrations per minute allowed per client IP address.
     pub registrations_per_minute: f64,
+    /// Authenticated REST requests per second allowed per device
+    /// (sustained).
+    pub request_rate: f64,
+    /// Failed authentications per minute allowed per client IP address.
+    pub auth_failures_per_minute: f64,
     /// Overrides every region's maximum clock offset, milliseconds.
     pub max_clock_offset_ms: Option<u64>,
     /// The replication log with the local profile (the production profile
@@ -109,6 +114,8 @@ impl Default for PlanOptions {
             media_max_mib: 100,
             send_rate: 50.0,
             registrations_per_minute: 600.0,
+            request_rate: 20.0,
+            auth_failures_per_minute: 30.0,
             max_clock_offset_ms: None,
             log: LogKind::Embedded,
             brokers: Vec::new(),
@@ -361,6 +368,10 @@ impl Plan {
         gateway.sends_per_second = self.options.send_rate;
         gateway.send_burst = self.options.send_rate.max(gateway.send_burst);
         gateway.registrations_per_minute = self.options.registrations_per_minute;
+        gateway.media_max_bytes = self.options.media_max_mib.max(1) * 1024 * 1024;
+        gateway.requests_per_second = self.options.request_rate;
+        gateway.request_burst = self.options.request_rate.max(gateway.request_burst);
+        gateway.auth_failures_per_minute = self.options.auth_failures_per_minute;
         // Checked when the file was read.
         gateway.trusted_proxies = region
             .edge

@@ -122,7 +122,8 @@ pub async fn message_position(
 
 /// A page of history: messages strictly after (`backward == false`) or
 /// before (`backward == true`) position `from`, nearest first; without
-/// `from`, from the oldest (forward) or the newest (backward).
+/// `from`, from the oldest (forward) or the newest (backward). With
+/// `stop`, only messages strictly on `from`'s side of it: between the two.
 ///
 /// # Errors
 /// Store failures or a corrupt record.
@@ -130,18 +131,35 @@ pub async fn history_page(
     tx: &Transaction,
     conv_id: &str,
     from: Option<&Position>,
+    stop: Option<&Position>,
     backward: bool,
     limit: usize,
 ) -> Result<Vec<Message>, StoreError> {
     let space = keys::messages_of(conv_id);
     let (mut begin, mut end) = space.range();
+    let pack = |at: &Position| space.pack(&(at.hlc, at.origin_region.as_str(), at.msg_id.as_str()));
+    // The bound nearer the reader is `from`; the far one is `stop`.
+    let (near, far) = if backward {
+        (&mut end, &mut begin)
+    } else {
+        (&mut begin, &mut end)
+    };
     if let Some(at) = from {
-        let at = space.pack(&(at.hlc, at.origin_region.as_str(), at.msg_id.as_str()));
-        if backward {
-            end = at;
+        *near = if backward {
+            pack(at)
         } else {
-            begin = key_after(&at);
-        }
+            key_after(&pack(at))
+        };
+    }
+    if let Some(at) = stop {
+        *far = if backward {
+            key_after(&pack(at))
+        } else {
+            pack(at)
+        };
+    }
+    if begin >= end {
+        return Ok(Vec::new());
     }
     let pairs = tx
         .get_range_snapshot(
