@@ -8,13 +8,15 @@ import schemathesis
 BASE = os.environ["MERIDIAN_URL"]
 
 
-@schemathesis.auth()
+@schemathesis.auth(refresh_interval=10)
 class FreshUser:
     """A device token of a freshly registered user.
 
     Fetched again whenever a request answers 401: the fuzzer may revoke
     the very device whose token it holds (DELETE /v1/devices/{id}), and
-    the rest of the run must not be left unauthenticated.
+    the rest of the run must not be left unauthenticated. And every 10 s:
+    a user's daily upload quota would otherwise leave POST /v1/media
+    answering 429 for most of the run.
     """
 
     def get(self, case, ctx):

@@ -236,6 +236,11 @@ impl Sweeper {
                 _ => break,
             }
         }
+        metrics::counter!(
+            "meridian_retention_floors_moved_total",
+            "region" => self.messaging.config().region.clone()
+        )
+        .increment(report.floors_moved as u64);
         let history_cut = stamp_at(cutoff_ms);
         let mut after: Option<Vec<u8>> = None;
         loop {

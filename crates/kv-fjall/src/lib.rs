@@ -15,12 +15,28 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 use futures::future::BoxFuture;
 use meridian_kv::KvError;
 use meridian_kv::engine::{Engine, EngineBatch, EnginePair, EngineSnapshot};
+
+/// When a group commit reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Each group commit is fsynced before any of its transactions is
+    /// acknowledged: an acknowledged write survives a power failure. The
+    /// default, and the only mode Meridian's contract holds in.
+    #[default]
+    EveryCommit,
+    /// Each group commit is handed to the operating system, and the journal
+    /// is fsynced every interval: a crash of the machine (not of the
+    /// process) loses up to that much acknowledged work. It exists to
+    /// measure what durability costs (`meridian bench --fsync-every-ms`).
+    Every(Duration),
+}
 
 /// The fjall-backed engine. Clones share the same open database.
 #[derive(Clone)]
@@ -32,6 +48,10 @@ pub struct FjallEngine {
     write_lock: Arc<std::sync::Mutex<()>>,
     /// The first write failure, after which the engine writes nothing.
     failed: Arc<std::sync::OnceLock<String>>,
+    durability: Durability,
+    /// Held by every clone: the periodic fsync thread (with
+    /// [`Durability::Every`]) stops once the last clone is gone.
+    open: Arc<()>,
 }
 
 impl std::fmt::Debug for FjallEngine {
@@ -48,6 +68,14 @@ impl FjallEngine {
     /// I/O failures, a corrupt journal, or the directory being locked by
     /// another process.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, KvError> {
+        Self::open_with(path, Durability::EveryCommit)
+    }
+
+    /// [`FjallEngine::open`] with a choice of [`Durability`].
+    ///
+    /// # Errors
+    /// As [`FjallEngine::open`].
+    pub fn open_with(path: impl AsRef<Path>, durability: Durability) -> Result<Self, KvError> {
         std::fs::create_dir_all(path.as_ref()).map_err(KvError::engine)?;
         let db = Database::builder(path.as_ref())
             .open()
@@ -55,12 +83,39 @@ impl FjallEngine {
         let keyspace = db
             .keyspace("kv", KeyspaceCreateOptions::default)
             .map_err(KvError::engine)?;
-        Ok(Self {
+        let engine = Self {
             db,
             keyspace,
             write_lock: Arc::new(std::sync::Mutex::new(())),
             failed: Arc::new(std::sync::OnceLock::new()),
-        })
+            durability,
+            open: Arc::new(()),
+        };
+        if let Durability::Every(interval) = durability {
+            engine.fsync_every(interval)?;
+        }
+        Ok(engine)
+    }
+
+    /// Starts the thread that fsyncs the journal every `interval` until
+    /// the last clone of this engine is dropped.
+    fn fsync_every(&self, interval: Duration) -> Result<(), KvError> {
+        let (db, open) = (self.db.clone(), Arc::downgrade(&self.open));
+        let failed = self.failed.clone();
+        #[allow(clippy::disallowed_methods, reason = "an engine owns its threads")]
+        std::thread::Builder::new()
+            .name("fjall-fsync".into())
+            .spawn(move || {
+                while open.strong_count() > 0 {
+                    std::thread::sleep(interval);
+                    if let Err(error) = db.persist(PersistMode::SyncAll) {
+                        let _ = failed.set(error.to_string());
+                        return;
+                    }
+                }
+            })
+            .map(drop)
+            .map_err(KvError::engine)
     }
 
     /// Writes `batch`; the first failure is final. fjall poisons itself
@@ -80,7 +135,11 @@ impl FjallEngine {
     }
 
     fn write_batch(&self, batch: &EngineBatch) -> Result<(), KvError> {
-        let mut writes = self.db.batch().durability(Some(PersistMode::SyncAll));
+        let persist = match self.durability {
+            Durability::EveryCommit => PersistMode::SyncAll,
+            Durability::Every(_) => PersistMode::Buffer,
+        };
+        let mut writes = self.db.batch().durability(Some(persist));
         // fjall has no range tombstone: a cleared range is removed key by
         // key. Keys the batch also names get their final state below instead
         // (fjall gives every item of a batch one sequence number, so a key

@@ -82,6 +82,12 @@ pub struct Common {
     /// per client IP address.
     #[arg(long, default_value_t = 30.0)]
     auth_failures_per_minute: f64,
+    /// NOT DURABLE: fsync the stores every this many milliseconds instead
+    /// of at every group commit, so a machine crash (not a process crash)
+    /// loses up to that much acknowledged work. For measuring what
+    /// durability costs (`meridian bench --fsync-every-ms`).
+    #[arg(long)]
+    fsync_every_ms: Option<u64>,
     /// Runs this process's clock ahead (negative: behind) by this many
     /// milliseconds: for clock-skew drills.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
@@ -242,6 +248,7 @@ impl Common {
             registrations_per_minute: self.registrations_per_minute,
             request_rate: self.request_rate,
             auth_failures_per_minute: self.auth_failures_per_minute,
+            fsync_every_ms: self.fsync_every_ms,
             max_clock_offset_ms: self.max_clock_offset_ms,
             log: match self.log {
                 LogKind::Embedded => plan::LogKind::Embedded,
@@ -263,6 +270,15 @@ impl Common {
 ///
 /// # Errors
 /// Bad configuration, an unopenable store, an unbindable address.
+/// The warning `--fsync-every-ms` earns, as a line of its own.
+fn not_durable(fsync_every_ms: Option<u64>) -> String {
+    fsync_every_ms.map_or_else(String::new, |ms| {
+        format!(
+            "\nNOT DURABLE: stores fsync every {ms} ms, not at every commit (--fsync-every-ms): a machine crash loses acknowledged sends"
+        )
+    })
+}
+
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let plan = args.common.plan()?;
     let deployment = plan.deployment();
@@ -339,7 +355,11 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     .await?;
     serve_gateway_admins(&plan, &site_names, &handles, &extra_gateways, &metrics).await?;
     let geodns = dev_geodns(&args, &plan, names.len() == deployment.regions.len()).await?;
-    println!("meridian dev: {} region(s) up", names.len());
+    println!(
+        "meridian dev: {} region(s) up{}",
+        names.len(),
+        not_durable(args.common.fsync_every_ms)
+    );
     for ((name, site), region) in site_names.iter().zip(&handles) {
         let secure = edges.get(name).is_some_and(Option::is_some);
         let (http, ws) = if secure {

@@ -4,8 +4,10 @@
 //! and Alice sees her message marked read; Bob's network drops (the proxy
 //! cut) while Alice sends five messages, and when it returns his page
 //! reconnects and shows every message once, in order; Bob sends an image
-//! that Alice's page shows. Screenshots of each step are written under
-//! the test's target directory, taken when the page shows what it must.
+//! that Alice's page shows. A second deployment keeps messages 3 s: Bob's
+//! page, offline past that, is told of the gap when it comes back.
+//! Screenshots of each step are written under the test's target
+//! directory, taken when the page shows what it must.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -25,6 +27,8 @@ use webdriver::Browser;
 /// every port (26010–28030) below the kernel's ephemeral range (32768 up),
 /// from which other connections draw their local ports.
 const PORT_OFFSET: u16 = 19_000;
+/// The short-retention deployment's (22010–24030, clear of the other's).
+const SHORT_RETENTION_PORT_OFFSET: u16 = 15_000;
 
 /// A script that is true once the open conversation shows `text`.
 fn shows(text: &str) -> String {
@@ -85,23 +89,116 @@ async fn screenshot(browser: &Browser, name: &str, expected: &[&str]) {
     std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
 }
 
+/// Bob's network, a proxy to `gateway` (`host:port`) that the test cuts.
+async fn network_to(gateway: String) -> Proxy {
+    Proxy::start(
+        TokioNetwork::shared(),
+        SystemClock::shared(),
+        "127.0.0.1:0".parse().unwrap(),
+        gateway,
+        Duration::ZERO,
+    )
+    .await
+    .unwrap()
+}
+
+/// Cuts `network` and waits until `browser`'s page noticed.
+async fn go_offline(network: &Proxy, browser: &Browser) {
+    network.cut();
+    browser
+        .wait_for(
+            "the page to notice the network is gone",
+            "return document.getElementById('status').dataset.state !== 'online'",
+            60,
+        )
+        .await;
+}
+
+/// Opens the direct conversation with `peer` in `browser`.
+async fn open_direct(browser: &Browser, peer: &str) {
+    browser.find("#peer-input").await.type_text(peer).await;
+    browser.find("#direct-form button").await.click().await;
+    browser
+        .wait_for(
+            "the chat to open",
+            "return !document.getElementById('send-form').hidden",
+            30,
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_offline_past_retention_is_told_of_the_gap() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, _) = common::dev_in(
+        dir.path(),
+        SHORT_RETENTION_PORT_OFFSET,
+        &["--no-dns", "--retention-secs", "3", "--sweep-secs", "1"],
+    );
+    let offset = SHORT_RETENTION_PORT_OFFSET;
+    let us_east = format!("http://127.0.1.1:{}", 8010 + offset);
+    let network = network_to(format!("127.0.2.1:{}", 8020 + offset)).await;
+    let bobs_gateway = format!("http://{}", network.addr());
+
+    let driver = webdriver::Driver::start(common::free_port()).await;
+    let profiles = tempfile::tempdir().unwrap();
+    let alice = driver.browser(&profiles.path().join("alice")).await;
+    let bob = driver.browser(&profiles.path().join("bob")).await;
+    register(&alice, &us_east, "Alice").await;
+    let bob_id = register(&bob, &bobs_gateway, "Bob").await;
+    open_direct(&alice, &bob_id).await;
+    say(&alice, "before the gap").await;
+    bob.find("#conversations li").await.click().await;
+    bob.wait_for("the first message", &shows("before the gap"), 30)
+        .await;
+
+    // Offline while Alice sends, until eu-west's sweep has passed the
+    // messages Bob's device never acknowledged.
+    go_offline(&network, &bob).await;
+    say(&alice, "lost to retention").await;
+    let metrics = format!("http://127.0.2.1:{}/metrics", 8020 + offset);
+    let mut floors_moved = false;
+    for _ in 0..300 {
+        let (_, text) = common::get(&metrics).await;
+        floors_moved = text.lines().any(|line| {
+            line.starts_with("meridian_retention_floors_moved_total{region=\"eu-west\"}")
+                && !line.ends_with(" 0")
+        });
+        if floors_moved {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        floors_moved,
+        "eu-west's sweep moved Bob's floor within 30 s"
+    );
+    network.heal();
+    bob.wait_for(
+        "the gap notice",
+        "return !document.getElementById('gap-notice').hidden",
+        60,
+    )
+    .await;
+    screenshot(&bob, "5-bob-told-of-a-gap", &["expired", "online"]).await;
+    // Delivery goes on after the gap.
+    say(&alice, "after the gap").await;
+    bob.wait_for("the message after the gap", &shows("after the gap"), 30)
+        .await;
+
+    alice.close().await;
+    bob.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_browsers_chat_across_regions_and_one_comes_back_after_losing_its_network() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let (_server, _) = common::dev_in(dir.path(), PORT_OFFSET, &["--no-dns"]);
     let us_east = format!("http://127.0.1.1:{}", 8010 + PORT_OFFSET);
-    let eu_west = format!("127.0.2.1:{}", 8020 + PORT_OFFSET);
     // Bob's network: everything his browser says to eu-west passes here.
-    let network = Proxy::start(
-        TokioNetwork::shared(),
-        SystemClock::shared(),
-        "127.0.0.1:0".parse().unwrap(),
-        eu_west,
-        Duration::ZERO,
-    )
-    .await
-    .unwrap();
+    let network = network_to(format!("127.0.2.1:{}", 8020 + PORT_OFFSET)).await;
     let bobs_gateway = format!("http://{}", network.addr());
 
     let driver = webdriver::Driver::start(common::free_port()).await;
@@ -115,15 +212,7 @@ async fn two_browsers_chat_across_regions_and_one_comes_back_after_losing_its_ne
 
     // Alice opens the chat with Bob and says hello; Bob's page lists the
     // conversation when the message arrives, and he answers.
-    alice.find("#peer-input").await.type_text(&bob_id).await;
-    alice.find("#direct-form button").await.click().await;
-    alice
-        .wait_for(
-            "the chat to open",
-            "return !document.getElementById('send-form').hidden",
-            30,
-        )
-        .await;
+    open_direct(&alice, &bob_id).await;
     say(&alice, "hello from us-east").await;
     bob.find("#conversations li").await.click().await;
     bob.wait_for("Alice's hello", &shows("hello from us-east"), 30)
@@ -149,13 +238,7 @@ async fn two_browsers_chat_across_regions_and_one_comes_back_after_losing_its_ne
     .await;
 
     // Bob's network drops while Alice sends five messages.
-    network.cut();
-    bob.wait_for(
-        "Bob's page to notice",
-        "return document.getElementById('status').dataset.state !== 'online'",
-        60,
-    )
-    .await;
+    go_offline(&network, &bob).await;
     let away: Vec<String> = (1..=5)
         .map(|i| format!("while you were away {i}"))
         .collect();

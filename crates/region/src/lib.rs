@@ -91,6 +91,11 @@ const UNARY_DEADLINE: Duration = Duration::from_secs(5);
 pub enum StoreChoice {
     /// fjall in this directory (durable).
     Fjall(PathBuf),
+    /// fjall in this directory, fsynced only every interval: acknowledged
+    /// work of the last interval is lost with the machine. For measuring
+    /// what durability costs (`meridian dev --fsync-every-ms`), never the
+    /// default.
+    FjallFsyncEvery(PathBuf, std::time::Duration),
     /// In memory (tests, simulation); lost when the process exits.
     Memory(MemoryEngine),
     /// A FoundationDB cluster, by its cluster file.
@@ -306,6 +311,13 @@ fn open_database(
         StoreChoice::Fjall(dir) => Arc::new(
             meridian_kv_fjall::FjallEngine::open(dir.join("store"))
                 .with_context(|| format!("opening the store in {}", dir.display()))?,
+        ),
+        StoreChoice::FjallFsyncEvery(dir, interval) => Arc::new(
+            meridian_kv_fjall::FjallEngine::open_with(
+                dir.join("store"),
+                meridian_kv_fjall::Durability::Every(*interval),
+            )
+            .with_context(|| format!("opening the store in {}", dir.display()))?,
         ),
         StoreChoice::Memory(engine) => Arc::new(engine.clone()),
         #[cfg(feature = "fdb")]

@@ -42,9 +42,10 @@ pub struct BenchArgs {
     /// Sends in flight per sender in the throughput phase.
     #[arg(long, default_value_t = 8)]
     pipeline: usize,
-    /// Offered rate for the latency phase, msg/s.
-    #[arg(long, default_value_t = 5000)]
-    rate: u64,
+    /// Offered rates for the latency phase, msg/s, each against a fresh
+    /// server (the cross-region benchmark offers the first).
+    #[arg(long, value_delimiter = ',', default_value = "2000,5000")]
+    rate: Vec<u64>,
     /// Idle WebSocket connections for the memory phase (0 skips it).
     #[arg(long, default_value_t = 10_000)]
     idle: usize,
@@ -75,6 +76,11 @@ pub struct BenchArgs {
     /// costs is the difference.
     #[arg(long)]
     insecure_core: bool,
+    /// NOT DURABLE, never the default: the server fsyncs its store every
+    /// this many ms instead of at every group commit. What durability
+    /// itself costs is the difference from a run without it.
+    #[arg(long)]
+    fsync_every_ms: Option<u64>,
     /// Runs the reconnect-storm benchmark instead: this many clients with
     /// backlogs lose their gateways at once (`bench/storm.rs`).
     #[arg(long)]
@@ -118,7 +124,7 @@ impl Drop for Server {
     }
 }
 
-async fn start_server(insecure_core: bool) -> anyhow::Result<Server> {
+async fn start_server(bench: &BenchArgs) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
     // One region on its own: a region file of just itself, so the benchmark
     // runs from any directory and no links wait for absent peers.
@@ -144,8 +150,11 @@ async fn start_server(insecure_core: bool) -> anyhow::Result<Server> {
         "--data-dir".into(),
         dir.path().display().to_string(),
     ];
-    if insecure_core {
+    if bench.insecure_core {
         args.push("--insecure-core".into());
+    }
+    if let Some(ms) = bench.fsync_every_ms {
+        args.extend(["--fsync-every-ms".into(), ms.to_string()]);
     }
     let mut server = start_child(&args).await?;
     server._dir = Some(dir);
@@ -213,6 +222,19 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks as f64 / 100.0)
 }
 
+/// Bytes process `pid` has caused to be written to storage
+/// (`write_bytes` of `/proc/<pid>/io`: the journal, tables and their
+/// fsyncs as the block layer sees them, not what was asked of the page
+/// cache).
+fn disk_written(pid: u32) -> anyhow::Result<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io"))?;
+    let line = io
+        .lines()
+        .find(|l| l.starts_with("write_bytes:"))
+        .context("write_bytes")?;
+    Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
+}
+
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status
@@ -235,10 +257,24 @@ pub(crate) struct Pair {
     pub(crate) conv: String,
 }
 
+/// Opens a session for `token`, waiting as told whenever the gateway or
+/// the core sends it away (`busy`): opening thousands at once exceeds the
+/// attach budgets, as a reconnect storm would.
+pub(crate) async fn connect(ws: &str, token: &str) -> anyhow::Result<Session> {
+    loop {
+        match Session::connect(ws, token).await {
+            Err(meridian_sdk::SdkError::Busy { retry_after, .. }) => {
+                tokio::time::sleep(retry_after).await;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 /// Connects `token` as a sender: its own echoes of what it sends (the sender
 /// is a member too) are drained and acknowledged by a task of their own.
 pub(crate) async fn sender_session(ws: &str, token: &str) -> anyhow::Result<Arc<Session>> {
-    let mut session = Session::connect(ws, token).await?;
+    let mut session = connect(ws, token).await?;
     let mut events = session.take_events();
     let session = Arc::new(session);
     let acker = Arc::downgrade(&session);
@@ -262,7 +298,7 @@ async fn make_pairs(rest: &Rest, count: usize) -> anyhow::Result<Vec<Pair>> {
         let ws = rest.ws_url();
         pairs.push(Pair {
             sender: sender_session(&ws, &a.token).await?,
-            receiver: Session::connect(&ws, &b.token).await?,
+            receiver: connect(&ws, &b.token).await?,
             conv,
         });
     }
@@ -483,14 +519,17 @@ fn committer_between(
     let base = server.base.clone();
     let pid = server.child.id();
     let cpu = move || pid.and_then(|pid| cpu_seconds(pid).ok()).unwrap_or(0.0);
+    let disk = move || pid.and_then(|pid| disk_written(pid).ok()).unwrap_or(0);
     tokio::spawn(async move {
         tokio::time::sleep(from.saturating_sub(now())).await;
         let cpu_start = cpu();
+        let disk_start = disk();
         let Ok(start) = committer_sums(&base).await else {
             return ServerSample::unreadable(to.saturating_sub(from));
         };
         tokio::time::sleep(to.saturating_sub(now())).await;
         let cpu_end = cpu();
+        let disk_end = disk();
         let Ok(end) = committer_sums(&base).await else {
             return ServerSample::unreadable(to.saturating_sub(from));
         };
@@ -511,6 +550,7 @@ fn committer_between(
         ServerSample {
             committer,
             cpu_seconds: cpu_end - cpu_start,
+            disk_bytes: disk_end.saturating_sub(disk_start),
             seconds,
         }
     })
@@ -522,6 +562,8 @@ struct ServerSample {
     committer: String,
     /// CPU time the server process used.
     cpu_seconds: f64,
+    /// Bytes the server process wrote to storage.
+    disk_bytes: u64,
     /// How long the sample ran.
     seconds: f64,
 }
@@ -531,27 +573,31 @@ impl ServerSample {
         Self {
             committer: "committer: /metrics unreadable".to_string(),
             cpu_seconds: 0.0,
+            disk_bytes: 0,
             seconds: span.as_secs_f64(),
         }
     }
 
-    /// The committer line and the server's CPU per delivered message: a
-    /// figure the rest of the machine's load changes less than it changes
-    /// latency.
+    /// The committer line, and the server's CPU and disk writes per
+    /// delivered message: figures the rest of the machine's load changes
+    /// less than it changes latency.
     fn describe(&self, delivered: u64) -> String {
         format!(
-            "{}\n  server CPU: {:.0}% of one core, {:.0} us per delivered message",
+            "{}\n  server CPU: {:.0}% of one core, {:.0} us per delivered message\n  disk written: {:.2} KB per delivered message ({:.1} MB/s)",
             self.committer,
             100.0 * self.cpu_seconds / self.seconds.max(1e-9),
             1e6 * self.cpu_seconds / delivered.max(1) as f64,
+            self.disk_bytes as f64 / 1e3 / delivered.max(1) as f64,
+            self.disk_bytes as f64 / 1e6 / self.seconds.max(1e-9),
         )
     }
 }
 
 /// Server memory per idle, authenticated WebSocket, on a fresh server so
 /// nothing earlier already sits in its allocator.
-async fn idle_phase(count: usize, insecure_core: bool) -> anyhow::Result<()> {
-    let server = start_server(insecure_core).await?;
+async fn idle_phase(args: &BenchArgs) -> anyhow::Result<()> {
+    let count = args.idle;
+    let server = start_server(args).await?;
     let rest = Rest::new(&server.base);
     let pid = server.child.id().context("server pid")?;
     // An account holds at most 16 devices: its first and 15 added.
@@ -584,7 +630,7 @@ async fn idle_phase(count: usize, insecure_core: bool) -> anyhow::Result<()> {
         let (ws, token, limit) = (ws.clone(), token.clone(), limit.clone());
         async move {
             let _permit = limit.acquire().await;
-            Session::connect(&ws, &token).await
+            connect(&ws, &token).await
         }
     }))
     .await
@@ -628,7 +674,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         return regions::run(regions::Options {
             seconds: args.seconds,
             pairs: args.pairs,
-            rate: args.rate,
+            rate: args.rate.first().copied().unwrap_or(2000),
             log: args.log,
             delay: Duration::from_millis(args.delay_ms),
             link_entries: args.link_entries,
@@ -641,11 +687,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         "mutual TLS between gateway and core"
     };
+    let durability = match args.fsync_every_ms {
+        Some(ms) => format!("NOT DURABLE: fsync every {ms} ms (--fsync-every-ms), not the default"),
+        None => "fsync per group commit".to_string(),
+    };
     println!(
-        "meridian bench ({build} build, {security}), each phase against a fresh `meridian dev` child"
+        "meridian bench ({build} build, {security}, {durability}), each phase against a fresh `meridian dev` child"
     );
     if args.idle > 0 && args.phases.contains(&Phase::Idle) {
-        idle_phase(args.idle, args.insecure_core).await?;
+        idle_phase(&args).await?;
     }
     if args.phases.contains(&Phase::Throughput) {
         throughput_phase(&args).await?;
@@ -658,7 +708,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 /// Sustained delivered msg/s, 1:1, senders as fast as they can.
 async fn throughput_phase(args: &BenchArgs) -> anyhow::Result<()> {
-    let server = start_server(args.insecure_core).await?;
+    let server = start_server(args).await?;
     let rest = Rest::new(&server.base);
     let pairs = make_pairs(&rest, args.pairs).await?;
     let origin = now();
@@ -698,7 +748,7 @@ async fn throughput_phase(args: &BenchArgs) -> anyhow::Result<()> {
     join_all(receivers).await;
     let total = delivered.load(Ordering::Relaxed);
     println!(
-        "throughput: {:.0} delivered msg/s ({} delivered in {} s, {} pairs x {} in flight, fsync per group commit)",
+        "throughput: {:.0} delivered msg/s ({} delivered in {} s, {} pairs x {} in flight)",
         total as f64 / args.seconds as f64,
         total,
         args.seconds,
@@ -709,9 +759,18 @@ async fn throughput_phase(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Send→deliver latency at a fixed offered rate.
+/// Send→deliver latency at each fixed offered rate, each against a fresh
+/// server.
 async fn latency_phase(args: &BenchArgs) -> anyhow::Result<()> {
-    let server = start_server(args.insecure_core).await?;
+    for &rate in &args.rate {
+        latency_at(args, rate).await?;
+    }
+    Ok(())
+}
+
+/// Send→deliver latency at `rate` msg/s offered.
+async fn latency_at(args: &BenchArgs, rate: u64) -> anyhow::Result<()> {
+    let server = start_server(args).await?;
     let rest = Rest::new(&server.base);
     let pairs = make_pairs(&rest, args.pairs).await?;
     // The load runs from one second after the call for `seconds`.
@@ -721,14 +780,16 @@ async fn latency_phase(args: &BenchArgs) -> anyhow::Result<()> {
         measured,
         measured + Duration::from_secs(args.seconds),
     );
-    let samples = fixed_rate_latency(pairs, args.rate, args.seconds, Duration::from_secs(2)).await;
+    let samples = fixed_rate_latency(pairs, rate, args.seconds, Duration::from_secs(2)).await;
     let latencies = &samples.delivered_latencies;
     let ms = |ns: u64| ns as f64 / 1e6;
     println!(
-        "latency at {} msg/s offered: send->deliver p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples, {:.0} msg/s delivered); send->sent p50 {:.2} ms, p99 {:.2} ms",
-        args.rate,
+        "latency at {rate} msg/s offered ({} pairs): send->deliver p50 {:.2} / p90 {:.2} / p99 {:.2} / p99.9 {:.2} / max {:.2} ms ({} samples, {:.0} msg/s delivered); send->sent p50 {:.2} ms, p99 {:.2} ms",
+        args.pairs,
         ms(percentile(latencies, 0.50)),
+        ms(percentile(latencies, 0.90)),
         ms(percentile(latencies, 0.99)),
+        ms(percentile(latencies, 0.999)),
         ms(latencies.last().copied().unwrap_or(0)),
         latencies.len(),
         samples.delivered as f64 / args.seconds as f64,

@@ -82,6 +82,9 @@ pub struct PlanOptions {
     pub request_rate: f64,
     /// Failed authentications per minute allowed per client IP address.
     pub auth_failures_per_minute: f64,
+    /// fsync the fjall stores every this many ms instead of at every group
+    /// commit (`--fsync-every-ms`: relaxes durability, for measuring it).
+    pub fsync_every_ms: Option<u64>,
     /// Overrides every region's maximum clock offset, milliseconds.
     pub max_clock_offset_ms: Option<u64>,
     /// The replication log with the local profile (the production profile
@@ -116,6 +119,7 @@ impl Default for PlanOptions {
             registrations_per_minute: 600.0,
             request_rate: 20.0,
             auth_failures_per_minute: 30.0,
+            fsync_every_ms: None,
             max_clock_offset_ms: None,
             log: LogKind::Embedded,
             brokers: Vec::new(),
@@ -397,13 +401,16 @@ impl Plan {
         if site.region.store.engine == "foundationdb" {
             return foundationdb_store(site);
         }
-        let dir = self.region_dir(site.region);
-        if site.region.store.shard_count() <= 1 {
-            return Ok(StoreChoice::Fjall(dir));
+        let mut dir = self.region_dir(site.region);
+        if site.region.store.shard_count() > 1 {
+            let mut name = dir.file_name().unwrap_or_default().to_os_string();
+            name.push(format!("_{}", site.shard));
+            dir = dir.with_file_name(name);
         }
-        let mut name = dir.file_name().unwrap_or_default().to_os_string();
-        name.push(format!("_{}", site.shard));
-        Ok(StoreChoice::Fjall(dir.with_file_name(name)))
+        Ok(match self.options.fsync_every_ms {
+            Some(ms) => StoreChoice::FjallFsyncEvery(dir, Duration::from_millis(ms.max(1))),
+            None => StoreChoice::Fjall(dir),
+        })
     }
 
     /// The directory of `region`'s durable state (a sharded region's shards
