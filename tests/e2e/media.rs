@@ -262,7 +262,7 @@ async fn bad_uploads_are_refused_and_a_stopped_storage_leaves_text_working() {
         .create_upload(10, "application/x-msdownload", &sha256_hex(b"x"))
         .await
         .expect_err("type");
-    assert_eq!(code_of(wrong_type), (415, ErrorCode::UnsupportedMediaType));
+    assert_eq!(code_of(wrong_type), (422, ErrorCode::UnsupportedMediaType));
     let bad_hash = alice_rest
         .create_upload(10, "image/png", "not-hex")
         .await

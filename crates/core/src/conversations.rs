@@ -437,7 +437,7 @@ impl Messaging {
         after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<ConversationDetail>, Option<String>), CoreError> {
-        let limit = limit.clamp(1, 100);
+        let limit = limit.clamp(1, meridian_wire::limits::MAX_CONVERSATION_PAGE as usize);
         if let Some(after) = after {
             validate::id("after", after)?;
         }

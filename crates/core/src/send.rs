@@ -348,7 +348,7 @@ impl Messaging {
         for msg_id in from_msg_id.iter().chain(stop_msg_id.iter()) {
             validate::id("msg_id", msg_id)?;
         }
-        let limit = limit.clamp(1, 200);
+        let limit = limit.clamp(1, meridian_wire::limits::MAX_HISTORY_PAGE as usize);
         self.db
             .run(|tx, _| async move {
                 Self::require_member(&tx, conv_id, &caller.user_id).await?;

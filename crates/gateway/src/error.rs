@@ -59,7 +59,8 @@ pub fn http_status(code: ErrorCode) -> StatusCode {
         // The request is not too large: the upload it declares is, which
         // is a field over its limit.
         ErrorCode::MediaTooLarge => StatusCode::UNPROCESSABLE_ENTITY,
-        ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        // Likewise a declared type: the request's own is JSON, accepted.
+        ErrorCode::UnsupportedMediaType => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::GroupFull
         | ErrorCode::TooManyDevices
         | ErrorCode::WrongRegion

@@ -350,6 +350,9 @@ mod tests {
             .find(|p| p["name"] == "limit")
             .unwrap();
         assert_eq!(limit["in"], "query");
-        assert_eq!(limit["schema"]["maximum"], 100);
+        assert_eq!(
+            limit["schema"]["maximum"],
+            meridian_wire::limits::MAX_CONVERSATION_PAGE
+        );
     }
 }

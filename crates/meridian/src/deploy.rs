@@ -266,10 +266,6 @@ impl Common {
     }
 }
 
-/// Runs `meridian dev` until Ctrl-C or SIGTERM.
-///
-/// # Errors
-/// Bad configuration, an unopenable store, an unbindable address.
 /// The warning `--fsync-every-ms` earns, as a line of its own.
 fn not_durable(fsync_every_ms: Option<u64>) -> String {
     fsync_every_ms.map_or_else(String::new, |ms| {
@@ -279,6 +275,10 @@ fn not_durable(fsync_every_ms: Option<u64>) -> String {
     })
 }
 
+/// Runs `meridian dev` until Ctrl-C or SIGTERM.
+///
+/// # Errors
+/// Bad configuration, an unopenable store, an unbindable address.
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let plan = args.common.plan()?;
     let deployment = plan.deployment();

@@ -182,6 +182,10 @@ async fn a_page_offline_past_retention_is_told_of_the_gap() {
     )
     .await;
     screenshot(&bob, "5-bob-told-of-a-gap", &["expired", "online"]).await;
+    assert!(
+        !bob.text().await.contains("lost to retention"),
+        "the expired message is not shown"
+    );
     // Delivery goes on after the gap.
     say(&alice, "after the gap").await;
     bob.wait_for("the message after the gap", &shows("after the gap"), 30)

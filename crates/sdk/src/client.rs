@@ -396,7 +396,10 @@ impl Client {
                 Ok(fresh)
             }
             Event::Gap(through) => {
-                self.gaps.push(through.clone());
+                // Told again until acknowledged: recorded once.
+                if !self.gaps.contains(&through) {
+                    self.gaps.push(through.clone());
+                }
                 // Heard: acknowledged like a delivery, so the server stops
                 // telling it (it tells a gap again until it is acknowledged).
                 if let Some(session) = self.session.as_ref() {

@@ -221,11 +221,7 @@ impl core_server::Core for CoreService {
         let request = request.into_inner();
         let caller = caller_of(request.caller)?;
         let after = (!request.after.is_empty()).then_some(request.after.as_str());
-        let limit = if request.limit == 0 {
-            50
-        } else {
-            request.limit as usize
-        };
+        let limit = page_size(request.limit);
         let (page, next) = self
             .messaging
             .list_conversations(&caller, after, limit)
@@ -283,11 +279,7 @@ impl core_server::Core for CoreService {
         let caller = caller_of(request.caller)?;
         let from = (!request.from_msg_id.is_empty()).then_some(request.from_msg_id.as_str());
         let stop = (!request.stop_msg_id.is_empty()).then_some(request.stop_msg_id.as_str());
-        let limit = if request.limit == 0 {
-            50
-        } else {
-            request.limit as usize
-        };
+        let limit = page_size(request.limit);
         let messages = self
             .messaging
             .history(
@@ -389,4 +381,17 @@ impl core_server::Core for CoreService {
         tokio::spawn(meridian_seams::shutdown::until_shutdown(shutdown, serve));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
+}
+
+/// A page size as asked (0: not given, [`DEFAULT_PAGE`]); the operation
+/// bounds it by its own maximum.
+///
+/// [`DEFAULT_PAGE`]: meridian_wire::limits::DEFAULT_PAGE
+fn page_size(asked: u32) -> usize {
+    let size = if asked == 0 {
+        meridian_wire::limits::DEFAULT_PAGE
+    } else {
+        asked
+    };
+    size as usize
 }

@@ -64,7 +64,7 @@ pub(crate) struct ListQuery {
     #[param(schema_with = meridian_wire::limits::schema::id)]
     after: Option<String>,
     /// Page size, 1–100 (default 50).
-    #[param(minimum = 1, maximum = 100)]
+    #[param(schema_with = meridian_wire::limits::schema::conversation_page)]
     limit: Option<u32>,
 }
 

@@ -22,7 +22,7 @@ pub(crate) struct HistoryQuery {
     #[param(schema_with = meridian_wire::limits::schema::id)]
     after: Option<String>,
     /// 1–200 (default 50).
-    #[param(minimum = 1, maximum = 200)]
+    #[param(schema_with = meridian_wire::limits::schema::history_page)]
     limit: Option<u32>,
 }
 

@@ -27,8 +27,8 @@ fn missing(what: &str) -> ApiError {
 /// declared size, type and SHA-256, valid for 15 minutes.
 #[utoipa::path(post, path = "/v1/media", tag = TAG, request_body = CreateUploadRequest, security(("bearer" = [])),
     responses((status = 201, body = UploadSlotView), (status = 400, body = meridian_wire::frames::ErrorBody),
-              (status = 422, description = "media_too_large: the declared size is over this deployment's limit (the schema's maximum)", body = meridian_wire::frames::ErrorBody),
-              (status = 415, description = "unsupported_media_type", body = meridian_wire::frames::ErrorBody),
+              (status = 422, description = "media_too_large: the declared size is over this deployment's limit (the schema's maximum); unsupported_media_type: the declared content type is not one of the schema's", body = meridian_wire::frames::ErrorBody),
+
               (status = 503, description = "media_unavailable: object storage unreachable", body = meridian_wire::frames::ErrorBody)))]
 pub(crate) async fn create_upload(
     state: Shared,

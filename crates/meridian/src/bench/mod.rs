@@ -589,7 +589,11 @@ impl ServerSample {
             1e6 * self.cpu_seconds / delivered.max(1) as f64,
             self.disk_bytes as f64 / 1e3 / delivered.max(1) as f64,
             self.disk_bytes as f64 / 1e6 / self.seconds.max(1e-9),
-        )
+        ) + if self.disk_bytes == 0 {
+            " (nothing reached a disk: is the temporary directory on tmpfs? set TMPDIR to a disk)"
+        } else {
+            ""
+        }
     }
 }
 
