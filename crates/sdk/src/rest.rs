@@ -277,11 +277,7 @@ impl Rest {
         before: Option<&str>,
         limit: u32,
     ) -> Result<HistoryView, SdkError> {
-        let mut path = format!("/v1/conversations/{conv_id}/messages?limit={limit}");
-        if let Some(id) = before {
-            path.push_str(&format!("&before={id}"));
-        }
-        self.call(reqwest::Method::GET, &path, None::<&()>).await
+        self.history_page(conv_id, None, before, limit).await
     }
 
     /// `GET /v1/conversations/{conv_id}/messages?after=…`: up to `limit`
@@ -297,9 +293,22 @@ impl Rest {
         before: Option<&str>,
         limit: u32,
     ) -> Result<HistoryView, SdkError> {
-        let mut path = format!("/v1/conversations/{conv_id}/messages?limit={limit}&after={after}");
-        if let Some(id) = before {
-            path.push_str(&format!("&before={id}"));
+        self.history_page(conv_id, Some(after), before, limit).await
+    }
+
+    /// One page of a conversation's history, bounded as given.
+    async fn history_page(
+        &self,
+        conv_id: &str,
+        after: Option<&str>,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<HistoryView, SdkError> {
+        let mut path = format!("/v1/conversations/{conv_id}/messages?limit={limit}");
+        for (name, id) in [("after", after), ("before", before)] {
+            if let Some(id) = id {
+                path.push_str(&format!("&{name}={id}"));
+            }
         }
         self.call(reqwest::Method::GET, &path, None::<&()>).await
     }

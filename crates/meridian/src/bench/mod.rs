@@ -5,6 +5,7 @@
 //! benchmark (`--cross-region`); `metrics` reads the server's `/metrics`.
 
 mod metrics;
+mod process;
 mod regions;
 mod storm;
 
@@ -21,6 +22,8 @@ use meridian_seams::{Clock, SystemClock};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::Semaphore;
+
+use process::{cpu_seconds, disk_written, rss_kib};
 
 /// The benchmark's one clock (the real one, through the seam): every
 /// timestamp is its monotonic time, so they subtract directly.
@@ -206,42 +209,6 @@ pub(crate) async fn spawn_until<T>(
     // Keep draining so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok((child, value))
-}
-
-/// CPU time (user + system) process `pid` has used, all its threads, dead
-/// ones included. `/proc/<pid>/stat` counts in USER_HZ ticks, which the
-/// kernel's user ABI fixes at 100 per second.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let after = stat.rsplit_once(')').context("stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // utime and stime are the 14th and 15th fields; `after` starts at the 3rd.
-    let ticks: u64 = fields.get(11).context("utime")?.parse::<u64>()?
-        + fields.get(12).context("stime")?.parse::<u64>()?;
-    Ok(ticks as f64 / 100.0)
-}
-
-/// Bytes process `pid` has caused to be written to storage
-/// (`write_bytes` of `/proc/<pid>/io`: the journal, tables and their
-/// fsyncs as the block layer sees them, not what was asked of the page
-/// cache).
-fn disk_written(pid: u32) -> anyhow::Result<u64> {
-    let io = std::fs::read_to_string(format!("/proc/{pid}/io"))?;
-    let line = io
-        .lines()
-        .find(|l| l.starts_with("write_bytes:"))
-        .context("write_bytes")?;
-    Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
-}
-
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("VmRSS")?;
-    Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
 }
 
 pub(crate) fn percentile(sorted: &[u64], p: f64) -> u64 {
