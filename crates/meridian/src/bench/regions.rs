@@ -189,6 +189,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     let us_rest = Rest::new(&us.base);
     let eu_rest = Rest::new(&eu.base);
     let mut pairs = Vec::with_capacity(options.pairs);
+    let mut senders: Vec<(Arc<Session>, String)> = Vec::with_capacity(options.pairs);
     for i in 0..options.pairs {
         let a = us_rest.register(&format!("sender{i}")).await?;
         let b = eu_rest.register(&format!("receiver{i}")).await?;
@@ -197,18 +198,16 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
             .direct(&b.user_id)
             .await?
             .conv_id;
-        pairs.push(Pair {
-            sender: sender_session(&us_rest.ws_url(), &a.token).await?,
-            receiver: Session::connect(&eu_rest.ws_url(), &b.token).await?,
+        let sender = sender_session(&us_rest.ws_url(), &a.token).await?;
+        senders.push((sender.clone(), conv.clone()));
+        pairs.push(Pair::meridian(
+            sender,
+            Session::connect(&eu_rest.ws_url(), &b.token).await?,
             conv,
-        });
+        ));
     }
 
     // Latency at a fixed offered rate, across the delayed link.
-    let senders: Vec<(Arc<Session>, String)> = pairs
-        .iter()
-        .map(|p| (p.sender.clone(), p.conv.clone()))
-        .collect();
     let samples = fixed_rate_latency(
         pairs,
         options.rate,
