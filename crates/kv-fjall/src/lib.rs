@@ -135,9 +135,12 @@ impl FjallEngine {
     }
 
     fn write_batch(&self, batch: &EngineBatch) -> Result<(), KvError> {
+        // A relaxed batch is handed to the operating system only: the next
+        // fsynced batch takes it to the disk with it, as fjall's journal is
+        // written and synced in order (and synced before it rotates).
         let persist = match self.durability {
-            Durability::EveryCommit => PersistMode::SyncAll,
-            Durability::Every(_) => PersistMode::Buffer,
+            Durability::EveryCommit if !batch.relaxed => PersistMode::SyncAll,
+            Durability::EveryCommit | Durability::Every(_) => PersistMode::Buffer,
         };
         let mut writes = self.db.batch().durability(Some(persist));
         // fjall has no range tombstone: a cleared range is removed key by

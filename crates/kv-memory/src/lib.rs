@@ -5,7 +5,9 @@
 //! (`imbl::OrdMap`), so a snapshot is an O(1) clone. A [`MemoryEngine`] clone
 //! shares the same contents: the simulation keeps one across a simulated crash
 //! of its host, which therefore loses exactly the commits that had not reached
-//! the engine — the durability contract of the fsync'd engine.
+//! the engine — the durability contract of the fsync'd engine — and, with
+//! [`MemoryEngine::lose_unsynced`], the relaxed batches no later batch took
+//! to the disk, as a crash of the machine under fjall would.
 //!
 //! Faults can be injected ([`Fault`]) to exercise `commit_unknown_result`.
 //!
@@ -50,6 +52,9 @@ impl std::error::Error for InjectedFault {}
 #[derive(Default)]
 struct State {
     data: OrdMap<Bytes, Bytes>,
+    /// What a crash of the machine keeps: `data` as of the last batch that
+    /// was not relaxed (each such batch takes the relaxed ones before it).
+    on_disk: OrdMap<Bytes, Bytes>,
     faults: VecDeque<Fault>,
     writes: u64,
     poisoned: bool,
@@ -91,6 +96,14 @@ impl MemoryEngine {
         let mut state = self.lock();
         state.poisoned = false;
         state.faults.clear();
+    }
+
+    /// The engine as a machine that crashed finds it: the relaxed batches
+    /// written since the last batch that was not relaxed are gone
+    /// ([`EngineBatch::relaxed`]); everything before stands.
+    pub fn lose_unsynced(&self) {
+        let mut state = self.lock();
+        state.data = state.on_disk.clone();
     }
 
     /// Whether the engine failed for good ([`Fault::Poison`]) and has not
@@ -181,6 +194,9 @@ impl State {
     fn write(&mut self, batch: &EngineBatch) {
         let mut data = self.data.clone();
         apply(&mut data, batch);
+        if !batch.relaxed {
+            self.on_disk = data.clone();
+        }
         self.data = data;
         self.writes += 1;
     }

@@ -161,3 +161,46 @@ async fn a_watch_only_commit_writes_nothing() {
         .unwrap();
     watch.await.expect("the watch still fires");
 }
+
+/// A relaxed commit is answered and readable at once, and lost with the
+/// machine until a commit that is not relaxed follows it; that one takes
+/// it to the disk. A commit that is not relaxed is never lost.
+#[tokio::test]
+async fn a_relaxed_commit_reaches_the_disk_with_the_next_durable_one() {
+    let engine = MemoryEngine::new();
+    let read = |db: meridian_kv::Database, key: &'static [u8]| async move {
+        db.begin().get(key).await.unwrap()
+    };
+    let relaxed = |db: meridian_kv::Database, key: &'static [u8]| async move {
+        db.run(|tx, _| async move {
+            tx.relax_durability();
+            tx.set(key, b"1")
+        })
+        .await
+        .unwrap();
+    };
+    let durable = |db: meridian_kv::Database, key: &'static [u8]| async move {
+        db.run(|tx, _| async move { tx.set(key, b"1") })
+            .await
+            .unwrap();
+    };
+
+    let db = meridian_kv_conformance::open(&Memory(engine.clone()));
+    durable(db.clone(), b"first").await;
+    relaxed(db.clone(), b"relaxed-then-lost").await;
+    assert!(read(db.clone(), b"relaxed-then-lost").await.is_some());
+    db.close().await;
+    engine.lose_unsynced();
+
+    let db = meridian_kv_conformance::open(&Memory(engine.clone()));
+    assert!(read(db.clone(), b"first").await.is_some());
+    assert_eq!(read(db.clone(), b"relaxed-then-lost").await, None);
+    relaxed(db.clone(), b"relaxed-then-kept").await;
+    durable(db.clone(), b"second").await;
+    db.close().await;
+    engine.lose_unsynced();
+
+    let db = meridian_kv_conformance::open(&Memory(engine.clone()));
+    assert!(read(db.clone(), b"relaxed-then-kept").await.is_some());
+    assert!(read(db.clone(), b"second").await.is_some());
+}

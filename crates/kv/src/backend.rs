@@ -102,6 +102,9 @@ pub trait BackendTransaction: Send + Sync + std::fmt::Debug {
     fn add_read_conflict_key(&self, key: &[u8]);
     fn watch(&self, key: &[u8]) -> Watch;
     fn commit(&self) -> Answer<'_, CommitInfo>;
+    /// A backend whose every commit is durable anyway (FoundationDB) keeps
+    /// the default, which does nothing.
+    fn relax_durability(&self) {}
 
     /// Called by the run loop ([`crate::Database::run`]) when attempt number
     /// `attempt` (from 1) of this transaction failed with `error`, which

@@ -49,6 +49,11 @@ pub struct EngineBatch {
     /// The final state of each key the batch set or cleared (`None` removes
     /// it); it takes precedence over `cleared`.
     pub values: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Every transaction in the batch relaxed its durability
+    /// ([`crate::Transaction::relax_durability`]): the engine may resolve
+    /// the write before it reaches the disk. It must still keep the order:
+    /// a later batch durable on disk means this one is too.
+    pub relaxed: bool,
 }
 
 impl EngineBatch {
@@ -79,6 +84,10 @@ pub trait Engine: Send + Sync + 'static {
     /// `Ok`, every change survives a crash; after a crash either all of the
     /// batch is visible or none of it. The transaction layer never starts a
     /// write before the previous one resolved.
+    ///
+    /// A [`EngineBatch::relaxed`] batch may resolve once it is written,
+    /// before it is on disk, provided it reaches the disk no later than the
+    /// next batch that is not relaxed (a journal fsynced in order does).
     ///
     /// # Errors
     /// Engine failures; the transaction layer reports them to the batch's

@@ -227,6 +227,19 @@ impl Transaction {
         self.inner.watch(key)
     }
 
+    /// Lets this transaction's commit be acknowledged once it is written,
+    /// before it reaches the disk: it reaches the disk with the next commit
+    /// that is not relaxed (commits reach the disk in order), or when the
+    /// engine's journal is next synced. A crash of the machine may lose it;
+    /// a crash of the process alone does not. Only for writes whose loss is
+    /// harmless because they are repeated (a device's cursor, which a lost
+    /// write only moves back, so already delivered messages are delivered
+    /// again and the client drops them by id). A backend whose every commit
+    /// is durable ignores it.
+    pub fn relax_durability(&self) {
+        self.inner.relax_durability();
+    }
+
     /// Commits the transaction (a transaction run by [`Database::run`] is
     /// committed by the run loop instead).
     ///

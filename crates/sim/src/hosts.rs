@@ -397,6 +397,7 @@ impl Regions<'_> {
         }
         let boots = Arc::new(AtomicU64::new(0));
         let (core_network, boots) = (network.clone(), boots.clone());
+        let engine_at_boot = engine.clone();
         let core_clock: SharedClock = Arc::new(region_clock.clone());
         let core_media = media_deps.clone();
         sim.host(host("core", sites, region), move || {
@@ -409,6 +410,12 @@ impl Regions<'_> {
                 callers.clone(),
             );
             let boot = boots.fetch_add(1, Ordering::SeqCst);
+            if boot > 0 {
+                // A restart follows a crash, taken as the machine's: the
+                // writes that relaxed their durability and were not yet
+                // taken to the disk by a later one are lost.
+                engine_at_boot.lose_unsynced();
+            }
             async move {
                 // Short link timings: simulated partitions drop data
                 // silently, and every link must notice and resume.

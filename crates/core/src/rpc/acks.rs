@@ -1,5 +1,5 @@
 //! The acks of one gateway stream: queued as they arrive, written in
-//! batches by one writer task, each durable ack opening its session's
+//! batches by one writer task, each written ack opening its session's
 //! flow-control window.
 
 use std::collections::BTreeMap;
@@ -109,7 +109,7 @@ impl AckBatch {
         for ack in batch {
             match &result {
                 Ok(()) => {
-                    // Only a durable ack opens the flow-control window.
+                    // Only a written ack opens the flow-control window.
                     ack.state.unacked().release_through(&ack.cursor);
                     ack.state.acked.send_if_modified(|current| {
                         let newer = ack.cursor > *current;

@@ -49,6 +49,9 @@ pub(crate) struct CommitRequest {
     pub(crate) write_conflicts: Vec<KeyRange>,
     pub(crate) mutations: Vec<PendingMutation>,
     pub(crate) watches: Vec<(Vec<u8>, oneshot::Sender<()>)>,
+    /// The transaction relaxed its durability: its batch is written without
+    /// waiting for the disk if every transaction in it did.
+    pub(crate) relaxed: bool,
     pub(crate) reply: oneshot::Sender<Result<CommitInfo, KvError>>,
 }
 
@@ -458,7 +461,11 @@ impl Committer {
         for request in requests {
             let batch = open.get_or_insert_with(|| OpenBatch {
                 version: self.version + 1,
-                changes: EngineBatch::default(),
+                changes: EngineBatch {
+                    // Until a transaction that needs the disk joins.
+                    relaxed: true,
+                    ..EngineBatch::default()
+                },
                 accepted: Vec::new(),
                 writes: RangeSet::default(),
             });
@@ -522,6 +529,7 @@ impl Committer {
             for range in &writes {
                 batch.writes.insert(range);
             }
+            batch.changes.relaxed &= request.relaxed;
             batch.accepted.push(Accepted {
                 reply: request.reply,
                 versionstamp,

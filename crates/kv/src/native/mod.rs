@@ -131,6 +131,10 @@ impl BackendTransaction for NativeTransaction {
         NativeTransaction::add_read_conflict_key(self, key);
     }
 
+    fn relax_durability(&self) {
+        NativeTransaction::relax_durability(self);
+    }
+
     fn watch(&self, key: &[u8]) -> Watch {
         NativeTransaction::watch(self, key)
     }

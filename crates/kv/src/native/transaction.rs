@@ -49,6 +49,8 @@ pub(crate) struct TxState {
     size: usize,
     committed: bool,
     next_user_version: u16,
+    /// Set by [`NativeTransaction::relax_durability`].
+    relaxed: bool,
 }
 
 /// A FoundationDB-style transaction. Cheap to clone: clones share one state,
@@ -99,6 +101,7 @@ impl NativeTransaction {
                 watches: Vec::new(),
                 size: 0,
                 committed: false,
+                relaxed: false,
                 next_user_version: 0,
             })),
             db: db.clone(),
@@ -474,6 +477,11 @@ impl NativeTransaction {
         Watch::from_receiver(receiver)
     }
 
+    /// See [`crate::Transaction::relax_durability`].
+    pub(super) fn relax_durability(&self) {
+        self.lock().relaxed = true;
+    }
+
     /// Commits the transaction.
     ///
     /// # Errors
@@ -506,6 +514,7 @@ impl NativeTransaction {
                 write_conflicts: std::mem::take(&mut state.write_conflicts),
                 mutations: std::mem::take(&mut state.mutations),
                 watches: std::mem::take(&mut state.watches),
+                relaxed: state.relaxed,
                 reply,
             };
             (request, receiver)
