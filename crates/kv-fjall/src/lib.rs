@@ -7,7 +7,10 @@
 //!
 //! Each group commit from the transaction layer becomes one fjall write batch
 //! committed with `PersistMode::SyncAll` (one fsync), on tokio's blocking pool
-//! so the fsync does not stall the async workers. Snapshots are fjall's MVCC
+//! so the fsync does not stall the async workers. A relaxed batch (every
+//! transaction in it relaxed its durability: acks) is handed to the
+//! operating system only; the next fsynced batch takes it to the disk, and
+//! if none follows within [`RELAXED_SYNC_WITHIN`] the engine fsyncs it then. Snapshots are fjall's MVCC
 //! snapshots. fjall starts background threads, so this engine never runs in
 //! the deterministic simulation (that is `kv-memory`'s job).
 //!
@@ -15,6 +18,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,12 +27,20 @@ use futures::future::BoxFuture;
 use meridian_kv::KvError;
 use meridian_kv::engine::{Engine, EngineBatch, EnginePair, EngineSnapshot};
 
+/// How long a relaxed batch may stay off the disk when no fsynced batch
+/// follows it: the most a machine crash can take back of acks. Bounded so
+/// that a crash does not move a cursor back far enough for a retention
+/// sweep to take an acknowledged message for a lost one.
+pub const RELAXED_SYNC_WITHIN: Duration = Duration::from_millis(100);
+
 /// When a group commit reaches the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
     /// Each group commit is fsynced before any of its transactions is
     /// acknowledged: an acknowledged write survives a power failure. The
-    /// default, and the only mode Meridian's contract holds in.
+    /// default, and the only mode Meridian's contract holds in. (A relaxed
+    /// batch is the exception its transactions asked for: fsynced with the
+    /// next batch, or within [`RELAXED_SYNC_WITHIN`].)
     #[default]
     EveryCommit,
     /// Each group commit is handed to the operating system, and the journal
@@ -49,6 +61,8 @@ pub struct FjallEngine {
     /// The first write failure, after which the engine writes nothing.
     failed: Arc<std::sync::OnceLock<String>>,
     durability: Durability,
+    /// A fsync of relaxed batches is scheduled ([`RELAXED_SYNC_WITHIN`]).
+    sync_scheduled: Arc<AtomicBool>,
     /// Held by every clone: the periodic fsync thread (with
     /// [`Durability::Every`]) stops once the last clone is gone.
     open: Arc<()>,
@@ -89,6 +103,7 @@ impl FjallEngine {
             write_lock: Arc::new(std::sync::Mutex::new(())),
             failed: Arc::new(std::sync::OnceLock::new()),
             durability,
+            sync_scheduled: Arc::new(AtomicBool::new(false)),
             open: Arc::new(()),
         };
         if let Durability::Every(interval) = durability {
@@ -210,6 +225,37 @@ impl EngineSnapshot for FjallSnapshot {
     }
 }
 
+impl FjallEngine {
+    /// Makes sure the journal is fsynced within [`RELAXED_SYNC_WITHIN`]:
+    /// a relaxed batch just written may be followed by no fsynced one.
+    /// One fsync at most per interval, however many relaxed batches.
+    fn sync_relaxed_soon(&self) {
+        if self.sync_scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let engine = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(RELAXED_SYNC_WITHIN).await;
+            engine.sync_scheduled.store(false, Ordering::Release);
+            let syncing = engine.clone();
+            // The engine owns its fsync work, as for its writes.
+            #[allow(clippy::disallowed_methods)]
+            let synced = tokio::task::spawn_blocking(move || {
+                syncing
+                    .db
+                    .persist(PersistMode::SyncAll)
+                    .map_err(|error| error.to_string())
+            })
+            .await;
+            // A failed fsync may have dropped dirty pages: no later write
+            // can be trusted (`Engine::failure`).
+            if let Ok(Err(reason)) = synced {
+                let _ = engine.failed.set(reason);
+            }
+        });
+    }
+}
+
 impl Engine for FjallEngine {
     fn snapshot(&self) -> Box<dyn EngineSnapshot> {
         Box::new(FjallSnapshot {
@@ -220,6 +266,9 @@ impl Engine for FjallEngine {
 
     fn write(&self, batch: Arc<EngineBatch>) -> BoxFuture<'static, Result<(), KvError>> {
         let engine = self.clone();
+        if batch.relaxed && self.durability == Durability::EveryCommit {
+            self.sync_relaxed_soon();
+        }
         // Started now, not when first polled: the committer resolves the
         // next batch while this one is written. The engine owns its fsync
         // thread work; fjall never runs under simulation (the memory engine

@@ -65,6 +65,8 @@ fn every_phase_measures_both_servers() {
         let latency = line(&stdout, &format!("[{server}] latency at 100 msg/s"));
         assert!(number_after(latency, "ms (") > 0.0, "{latency}");
     }
+    // No send failed, bounced or went unanswered, no receiver dropped out.
+    assert!(!stdout.contains("anomalies:"), "{stdout}");
     // ejabberd's messages never reach a disk; Meridian's every one does.
     assert!(stdout.contains("ejabberd keeps online messages in memory"));
 }

@@ -48,6 +48,15 @@ pub(crate) enum Sender {
 }
 
 impl Sender {
+    /// Sends the server refused after accepting them: XMPP's error bounces
+    /// (Meridian refuses a send in its answer, which `send` returns).
+    fn bounced(&self) -> u64 {
+        match self {
+            Self::Meridian { .. } => 0,
+            Self::Xmpp(sender) => sender.bounced(),
+        }
+    }
+
     /// Sends `payload` as message `id`. True when the server acknowledged
     /// it (Meridian answers `sent` once the message is durable); false
     /// when the protocol has no acknowledgement and the message was only
@@ -153,38 +162,77 @@ pub(crate) async fn make_pairs(rest: &Rest, count: usize) -> anyhow::Result<Vec<
 /// Where a receiver counts what it is delivered.
 pub(crate) struct Counting {
     pub(crate) origin: Duration,
-    /// Deliveries before this are not counted.
+    /// Deliveries in `[warmup, until)` are counted: the measured seconds.
     pub(crate) warmup: Duration,
-    /// The receiver stops reading at this time.
+    pub(crate) until: Duration,
+    /// The receiver stops reading at this time (at or after `until`: a
+    /// message sent in the measured seconds is timed even if it arrives
+    /// after them).
     pub(crate) stop: Duration,
     pub(crate) delivered: Arc<AtomicU64>,
     /// Given one permit per message delivered: its sender's window.
     pub(crate) credits: Option<Arc<Semaphore>>,
+    pub(crate) anomalies: Arc<Anomalies>,
+}
+
+/// What went wrong during a phase, which would make its figures low
+/// without it: printed, never hidden.
+#[derive(Default)]
+pub(crate) struct Anomalies {
+    failed_sends: AtomicU64,
+    receivers_ended_early: AtomicU64,
+    bounced_sends: AtomicU64,
+}
+
+impl Anomalies {
+    /// A line saying what went wrong, or `None` if nothing did.
+    pub(crate) fn describe(&self) -> Option<String> {
+        let failed = self.failed_sends.load(Ordering::Relaxed);
+        let ended = self.receivers_ended_early.load(Ordering::Relaxed);
+        let bounced = self.bounced_sends.load(Ordering::Relaxed);
+        (failed + ended + bounced > 0).then(|| {
+            format!(
+                "anomalies: {failed} sends failed, {bounced} bounced by the server, {ended} receivers' connections ended early: the figures undercount"
+            )
+        })
+    }
 }
 
 /// Receives until `counting.stop`; records `(sent, latency)` from payloads
-/// `"t=<nanos since origin>"` and counts deliveries after warm-up.
+/// `"t=<nanos since origin>"` and counts deliveries in the measured seconds.
 pub(crate) fn spawn_receiver(
     mut receiver: Receiver,
     counting: Counting,
 ) -> tokio::task::JoinHandle<Vec<(u64, u64)>> {
     tokio::spawn(async move {
         let mut latencies = Vec::new();
-        while let Ok(Some((at, payloads))) = tokio::time::timeout(
-            counting.stop.saturating_sub(now()),
-            receiver.next_delivery(),
-        )
-        .await
-        {
+        loop {
+            let next = tokio::time::timeout(
+                counting.stop.saturating_sub(now()),
+                receiver.next_delivery(),
+            )
+            .await;
+            let Ok(delivery) = next else {
+                break;
+            };
+            let Some((at, payloads)) = delivery else {
+                counting
+                    .anomalies
+                    .receivers_ended_early
+                    .fetch_add(1, Ordering::Relaxed);
+                break;
+            };
             if let Some(credits) = &counting.credits {
                 credits.add_permits(payloads.len());
             }
             if at < counting.warmup {
                 continue;
             }
-            counting
-                .delivered
-                .fetch_add(payloads.len() as u64, Ordering::Relaxed);
+            if at < counting.until {
+                counting
+                    .delivered
+                    .fetch_add(payloads.len() as u64, Ordering::Relaxed);
+            }
             for payload in payloads {
                 if let Some(sent) = payload
                     .strip_prefix("t=")
@@ -213,23 +261,29 @@ pub(crate) async fn fixed_rate_latency(
     let warmup = origin + Duration::from_secs(1);
     let stop = warmup + Duration::from_secs(seconds);
     let delivered = Arc::new(AtomicU64::new(0));
+    let anomalies = Arc::new(Anomalies::default());
     let acknowledged = Arc::new(std::sync::Mutex::new(Vec::new()));
     let per_sender = Duration::from_secs_f64(count as f64 / rate.max(1) as f64);
     let mut receivers = Vec::new();
     let mut senders = Vec::new();
+    let mut all_senders = Vec::new();
     for (index, pair) in pairs.into_iter().enumerate() {
         receivers.push(spawn_receiver(
             pair.receiver,
             Counting {
                 origin,
                 warmup,
+                until: stop,
                 stop: stop + tail,
                 delivered: delivered.clone(),
                 credits: None,
+                anomalies: anomalies.clone(),
             },
         ));
         let sender = pair.sender;
+        all_senders.push(sender.clone());
         let acknowledged = acknowledged.clone();
+        let anomalies = anomalies.clone();
         senders.push(tokio::spawn(async move {
             // Senders start spread over one period, so the offered load is
             // even rather than every sender's send landing at once.
@@ -243,10 +297,14 @@ pub(crate) async fn fixed_rate_latency(
                 let sent_at = now().saturating_sub(origin).as_nanos();
                 let sender = sender.clone();
                 let acknowledged = acknowledged.clone();
+                let anomalies = anomalies.clone();
                 n += 1;
                 let id = format!("l{n}");
                 tokio::spawn(async move {
                     let sent = sender.send(&id, &format!("t={sent_at}")).await;
+                    if sent.is_err() {
+                        anomalies.failed_sends.fetch_add(1, Ordering::Relaxed);
+                    }
                     let took = now().saturating_sub(origin).as_nanos() as u64;
                     if matches!(sent, Ok(true))
                         && sent_at >= warmup.saturating_sub(origin).as_nanos()
@@ -270,48 +328,57 @@ pub(crate) async fn fixed_rate_latency(
     let tail = tail_in_time(&timed, percentile(&latencies, 0.99));
     let mut acknowledged = acknowledged.lock().map(|a| a.clone()).unwrap_or_default();
     acknowledged.sort_unstable();
+    let bounced: u64 = all_senders.iter().map(Sender::bounced).sum();
+    anomalies
+        .bounced_sends
+        .fetch_add(bounced, Ordering::Relaxed);
     LatencySamples {
         delivered_latencies: latencies,
         tail,
         acknowledged_latencies: acknowledged,
         delivered: delivered.load(Ordering::Relaxed),
+        anomalies: anomalies.describe(),
     }
 }
 
-/// Sends as fast as each pair's window allows from `origin` until `stop`:
-/// `window` messages per pair sent and not yet delivered, over as many
-/// lanes. The window counts deliveries, not acknowledgements, so it means
-/// the same for a protocol that acknowledges sends and one that does not.
-pub(crate) async fn saturate(
-    pairs: Vec<Pair>,
-    window: usize,
-    counting: &Counting,
-) -> anyhow::Result<()> {
+/// Sends as fast as each pair's window allows from `origin` until
+/// `counting.until`: `window` messages per pair sent and not yet delivered,
+/// over as many lanes. The window counts deliveries, not acknowledgements,
+/// so it means the same for a protocol that acknowledges sends and one that
+/// does not.
+pub(crate) async fn saturate(pairs: Vec<Pair>, window: usize, counting: &Counting) {
     let mut receivers = Vec::new();
     let mut senders = Vec::new();
-    let stop = counting.stop;
+    let mut all_senders = Vec::new();
+    let until = counting.until;
     for pair in pairs {
         let credits = Arc::new(Semaphore::new(window));
+        all_senders.push(pair.sender.clone());
         receivers.push(spawn_receiver(
             pair.receiver,
             Counting {
-                stop: stop + Duration::from_secs(2),
                 credits: Some(credits.clone()),
                 delivered: counting.delivered.clone(),
+                anomalies: counting.anomalies.clone(),
                 ..*counting
             },
         ));
         for lane in 0..window {
             let (sender, credits) = (pair.sender.clone(), credits.clone());
+            let anomalies = counting.anomalies.clone();
             senders.push(tokio::spawn(async move {
                 let mut n = 0u64;
                 while let Ok(Ok(permit)) =
-                    tokio::time::timeout(stop.saturating_sub(now()), credits.acquire()).await
+                    tokio::time::timeout(until.saturating_sub(now()), credits.acquire()).await
                 {
                     permit.forget();
                     let id = format!("t{lane}-{n}");
                     n += 1;
-                    if now() >= stop || sender.send(&id, "throughput").await.is_err() {
+                    if now() >= until {
+                        break;
+                    }
+                    if sender.send(&id, "throughput").await.is_err() {
+                        anomalies.failed_sends.fetch_add(1, Ordering::Relaxed);
                         break;
                     }
                 }
@@ -320,7 +387,11 @@ pub(crate) async fn saturate(
     }
     join_all(senders).await;
     join_all(receivers).await;
-    Ok(())
+    let bounced: u64 = all_senders.iter().map(Sender::bounced).sum();
+    counting
+        .anomalies
+        .bounced_sends
+        .fetch_add(bounced, Ordering::Relaxed);
 }
 
 /// Describes whether the samples at or above `threshold` (the p99) are
@@ -373,6 +444,8 @@ pub(crate) struct LatencySamples {
     /// Sorted send→`sent` latencies (ns): the sender's acknowledgement
     /// (empty where the protocol has none).
     pub(crate) acknowledged_latencies: Vec<u64>,
-    /// Messages delivered after warm-up.
+    /// Messages delivered in the measured seconds.
     pub(crate) delivered: u64,
+    /// What went wrong, if anything ([`Anomalies::describe`]).
+    pub(crate) anomalies: Option<String>,
 }

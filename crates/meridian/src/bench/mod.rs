@@ -287,10 +287,10 @@ async fn idle_phase(args: &BenchArgs, kind: ServerKind) -> anyhow::Result<()> {
         Target::Meridian(server) => idle_meridian(server, pid, args.idle).await?,
         Target::Ejabberd(server) => {
             // The accounts are registered before the baseline is read.
-            let names: Vec<String> = (0..args.idle).map(|i| format!("idle{i}")).collect();
-            server.register(&names).await?;
+            let accounts = xmpp::Ejabberd::idle_accounts(args.idle);
+            server.register(&accounts).await?;
             let before = rss_kib(pid)?;
-            let sessions = server.idle_sessions(&names).await?;
+            let sessions = server.idle_sessions(&accounts, args.idle).await?;
             tokio::time::sleep(Duration::from_secs(2)).await;
             (before, sessions.len(), rss_kib(pid)?)
         }
@@ -394,7 +394,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let durability = match args.fsync_every_ms {
         Some(ms) => format!("NOT DURABLE: fsync every {ms} ms (--fsync-every-ms), not the default"),
-        None => "fsync per group commit".to_string(),
+        None => "an fsync per group commit holding a send (acks relaxed)".to_string(),
     };
     println!(
         "meridian bench ({build} build; meridian: {security}, {durability}), each phase against a fresh server"
@@ -404,19 +404,31 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "ejabberd: Debian's package, XMPP over WebSocket (RFC 7395), online messages kept in memory and never fsynced"
         );
     }
-    for &kind in &args.server {
-        if args.idle > 0 && args.phases.contains(&Phase::Idle) {
+    // Each measurement runs on every server in turn, the order reversed
+    // from one measurement to the next, so neither server always goes
+    // first (after a build, or onto a machine that just warmed up).
+    let mut turn = 0usize;
+    let mut in_turn = || {
+        turn += 1;
+        let mut order = args.server.clone();
+        if turn.is_multiple_of(2) {
+            order.reverse();
+        }
+        order
+    };
+    if args.idle > 0 && args.phases.contains(&Phase::Idle) {
+        for kind in in_turn() {
             idle_phase(&args, kind).await?;
         }
     }
-    for &kind in &args.server {
-        if args.phases.contains(&Phase::Throughput) {
+    if args.phases.contains(&Phase::Throughput) {
+        for kind in in_turn() {
             throughput_phase(&args, kind).await?;
         }
     }
     if args.phases.contains(&Phase::Latency) {
         for &rate in &args.rate {
-            for &kind in &args.server {
+            for kind in in_turn() {
                 latency_at(&args, kind, rate).await?;
             }
         }
@@ -436,11 +448,14 @@ async fn throughput_phase(args: &BenchArgs, kind: ServerKind) -> anyhow::Result<
     let counting = Counting {
         origin,
         warmup,
-        stop,
+        until: stop,
+        // Receivers read on, so every credit comes back before they end.
+        stop: stop + Duration::from_secs(2),
         delivered: delivered.clone(),
         credits: None,
+        anomalies: Arc::default(),
     };
-    saturate(pairs, args.pipeline, &counting).await?;
+    saturate(pairs, args.pipeline, &counting).await;
     let total = delivered.load(Ordering::Relaxed);
     println!(
         "[{}] throughput: {:.0} delivered msg/s ({} delivered in {} s, {} pairs x {} in flight)",
@@ -452,6 +467,9 @@ async fn throughput_phase(args: &BenchArgs, kind: ServerKind) -> anyhow::Result<
         args.pipeline
     );
     println!("  {}", sample.await?.describe(total));
+    if let Some(anomalies) = counting.anomalies.describe() {
+        println!("  {anomalies}");
+    }
     Ok(())
 }
 
@@ -491,6 +509,9 @@ async fn latency_at(args: &BenchArgs, kind: ServerKind, rate: u64) -> anyhow::Re
         samples.delivered as f64 / args.seconds as f64,
     );
     println!("  {}", samples.tail);
+    if let Some(anomalies) = &samples.anomalies {
+        println!("  {anomalies}");
+    }
     println!("  {}", sample.await?.describe(samples.delivered));
     Ok(())
 }

@@ -230,6 +230,9 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         ms(percentile(&samples.acknowledged_latencies, 0.99)),
     );
     println!("  {}", samples.tail);
+    if let Some(anomalies) = &samples.anomalies {
+        println!("  {anomalies}");
+    }
 
     // Link throughput: queue a backlog behind a cut link, then heal it and
     // time the drain (eu-west applying what us-east's log holds).

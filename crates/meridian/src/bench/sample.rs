@@ -48,18 +48,21 @@ pub(crate) fn sample_between(
 ) -> tokio::task::JoinHandle<ServerSample> {
     let base = server.metrics_base();
     let pid = server.pid();
-    let cpu = move || pid.and_then(|pid| cpu_seconds(pid).ok()).unwrap_or(0.0);
-    let disk = move || pid.and_then(|pid| disk_written(pid).ok()).unwrap_or(0);
+    let cpu = move || pid.and_then(|pid| cpu_seconds(pid).ok());
+    // The load generator: this process. A generator short of CPU would
+    // hold both servers back alike, and this shows it.
+    let generator = || cpu_seconds(std::process::id()).ok();
+    let disk = move || pid.and_then(|pid| disk_written(pid).ok());
     tokio::spawn(async move {
         tokio::time::sleep(from.saturating_sub(now())).await;
-        let cpu_start = cpu();
+        let (cpu_start, generator_start) = (cpu(), generator());
         let disk_start = disk();
         let start = match &base {
             Some(base) => committer_sums(base).await.ok(),
             None => None,
         };
         tokio::time::sleep(to.saturating_sub(now())).await;
-        let cpu_end = cpu();
+        let (cpu_end, generator_end) = (cpu(), generator());
         let disk_end = disk();
         let seconds = to.saturating_sub(from).as_secs_f64().max(1e-9);
         let end = match &base {
@@ -77,8 +80,13 @@ pub(crate) fn sample_between(
         ServerSample {
             committer,
             writes_to_disk: base.is_some(),
-            cpu_seconds: cpu_end - cpu_start,
-            disk_bytes: disk_end.saturating_sub(disk_start),
+            cpu_seconds: cpu_start.zip(cpu_end).map(|(start, end)| end - start),
+            generator_cpu_seconds: generator_start
+                .zip(generator_end)
+                .map(|(start, end)| end - start),
+            disk_bytes: disk_start
+                .zip(disk_end)
+                .map(|(start, end)| end.saturating_sub(start)),
             seconds,
         }
     })
@@ -112,10 +120,12 @@ pub(crate) struct ServerSample {
     /// Whether the server is one that should write (Meridian): nothing
     /// written then means the store sat on tmpfs.
     writes_to_disk: bool,
-    /// CPU time the server process used.
-    cpu_seconds: f64,
-    /// Bytes the server process wrote to storage.
-    disk_bytes: u64,
+    /// CPU time the server process used (`None`: `/proc` unreadable).
+    cpu_seconds: Option<f64>,
+    /// CPU time the load generator (this process) used.
+    generator_cpu_seconds: Option<f64>,
+    /// Bytes the server process wrote to storage (`None`: unreadable).
+    disk_bytes: Option<u64>,
     /// How long the sample ran.
     seconds: f64,
 }
@@ -125,17 +135,30 @@ impl ServerSample {
     /// delivered message: figures the rest of the machine's load changes
     /// less than it changes latency.
     pub(crate) fn describe(&self, delivered: u64) -> String {
+        let seconds = self.seconds.max(1e-9);
+        let per_message = delivered.max(1) as f64;
+        let cpu = |what: &str, used: Option<f64>| match used {
+            Some(used) => format!(
+                "{what}: {:.0}% of one core, {:.0} us per delivered message",
+                100.0 * used / seconds,
+                1e6 * used / per_message
+            ),
+            None => format!("{what}: unreadable (/proc/<pid>/stat)"),
+        };
+        let disk = match self.disk_bytes {
+            None => "disk written: unreadable (/proc/<pid>/io)".to_string(),
+            Some(0) if self.writes_to_disk => "disk written: 0 (nothing reached a disk: is the temporary directory on tmpfs? set TMPDIR to a disk)".to_string(),
+            Some(bytes) => format!(
+                "disk written: {:.2} KB per delivered message ({:.1} MB/s)",
+                bytes as f64 / 1e3 / per_message,
+                bytes as f64 / 1e6 / seconds,
+            ),
+        };
         format!(
-            "{}\n  server CPU: {:.0}% of one core, {:.0} us per delivered message\n  disk written: {:.2} KB per delivered message ({:.1} MB/s)",
+            "{}\n  {}\n  {disk}\n  {}",
             self.committer,
-            100.0 * self.cpu_seconds / self.seconds.max(1e-9),
-            1e6 * self.cpu_seconds / delivered.max(1) as f64,
-            self.disk_bytes as f64 / 1e3 / delivered.max(1) as f64,
-            self.disk_bytes as f64 / 1e6 / self.seconds.max(1e-9),
-        ) + if self.disk_bytes == 0 && self.writes_to_disk {
-            " (nothing reached a disk: is the temporary directory on tmpfs? set TMPDIR to a disk)"
-        } else {
-            ""
-        }
+            cpu("server CPU", self.cpu_seconds),
+            cpu("load generator CPU", self.generator_cpu_seconds),
+        )
     }
 }

@@ -6,13 +6,17 @@
 //! avoids its known pitfalls for a benchmark: `ejabberdctl.cfg` overriding
 //! `--config`, `su` to the ejabberd user resetting the open-files limit
 //! (the child inherits the benchmark's raised limit), and the listener's
-//! backlog of 5 (set to 4,096 here). It keeps online messages in memory and
-//! never fsyncs them: what a message costs it is not what a durable one
-//! costs Meridian, and the figures say so.
+//! backlog of 5 (set to 4,096 here). Its schedulers do not busy-wait
+//! (`+sbwt none` and the dirty schedulers' likewise): a spinning idle
+//! scheduler would count as ejabberd's CPU per message without doing any
+//! of its work. It keeps online messages in memory and never fsyncs them:
+//! what a message costs it is not what a durable one costs Meridian, and
+//! the figures say so.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -31,8 +35,11 @@ use super::load::{Pair, Receiver as PairReceiver, Sender as PairSender};
 
 /// The XMPP domain the benchmark's ejabberd serves.
 const DOMAIN: &str = "localhost";
-/// The resource every benchmark session binds.
+/// The resource a pair's sessions bind.
 const RESOURCE: &str = "bench";
+/// Idle sessions per account, as Meridian's idle phase opens 15 devices
+/// per account.
+const IDLE_PER_ACCOUNT: usize = 15;
 /// Every benchmark account's password.
 const PASSWORD: &str = "bench-password";
 
@@ -101,7 +108,6 @@ modules:
   mod_http_api: {{}}
   mod_roster: {{}}
   mod_offline: {{}}
-  mod_stream_mgmt: {{}}
   mod_disco: {{}}
 "#
     )
@@ -120,7 +126,8 @@ impl Ejabberd {
         let spool = dir.path().join("spool");
         let log = dir.path().join("ejabberd.log");
         let child = Command::new("erl")
-            .args(["-noinput", "+K", "true", "+P", "2000000", "+Q", "1048576"])
+            .args(["-noinput", "+P", "2000000", "+Q", "1048576"])
+            .args(["+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none"])
             .arg("-mnesia")
             .arg("dir")
             .arg(format!("\"{}\"", spool.display()))
@@ -216,7 +223,8 @@ impl Ejabberd {
                 &format!("receiver{i}"),
             )
             .await?;
-            let receiver = Receiver::connect(&self.ws_url(), &format!("receiver{i}")).await?;
+            let receiver =
+                Receiver::connect(&self.ws_url(), &format!("receiver{i}"), RESOURCE).await?;
             pairs.push(Pair {
                 sender: PairSender::Xmpp(sender),
                 receiver: PairReceiver::Xmpp(receiver),
@@ -225,40 +233,81 @@ impl Ejabberd {
         Ok(pairs)
     }
 
-    /// A signed-in session for each of the registered accounts `names`,
-    /// left idle.
-    pub(crate) async fn idle_sessions(&self, names: &[String]) -> anyhow::Result<Vec<Receiver>> {
+    /// The accounts `count` idle sessions need ([`IDLE_PER_ACCOUNT`] each).
+    pub(crate) fn idle_accounts(count: usize) -> Vec<String> {
+        (0..count.div_ceil(IDLE_PER_ACCOUNT))
+            .map(|i| format!("idle{i}"))
+            .collect()
+    }
+
+    /// `count` signed-in sessions over the registered `accounts`
+    /// ([`IDLE_PER_ACCOUNT`] resources each), left idle.
+    pub(crate) async fn idle_sessions(
+        &self,
+        accounts: &[String],
+        count: usize,
+    ) -> anyhow::Result<Vec<Receiver>> {
         let limit = Arc::new(Semaphore::new(128));
         let url = self.ws_url();
-        futures::future::try_join_all(names.iter().map(|name| {
+        futures::future::try_join_all((0..count).map(|i| {
             let (limit, url) = (limit.clone(), url.clone());
+            let account = accounts.get(i / IDLE_PER_ACCOUNT).cloned();
             async move {
                 let _permit = limit.acquire().await?;
-                Receiver::connect(&url, name).await
+                let account = account.context("fewer accounts than idle sessions")?;
+                Receiver::connect(&url, &account, &format!("idle{}", i % IDLE_PER_ACCOUNT)).await
             }
         }))
         .await
     }
 }
 
-/// What the benchmark reads of a stanza: its element's name, its `type`,
-/// and the text of its first `<body>` and `<jid>` children.
+/// What the benchmark reads of a stanza: its element's name, its `type`
+/// and `id`, and the text of its first `<body>` and `<jid>` children.
 #[derive(Debug, Default, PartialEq)]
 struct Stanza {
     name: String,
     kind: Option<String>,
+    id: Option<String>,
     body: Option<String>,
     jid: Option<String>,
 }
 
+/// The character an XML entity reference stands for: the five predefined
+/// ones and character references (`#38`, `#x26`).
+fn entity(name: &[u8]) -> Option<char> {
+    match name {
+        b"amp" => Some('&'),
+        b"lt" => Some('<'),
+        b"gt" => Some('>'),
+        b"quot" => Some('"'),
+        b"apos" => Some('\''),
+        [b'#', b'x', hex @ ..] => u32::from_str_radix(std::str::from_utf8(hex).ok()?, 16)
+            .ok()
+            .and_then(char::from_u32),
+        [b'#', decimal @ ..] => std::str::from_utf8(decimal)
+            .ok()?
+            .parse()
+            .ok()
+            .and_then(char::from_u32),
+        _ => None,
+    }
+}
+
 /// The top-level elements of one WebSocket frame (RFC 7395 sends one per
-/// frame; several are read all the same). Text is taken as written: the
-/// benchmark's own payloads hold nothing XML escapes.
+/// frame; several are read all the same), entity references in text
+/// resolved.
 fn stanzas(frame: &str) -> anyhow::Result<Vec<Stanza>> {
     let mut reader = quick_xml::Reader::from_str(frame);
-    let mut found = Vec::new();
+    let mut found: Vec<Stanza> = Vec::new();
     let mut depth = 0usize;
-    let mut text_of: Option<&'static str> = None;
+    // Inside a `<body>` or `<jid>`: which, and its text so far.
+    let mut text_of: Option<(&'static str, String)> = None;
+    let attribute = |element: &quick_xml::events::BytesStart<'_>, name: &str| {
+        element
+            .try_get_attribute(name)
+            .map(|a| a.map(|a| String::from_utf8_lossy(&a.value).into_owned()))
+    };
     loop {
         let event = reader
             .read_event()
@@ -266,13 +315,10 @@ fn stanzas(frame: &str) -> anyhow::Result<Vec<Stanza>> {
         let opens = matches!(event, Event::Start(_));
         match event {
             Event::Start(element) | Event::Empty(element) if depth == 0 => {
-                let name = String::from_utf8_lossy(element.local_name().as_ref()).into_owned();
-                let kind = element
-                    .try_get_attribute("type")?
-                    .map(|a| String::from_utf8_lossy(&a.value).into_owned());
                 found.push(Stanza {
-                    name,
-                    kind,
+                    name: String::from_utf8_lossy(element.local_name().as_ref()).into_owned(),
+                    kind: attribute(&element, "type")?,
+                    id: attribute(&element, "id")?,
                     ..Stanza::default()
                 });
                 if opens {
@@ -282,14 +328,31 @@ fn stanzas(frame: &str) -> anyhow::Result<Vec<Stanza>> {
             Event::Start(element) => {
                 depth += 1;
                 text_of = match element.local_name().as_ref() {
-                    b"body" => Some("body"),
-                    b"jid" => Some("jid"),
+                    b"body" => Some(("body", String::new())),
+                    b"jid" => Some(("jid", String::new())),
                     _ => None,
                 };
             }
             Event::Text(text) => {
-                if let (Some(field), Some(stanza)) = (text_of, found.last_mut()) {
-                    let text = String::from_utf8_lossy(text.as_ref()).into_owned();
+                if let Some((_, so_far)) = &mut text_of {
+                    so_far.push_str(&String::from_utf8_lossy(text.as_ref()));
+                }
+            }
+            Event::GeneralRef(reference) => {
+                if let Some((_, so_far)) = &mut text_of {
+                    let name: &[u8] = reference.as_ref();
+                    let resolved = entity(name).with_context(|| {
+                        format!(
+                            "unknown entity &{}; in {frame}",
+                            String::from_utf8_lossy(name)
+                        )
+                    })?;
+                    so_far.push(resolved);
+                }
+            }
+            Event::End(_) => {
+                depth = depth.saturating_sub(1);
+                if let (Some((field, text)), Some(stanza)) = (text_of.take(), found.last_mut()) {
                     let slot = if field == "body" {
                         &mut stanza.body
                     } else {
@@ -297,10 +360,6 @@ fn stanzas(frame: &str) -> anyhow::Result<Vec<Stanza>> {
                     };
                     slot.get_or_insert(text);
                 }
-            }
-            Event::End(_) => {
-                depth = depth.saturating_sub(1);
-                text_of = None;
             }
             Event::Eof => return Ok(found),
             _ => {}
@@ -330,8 +389,8 @@ async fn expect(socket: &mut Socket, name: &str) -> anyhow::Result<Stanza> {
 }
 
 /// Opens an XMPP stream over WebSocket and signs `user` in: SASL PLAIN,
-/// resource binding, initial presence.
-async fn sign_in(url: &str, user: &str) -> anyhow::Result<Socket> {
+/// binding `resource`, initial presence.
+async fn sign_in(url: &str, user: &str, resource: &str) -> anyhow::Result<Socket> {
     let mut request = url.into_client_request()?;
     request
         .headers_mut()
@@ -356,12 +415,16 @@ async fn sign_in(url: &str, user: &str) -> anyhow::Result<Socket> {
     expect(&mut socket, "features").await?;
     socket
         .send(Message::text(format!(
-            r#"<iq xmlns="jabber:client" type="set" id="bind"><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"><resource>{RESOURCE}</resource></bind></iq>"#
+            r#"<iq xmlns="jabber:client" type="set" id="bind"><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"><resource>{resource}</resource></bind></iq>"#
         )))
         .await?;
     let bound = expect(&mut socket, "iq").await?;
-    if bound.jid.is_none() {
-        bail!("{user}: the bind answer holds no JID");
+    let expected = format!("{user}@{DOMAIN}/{resource}");
+    if bound.id.as_deref() != Some("bind")
+        || bound.kind.as_deref() != Some("result")
+        || bound.jid.as_deref() != Some(expected.as_str())
+    {
+        bail!("{user}: binding {resource} answered {bound:?}, not the JID {expected}");
     }
     socket
         .send(Message::text(r#"<presence xmlns="jabber:client"/>"#))
@@ -370,21 +433,43 @@ async fn sign_in(url: &str, user: &str) -> anyhow::Result<Socket> {
 }
 
 /// A signed-in account that sends to one peer. Lanes share it; what the
-/// server sends it (its own presence) is read and dropped by a task.
+/// server sends it (its own presence, and an error for a message it could
+/// not route) is read by a task, which counts the errors.
 #[derive(Clone)]
 pub(crate) struct Sender {
     sink: Arc<Mutex<SplitSink<Socket, Message>>>,
     to: Arc<str>,
+    bounced: Arc<AtomicU64>,
 }
 
 impl Sender {
     async fn connect(url: &str, user: &str, peer: &str) -> anyhow::Result<Self> {
-        let (sink, mut stream): (_, SplitStream<Socket>) = sign_in(url, user).await?.split();
-        tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+        let (sink, mut stream): (_, SplitStream<Socket>) =
+            sign_in(url, user, RESOURCE).await?.split();
+        let bounced = Arc::new(AtomicU64::new(0));
+        let counted = bounced.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(frame)) = stream.next().await {
+                let Message::Text(text) = frame else { continue };
+                let errors = stanzas(&text).map_or(0, |stanzas| {
+                    stanzas
+                        .iter()
+                        .filter(|s| s.name == "message" && s.kind.as_deref() == Some("error"))
+                        .count()
+                });
+                counted.fetch_add(errors as u64, Ordering::Relaxed);
+            }
+        });
         Ok(Self {
             sink: Arc::new(Mutex::new(sink)),
             to: format!("{peer}@{DOMAIN}/{RESOURCE}").into(),
+            bounced,
         })
+    }
+
+    /// Messages the server sent back as undeliverable so far.
+    pub(crate) fn bounced(&self) -> u64 {
+        self.bounced.load(Ordering::Relaxed)
     }
 
     /// Writes a chat message to the peer's bound resource.
@@ -405,9 +490,9 @@ pub(crate) struct Receiver {
 }
 
 impl Receiver {
-    pub(crate) async fn connect(url: &str, user: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn connect(url: &str, user: &str, resource: &str) -> anyhow::Result<Self> {
         Ok(Self {
-            socket: Box::new(sign_in(url, user).await?),
+            socket: Box::new(sign_in(url, user, resource).await?),
         })
     }
 
@@ -467,6 +552,16 @@ mod tests {
         .expect("well-formed");
         let names: Vec<&str> = read.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["success", "features"]);
+    }
+
+    #[test]
+    fn entity_references_in_a_body_are_resolved() {
+        let frame =
+            r#"<message type="chat" id="l2"><body>a &amp; b &lt;&#x26;&#38;&gt;</body></message>"#;
+        let read = stanzas(frame).expect("well-formed");
+        assert_eq!(read[0].body.as_deref(), Some("a & b <&&>"));
+        assert_eq!(read[0].id.as_deref(), Some("l2"));
+        assert!(stanzas("<message><body>&nosuch;</body></message>").is_err());
     }
 
     #[test]
