@@ -53,7 +53,10 @@ pub enum Durability {
 /// The fjall-backed engine. Clones share the same open database.
 #[derive(Clone)]
 pub struct FjallEngine {
-    db: Database,
+    /// Shared by the clones; the scheduled fsync of relaxed batches holds
+    /// it weakly, so a closed engine is not kept open (fjall's journal
+    /// fsyncs itself when the database is dropped).
+    db: Arc<Database>,
     keyspace: Keyspace,
     /// One batch at a time: the transaction layer already serialises commits;
     /// this keeps a stray second writer from interleaving clear-range scans.
@@ -98,7 +101,7 @@ impl FjallEngine {
             .keyspace("kv", KeyspaceCreateOptions::default)
             .map_err(KvError::engine)?;
         let engine = Self {
-            db,
+            db: Arc::new(db),
             keyspace,
             write_lock: Arc::new(std::sync::Mutex::new(())),
             failed: Arc::new(std::sync::OnceLock::new()),
@@ -226,33 +229,49 @@ impl EngineSnapshot for FjallSnapshot {
 }
 
 impl FjallEngine {
-    /// Makes sure the journal is fsynced within [`RELAXED_SYNC_WITHIN`]:
-    /// a relaxed batch just written may be followed by no fsynced one.
+    /// Makes sure the journal is fsynced within [`RELAXED_SYNC_WITHIN`]
+    /// of a relaxed batch just written, which no fsynced batch may follow.
     /// One fsync at most per interval, however many relaxed batches.
     fn sync_relaxed_soon(&self) {
         if self.sync_scheduled.swap(true, Ordering::AcqRel) {
             return;
         }
-        let engine = self.clone();
+        let (db, scheduled) = (Arc::downgrade(&self.db), self.sync_scheduled.clone());
+        let failed = self.failed.clone();
         tokio::spawn(async move {
+            // Cleared even if the task is cancelled (a runtime shutting
+            // down), so a later relaxed batch schedules its own fsync.
+            let clear = ClearOnDrop(scheduled);
             tokio::time::sleep(RELAXED_SYNC_WITHIN).await;
-            engine.sync_scheduled.store(false, Ordering::Release);
-            let syncing = engine.clone();
+            // Before the fsync: a relaxed batch written while it runs may
+            // miss it, and must schedule the next.
+            drop(clear);
+            // Gone: dropping the database fsynced its journal.
+            let Some(db) = db.upgrade() else {
+                return;
+            };
             // The engine owns its fsync work, as for its writes.
             #[allow(clippy::disallowed_methods)]
             let synced = tokio::task::spawn_blocking(move || {
-                syncing
-                    .db
-                    .persist(PersistMode::SyncAll)
+                db.persist(PersistMode::SyncAll)
                     .map_err(|error| error.to_string())
             })
             .await;
             // A failed fsync may have dropped dirty pages: no later write
             // can be trusted (`Engine::failure`).
             if let Ok(Err(reason)) = synced {
-                let _ = engine.failed.set(reason);
+                let _ = failed.set(reason);
             }
         });
+    }
+}
+
+/// Clears a flag when dropped.
+struct ClearOnDrop(Arc<AtomicBool>);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -266,9 +285,10 @@ impl Engine for FjallEngine {
 
     fn write(&self, batch: Arc<EngineBatch>) -> BoxFuture<'static, Result<(), KvError>> {
         let engine = self.clone();
-        if batch.relaxed && self.durability == Durability::EveryCommit {
-            self.sync_relaxed_soon();
-        }
+        // Scheduled once the batch is written: scheduled before, the fsync
+        // could run ahead of a slow write and leave it unsynced.
+        let relaxed =
+            (batch.relaxed && self.durability == Durability::EveryCommit).then(|| self.clone());
         // Started now, not when first polled: the committer resolves the
         // next batch while this one is written. The engine owns its fsync
         // thread work; fjall never runs under simulation (the memory engine
@@ -278,7 +298,11 @@ impl Engine for FjallEngine {
         Box::pin(async move {
             task.await.map_err(|join| KvError::CommitUnknownResult {
                 reason: format!("engine write task failed: {join}"),
-            })?
+            })??;
+            if let Some(engine) = relaxed {
+                engine.sync_relaxed_soon();
+            }
+            Ok(())
         })
     }
 

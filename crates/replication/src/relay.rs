@@ -25,7 +25,9 @@ const BATCH: usize = 1024;
 /// below the 10 MB limit even when every entry carries a 64 KiB payload.
 const BATCH_BYTES: usize = 1_000_000;
 /// Produces in flight at once towards a log outside the store (Kafka).
-/// The producer is idempotent, so order per partition holds across them.
+/// While none fails, the idempotent producer keeps each partition in the
+/// order of the produces; a failed one is produced again after those
+/// behind it may have landed (see [`Relay::pipeline`]).
 const PRODUCES_IN_FLIGHT: usize = 4;
 
 /// A produce in flight: the outbox entries after `after` through `last`.
@@ -84,7 +86,7 @@ impl Relay {
             let outcome = if self.log.appends_in_store() {
                 self.round().await
             } else {
-                self.pipeline().await
+                self.pipeline(&mut backoff).await
             };
             match outcome {
                 Ok(true) => backoff.reset(),
@@ -168,10 +170,12 @@ impl Relay {
     /// Into a log outside the store (Kafka): up to [`PRODUCES_IN_FLIGHT`]
     /// batches produced at once; as the oldest are acknowledged, in order,
     /// their entries leave the outbox. Runs until a produce or the store
-    /// fails (`Err`: the produces still in flight are abandoned, and what
-    /// was not cleared is read and produced again, which the destination's
-    /// exactly-once apply absorbs) or the store closes (`Ok(false)`).
-    async fn pipeline(&mut self) -> Result<bool, RelayError> {
+    /// fails (`Err`: the produces still in flight are abandoned, though
+    /// what they queued may still land, and what was not cleared is read
+    /// and produced again, which the destination's exactly-once apply
+    /// absorbs; a batch behind the failed one may so land before it) or
+    /// the store closes (`Ok(false)`).
+    async fn pipeline(&mut self, backoff: &mut Backoff) -> Result<bool, RelayError> {
         let mut flying: FuturesOrdered<Flying> = FuturesOrdered::new();
         // The newest entry handed to a produce: the next batch starts after it.
         let mut produced = self.cleared;
@@ -223,6 +227,7 @@ impl Relay {
             if let Some(error) = failed {
                 return Err(error.into());
             }
+            backoff.reset();
         }
     }
 
@@ -348,8 +353,14 @@ mod tests {
     }
 
     /// Waits, on the store's watches, until the outbox towards eu-west is
-    /// empty.
+    /// empty (failing after 60 s rather than hanging).
     async fn until_outbox_empty(db: &Database) {
+        tokio::time::timeout(Duration::from_secs(60), outbox_emptied(db))
+            .await
+            .expect("the outbox emptied within 60 s");
+    }
+
+    async fn outbox_emptied(db: &Database) {
         loop {
             let tx = db.begin();
             if store::outbox_depth(&tx, "eu-west").await.expect("depth") == 0 {
@@ -508,6 +519,17 @@ mod tests {
         }
         let expected: BTreeSet<String> = (0..count).map(|i| format!("m{i}")).collect();
         assert_eq!(present, expected, "every change reached the log");
+        let relayed = db
+            .begin()
+            .get(&store::keys::outbox_relayed("eu-west"))
+            .await
+            .expect("read")
+            .expect("counted");
+        let relayed = i64::from_le_bytes(relayed.as_ref().try_into().expect("8 bytes"));
+        assert_eq!(
+            relayed, count as i64,
+            "each entry cleared once, counted once"
+        );
         let tx = db.begin();
         let left = store::read_outbox(&tx, "eu-west", None, 10)
             .await
