@@ -6,23 +6,13 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 
-use meridian_kv::{Database, DatabaseOptions, KvError, RangeOption, prefix_range};
-use meridian_kv_fjall::FjallEngine;
-use meridian_seams::{Rng, SystemClock};
+use common::open;
+use meridian_kv::{KvError, RangeOption, prefix_range};
+
+mod common;
 
 const DIR_ENV: &str = "MERIDIAN_CRASH_CHILD_DIR";
-
-fn open(dir: &std::path::Path) -> Database {
-    Database::open(
-        Arc::new(FjallEngine::open(dir).expect("open fjall")),
-        SystemClock::shared(),
-        Rng::seeded(1),
-        DatabaseOptions::default(),
-    )
-    .expect("open db")
-}
 
 /// The child half: run only when the parent starts it.
 #[test]

@@ -2,21 +2,9 @@
 //! the fsync the engine schedules for them never keeps a closed database
 //! open (its directory lock would refuse the reopen).
 
-use std::sync::Arc;
+use common::open;
 
-use meridian_kv::{Database, DatabaseOptions};
-use meridian_kv_fjall::FjallEngine;
-use meridian_seams::{Rng, SystemClock};
-
-fn open(dir: &std::path::Path) -> Database {
-    Database::open(
-        Arc::new(FjallEngine::open(dir).expect("open fjall")),
-        SystemClock::shared(),
-        Rng::seeded(1),
-        DatabaseOptions::default(),
-    )
-    .expect("open db")
-}
+mod common;
 
 /// One runtime thread: a scheduled fsync still asleep when the database
 /// closes must not hold it, or the reopen waits on a lock that thread

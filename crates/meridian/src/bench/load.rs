@@ -185,6 +185,13 @@ pub(crate) struct Anomalies {
 }
 
 impl Anomalies {
+    /// Adds what the server bounced of `senders`' messages, once the phase
+    /// is over.
+    fn count_bounces(&self, senders: &[Sender]) {
+        let bounced: u64 = senders.iter().map(Sender::bounced).sum();
+        self.bounced_sends.fetch_add(bounced, Ordering::Relaxed);
+    }
+
     /// A line saying what went wrong, or `None` if nothing did.
     pub(crate) fn describe(&self) -> Option<String> {
         let failed = self.failed_sends.load(Ordering::Relaxed);
@@ -328,10 +335,7 @@ pub(crate) async fn fixed_rate_latency(
     let tail = tail_in_time(&timed, percentile(&latencies, 0.99));
     let mut acknowledged = acknowledged.lock().map(|a| a.clone()).unwrap_or_default();
     acknowledged.sort_unstable();
-    let bounced: u64 = all_senders.iter().map(Sender::bounced).sum();
-    anomalies
-        .bounced_sends
-        .fetch_add(bounced, Ordering::Relaxed);
+    anomalies.count_bounces(&all_senders);
     LatencySamples {
         delivered_latencies: latencies,
         tail,
@@ -387,11 +391,7 @@ pub(crate) async fn saturate(pairs: Vec<Pair>, window: usize, counting: &Countin
     }
     join_all(senders).await;
     join_all(receivers).await;
-    let bounced: u64 = all_senders.iter().map(Sender::bounced).sum();
-    counting
-        .anomalies
-        .bounced_sends
-        .fetch_add(bounced, Ordering::Relaxed);
+    counting.anomalies.count_bounces(&all_senders);
 }
 
 /// Describes whether the samples at or above `threshold` (the p99) are

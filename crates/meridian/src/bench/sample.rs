@@ -48,48 +48,61 @@ pub(crate) fn sample_between(
 ) -> tokio::task::JoinHandle<ServerSample> {
     let base = server.metrics_base();
     let pid = server.pid();
-    let cpu = move || pid.and_then(|pid| cpu_seconds(pid).ok());
-    // The load generator: this process. A generator short of CPU would
-    // hold both servers back alike, and this shows it.
-    let generator = || cpu_seconds(std::process::id()).ok();
-    let disk = move || pid.and_then(|pid| disk_written(pid).ok());
     tokio::spawn(async move {
         tokio::time::sleep(from.saturating_sub(now())).await;
-        let (cpu_start, generator_start) = (cpu(), generator());
-        let disk_start = disk();
-        let start = match &base {
-            Some(base) => committer_sums(base).await.ok(),
-            None => None,
-        };
+        let start = Reading::take(pid, base.as_deref()).await;
         tokio::time::sleep(to.saturating_sub(now())).await;
-        let (cpu_end, generator_end) = (cpu(), generator());
-        let disk_end = disk();
+        let end = Reading::take(pid, base.as_deref()).await;
         let seconds = to.saturating_sub(from).as_secs_f64().max(1e-9);
-        let end = match &base {
-            Some(base) => committer_sums(base).await.ok(),
-            None => None,
-        };
-        let committer = match (start, end) {
-            (Some(start), Some(end)) => start.describe_until(&end, seconds),
+        let committer = match (start.committer, &end.committer) {
+            (Some(start), Some(end)) => start.describe_until(end, seconds),
             _ if base.is_none() => {
                 "committer: none (ejabberd keeps online messages in memory, never fsynced)"
                     .to_string()
             }
             _ => "committer: /metrics unreadable".to_string(),
         };
+        let spent = |start: Option<f64>, end: Option<f64>| start.zip(end).map(|(s, e)| e - s);
         ServerSample {
             committer,
             writes_to_disk: base.is_some(),
-            cpu_seconds: cpu_start.zip(cpu_end).map(|(start, end)| end - start),
-            generator_cpu_seconds: generator_start
-                .zip(generator_end)
-                .map(|(start, end)| end - start),
-            disk_bytes: disk_start
-                .zip(disk_end)
+            cpu_seconds: spent(start.cpu, end.cpu),
+            generator_cpu_seconds: spent(start.generator_cpu, end.generator_cpu),
+            disk_bytes: start
+                .disk
+                .zip(end.disk)
                 .map(|(start, end)| end.saturating_sub(start)),
             seconds,
         }
     })
+}
+
+/// The counters a sample subtracts, read at one moment (`None`: unreadable).
+struct Reading {
+    /// The server process's CPU seconds.
+    cpu: Option<f64>,
+    /// The load generator's (this process's) CPU seconds: a generator short
+    /// of CPU would hold both servers back alike, and this shows it.
+    generator_cpu: Option<f64>,
+    /// Bytes the server process has written to storage.
+    disk: Option<u64>,
+    /// Meridian's committer sums, where the server has `/metrics` at `base`.
+    committer: Option<CommitterSums>,
+}
+
+impl Reading {
+    async fn take(pid: Option<u32>, base: Option<&str>) -> Self {
+        let committer = match base {
+            Some(base) => committer_sums(base).await.ok(),
+            None => None,
+        };
+        Self {
+            cpu: pid.and_then(|pid| cpu_seconds(pid).ok()),
+            generator_cpu: cpu_seconds(std::process::id()).ok(),
+            disk: pid.and_then(|pid| disk_written(pid).ok()),
+            committer,
+        }
+    }
 }
 
 impl CommitterSums {
