@@ -74,10 +74,13 @@ async fn upgrade(
     let guard = ConnectionSlot(state.clone());
     let hard_max = state.config.hard_max_frame_bytes;
     // Small buffers: an idle connection should cost a few KiB, not the
-    // 128 KiB tungstenite's defaults would hold per socket. The write buffer
-    // is only a threshold (tungstenite grows its output buffer on demand):
-    // frames fed below it wait for the flush that ends a burst.
-    ws.read_buffer_size(4096)
+    // 128 KiB tungstenite's defaults would hold per socket. The read buffer
+    // is held for the connection's life, and a larger frame reserves its
+    // whole length when its header is read, so it only sets how much one
+    // read takes of frames queued back to back. The write buffer is only a
+    // threshold (tungstenite grows its output buffer on demand): frames fed
+    // below it wait for the flush that ends a burst.
+    ws.read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BURST_BYTES)
         .max_message_size(hard_max)
         .max_frame_size(hard_max)
@@ -100,6 +103,10 @@ impl Drop for ConnectionSlot {
 /// output buffer: a connection keeps about this much (plus its largest
 /// frame) for its lifetime once a burst has filled it.
 const WRITE_BURST_BYTES: usize = 8 * 1024;
+
+/// What a connection holds to read frames into: a few client frames, which
+/// are mostly a few hundred bytes.
+const READ_BUFFER_BYTES: usize = 1024;
 
 /// At most this many queued frames join one burst.
 const WRITE_BURST_FRAMES: usize = 64;
@@ -328,9 +335,11 @@ async fn run(socket: WebSocket, state: Arc<AppState>, client: IpAddr, _slot: Con
         state: state.clone(),
         client,
     };
-    let caller = match tokio::time::timeout(state.config.auth_timeout, connection.authenticate())
-        .await
-    {
+    // Boxed, like each frame's handling below: a connection's task holds
+    // the largest state its future can be in for its whole life, and an
+    // idle connection waits in neither.
+    let authenticate = Box::pin(connection.authenticate());
+    let caller = match tokio::time::timeout(state.config.auth_timeout, authenticate).await {
         Ok(Ok(caller)) => caller,
         Ok(Err((close, error))) => {
             let code = error.code;
@@ -474,7 +483,7 @@ async fn serve(
                     }
                 };
                 let outcome = match parse(&text) {
-                    Ok(frame) => handle(&state, &mux, caller, frame).await,
+                    Ok(frame) => Box::pin(handle(&state, &mux, caller, frame)).await,
                     Err(refusal) => Err(refusal),
                 };
                 let reply = match outcome {

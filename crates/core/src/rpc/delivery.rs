@@ -129,7 +129,10 @@ pub(super) async fn deliver(
         if window.open().await == Flow::Stop {
             return;
         }
-        let step = deliver_step(
+        // Boxed for the round only: its future (reads, frames) is a few
+        // times larger than the rest of the session, which idles in the
+        // wait below instead, so an idle session does not hold it.
+        let step = Box::pin(deliver_step(
             &messaging,
             &mut backlog,
             session,
@@ -138,8 +141,14 @@ pub(super) async fn deliver(
             &down,
             &mut cursor,
             &inbox,
-        );
-        match step.await {
+        ))
+        .await;
+        let step = match step {
+            Ok(Round::Wait(armed)) => wait_for_inbox(&inbox, armed, &down).await,
+            Ok(Round::Done(flow)) => Ok(flow),
+            Err(error) => Err(error),
+        };
+        match step {
             Ok(Flow::Continue) => backoff.reset(),
             Ok(Flow::Stop) => return,
             Err(error) if error.code() == ErrorCode::Unavailable => {
@@ -159,6 +168,14 @@ pub(super) async fn deliver(
 enum Flow {
     Continue,
     Stop,
+}
+
+/// How a round of delivery ended.
+enum Round {
+    /// Sent what there was (or the session ended).
+    Done(Flow),
+    /// The whole inbox was read: wait for it to grow, as armed.
+    Wait(Option<Armed>),
 }
 
 /// A session's flow-control window as its delivery task sees it.
@@ -187,7 +204,8 @@ impl Window<'_> {
     }
 }
 
-/// One round of delivery: a gap, a batch, or a wait for the inbox to grow.
+/// One round of delivery: a gap, a batch, or the end of the inbox, after
+/// which the loop waits for it to grow.
 ///
 /// What commits append is taken from the inbox's feed where the store has
 /// one; the store is read whenever the feed does not know the entries after
@@ -207,11 +225,11 @@ async fn deliver_step(
     down: &Down,
     cursor: &mut Stamp,
     inbox: &InboxWait,
-) -> Result<Flow, CoreError> {
+) -> Result<Round, CoreError> {
     let batch = messaging.config().delivery_batch;
     if let FeedRead::Entries(entries) = inbox.read(cursor, batch) {
         if entries.is_empty() {
-            return wait_for_inbox(inbox, None, down).await;
+            return Ok(Round::Wait(None));
         }
         // Opened only for an entry whose message its commit did not carry.
         let mut tx = None;
@@ -228,7 +246,9 @@ async fn deliver_step(
             items.push((entry.stamp, item));
         }
         stop_at_lost(messaging, caller, &mut items).await?;
-        return Ok(send_deliveries(session, window, down, cursor, items).await);
+        return Ok(Round::Done(
+            send_deliveries(session, window, down, cursor, items).await,
+        ));
     }
     let slot = backlog.slot().await;
     let tx = messaging.db().begin();
@@ -248,10 +268,10 @@ async fn deliver_step(
             })),
         };
         if down.send(Ok(gap)).await.is_err() {
-            return Ok(Flow::Stop);
+            return Ok(Round::Done(Flow::Stop));
         }
         *cursor = floor;
-        return Ok(Flow::Continue);
+        return Ok(Round::Done(Flow::Continue));
     }
     let entries = store::read_inbox(&tx, &caller.user_id, cursor, batch).await?;
     // A short read saw the whole inbox at this snapshot: wait for it to grow
@@ -271,23 +291,19 @@ async fn deliver_step(
     drop(slot);
     if stop_at_lost(messaging, caller, &mut items).await? {
         // The floor moved: the next round tells the device, then reads on.
-        return Ok(
-            if send_deliveries(session, window, down, cursor, items).await == Flow::Stop {
-                Flow::Stop
-            } else {
-                Flow::Continue
-            },
-        );
+        return Ok(Round::Done(
+            send_deliveries(session, window, down, cursor, items).await,
+        ));
     }
     if !items.is_empty()
         && send_deliveries(session, window, down, cursor, items).await == Flow::Stop
     {
-        return Ok(Flow::Stop);
+        return Ok(Round::Done(Flow::Stop));
     }
     if !caught_up {
-        return Ok(Flow::Continue);
+        return Ok(Round::Done(Flow::Continue));
     }
-    wait_for_inbox(inbox, armed, down).await
+    Ok(Round::Wait(armed))
 }
 
 /// Stops `items` at the first entry whose message retention removed from
