@@ -75,9 +75,11 @@ async fn upgrade(
     let hard_max = state.config.hard_max_frame_bytes;
     // Small buffers: an idle connection should cost a few KiB, not the
     // 128 KiB tungstenite's defaults would hold per socket. The read buffer
-    // is held for the connection's life, and a larger frame reserves its
-    // whole length when its header is read, so it only sets how much one
-    // read takes of frames queued back to back. The write buffer is only a
+    // is held for the connection's life and is also the most one read
+    // takes: a larger frame reserves its whole length when its header is
+    // read, then arrives in reads of this size (a 64 KiB payload in 64),
+    // a cost paid by the rare large frame rather than by every idle
+    // connection. The write buffer is only a
     // threshold (tungstenite grows its output buffer on demand): frames fed
     // below it wait for the flush that ends a burst.
     ws.read_buffer_size(READ_BUFFER_BYTES)
@@ -104,8 +106,8 @@ impl Drop for ConnectionSlot {
 /// frame) for its lifetime once a burst has filled it.
 const WRITE_BURST_BYTES: usize = 8 * 1024;
 
-/// What a connection holds to read frames into: a few client frames, which
-/// are mostly a few hundred bytes.
+/// What a connection holds to read frames into, and reads at a time: a few
+/// client frames, which are mostly a few hundred bytes.
 const READ_BUFFER_BYTES: usize = 1024;
 
 /// At most this many queued frames join one burst.
