@@ -253,6 +253,11 @@ impl Connection {
     }
 
     /// Feeds `messages`, then flushes, all within the write timeout.
+    ///
+    /// The write and its timer are boxed while they run: every future
+    /// that awaits a write would otherwise carry them inline, and a
+    /// connection's task is as large as the largest state its future can
+    /// be in, for the connection's whole life, idle or not.
     async fn write_messages(&mut self, messages: impl IntoIterator<Item = Message>) -> bool {
         let socket = &mut self.socket;
         let write = async move {
@@ -262,20 +267,21 @@ impl Connection {
             socket.flush().await
         };
         matches!(
-            tokio::time::timeout(self.state.config.write_timeout, write).await,
+            Box::pin(tokio::time::timeout(self.state.config.write_timeout, write)).await,
             Ok(Ok(()))
         )
     }
 
-    async fn close(mut self, code: u16, reason: &str) {
+    /// Sends a close frame, within the write timeout (boxed, as a write).
+    async fn close(&mut self, code: u16, reason: &str) {
         let frame = CloseFrame {
             code,
             reason: reason.to_string().into(),
         };
-        let _ = tokio::time::timeout(
+        let _ = Box::pin(tokio::time::timeout(
             self.state.config.write_timeout,
             self.socket.send(Message::Close(Some(frame))),
-        )
+        ))
         .await;
     }
 
@@ -337,24 +343,37 @@ async fn run(socket: WebSocket, state: Arc<AppState>, client: IpAddr, _slot: Con
         state: state.clone(),
         client,
     };
-    // Boxed, like each frame's handling below: a connection's task holds
-    // the largest state its future can be in for its whole life, and an
-    // idle connection waits in neither.
-    let authenticate = Box::pin(connection.authenticate());
-    let caller = match tokio::time::timeout(state.config.auth_timeout, authenticate).await {
+    // Boxed while it runs, as each frame's handling and each write are: a
+    // connection's task is as large as the largest state its future can
+    // be in, for the connection's whole life, and an idle connection
+    // waits in none of these.
+    let Some((caller, mux)) = Box::pin(attach(&mut connection)).await else {
+        return;
+    };
+    let (code, reason) = serve(&mut connection, mux, &caller).await;
+    connection.close(code, reason).await;
+}
+
+/// Authenticates the connection and attaches its session to its user's
+/// core; `None` once the connection was refused and closed.
+async fn attach(connection: &mut Connection) -> Option<(pb::Caller, MuxSession)> {
+    let state = connection.state.clone();
+    let caller = match tokio::time::timeout(state.config.auth_timeout, connection.authenticate())
+        .await
+    {
         Ok(Ok(caller)) => caller,
         Ok(Err((close, error))) => {
             let code = error.code;
             connection.write(&Refusal::from(error).frame()).await;
             connection.close(close, code.as_str()).await;
-            return;
+            return None;
         }
         Err(_) => {
             connection
                 .write(&Refusal::new(ErrorCode::Unauthenticated, "no auth frame in time").frame())
                 .await;
             connection.close(close_code::POLICY, "auth timeout").await;
-            return;
+            return None;
         }
     };
     if let Err(wait) = state.limits.connects.take(&caller.device_id, 1.0) {
@@ -363,7 +382,7 @@ async fn run(socket: WebSocket, state: Arc<AppState>, client: IpAddr, _slot: Con
             .write(&Refusal::limited(None, message, wait).frame())
             .await;
         connection.close(close_code::AGAIN, "rate limited").await;
-        return;
+        return None;
     }
     let mux = match state
         .cores
@@ -379,7 +398,7 @@ async fn run(socket: WebSocket, state: Arc<AppState>, client: IpAddr, _slot: Con
                 )
                 .await;
             connection.close(close_code::AGAIN, "unavailable").await;
-            return;
+            return None;
         }
     };
     let attach = session_up::Kind::Attach(pb::Attach {
@@ -388,10 +407,9 @@ async fn run(socket: WebSocket, state: Arc<AppState>, client: IpAddr, _slot: Con
     });
     if mux.send(attach).await.is_err() {
         connection.close(close_code::AGAIN, "unavailable").await;
-        return;
+        return None;
     }
-    let (code, reason) = serve(&mut connection, mux, &caller).await;
-    connection.close(code, reason).await;
+    Some((caller, mux))
 }
 
 /// The attached phase: returns the close code and reason.

@@ -95,10 +95,13 @@ pub(super) async fn deliver(
     // Checked after the registration (in `Stream::on_attach`): a revocation
     // that commits later finds the registration and ends this session; one
     // that committed earlier is seen here.
-    let mut cursor = match messaging.attach_cursor(&caller).await {
+    // Boxed while they run, as each round is below: the session's task is
+    // as large as the largest state its future can be in, for the
+    // session's whole life, and an idle session waits in none of these.
+    let mut cursor = match Box::pin(messaging.attach_cursor(&caller)).await {
         Ok(cursor) => cursor,
         Err(error) => {
-            let _ = down.send(Ok(error_frame(session, 0, &error))).await;
+            let _ = Box::pin(down.send(Ok(error_frame(session, 0, &error)))).await;
             return;
         }
     };
@@ -108,7 +111,7 @@ pub(super) async fn deliver(
             cursor: store::stamp_to_hex(&cursor),
         })),
     };
-    if down.send(Ok(ready)).await.is_err() {
+    if Box::pin(down.send(Ok(ready))).await.is_err() {
         return;
     }
     // Subscribed before the first look at the inbox, so that no commit
@@ -157,7 +160,7 @@ pub(super) async fn deliver(
             }
             Err(error) => {
                 tracing::warn!(%error, device = %caller.device_id, "delivery stopped");
-                let _ = down.send(Ok(error_frame(session, 0, &error))).await;
+                let _ = Box::pin(down.send(Ok(error_frame(session, 0, &error)))).await;
                 return;
             }
         }
