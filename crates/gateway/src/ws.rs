@@ -256,8 +256,8 @@ impl Connection {
     ///
     /// The write and its timer are boxed while they run: every future
     /// that awaits a write would otherwise carry them inline, and a
-    /// connection's task is as large as the largest state its future can
-    /// be in, for the connection's whole life, idle or not.
+    /// connection's task is at least as large as the largest state its
+    /// future can be in, for the connection's whole life, idle or not.
     async fn write_messages(&mut self, messages: impl IntoIterator<Item = Message>) -> bool {
         let socket = &mut self.socket;
         let write = async move {
@@ -344,8 +344,8 @@ async fn run(socket: WebSocket, state: Arc<AppState>, client: IpAddr, _slot: Con
         client,
     };
     // Boxed while it runs, as each frame's handling and each write are: a
-    // connection's task is as large as the largest state its future can
-    // be in, for the connection's whole life, and an idle connection
+    // connection's task is at least as large as the largest state its
+    // future can be in, for the connection's whole life, and an idle connection
     // waits in none of these.
     let Some((caller, mux)) = Box::pin(attach(&mut connection)).await else {
         return;
@@ -401,11 +401,11 @@ async fn attach(connection: &mut Connection) -> Option<(pb::Caller, MuxSession)>
             return None;
         }
     };
-    let attach = session_up::Kind::Attach(pb::Attach {
+    let frame = session_up::Kind::Attach(pb::Attach {
         session: mux.id(),
         caller: Some(caller.clone()),
     });
-    if mux.send(attach).await.is_err() {
+    if mux.send(frame).await.is_err() {
         connection.close(close_code::AGAIN, "unavailable").await;
         return None;
     }

@@ -95,9 +95,10 @@ pub(super) async fn deliver(
     // Checked after the registration (in `Stream::on_attach`): a revocation
     // that commits later finds the registration and ends this session; one
     // that committed earlier is seen here.
+    //
     // Boxed while they run, as each round is below: the session's task is
-    // as large as the largest state its future can be in, for the
-    // session's whole life, and an idle session waits in none of these.
+    // at least as large as the largest state its future can be in, for
+    // the session's whole life, and an idle session waits in none of these.
     let mut cursor = match Box::pin(messaging.attach_cursor(&caller)).await {
         Ok(cursor) => cursor,
         Err(error) => {
