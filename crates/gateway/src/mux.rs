@@ -35,12 +35,19 @@ struct Routes {
     sessions: BTreeMap<u64, Route>,
 }
 
+/// A frame waiting for its session, with the size it counts for in the
+/// session's byte budget (computed once, when it is queued).
+struct Queued {
+    frame: SessionDown,
+    size: usize,
+}
+
 /// Where a session's frames go, and how many bytes wait there.
 struct Route {
     /// Boxed: a channel allocates its first block of 32 slots when it is
     /// made, so unboxed frames (104 bytes each) cost every idle session
     /// about 3.3 KiB.
-    sender: mpsc::Sender<Box<SessionDown>>,
+    sender: mpsc::Sender<Box<Queued>>,
     queued: Arc<AtomicUsize>,
 }
 
@@ -73,7 +80,7 @@ pub struct MuxSession {
     id: u64,
     up: mpsc::Sender<SessionUp>,
     /// Frames from the core for this session; ends when the session is cut off.
-    down: mpsc::Receiver<Box<SessionDown>>,
+    down: mpsc::Receiver<Box<Queued>>,
     /// Bytes of the frames in `down`.
     queued: Arc<AtomicUsize>,
     inner: Arc<Inner>,
@@ -142,21 +149,19 @@ impl MuxSession {
 
     /// The next frame from the core; `None` once the session is cut off.
     pub async fn recv(&mut self) -> Option<SessionDown> {
-        let frame = *self.down.recv().await?;
-        self.taken(&frame);
-        Some(frame)
+        let queued = *self.down.recv().await?;
+        Some(self.taken(queued))
     }
 
     /// A frame from the core if one waits.
     pub fn try_recv(&mut self) -> Option<SessionDown> {
-        let frame = *self.down.try_recv().ok()?;
-        self.taken(&frame);
-        Some(frame)
+        let queued = *self.down.try_recv().ok()?;
+        Some(self.taken(queued))
     }
 
-    fn taken(&self, frame: &SessionDown) {
-        self.queued
-            .fetch_sub(prost::Message::encoded_len(frame), Ordering::AcqRel);
+    fn taken(&self, queued: Queued) -> SessionDown {
+        self.queued.fetch_sub(queued.size, Ordering::AcqRel);
+        queued.frame
     }
 
     /// Sends a frame towards the core.
@@ -204,7 +209,11 @@ impl Route {
             return false;
         }
         self.queued.fetch_add(size, Ordering::AcqRel);
-        if self.sender.try_send(Box::new(frame)).is_err() {
+        if self
+            .sender
+            .try_send(Box::new(Queued { frame, size }))
+            .is_err()
+        {
             self.queued.fetch_sub(size, Ordering::AcqRel);
             return false;
         }

@@ -79,9 +79,9 @@ async fn upgrade(
     // takes: a larger frame reserves its whole length when its header is
     // read, then arrives in reads of this size (a 64 KiB payload in 64),
     // a cost paid by the rare large frame rather than by every idle
-    // connection. The write buffer is only a
-    // threshold (tungstenite grows its output buffer on demand): frames fed
-    // below it wait for the flush that ends a burst.
+    // connection. The write buffer is only a threshold (tungstenite grows
+    // its output buffer on demand): frames fed below it wait for the flush
+    // that ends a burst.
     ws.read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BURST_BYTES)
         .max_message_size(hard_max)
@@ -343,10 +343,8 @@ async fn run(socket: WebSocket, state: Arc<AppState>, client: IpAddr, _slot: Con
         state: state.clone(),
         client,
     };
-    // Boxed while it runs, as each frame's handling and each write are: a
-    // connection's task is at least as large as the largest state its
-    // future can be in, for the connection's whole life, and an idle connection
-    // waits in none of these.
+    // Boxed while it runs, as each frame's handling and each write are
+    // (why: `Connection::write_messages`).
     let Some((caller, mux)) = Box::pin(attach(&mut connection)).await else {
         return;
     };

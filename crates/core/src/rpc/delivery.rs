@@ -96,13 +96,14 @@ pub(super) async fn deliver(
     // that commits later finds the registration and ends this session; one
     // that committed earlier is seen here.
     //
-    // Boxed while they run, as each round is below: the session's task is
-    // at least as large as the largest state its future can be in, for
-    // the session's whole life, and an idle session waits in none of these.
+    // Boxed while they run, as each round and error frame are: the
+    // session's task is at least as large as the largest state its future
+    // can be in, for the session's whole life, and an idle session waits
+    // in none of these.
     let mut cursor = match Box::pin(messaging.attach_cursor(&caller)).await {
         Ok(cursor) => cursor,
         Err(error) => {
-            let _ = Box::pin(down.send(Ok(error_frame(session, 0, &error)))).await;
+            send_error(&down, session, &error).await;
             return;
         }
     };
@@ -136,7 +137,7 @@ pub(super) async fn deliver(
         // Boxed for the round only: its future (reads, frames) is a few
         // times larger than the rest of the session, which idles in the
         // wait below instead, so an idle session does not hold it.
-        let step = Box::pin(deliver_step(
+        let round = Box::pin(deliver_step(
             &messaging,
             &mut backlog,
             session,
@@ -145,9 +146,8 @@ pub(super) async fn deliver(
             &down,
             &mut cursor,
             &inbox,
-        ))
-        .await;
-        let step = match step {
+        ));
+        let step = match round.await {
             Ok(Round::Wait(armed)) => wait_for_inbox(&inbox, armed, &down).await,
             Ok(Round::Done(flow)) => Ok(flow),
             Err(error) => Err(error),
@@ -161,11 +161,16 @@ pub(super) async fn deliver(
             }
             Err(error) => {
                 tracing::warn!(%error, device = %caller.device_id, "delivery stopped");
-                let _ = Box::pin(down.send(Ok(error_frame(session, 0, &error)))).await;
+                send_error(&down, session, &error).await;
                 return;
             }
         }
     }
+}
+
+/// Tells the gateway that the session's deliveries ended with `error`.
+async fn send_error(down: &Down, session: u64, error: &CoreError) {
+    let _ = Box::pin(down.send(Ok(error_frame(session, 0, error)))).await;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
