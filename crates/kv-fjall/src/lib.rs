@@ -46,7 +46,7 @@ pub enum Durability {
     /// Each group commit is handed to the operating system, and the journal
     /// is fsynced every interval: a crash of the machine (not of the
     /// process) loses up to that much acknowledged work. It exists to
-    /// measure what durability costs (`meridian bench --fsync-every-ms`).
+    /// measure what durability costs (`meridian bench --sync`).
     Every(Duration),
 }
 

@@ -30,6 +30,64 @@ pub enum Profile {
     Production,
 }
 
+/// When the stores fsync (`--sync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncPolicy {
+    /// Every group commit holding a send is fsynced before any of its
+    /// sends is acknowledged: durable, the default.
+    #[default]
+    Commit,
+    /// NOT DURABLE: the stores fsync every this many milliseconds, so a
+    /// machine crash loses up to that much acknowledged work.
+    EveryMs(u64),
+}
+
+impl SyncPolicy {
+    /// The longest interval `<N>ms` takes: beyond it a crash would lose
+    /// more than any measurement needs relaxed.
+    const MAX_MS: u64 = 10_000;
+
+    /// The fsync interval, or `None` when every commit is fsynced.
+    pub fn every_ms(self) -> Option<u64> {
+        match self {
+            Self::Commit => None,
+            Self::EveryMs(ms) => Some(ms),
+        }
+    }
+}
+
+impl std::str::FromStr for SyncPolicy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "commit" {
+            return Ok(Self::Commit);
+        }
+        let expected = || {
+            format!(
+                "expected `commit` or `<N>ms` with N from 1 to {} (e.g. `5ms`), got `{text}`",
+                Self::MAX_MS
+            )
+        };
+        let digits = text.strip_suffix("ms").ok_or_else(expected)?;
+        match digits.parse::<u64>() {
+            Ok(ms) if (1..=Self::MAX_MS).contains(&ms) && !digits.starts_with('+') => {
+                Ok(Self::EveryMs(ms))
+            }
+            _ => Err(expected()),
+        }
+    }
+}
+
+impl std::fmt::Display for SyncPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Commit => f.write_str("commit"),
+            Self::EveryMs(ms) => write!(f, "{ms}ms"),
+        }
+    }
+}
+
 /// Which log carries replication in a local run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogKind {
@@ -82,12 +140,13 @@ pub struct Common {
     /// per client IP address.
     #[arg(long, default_value_t = 30.0)]
     auth_failures_per_minute: f64,
-    /// NOT DURABLE: fsync the stores every this many milliseconds instead
-    /// of at every group commit, so a machine crash (not a process crash)
-    /// loses up to that much acknowledged work. For measuring what
-    /// durability costs (`meridian bench --fsync-every-ms`).
-    #[arg(long)]
-    fsync_every_ms: Option<u64>,
+    /// When the stores fsync: `commit` (the default: every group commit
+    /// holding a send, before any of it is acknowledged) or `<N>ms`, NOT
+    /// DURABLE: every N milliseconds, so a machine crash (not a process
+    /// crash) loses up to that much acknowledged work. `<N>ms` is for
+    /// measuring what durability costs (`meridian bench --sync`).
+    #[arg(long, default_value_t = SyncPolicy::Commit)]
+    sync: SyncPolicy,
     /// Runs this process's clock ahead (negative: behind) by this many
     /// milliseconds: for clock-skew drills.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
@@ -248,7 +307,7 @@ impl Common {
             registrations_per_minute: self.registrations_per_minute,
             request_rate: self.request_rate,
             auth_failures_per_minute: self.auth_failures_per_minute,
-            fsync_every_ms: self.fsync_every_ms,
+            fsync_every_ms: self.sync.every_ms(),
             max_clock_offset_ms: self.max_clock_offset_ms,
             log: match self.log {
                 LogKind::Embedded => plan::LogKind::Embedded,
@@ -266,11 +325,11 @@ impl Common {
     }
 }
 
-/// The warning `--fsync-every-ms` earns, as a line of its own.
-fn not_durable(fsync_every_ms: Option<u64>) -> String {
-    fsync_every_ms.map_or_else(String::new, |ms| {
+/// The warning `--sync <N>ms` earns, as a line of its own.
+fn not_durable(sync: SyncPolicy) -> String {
+    sync.every_ms().map_or_else(String::new, |ms| {
         format!(
-            "\nNOT DURABLE: stores fsync every {ms} ms, not at every commit (--fsync-every-ms): a machine crash loses acknowledged sends"
+            "\nNOT DURABLE: stores fsync every {ms} ms, not at every commit (--sync {sync}): a machine crash loses acknowledged sends"
         )
     })
 }
@@ -358,7 +417,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     println!(
         "meridian dev: {} region(s) up{}",
         names.len(),
-        not_durable(args.common.fsync_every_ms)
+        not_durable(args.common.sync)
     );
     for ((name, site), region) in site_names.iter().zip(&handles) {
         let secure = edges.get(name).is_some_and(Option::is_some);
@@ -708,6 +767,32 @@ mod tests {
     struct Flags {
         #[command(flatten)]
         common: Common,
+    }
+
+    /// `--sync` takes `commit` or a whole number of milliseconds within
+    /// bounds, and nothing else; what it prints parses back.
+    #[test]
+    fn sync_policies_parse_and_print_back() {
+        for (text, policy) in [
+            ("commit", SyncPolicy::Commit),
+            ("5ms", SyncPolicy::EveryMs(5)),
+            ("10000ms", SyncPolicy::EveryMs(10_000)),
+        ] {
+            assert_eq!(text.parse::<SyncPolicy>(), Ok(policy), "{text}");
+            assert_eq!(policy.to_string(), text);
+        }
+        for bad in [
+            "", "5", "ms", "0ms", "10001ms", "+5ms", "-5ms", "5 ms", "5s", "Commit",
+        ] {
+            let error = bad.parse::<SyncPolicy>().expect_err(bad);
+            assert!(
+                error.contains("expected `commit` or `<N>ms`"),
+                "{bad}: {error}"
+            );
+        }
+        let flags = Flags::try_parse_from(["meridian", "--sync", "5ms"]).expect("parses");
+        assert_eq!(flags.common.options().fsync_every_ms, Some(5));
+        assert!(Flags::try_parse_from(["meridian", "--sync", "fast"]).is_err());
     }
 
     /// The simulation plans with [`PlanOptions::default`]: it must be what

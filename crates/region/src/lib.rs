@@ -93,7 +93,7 @@ pub enum StoreChoice {
     Fjall(PathBuf),
     /// fjall in this directory, fsynced only every interval: acknowledged
     /// work of the last interval is lost with the machine. For measuring
-    /// what durability costs (`meridian dev --fsync-every-ms`), never the
+    /// what durability costs (`meridian dev --sync`), never the
     /// default.
     FjallFsyncEvery(PathBuf, std::time::Duration),
     /// In memory (tests, simulation); lost when the process exits.

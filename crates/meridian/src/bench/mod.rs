@@ -28,6 +28,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::Semaphore;
 
+use crate::deploy::SyncPolicy;
 use load::{Counting, saturate};
 pub(crate) use load::{Pair, connect, fixed_rate_latency, make_pairs, percentile, sender_session};
 use process::{cpu_seconds, rss_kib};
@@ -94,11 +95,11 @@ pub struct BenchArgs {
     /// costs is the difference.
     #[arg(long)]
     insecure_core: bool,
-    /// NOT DURABLE, never the default: the server fsyncs its store every
-    /// this many ms instead of at every group commit. What durability
-    /// itself costs is the difference from a run without it.
-    #[arg(long)]
-    fsync_every_ms: Option<u64>,
+    /// When the server fsyncs: `commit` (the default, durable) or `<N>ms`,
+    /// NOT DURABLE, every N ms instead of at every group commit. What
+    /// durability itself costs is the difference from a run without it.
+    #[arg(long, default_value_t = SyncPolicy::Commit)]
+    sync: SyncPolicy,
     /// Runs the reconnect-storm benchmark instead: this many clients with
     /// backlogs lose their gateways at once (`bench/storm.rs`).
     #[arg(long)]
@@ -219,13 +220,13 @@ async fn start_server(bench: &BenchArgs) -> anyhow::Result<Server> {
         "1000000".into(),
         "--data-dir".into(),
         dir.path().display().to_string(),
+        // A child stopping while the next starts would hold GeoDNS's port.
+        "--no-dns".into(),
     ];
     if bench.insecure_core {
         args.push("--insecure-core".into());
     }
-    if let Some(ms) = bench.fsync_every_ms {
-        args.extend(["--fsync-every-ms".into(), ms.to_string()]);
-    }
+    args.extend(["--sync".into(), bench.sync.to_string()]);
     let mut server = start_child(&args).await?;
     server._dir = Some(dir);
     Ok(server)
@@ -392,8 +393,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         "mutual TLS between gateway and core"
     };
-    let durability = match args.fsync_every_ms {
-        Some(ms) => format!("NOT DURABLE: fsync every {ms} ms (--fsync-every-ms), not the default"),
+    let durability = match args.sync.every_ms() {
+        Some(ms) => format!(
+            "NOT DURABLE: fsync every {ms} ms (--sync {}), not the default",
+            args.sync
+        ),
         None => "an fsync per group commit holding a send (acks relaxed)".to_string(),
     };
     println!(

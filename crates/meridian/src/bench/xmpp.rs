@@ -385,12 +385,59 @@ async fn expect(socket: &mut Socket, name: &str) -> anyhow::Result<Stanza> {
             }
         }
     }
-    bail!("ejabberd closed the WebSocket while {name} was awaited")
+    Err(ClosedEarly {
+        awaited: name.to_string(),
+    }
+    .into())
+}
+
+/// ejabberd closed the WebSocket without a word while `awaited` was due.
+#[derive(Debug)]
+struct ClosedEarly {
+    awaited: String,
+}
+
+impl std::fmt::Display for ClosedEarly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ejabberd closed the WebSocket while {} was awaited",
+            self.awaited
+        )
+    }
+}
+
+impl std::error::Error for ClosedEarly {}
+
+/// How many times a sign-in that ejabberd closed before its stream's
+/// features is tried: opening thousands of sessions at once, it now and
+/// then drops a fresh one unanswered.
+const SIGN_IN_ATTEMPTS: u32 = 3;
+
+/// Signs `user` in ([`sign_in_once`]), again when ejabberd closed the
+/// stream before it began: nothing was measured yet, and Meridian's
+/// sessions likewise wait out `busy` while they open.
+async fn sign_in(url: &str, user: &str, resource: &str) -> anyhow::Result<Socket> {
+    let mut attempt = 1;
+    loop {
+        match sign_in_once(url, user, resource).await {
+            Err(error)
+                if attempt < SIGN_IN_ATTEMPTS
+                    && error
+                        .downcast_ref::<ClosedEarly>()
+                        .is_some_and(|closed| closed.awaited == "features") =>
+            {
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
 }
 
 /// Opens an XMPP stream over WebSocket and signs `user` in: SASL PLAIN,
 /// binding `resource`, initial presence.
-async fn sign_in(url: &str, user: &str, resource: &str) -> anyhow::Result<Socket> {
+async fn sign_in_once(url: &str, user: &str, resource: &str) -> anyhow::Result<Socket> {
     let mut request = url.into_client_request()?;
     request
         .headers_mut()

@@ -83,7 +83,7 @@ pub struct PlanOptions {
     /// Failed authentications per minute allowed per client IP address.
     pub auth_failures_per_minute: f64,
     /// fsync the fjall stores every this many ms instead of at every group
-    /// commit (`--fsync-every-ms`: relaxes durability, for measuring it).
+    /// commit (`--sync <N>ms`: relaxes durability, for measuring it).
     pub fsync_every_ms: Option<u64>,
     /// Overrides every region's maximum clock offset, milliseconds.
     pub max_clock_offset_ms: Option<u64>,
