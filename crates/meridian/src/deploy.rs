@@ -650,7 +650,12 @@ pub async fn core(args: PartArgs) -> anyhow::Result<()> {
         )
         .await?;
     }
-    println!("meridian core: site {} on {}", site.name, handle.addr);
+    println!(
+        "meridian core: site {} on {}{}",
+        site.name,
+        handle.addr,
+        not_durable(args.common.sync)
+    );
     // Fail-stop: a failed store has already stopped the core; the process
     // exits non-zero so that its supervisor restarts it, and the restart
     // recovers the store from its journal.

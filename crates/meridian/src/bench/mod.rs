@@ -97,8 +97,9 @@ pub struct BenchArgs {
     insecure_core: bool,
     /// When the server fsyncs: `commit` (the default, durable) or `<N>ms`,
     /// NOT DURABLE, every N ms instead of at every group commit. What
-    /// durability itself costs is the difference from a run without it.
-    #[arg(long, default_value_t = SyncPolicy::Commit)]
+    /// durability itself costs is the difference from a run with `commit`.
+    /// Single-region phases only.
+    #[arg(long, default_value_t = SyncPolicy::Commit, conflicts_with_all = ["cross_region", "storm"])]
     sync: SyncPolicy,
     /// Runs the reconnect-storm benchmark instead: this many clients with
     /// backlogs lose their gateways at once (`bench/storm.rs`).

@@ -66,11 +66,8 @@ fn write_region(
     Ok(())
 }
 
-/// A counter's value from Prometheus text, summed over series whose labels
-/// include every one of `labels`.
-/// How far past the one-way delay the cross-region p99 is meant to lie:
-/// the embedded log adds a commit on each side, Kafka a broker's produce
-/// and fetch besides.
+/// How far past the one-way delay the cross-region p99 is meant to lie
+/// (the targets of issue #26, printed beside the figure).
 fn target_margin_ms(log: LogKind) -> u128 {
     match log {
         LogKind::Embedded => 10,
@@ -78,6 +75,8 @@ fn target_margin_ms(log: LogKind) -> u128 {
     }
 }
 
+/// A counter's value from Prometheus text, summed over series whose labels
+/// include every one of `labels`.
 async fn counter(base: &str, name: &str, labels: &[&str]) -> anyhow::Result<u64> {
     Ok(metric_sum(base, name, labels).await? as u64)
 }

@@ -409,24 +409,33 @@ impl std::fmt::Display for ClosedEarly {
 
 impl std::error::Error for ClosedEarly {}
 
-/// How many times a sign-in that ejabberd closed before its stream's
-/// features is tried: opening thousands of sessions at once, it now and
-/// then drops a fresh one unanswered.
+/// ejabberd closed a fresh WebSocket before its stream began (before the
+/// first features, so before any sign-in).
+#[derive(Debug)]
+struct NeverOpened;
+
+impl std::fmt::Display for NeverOpened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ejabberd closed the WebSocket before the stream's features")
+    }
+}
+
+impl std::error::Error for NeverOpened {}
+
+/// How many times a sign-in that ejabberd closed before its stream began
+/// is tried: opening thousands of sessions at once, it now and then drops
+/// a fresh one unanswered.
 const SIGN_IN_ATTEMPTS: u32 = 3;
 
 /// Signs `user` in ([`sign_in_once`]), again when ejabberd closed the
 /// stream before it began: nothing was measured yet, and Meridian's
-/// sessions likewise wait out `busy` while they open.
+/// sessions likewise wait out `busy` while they open. A stream closed
+/// later, after authentication, fails at once.
 async fn sign_in(url: &str, user: &str, resource: &str) -> anyhow::Result<Socket> {
     let mut attempt = 1;
     loop {
         match sign_in_once(url, user, resource).await {
-            Err(error)
-                if attempt < SIGN_IN_ATTEMPTS
-                    && error
-                        .downcast_ref::<ClosedEarly>()
-                        .is_some_and(|closed| closed.awaited == "features") =>
-            {
+            Err(error) if attempt < SIGN_IN_ATTEMPTS && error.is::<NeverOpened>() => {
                 tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
                 attempt += 1;
             }
@@ -449,7 +458,13 @@ async fn sign_in_once(url: &str, user: &str, resource: &str) -> anyhow::Result<S
         r#"<open xmlns="urn:ietf:params:xml:ns:xmpp-framing" to="{DOMAIN}" version="1.0"/>"#
     );
     socket.send(Message::text(open.clone())).await?;
-    expect(&mut socket, "features").await?;
+    expect(&mut socket, "features").await.map_err(|error| {
+        if error.is::<ClosedEarly>() {
+            NeverOpened.into()
+        } else {
+            error
+        }
+    })?;
     let credentials =
         base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{PASSWORD}"));
     socket

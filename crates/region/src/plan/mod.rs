@@ -396,9 +396,15 @@ impl Plan {
     ///
     /// # Errors
     /// A FoundationDB region without a cluster file, or in a binary built
-    /// without the `fdb` feature.
+    /// without the `fdb` feature, or asked to fsync every N ms.
     pub fn store(&self, site: &Site<'_>) -> anyhow::Result<StoreChoice> {
         if site.region.store.engine == "foundationdb" {
+            if let Some(ms) = self.options.fsync_every_ms {
+                anyhow::bail!(
+                    "region {}: fsyncing every {ms} ms (--sync {ms}ms) applies to fjall stores; a FoundationDB cluster's durability is its own",
+                    site.region.name
+                );
+            }
             return foundationdb_store(site);
         }
         let mut dir = self.region_dir(site.region);

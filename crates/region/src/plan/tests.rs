@@ -346,25 +346,30 @@ fn shifted_ports_must_exist() {
 }
 
 fn foundationdb(extra: &str) -> Plan {
+    foundationdb_with(extra, PlanOptions::default())
+}
+
+fn foundationdb_with(extra: &str, options: PlanOptions) -> Plan {
     let store = format!("[store]\nengine = \"foundationdb\"\n{extra}");
-    Plan::new(
-        Deployment::new([region("us-east", 10, &store)]),
-        PlanOptions::default(),
-    )
+    Plan::new(Deployment::new([region("us-east", 10, &store)]), options)
+}
+
+/// Every site's store is refused, naming the region and `why`.
+fn every_store_refused(plan: &Plan, why: &str) {
+    for site in plan.sites() {
+        let error = plan.store(&site).expect_err("refused");
+        assert!(
+            error.to_string().contains("region us-east") && error.to_string().contains(why),
+            "{error}"
+        );
+    }
 }
 
 #[cfg(not(feature = "fdb"))]
 #[test]
 fn foundationdb_needs_a_build_with_the_backend() {
     let plan = foundationdb("cluster_files = [\"a.cluster\", \"b.cluster\"]\n");
-    for site in plan.sites() {
-        let error = plan.store(&site).expect_err("refused");
-        assert!(
-            error.to_string().contains("region us-east")
-                && error.to_string().contains("--features fdb"),
-            "{error}"
-        );
-    }
+    every_store_refused(&plan, "--features fdb");
 }
 
 #[cfg(feature = "fdb")]
@@ -387,6 +392,20 @@ fn foundationdb_takes_each_shards_cluster() {
     let site = plan.site("us-east", 0).expect("site");
     let error = plan.store(&site).expect_err("no cluster file");
     assert!(error.to_string().contains("cluster_file is required"));
+}
+
+/// `--sync <N>ms` relaxes fjall's fsync; a FoundationDB region refuses it
+/// rather than start as though it applied (in either build).
+#[test]
+fn foundationdb_refuses_a_relaxed_fsync() {
+    let plan = foundationdb_with(
+        "cluster_files = [\"a.cluster\", \"b.cluster\"]\n",
+        PlanOptions {
+            fsync_every_ms: Some(5),
+            ..PlanOptions::default()
+        },
+    );
+    every_store_refused(&plan, "--sync 5ms");
 }
 
 #[test]
