@@ -340,7 +340,7 @@ async fn run(socket: WebSocket, state: Arc<AppState>, client: IpAddr, _slot: Con
     metrics::counter!("meridian_gateway_ws_connections_total").increment(1);
     let mut connection = Connection {
         socket,
-        state: state.clone(),
+        state,
         client,
     };
     // Boxed while it runs, as each frame's handling and each write are
@@ -355,10 +355,8 @@ async fn run(socket: WebSocket, state: Arc<AppState>, client: IpAddr, _slot: Con
 /// Authenticates the connection and attaches its session to its user's
 /// core; `None` once the connection was refused and closed.
 async fn attach(connection: &mut Connection) -> Option<(pb::Caller, MuxSession)> {
-    let state = connection.state.clone();
-    let caller = match tokio::time::timeout(state.config.auth_timeout, connection.authenticate())
-        .await
-    {
+    let auth_timeout = connection.state.config.auth_timeout;
+    let caller = match tokio::time::timeout(auth_timeout, connection.authenticate()).await {
         Ok(Ok(caller)) => caller,
         Ok(Err((close, error))) => {
             let code = error.code;
@@ -374,7 +372,12 @@ async fn attach(connection: &mut Connection) -> Option<(pb::Caller, MuxSession)>
             return None;
         }
     };
-    if let Err(wait) = state.limits.connects.take(&caller.device_id, 1.0) {
+    if let Err(wait) = connection
+        .state
+        .limits
+        .connects
+        .take(&caller.device_id, 1.0)
+    {
         let message = "too many connection attempts; back off";
         connection
             .write(&Refusal::limited(None, message, wait).frame())
@@ -382,7 +385,8 @@ async fn attach(connection: &mut Connection) -> Option<(pb::Caller, MuxSession)>
         connection.close(close_code::AGAIN, "rate limited").await;
         return None;
     }
-    let mux = match state
+    let mux = match connection
+        .state
         .cores
         .of(&caller.user_id)
         .map_err(|_| crate::mux::Unavailable)

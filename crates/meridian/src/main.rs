@@ -1,7 +1,7 @@
 //! `meridian`: one binary, many roles. Configuration and wiring only: each
 //! subcommand turns its flags into what a library crate takes and calls it.
 //!
-//! - `dev`, `core`, `gateway` (`deploy.rs`): the flags become a
+//! - `dev`, `core`, `gateway` (`deploy/`): the flags become a
 //!   `meridian_region::plan::Plan` (region files plus flags, resolved into
 //!   what each site runs), and `meridian_region` starts it. No deployment
 //!   rule lives here.

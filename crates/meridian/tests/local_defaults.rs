@@ -52,8 +52,7 @@ async fn dev_runs_from_an_empty_directory_and_two_run_side_by_side() {
 /// with the forms it takes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_sync_relaxed_says_not_durable_and_an_unknown_policy_is_refused() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
 
     let dir = tempfile::tempdir().unwrap();
     // Offset 20500: none of its ports on 127.0.0.1 (cores 7010–7030, S3
@@ -62,14 +61,13 @@ async fn dev_sync_relaxed_says_not_durable_and_an_unknown_policy_is_refused() {
     // range (32768 up).
     // Were the policy taken, `dev` would serve until killed: the wait is
     // bounded so the test fails rather than hangs.
-    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .args(["dev", "--port-offset", "20500", "--sync", "5"])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let refused =
+        tokio::process::Command::from(common::dev_command(dir.path(), 20_500, &["--sync", "5"]))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
     let refused = tokio::time::timeout(
         std::time::Duration::from_secs(60),
         refused.wait_with_output(),
@@ -84,28 +82,8 @@ async fn dev_sync_relaxed_says_not_durable_and_an_unknown_policy_is_refused() {
         "the refusal names the forms: {stderr}"
     );
 
-    let mut child = common::Killed(
-        Command::new(env!("CARGO_BIN_EXE_meridian"))
-            .args(["dev", "--port-offset", "20500", "--sync", "5ms"])
-            .current_dir(dir.path())
-            .env_remove("MERIDIAN_REGIONS_DIR")
-            .env_remove("MERIDIAN_DATA_DIR")
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
-    let mut banner = Vec::new();
-    let base = loop {
-        let line = lines.next().expect("meridian printed its URLs").unwrap();
-        if let Some(rest) = line.trim().strip_prefix("REST") {
-            let url = rest.split_whitespace().next().unwrap();
-            break url.trim_end_matches("/v1").to_string();
-        }
-        banner.push(line);
-    };
+    let (_server, base, banner) =
+        common::dev_in_with_banner(dir.path(), 20_500, &["--sync", "5ms"]);
     assert!(
         banner.iter().any(|line| line
             .starts_with("NOT DURABLE: stores fsync every 5 ms, not at every commit (--sync 5ms)")),

@@ -221,7 +221,8 @@ async fn start_server(bench: &BenchArgs) -> anyhow::Result<Server> {
         "1000000".into(),
         "--data-dir".into(),
         dir.path().display().to_string(),
-        // A child stopping while the next starts would hold GeoDNS's port.
+        // The bench asks nothing of DNS, and GeoDNS's port is the one
+        // fixed port a child would take.
         "--no-dns".into(),
     ];
     if bench.insecure_core {

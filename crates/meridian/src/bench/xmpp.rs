@@ -369,7 +369,7 @@ fn stanzas(frame: &str) -> anyhow::Result<Vec<Stanza>> {
 
 /// Reads frames until a stanza named `name` arrives; a stream error, a
 /// SASL failure, an IQ error or the stream's close fails.
-async fn expect(socket: &mut Socket, name: &str) -> anyhow::Result<Stanza> {
+async fn expect(socket: &mut Socket, name: &'static str) -> anyhow::Result<Stanza> {
     while let Some(frame) = socket.next().await {
         let Message::Text(text) = frame? else {
             continue;
@@ -385,16 +385,13 @@ async fn expect(socket: &mut Socket, name: &str) -> anyhow::Result<Stanza> {
             }
         }
     }
-    Err(ClosedEarly {
-        awaited: name.to_string(),
-    }
-    .into())
+    Err(ClosedEarly { awaited: name }.into())
 }
 
 /// ejabberd closed the WebSocket without a word while `awaited` was due.
 #[derive(Debug)]
 struct ClosedEarly {
-    awaited: String,
+    awaited: &'static str,
 }
 
 impl std::fmt::Display for ClosedEarly {
@@ -409,33 +406,20 @@ impl std::fmt::Display for ClosedEarly {
 
 impl std::error::Error for ClosedEarly {}
 
-/// ejabberd closed a fresh WebSocket before its stream began (before the
-/// first features, so before any sign-in).
-#[derive(Debug)]
-struct NeverOpened;
+/// How many times a stream ejabberd closed before it began is opened:
+/// opening thousands of sessions at once, it now and then drops a fresh
+/// one unanswered.
+const OPEN_ATTEMPTS: u32 = 3;
 
-impl std::fmt::Display for NeverOpened {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ejabberd closed the WebSocket before the stream's features")
-    }
-}
-
-impl std::error::Error for NeverOpened {}
-
-/// How many times a sign-in that ejabberd closed before its stream began
-/// is tried: opening thousands of sessions at once, it now and then drops
-/// a fresh one unanswered.
-const SIGN_IN_ATTEMPTS: u32 = 3;
-
-/// Signs `user` in ([`sign_in_once`]), again when ejabberd closed the
-/// stream before it began: nothing was measured yet, and Meridian's
-/// sessions likewise wait out `busy` while they open. A stream closed
-/// later, after authentication, fails at once.
-async fn sign_in(url: &str, user: &str, resource: &str) -> anyhow::Result<Socket> {
+/// Opens an XMPP stream over WebSocket ([`open_stream_once`]), again when
+/// ejabberd closed it before its features: nothing was measured yet, and
+/// Meridian's sessions likewise wait out `busy` while they open. Returns
+/// the socket and the `<open>` element, sent again after authentication.
+async fn open_stream(url: &str) -> anyhow::Result<(Socket, String)> {
     let mut attempt = 1;
     loop {
-        match sign_in_once(url, user, resource).await {
-            Err(error) if attempt < SIGN_IN_ATTEMPTS && error.is::<NeverOpened>() => {
+        match open_stream_once(url).await {
+            Err(error) if attempt < OPEN_ATTEMPTS && error.is::<ClosedEarly>() => {
                 tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
                 attempt += 1;
             }
@@ -444,9 +428,8 @@ async fn sign_in(url: &str, user: &str, resource: &str) -> anyhow::Result<Socket
     }
 }
 
-/// Opens an XMPP stream over WebSocket and signs `user` in: SASL PLAIN,
-/// binding `resource`, initial presence.
-async fn sign_in_once(url: &str, user: &str, resource: &str) -> anyhow::Result<Socket> {
+/// Connects, sends the stream's `<open>` and waits for its features.
+async fn open_stream_once(url: &str) -> anyhow::Result<(Socket, String)> {
     let mut request = url.into_client_request()?;
     request
         .headers_mut()
@@ -458,13 +441,15 @@ async fn sign_in_once(url: &str, user: &str, resource: &str) -> anyhow::Result<S
         r#"<open xmlns="urn:ietf:params:xml:ns:xmpp-framing" to="{DOMAIN}" version="1.0"/>"#
     );
     socket.send(Message::text(open.clone())).await?;
-    expect(&mut socket, "features").await.map_err(|error| {
-        if error.is::<ClosedEarly>() {
-            NeverOpened.into()
-        } else {
-            error
-        }
-    })?;
+    expect(&mut socket, "features").await?;
+    Ok((socket, open))
+}
+
+/// Opens an XMPP stream ([`open_stream`]) and signs `user` in: SASL PLAIN,
+/// binding `resource`, initial presence. A stream closed after it opened
+/// fails at once.
+async fn sign_in(url: &str, user: &str, resource: &str) -> anyhow::Result<Socket> {
+    let (mut socket, open) = open_stream(url).await?;
     let credentials =
         base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{PASSWORD}"));
     socket

@@ -43,7 +43,13 @@ where
 #[allow(dead_code)]
 /// Runs `command` (the `meridian` binary, set up by the caller); returns
 /// the child and the REST base URL of the first region it prints.
-pub fn start_command(mut command: Command) -> (Child, String) {
+pub fn start_command(command: Command) -> (Child, String) {
+    let (child, base, _banner) = start_command_with_banner(command);
+    (child, base)
+}
+
+/// [`start_command`], also returning the lines printed before that URL.
+pub fn start_command_with_banner(mut command: Command) -> (Child, String, Vec<String>) {
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -51,6 +57,7 @@ pub fn start_command(mut command: Command) -> (Child, String) {
         .expect("spawn meridian");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
+    let mut banner = Vec::new();
     let base = loop {
         let line = lines
             .next()
@@ -60,12 +67,13 @@ pub fn start_command(mut command: Command) -> (Child, String) {
             let url = rest.split_whitespace().next().expect("url");
             break url.trim_end_matches("/v1").to_string();
         }
+        banner.push(line);
     };
     // Keep draining stdout so the child never blocks on a full pipe (a test
     // helper thread, outside any simulated path).
     #[allow(clippy::disallowed_methods)]
     std::thread::spawn(move || for _ in lines {});
-    (child, base)
+    (child, base, banner)
 }
 
 /// A free loopback port (the child binds it right after).
@@ -284,6 +292,24 @@ impl Drop for Killed {
 /// region or data directory named (the built-in local regions): the
 /// process and the REST base URL it prints first.
 pub fn dev_in(dir: &Path, offset: u16, extra: &[&str]) -> (Killed, String) {
+    let (child, base, _banner) = dev_in_with_banner(dir, offset, extra);
+    (child, base)
+}
+
+#[allow(dead_code)]
+/// [`dev_in`], also returning the lines printed before the first URL.
+pub fn dev_in_with_banner(
+    dir: &Path,
+    offset: u16,
+    extra: &[&str],
+) -> (Killed, String, Vec<String>) {
+    let (child, base, banner) = start_command_with_banner(dev_command(dir, offset, extra));
+    (Killed(child), base, banner)
+}
+
+#[allow(dead_code)]
+/// The command [`dev_in`] runs, not yet started.
+pub fn dev_command(dir: &Path, offset: u16, extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_meridian"));
     command
         .args(["dev", "--port-offset", &offset.to_string()])
@@ -292,6 +318,5 @@ pub fn dev_in(dir: &Path, offset: u16, extra: &[&str]) -> (Killed, String) {
         .env_remove("MERIDIAN_REGIONS_DIR")
         .env_remove("MERIDIAN_DATA_DIR")
         .env("RUST_LOG", "error");
-    let (child, base) = start_command(command);
-    (Killed(child), base)
+    command
 }
